@@ -85,8 +85,9 @@ class GAN(keras.Model):
         # Generator updates so far: the global step for logs and noise, saved in checkpoints.
         self.step = keras.Variable(0, dtype="int64", trainable=False, name="step",
                                    aggregation="only_first_replica")
+        # Copies of the values: keras.Variable(a_variable) would alias it.
         self.ema_weights = [
-            keras.Variable(w.value, trainable=False, name=f"ema_{i}", aggregation="only_first_replica")
+            keras.Variable(w.numpy(), trainable=False, name=f"ema_{i}", aggregation="only_first_replica")
             for i, w in enumerate(generator.weights)
         ] if ema_decay is not None else []
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
