@@ -142,7 +142,7 @@ class GAN(keras.Model):
 
     def train_step(self, data):
         real, condition = self.unpack(data)
-        minibatch = ops.shape(real)[0] // self.d_steps
+        minibatch = ops.shape(real)[0] // self.d_steps if self.d_steps > 1 else None
         for k in range(self.d_steps):
             real_k, cond_k = _slice(real, k, minibatch), _slice(condition, k, minibatch)
             if self.reuse_fakes and k == self.d_steps - 1:
@@ -150,7 +150,7 @@ class GAN(keras.Model):
             else:
                 stats = self.discriminator_step(real_k, cond_k, draw=k)
         if not self.reuse_fakes:
-            z = self.sample_latent(minibatch, draw=self.d_steps)
+            z = self.sample_latent(ops.shape(real_k)[0], draw=self.d_steps)
             stats["g_loss"] = self.generator_step(_slice(real, 0, minibatch), z, _slice(condition, 0, minibatch))
         if self.ema_weights:
             self.update_ema()
@@ -308,7 +308,10 @@ def _apply(optimizer, grads, variables):
 
 
 def _slice(tensor, k, size):
-    return None if tensor is None else tensor[k * size:(k + 1) * size]
+    """Slice k of ``size`` rows; the whole tensor when size is None (keeps static shapes)."""
+    if tensor is None or size is None:
+        return tensor
+    return tensor[k * size:(k + 1) * size]
 
 
 def _loss_scaled(optimizer):
