@@ -1,0 +1,286 @@
+"""The ``ganpipe`` command line: run pipelines, inspect runs and lineage, sample, collect garbage.
+
+Exit codes: 0 success, 1 a run (or gc) failed, 2 usage or configuration error. Nothing here
+imports TensorFlow except ``sample`` and the components ``run`` loads.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+import click
+
+from ganpipe import __version__
+from ganpipe.pipeline import dag
+from ganpipe.pipeline.config import ConfigError, default_root, load_config
+from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
+                                       ExecutionRecord, MetadataStore)
+from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_view
+
+# Artifact property conventions the summary reads (set by components):
+SAMPLE_GRID = "sample_grid"  # a PNG of generated samples, relative to the artifact uri (or absolute)
+PUSHED = "pushed"  # PushedModel: whether Export wrote a SavedModel
+PUSHED_DESTINATION = "pushed_destination"  # PushedModel: absolute path of the SavedModel version dir
+
+STATUS = {COMPLETE: "ran", CACHED: "cached", FAILED: "failed", ABANDONED: "abandoned", RUNNING: "running"}
+
+
+class UsageFailure(click.ClickException):
+    """A usage or configuration error: message on stderr, exit code 2, no usage dump."""
+
+    exit_code = 2
+
+
+root_option = click.option(
+    "--root", type=click.Path(file_okay=False), default=None,
+    help="Pipeline root holding the metadata store and artifacts [default: $GANPIPE_ROOT or ./ganpipe_runs].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ganpipe")
+def main() -> None:
+    """Train GANs as a TFX-style batch pipeline: Ingest -> Preprocess -> Classifier -> Train ->
+    Evaluate -> Export, with cached, resumable steps and a metadata store in the pipeline root."""
+
+
+@main.command()
+@click.argument("config_file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a config value; VALUE is parsed as YAML (repeatable).")
+@click.option("--until", metavar="COMPONENT", help="Run only this component and what it depends on.")
+@click.option("--force", multiple=True, metavar="COMPONENT",
+              help="Re-run this component even on a cache hit, discarding a resumable one's partial attempt "
+                   "('all' for every one; repeatable).")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
+              help="Extra Beam pipeline option, e.g. --beam-arg=--direct_num_workers=2 (repeatable).")
+@root_option
+def run(config_file, overrides, until, force, beam_args, root) -> None:
+    """Run the pipeline of CONFIG_FILE (default: built-in digits data set with DCGAN).
+
+    A component whose parameters, inputs and code are unchanged is a cache hit. Forcing a
+    component re-runs it; downstream components then re-run only if its new outputs differ.
+    """
+    try:
+        config = load_config(config_file, overrides)
+        if root:
+            config.root = os.path.abspath(root)
+        runner = LocalRunner(config.root, config.name, config.nodes, config.parameters,
+                             config.beam_args + list(beam_args), echo=click.echo,
+                             config={**config.as_dict(), "config_file": config_file})
+        runner.plan(until, force)  # unknown component names fail here, before anything runs
+    except (ConfigError, dag.PipelineError) as error:
+        raise UsageFailure(str(error)) from error
+    result = runner.run(until, force)
+    _print_summary(result, config.root, config.name)
+    if result.state != COMPLETE:
+        click.echo(f"Error: {result.error} (details: ganpipe show {result.run_id} --root {config.root})", err=True)
+        sys.exit(1)
+
+
+def _print_summary(result: RunResult, root: str, pipeline: str) -> None:
+    click.echo("")
+    rows = [(s.component, s.status, f"{s.seconds:.1f}", _main_output(s.outputs) if s.outputs else s.error or "-")
+            for s in result.steps]
+    _table(("COMPONENT", "STATUS", "SECONDS", "OUTPUT"), rows)
+    click.echo(f"\nRun {result.run_id} {result.state} in {result.seconds:.1f} s")
+    artifacts = [(s.component, a) for s in result.steps for a in s.outputs.values()]
+    view = tensorboard_view(root, pipeline, result.run_id, artifacts)
+    if view:
+        click.echo(f"TensorBoard: tensorboard --logdir {view}")
+    for component, artifact in artifacts:
+        if artifact.properties.get(PUSHED) and artifact.properties.get(PUSHED_DESTINATION):
+            click.echo(f"SavedModel:  {artifact.properties[PUSHED_DESTINATION]}")
+        if artifact.properties.get(SAMPLE_GRID):
+            click.echo(f"Samples:     {os.path.join(artifact.uri, artifact.properties[SAMPLE_GRID])} ({component})")
+
+
+def _main_output(outputs) -> str:
+    return next(iter(outputs.values())).uri
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs to list.")
+@root_option
+def runs(limit, root) -> None:
+    """List runs, newest first: id, pipeline, state, start time, duration."""
+    with _open_store(root) as store:
+        records = store.runs(limit)
+    _table(("RUN", "PIPELINE", "STATE", "STARTED", "DURATION"),
+           [(r.id, r.pipeline, r.state, _when(r.started), _duration(r.started, r.ended)) for r in records])
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@root_option
+def show(run_id, root) -> None:
+    """Show one run: each component, cached or ran, times, output uris and key metrics."""
+    with _open_store(root) as store:
+        record = store.run(run_id)
+        if record is None:
+            raise UsageFailure(f"no run {run_id} in {store.path}")
+        executions = store.executions(run_id)
+        outputs = {e.id: store.execution_artifacts(e.id, "output") for e in executions}
+    options = ", ".join(f"{k}: {record.config.get(k)}" for k in ("config_file", "until", "force")
+                        if record.config.get(k))
+    click.echo(f"Run {record.id}  pipeline {record.pipeline}  {record.state}  started {_when(record.started)}"
+               f"  took {_duration(record.started, record.ended)}" + (f"\n{options}" if options else ""))
+    if record.error:
+        click.echo(f"Error: {record.error}")
+    click.echo("")
+    _table(("COMPONENT", "STATUS", "SECONDS", "EXECUTION"),
+           [(e.component, STATUS[e.state], _duration(e.started, e.ended, unit=""), _execution_label(e))
+            for e in executions])
+    click.echo("")
+    _table(("OUTPUT", "TYPE", "URI", "KEY METRICS"),
+           [(f"{e.component}.{name}", a.type, a.uri, _key_metrics(a.properties))
+            for e in executions for name, a in outputs[e.id].items()])
+    for execution in executions:
+        if execution.error:
+            click.echo(f"\n{execution.component} (execution {execution.id}) {execution.state}:\n{execution.error}")
+
+
+def _execution_label(execution: ExecutionRecord) -> str:
+    return f"{execution.id} (reuses {execution.cached_from})" if execution.cached_from else str(execution.id)
+
+
+def _key_metrics(properties: dict) -> str:
+    """Scalar properties (counts, metrics, flags) in one line."""
+    scalars = {k: v for k, v in sorted(properties.items()) if isinstance(v, (int, float, bool))}
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items())
+
+
+@main.command()
+@click.argument("target")
+@root_option
+def lineage(target, root) -> None:
+    """Where an artifact came from and what used it. TARGET is an artifact id or a path inside one."""
+    with _open_store(root) as store:
+        record = store.artifact(int(target)) if target.isdigit() else store.artifact_at(target)
+        if record is None:
+            raise UsageFailure(f"{target}: not an artifact recorded in {store.path}")
+        click.echo(_artifact_line(record))
+        click.echo(f"  fingerprint {record.artifact.fingerprint}")
+        click.echo("Upstream:")
+        _print_upstream(store, record, depth=1, seen=set())
+        click.echo("Downstream:")
+        _print_downstream(store, record, depth=1, seen=set())
+
+
+def _artifact_line(record: ArtifactRecord) -> str:
+    deleted = "  [deleted by gc]" if record.state != "LIVE" else ""
+    return f"artifact {record.artifact.id} {record.artifact.type} {record.artifact.uri}{deleted}"
+
+
+def _print_upstream(store: MetadataStore, record: ArtifactRecord, depth: int, seen: set[int]) -> None:
+    producer = store.execution(record.producer_id)
+    indent = "  " * depth
+    click.echo(f"{indent}<- {producer.component} execution {producer.id} (run {producer.run_id}, {producer.state})")
+    if producer.id in seen:
+        return
+    seen.add(producer.id)
+    for name, artifact in store.execution_artifacts(producer.id, "input").items():
+        upstream = store.artifact(artifact.id)
+        click.echo(f"{indent}   {name}: {_artifact_line(upstream)}")
+        _print_upstream(store, upstream, depth + 2, seen)
+
+
+def _print_downstream(store: MetadataStore, record: ArtifactRecord, depth: int, seen: set[int]) -> None:
+    indent = "  " * depth
+    consumers = store.consumers(record.artifact.id)
+    reused_in = sorted({c.run_id for c in consumers if c.state == CACHED})
+    if not consumers and depth == 1:
+        click.echo(f"{indent}(not used by any execution yet)")
+    for consumer in (c for c in consumers if c.state != CACHED):
+        click.echo(f"{indent}-> {consumer.component} execution {consumer.id} (run {consumer.run_id}, {consumer.state})")
+        if consumer.id in seen:
+            continue
+        seen.add(consumer.id)
+        for name, artifact in store.execution_artifacts(consumer.id, "output").items():
+            downstream = store.artifact(artifact.id)
+            click.echo(f"{indent}   {name}: {_artifact_line(downstream)}")
+            _print_downstream(store, downstream, depth + 2, seen)
+    if reused_in:
+        click.echo(f"{indent}(also consumed by cache hits in runs {', '.join(map(str, reused_in))})")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-n", "count", type=click.IntRange(min=1), required=True, help="Number of samples.")
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Output: a directory for png, a file for grid, tfrecord and csv.")
+@click.option("--format", "fmt", type=click.Choice(["png", "grid", "tfrecord", "csv"]), default=None,
+              help="[default: png for images, csv for vectors]")
+@click.option("--seed", type=int, default=None, help="Seed of the latent noise (and so of the samples).")
+def sample(model_dir, count, out, fmt, seed) -> None:
+    """Write N samples from a trained generator. MODEL_DIR is a Train Model artifact (generator.keras
+    + model.json) or an exported SavedModel directory."""
+    from ganpipe.pipeline.sampling import SampleError, sample as write_samples
+
+    try:
+        fmt, kind = write_samples(model_dir, count, out, fmt, seed)
+    except SampleError as error:
+        raise UsageFailure(str(error)) from error
+    click.echo(f"Wrote {count} {kind} samples as {fmt} to {out}")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@root_option
+def gc(dry_run, root) -> None:
+    """Delete superseded artifacts, unfinished attempts and unrecorded outputs under the root.
+
+    For each component output the newest artifact and its whole upstream lineage are kept;
+    deleted artifacts stay in the metadata store, marked deleted.
+    """
+    from ganpipe.pipeline.gc import RunInProgress, collect_garbage
+
+    root = _existing_root(root)
+    try:
+        garbage = collect_garbage(root, dry_run)
+    except RunInProgress as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+    verb = "would delete" if dry_run else "deleted"
+    for item in garbage:
+        click.echo(f"{verb}  {_megabytes(item.bytes):>9}  {item.reason:<32} {item.path}")
+    total = sum(item.bytes for item in garbage)
+    click.echo(f"{len(garbage)} item(s), {_megabytes(total)} {'would be ' if dry_run else ''}freed")
+
+
+def _existing_root(root: str | None) -> str:
+    root = os.path.abspath(root or default_root())
+    if not os.path.isfile(os.path.join(root, STORE_FILE)):
+        raise UsageFailure(f"{root}: no {STORE_FILE} here (no runs yet?); pass --root or set $GANPIPE_ROOT")
+    return root
+
+
+def _open_store(root: str | None) -> MetadataStore:
+    """Opens an existing store and marks runs whose process died, so states shown are true."""
+    root = _existing_root(root)
+    store = MetadataStore(root)
+    store.reap_abandoned(run_is_alive(root))
+    return store
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple]) -> None:
+    cells = [tuple(map(str, headers))] + [tuple(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(started: float, ended: float | None, unit: str = " s") -> str:
+    return "-" if ended is None else f"{ended - started:.1f}{unit}"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Pipeline configuration: YAML file + ``--set section.key=value`` overrides, validated up front.
+
+Sections: ``pipeline`` (name, root, dag), ``beam`` (args) and one per component, named after the
+component in lower case, whose keys are that component's Parameters. Every mistake (unknown
+section or key, wrong type, value out of range) is a ``ConfigError`` naming the key and what is
+allowed, raised before anything runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Iterable
+
+import yaml
+
+from ganpipe.pipeline import dag
+
+DEFAULT_ROOT = "./ganpipe_runs"
+ROOT_ENV = "GANPIPE_ROOT"  # the default pipeline root when neither config nor --root gives one
+PIPELINE_DEFAULTS = {"name": "digits_dcgan", "root": None, "dag": dag.DEFAULT_DAG}
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file or key and what is allowed."""
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    name: str
+    root: str  # absolute
+    dag: str
+    beam_args: list[str]
+    nodes: tuple[dag.Node, ...]
+    parameters: dict[str, dict[str, Any]]  # section -> resolved parameters
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved configuration, as recorded with each run."""
+        return {"pipeline": {"name": self.name, "root": self.root, "dag": self.dag},
+                "beam": {"args": list(self.beam_args)}, **self.parameters}
+
+
+def default_root() -> str:
+    return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+
+
+def load_config(path: str | None = None, overrides: Iterable[str] = (),
+                nodes: tuple[dag.Node, ...] | None = None) -> PipelineConfig:
+    """Reads ``path`` (None: built-in defaults), applies overrides and validates everything.
+
+    ``nodes`` replaces the DAG named by ``pipeline.dag`` (tests run toy pipelines this way).
+    """
+    raw = _read_yaml(path) if path else {}
+    for override in overrides:
+        _apply_override(raw, override)
+    where = path or "config"
+    pipeline = _pipeline_section(raw.get("pipeline", {}))
+    beam_args = _beam_args(raw.get("beam", {}))
+    try:
+        nodes = nodes if nodes is not None else dag.load_nodes(pipeline["dag"])
+    except dag.PipelineError as error:
+        raise ConfigError(str(error)) from error
+    sections = {node.section: node for node in nodes}
+    unknown = sorted(set(raw) - {"pipeline", "beam"} - set(sections))
+    if unknown:
+        allowed = ", ".join(["pipeline", "beam", *sections])
+        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; allowed sections are {allowed}")
+    parameters = {}
+    for section, node in sections.items():
+        given = raw.get(section) or {}
+        _require_mapping(given, section)
+        try:
+            parameters[section] = node.component.resolve_parameters(given, section)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    return PipelineConfig(name=pipeline["name"], root=os.path.abspath(pipeline["root"] or default_root()),
+                          dag=pipeline["dag"], beam_args=beam_args, nodes=tuple(nodes),
+                          parameters=parameters)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    """``section.key=value`` with ``value`` parsed as YAML (``3`` is an int, ``[a, b]`` a list)."""
+    target, sep, text = override.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. train.steps=200")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {override!r}: value is not valid YAML: {error}") from error
+    existing = raw.setdefault(section, {})
+    if existing is None:
+        existing = raw[section] = {}
+    _require_mapping(existing, section)
+    existing[key] = value
+
+
+def _require_mapping(value: Any, section: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{section}: must be a mapping of keys to values, got {value!r}")
+
+
+def _pipeline_section(given: Any) -> dict[str, Any]:
+    given = given or {}
+    _require_mapping(given, "pipeline")
+    _reject_unknown(given, PIPELINE_DEFAULTS, "pipeline")
+    section = {**PIPELINE_DEFAULTS, **given}
+    for key, value in section.items():
+        if key == "root" and value is None:
+            continue  # falls back to $GANPIPE_ROOT, then ./ganpipe_runs
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"pipeline.{key}: expected a non-empty string, got {value!r}")
+    if not _NAME_PATTERN.match(section["name"]):
+        raise ConfigError(f"pipeline.name: {section['name']!r} must be letters, digits, '_', '.' or '-' "
+                          "(it names a directory)")
+    return section
+
+
+def _beam_args(given: Any) -> list[str]:
+    given = given or {}
+    _require_mapping(given, "beam")
+    _reject_unknown(given, {"args": None}, "beam")
+    args = given.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise ConfigError(f"beam.args: expected a list of strings like ['--direct_num_workers=2'], got {args!r}")
+    return list(args)
+
+
+def _reject_unknown(given: dict[str, Any], known: dict[str, Any], section: str) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown key; allowed keys are {', '.join(known)}")

@@ -1,0 +1,412 @@
+"""The ganpipe CLI on a toy pipeline (pure Python components writing real files), in process with
+click's CliRunner and as real subprocesses for SIGKILL, concurrency and exit codes."""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ganpipe.pipeline.cli import main
+from ganpipe.pipeline.metadata import ABANDONED, CACHED, COMPLETE, MetadataStore
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_MODULE = "ganpipe_toy_dag"
+# Make -> Fit (resumable) -> Publish. Tests steer executors through files in $TOY_CONTROL, which
+# are not parameters and so leave cache keys alone: <C>.hold (wait while it exists), <C>.crash.
+TOY_SOURCE = '''
+import os
+import time
+
+from ganpipe.components.base import Component, ComponentError, Parameter
+from ganpipe.pipeline.dag import Node
+
+
+def _control(component):
+    control = os.environ.get("TOY_CONTROL", "")
+    if os.path.exists(os.path.join(control, component + ".crash")):
+        raise ComponentError(component + ": injected failure")
+    hold = os.path.join(control, component + ".hold")
+    if os.path.exists(hold):
+        open(os.path.join(control, component + ".started"), "w").close()
+        deadline = time.time() + 60
+        while os.path.exists(hold) and time.time() < deadline:
+            time.sleep(0.05)
+    time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+
+
+def make(inputs, outputs, params, ctx):
+    ctx.log("making %d numbers" % params["n"])
+    _control("Make")
+    with open(outputs["numbers"].path("numbers.txt"), "w") as f:
+        f.write(" ".join(str(i) for i in range(params["n"])))
+    outputs["numbers"].properties["count"] = params["n"]
+
+
+def fit(inputs, outputs, params, ctx):
+    model = outputs["model"]
+    resumed = os.path.exists(model.path("checkpoint.txt"))
+    with open(model.path("checkpoint.txt"), "a") as f:
+        f.write("step\\n")
+    _control("Fit")
+    with open(inputs["numbers"].path("numbers.txt")) as f:
+        total = sum(int(n) for n in f.read().split()) * params["scale"]
+    os.makedirs(model.path("logs", "train"), exist_ok=True)
+    with open(model.path("logs", "train", "events.txt"), "w") as f:
+        f.write("loss 0.5")
+    with open(model.path("grid.png"), "wb") as f:
+        f.write(b"not really a png")
+    model.write_json("model.json", {"total": total})
+    model.properties.update(loss=0.5, total=total, resumed=resumed, sample_grid="grid.png")
+
+
+def publish(inputs, outputs, params, ctx):
+    _control("Publish")
+    pushed = outputs["pushed_model"]
+    os.makedirs(pushed.path("saved", "1"))
+    pushed.properties.update(pushed=True, pushed_destination=pushed.path("saved", "1"))
+
+
+NODES = [
+    Node.of(Component("Make", {}, {"numbers": "Numbers"}, (Parameter("n", int, 3, min=1),), make)),
+    Node.of(Component("Fit", {"numbers": "Numbers"}, {"model": "Model"}, (Parameter("scale", int, 1),), fit,
+                      resumable=True), {"numbers": "Make.numbers"}),
+    Node.of(Component("Publish", {"model": "Model"}, {"pushed_model": "PushedModel"}, (), publish),
+            {"model": "Fit.model"}),
+]
+'''
+
+
+@pytest.fixture(scope="module")
+def toy_path(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("toy_module")
+    (directory / f"{TOY_MODULE}.py").write_text(TOY_SOURCE)
+    sys.path.insert(0, str(directory))
+    yield str(directory)
+    sys.path.remove(str(directory))
+    sys.modules.pop(TOY_MODULE, None)
+
+
+@pytest.fixture
+def env(tmp_path, toy_path, monkeypatch):
+    """A root, a config naming the toy DAG and a control directory; returns a small namespace."""
+    control = tmp_path / "control"
+    control.mkdir()
+    monkeypatch.setenv("TOY_CONTROL", str(control))
+    config = tmp_path / "toy.yaml"
+    config.write_text(f"pipeline: {{name: toy, dag: '{TOY_MODULE}:NODES'}}\nfit: {{scale: 2}}\n")
+
+    class Env:
+        root = str(tmp_path / "root")
+        path = str(config)
+        controls = control
+        subprocess_env = {**os.environ, "PYTHONPATH": os.pathsep.join([toy_path, REPO]), "TOY_CONTROL": str(control)}
+
+    return Env
+
+
+def summary(out):
+    """The end-of-run table as {component: [status, seconds, output]}."""
+    lines = out[out.index("COMPONENT"):].splitlines()[1:]
+    return {line.split()[0]: line.split()[1:] for line in lines[:lines.index("")]}
+
+
+def cli(*args, expect=0):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def test_run_prints_progress_summary_and_where_to_look(env):
+    result = cli("run", env.path, "--root", env.root)
+    out = result.stdout
+    assert "Run 1 of pipeline toy" in out
+    assert out.index("[1/3] Make") < out.index("Make | making 3 numbers") < out.index("[2/3] Fit") < out.index("[3/3] Publish")
+    model_dir = os.path.join(env.root, "toy", "Fit", "model", "2")
+    table = summary(out)
+    assert list(table) == ["Make", "Fit", "Publish"]
+    assert table["Fit"][0] == "ran" and table["Fit"][2] == model_dir
+    assert "Run 1 COMPLETE" in out
+    view = os.path.join(env.root, "toy", "tensorboard", "run-1")
+    assert f"TensorBoard: tensorboard --logdir {view}" in out
+    assert os.path.realpath(os.path.join(view, "train")) == os.path.join(model_dir, "logs", "train")
+    assert f"SavedModel:  {os.path.join(env.root, 'toy', 'Publish', 'pushed_model', '3', 'saved', '1')}" in out
+    assert f"Samples:     {os.path.join(model_dir, 'grid.png')} (Fit)" in out
+    with open(os.path.join(model_dir, "model.json")) as f:
+        assert json.load(f) == {"total": (0 + 1 + 2) * 2}
+
+    again = cli("run", env.path, "--root", env.root).stdout
+    assert "cached: reusing execution 1 (run 1)" in again
+    assert [row[0] for row in summary(again).values()] == ["cached"] * 3
+
+
+def test_runs_show_and_lineage(env):
+    cli("run", env.path, "--root", env.root)
+    cli("run", env.path, "--root", env.root, "--set", "fit.scale=3")
+    runs = cli("runs", "--root", env.root).stdout.splitlines()
+    assert runs[0].split() == ["RUN", "PIPELINE", "STATE", "STARTED", "DURATION"]
+    assert [line.split()[:3] for line in runs[1:]] == [["2", "toy", "COMPLETE"], ["1", "toy", "COMPLETE"]]
+
+    shown = cli("show", "2", "--root", env.root).stdout
+    assert "Run 2  pipeline toy  COMPLETE" in shown
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.split()[:1] in (["Make"], ["Fit"], ["Publish"])}
+    assert rows["Make"][1] == "cached" and rows["Make"][3:] == ["4", "(reuses", "1)"]
+    assert rows["Fit"][1] == "ran"
+    assert "loss=0.5" in shown and "total=9" in shown and "pushed=True" in shown
+    assert cli("show", "99", "--root", env.root, expect=2).stderr.startswith("Error: no run 99")
+
+    model_file = os.path.join(env.root, "toy", "Fit", "model", "5", "model.json")
+    lineage = cli("lineage", model_file, "--root", env.root).stdout
+    assert lineage.startswith("artifact 4 Model " + os.path.dirname(model_file))
+    upstream = lineage[lineage.index("Upstream:"):lineage.index("Downstream:")]
+    assert "<- Fit execution 5 (run 2, COMPLETE)" in upstream and "<- Make execution 1 (run 1, COMPLETE)" in upstream
+    downstream = lineage[lineage.index("Downstream:"):]
+    assert "-> Publish execution 6" in downstream and "pushed_model: artifact 5 PushedModel" in downstream
+    pushed = cli("lineage", "5", "--root", env.root).stdout
+    assert pushed.endswith("Downstream:\n  (not used by any execution yet)\n")
+    by_id = cli("lineage", "1", "--root", env.root).stdout
+    assert "-> Fit execution 2" in by_id and "-> Fit execution 5" in by_id
+    assert "(also consumed by cache hits in runs 2)" not in by_id  # Make's cache hit consumed nothing
+    assert cli("lineage", "/nowhere", "--root", env.root, expect=2).stderr.startswith("Error: /nowhere: not an artifact")
+
+
+def test_failed_run_exits_1_and_records_the_error(env):
+    (env.controls / "Fit.crash").touch()
+    result = cli("run", env.path, "--root", env.root, expect=1)
+    assert "Error: Fit failed: ComponentError: Fit: injected failure" in result.stderr
+    assert summary(result.stdout)["Fit"][0] == "failed"
+    assert not os.path.exists(os.path.join(env.root, "toy", "Fit", "model"))
+    shown = cli("show", "1", "--root", env.root).stdout
+    assert "FAILED" in shown and "Traceback" in shown and "injected failure" in shown
+    (env.controls / "Fit.crash").unlink()
+    rerun = cli("run", env.path, "--root", env.root).stdout
+    assert "Run 2 COMPLETE" in rerun
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "fit.scale=big"], "fit.scale: expected int, got str 'big'"),
+    (["--set", "fit.bogus=1"], "fit.bogus: unknown key; allowed keys are scale"),
+    (["--until", "Nope"], "unknown component 'Nope'; the pipeline has Make, Fit, Publish"),
+    (["--force", "Nope"], "unknown component 'Nope'"),
+])
+def test_usage_errors_exit_2_before_anything_runs(env, args, message):
+    result = cli("run", env.path, "--root", env.root, *args, expect=2)
+    assert message in result.stderr
+    assert not os.path.exists(env.root)
+
+
+def test_until_and_force(env):
+    until = cli("run", env.path, "--root", env.root, "--until", "fit").stdout
+    assert "[2/2] Fit" in until and "Publish" not in until
+    forced = cli("run", env.path, "--root", env.root, "--force", "Make").stdout
+    assert {c: row[0] for c, row in summary(forced).items()} == {"Make": "ran", "Fit": "cached", "Publish": "ran"}
+
+
+def test_gc_deletes_superseded_artifacts_and_keeps_lineage(env):
+    cli("run", env.path, "--root", env.root)  # executions 1-3
+    cli("run", env.path, "--root", env.root, "--set", "fit.scale=3")  # Make cached, Fit 5, Publish 6
+    old_model = os.path.join(env.root, "toy", "Fit", "model", "2")
+    old_push = os.path.join(env.root, "toy", "Publish", "pushed_model", "3")
+    dry = cli("gc", "--dry-run", "--root", env.root).stdout
+    assert f"superseded Fit.model" in dry and old_model in dry and old_push in dry
+    assert os.path.join(env.root, "toy", "Make", "numbers", "1") not in dry  # upstream of the newest
+    assert f"TensorBoard view of deleted logs {os.path.join(env.root, 'toy', 'tensorboard', 'run-1')}" in dry
+    assert "3 item(s)" in dry and "would be freed" in dry
+    assert os.path.isdir(old_model)
+    done = cli("gc", "--root", env.root).stdout
+    assert done.startswith("deleted") and not os.path.exists(old_model) and not os.path.exists(old_push)
+    assert os.path.isdir(os.path.join(env.root, "toy", "Fit", "model", "5"))
+    assert "[deleted by gc]" in cli("lineage", "2", "--root", env.root).stdout
+    assert "0 item(s)" in cli("gc", "--root", env.root).stdout
+    rerun = cli("run", env.path, "--root", env.root).stdout  # the deleted artifacts are no cache hit
+    assert [row[0] for row in summary(rerun).values()] == ["cached", "ran", "ran"]
+
+
+def test_commands_need_an_existing_root(tmp_path):
+    for command in (["runs"], ["show", "1"], ["lineage", "1"], ["gc"]):
+        result = cli(*command, "--root", str(tmp_path / "none"), expect=2)
+        assert "no metadata.sqlite here" in result.stderr
+    assert not os.path.exists(tmp_path / "none")
+
+
+def _ganpipe(env, *args, **kwargs):
+    """The real console script when installed, else the same entry point through python -m."""
+    command = [shutil.which("ganpipe")] if shutil.which("ganpipe") else [sys.executable, "-m", "ganpipe.pipeline.cli"]
+    return subprocess.Popen(command + list(args), env=env.subprocess_env, cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def _finish(process, timeout=60):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def test_console_script_exit_codes_and_no_tensorflow_for_cheap_commands(env):
+    assert _finish(_ganpipe(env, "--help"))[0] == 0
+    assert _finish(_ganpipe(env, "run", env.path, "--root", env.root, "--set", "make.n=0"))[0] == 2
+    (env.controls / "Publish.crash").touch()
+    code, out, err = _finish(_ganpipe(env, "run", env.path, "--root", env.root))
+    assert code == 1 and "Publish failed" in err
+    probe = ("import sys\nfrom ganpipe.pipeline.cli import main\n"
+             "for args in (['--help'], ['runs', '--root', sys.argv[1]], ['run', '--set', 'nosuch.x=1']):\n"
+             "    try:\n        main(args)\n    except SystemExit as e:\n        print('exit', e.code)\n"
+             "print('tensorflow imported:', 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe, env.root], env=env.subprocess_env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert "exit 0\n" in result.stdout and "exit 2" in result.stdout
+    assert "tensorflow imported: False" in result.stdout
+
+
+def _wait_for(path, process, timeout=30):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_component_then_rerun_resumes(env):
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    _wait_for(env.controls / "Fit.started", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    with MetadataStore(env.root) as store:  # as the killed process left it
+        assert store.run(1).state == "RUNNING"
+        killed = [e for e in store.executions(1) if e.component == "Fit"][0]
+        assert killed.state == "RUNNING"
+    assert not os.path.exists(os.path.join(env.root, "toy", "Fit", "model"))
+    (env.controls / "Fit.hold").unlink()
+    result = cli("run", env.path, "--root", env.root).stdout
+    assert [row[0] for row in summary(result).values()] == ["cached", "ran", "ran"]
+    with MetadataStore(env.root) as store:
+        assert store.run(1).state == ABANDONED
+        assert store.execution(killed.id).state == ABANDONED
+        model = store.execution_artifacts([e for e in store.executions(2) if e.component == "Fit"][0].id, "output")
+        assert model["model"].properties["resumed"] is True  # found the killed attempt's checkpoint
+    assert "ABANDONED" in cli("runs", "--root", env.root).stdout
+
+
+def test_concurrent_runs_share_one_root(env):
+    env.subprocess_env["TOY_SLEEP"] = "0.3"
+    processes = [_ganpipe(env, "run", env.path, "--root", env.root),
+                 _ganpipe(env, "run", env.path, "--root", env.root),
+                 _ganpipe(env, "run", env.path, "--root", env.root, "--set", "make.n=5")]
+    results = [_finish(p) for p in processes]
+    assert [code for code, _, _ in results] == [0, 0, 0], results
+    with sqlite3.connect(os.path.join(env.root, "metadata.sqlite")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with MetadataStore(env.root) as store:
+        assert [r.state for r in store.runs()] == [COMPLETE] * 3
+        executions = store.executions()
+        for component in ("Make", "Fit", "Publish"):
+            states = sorted(e.state for e in executions if e.component == component)
+            # The two identical runs computed each step once between them; the third its own.
+            assert states == [CACHED, COMPLETE, COMPLETE], (component, states)
+        totals = sorted(r.artifact.properties["total"] for r in store.artifacts(type="Model"))
+    assert totals == [6, 20]
+    assert len(os.listdir(os.path.join(env.root, "toy", "Fit", "model"))) == 2
+
+
+# -- ganpipe sample: tiny real Keras generators --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    directory = tmp_path_factory.mktemp("generators")
+    image = directory / "image_model"
+    image.mkdir()
+    z = keras.Input((4,), name="latent")
+    pixels = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64, activation="tanh")(z))
+    image_generator = keras.Model(z, pixels)
+    image_generator.save(image / "generator.keras")
+    (image / "model.json").write_text(json.dumps({"latent_dim": 4, "num_classes": 0}))
+
+    vector = directory / "vector_model"
+    vector.mkdir()
+    z = keras.Input((3,), name="latent")
+    vector_generator = keras.Model(z, keras.layers.Dense(2)(z))
+    vector_generator.save(vector / "generator.keras")
+    (vector / "model.json").write_text(json.dumps({
+        "latent_dim": 3, "num_classes": 0, "feature_names": ["height", "weight"],
+        "normalization": {"mean": [170.0, 70.0], "std": [10.0, 5.0]}}))
+
+    conditional = directory / "conditional_model"
+    conditional.mkdir()
+    z, label = keras.Input((4,), name="latent"), keras.Input((), dtype="int32", name="label")
+    h = keras.layers.Concatenate()([z, keras.layers.Embedding(3, 2)(label)])
+    conditional_generator = keras.Model([z, label], keras.layers.Reshape((4, 4, 3))(keras.layers.Dense(48, activation="tanh")(h)))
+    conditional_generator.save(conditional / "generator.keras")
+    (conditional / "model.json").write_text(json.dumps({"latent_dim": 4, "num_classes": 3}))
+
+    saved = directory / "saved_model"
+    image_generator.export(str(saved), format="tf_saved_model", verbose=False)
+    return {"image": str(image), "vector": str(vector), "conditional": str(conditional), "saved": str(saved),
+            "image_generator": image_generator, "vector_generator": vector_generator}
+
+
+def _expected_images(generator, count, latent_dim, seed):
+    z = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
+    return np.clip(np.round((np.asarray(generator(z)) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def test_sample_png_and_grid_from_a_model_artifact(generators, tmp_path):
+    out = tmp_path / "pngs"
+    assert "Wrote 5 image samples as png" in cli("sample", generators["image"], "-n", "5", "-o", str(out), "--seed", "1").stdout
+    names = sorted(os.listdir(out))
+    assert names == [f"sample_{i:05d}.png" for i in range(5)]
+    expected = _expected_images(generators["image_generator"], 5, 4, seed=1)
+    for i, name in enumerate(names):
+        png = np.asarray(Image.open(out / name))
+        assert png.shape == (8, 8) and np.array_equal(png, expected[i, :, :, 0])
+    grid = tmp_path / "grid.png"
+    cli("sample", generators["image"], "-n", "5", "-o", str(grid), "--format", "grid", "--seed", "1")
+    picture = np.asarray(Image.open(grid))
+    assert picture.shape == (2 * 8 * 4, 3 * 8 * 4)  # 3 columns x 2 rows of 8x8 tiles, scaled x4
+    assert np.array_equal(picture[:32:4, 32:64:4], expected[1, :, :, 0])
+
+
+def test_sample_tfrecord_and_saved_model_agree(generators, tmp_path):
+    import tensorflow as tf
+
+    cli("sample", generators["saved"], "-n", "3", "-o", str(tmp_path / "a.tfrecord"), "--format", "tfrecord", "--seed", "2")
+    cli("sample", generators["image"], "-n", "3", "-o", str(tmp_path / "b.tfrecord"), "--format", "tfrecord", "--seed", "2")
+    records = {}
+    for name in ("a", "b"):
+        examples = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(tmp_path / f"{name}.tfrecord"))]
+        assert [e.features.feature["label"].int64_list.value[0] for e in examples] == [-1, -1, -1]
+        records[name] = [e.features.feature["image"].bytes_list.value[0] for e in examples]
+    assert records["a"] == records["b"]
+    expected = _expected_images(generators["image_generator"], 3, 4, seed=2)
+    assert records["b"][2] == expected[2].tobytes()
+
+
+def test_sample_csv_undoes_the_normalization(generators, tmp_path):
+    out = tmp_path / "samples.csv"
+    cli("sample", generators["vector"], "-n", "4", "-o", str(out), "--seed", "3")
+    lines = out.read_text().splitlines()
+    assert lines[0] == "height,weight"
+    values = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    z = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+    expected = np.asarray(generators["vector_generator"](z)) * [10.0, 5.0] + [170.0, 70.0]
+    np.testing.assert_allclose(values, expected, rtol=1e-4)
+
+
+def test_sample_conditional_labels_and_format_errors(generators, tmp_path):
+    out = tmp_path / "conditional"
+    cli("sample", generators["conditional"], "-n", "4", "-o", str(out))
+    assert sorted(os.listdir(out)) == ["sample_00000_label0.png", "sample_00001_label1.png",
+                                       "sample_00002_label2.png", "sample_00003_label0.png"]
+    assert Image.open(out / "sample_00000_label0.png").mode == "RGB"
+    result = cli("sample", generators["image"], "-n", "2", "-o", str(tmp_path / "x.csv"), "--format", "csv", expect=2)
+    assert "--format csv does not suit image data; use one of png, grid, tfrecord" in result.stderr
+    assert "neither generator.keras" in cli("sample", str(tmp_path), "-n", "1", "-o", str(tmp_path / "y"), expect=2).stderr
