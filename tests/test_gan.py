@@ -222,3 +222,18 @@ def test_vanilla_gan_learns_a_gaussian():
     samples = gan.generator(tf.random.normal((5000, 4)), training=False).numpy()
     assert samples.mean() == pytest.approx(3.0, abs=0.2)
     assert samples.std() == pytest.approx(0.5, abs=0.15)
+
+
+@pytest.mark.parametrize("loss", ["non_saturating", "minimax", "hinge", "least_squares"])
+def test_single_backward_joint_step_equals_two_backward_passes(loss):
+    """reuse_fakes derives G's gradient from D's backward pass; it must match differentiating G's loss."""
+    real = tf.constant(images(16))
+    fast, slow = tiny_gan(reuse_fakes=True, loss=loss), tiny_gan(reuse_fakes=True, loss=loss)
+    slow.single_backward = False
+    for gan in (fast, slow):  # plain SGD: the update is the gradient itself (Adam's first step is its sign)
+        gan.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0))
+        gan.joint_step(real, None, draw=0)
+    for a, b in zip(fast.generator.trainable_variables + fast.discriminator.trainable_variables,
+                    slow.generator.trainable_variables + slow.discriminator.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+    assert any(changed(snapshot(tiny_gan().generator.trainable_variables), fast.generator.trainable_variables))

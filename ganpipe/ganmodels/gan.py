@@ -55,9 +55,10 @@ class GAN(keras.Model):
       gradient_penalty: weight of the WGAN-GP penalty (Gulrajani et al. 2017), 0 = off; the
         penalty is computed in float32 even under mixed precision.
       ema_decay: keep an exponential moving average of G's weights (``ema_generator()``).
-      reuse_fakes: speed option. The G step reuses the last D step's fakes and D's forward pass
-        on them (a simultaneous-gradient update, as TF-GAN does) instead of fresh noise through
-        the updated D. Saves one G and one D forward pass per step; off by default.
+      reuse_fakes: speed option. The G step reuses the last D step's fakes, D's forward pass on
+        them and (where exact) D's backward pass, instead of fresh noise through the updated D: a
+        simultaneous-gradient update, as TF-GAN does. Saves a G forward and a D forward and
+        backward pass per step; off by default.
       seed: noise is drawn statelessly from (seed, step, draw, replica), so a restored
         checkpoint continues with exactly the noise an uninterrupted run would have drawn.
     """
@@ -80,6 +81,7 @@ class GAN(keras.Model):
         self.label_smoothing = float(label_smoothing)
         self.gradient_penalty = float(gradient_penalty)
         self.reuse_fakes = bool(reuse_fakes)
+        self.single_backward = True  # see joint_step_single_backward; False forces two passes
         self.seed = int(seed)
         self.ema_decay = ema_decay
         # Generator updates so far: the global step for logs and noise, saved in checkpoints.
@@ -181,6 +183,8 @@ class GAN(keras.Model):
 
     def joint_step(self, real, condition, draw):
         """``reuse_fakes``: one G and one D forward pass feed both updates (simultaneous gradients)."""
+        if self.single_backward and self.gradient_penalty <= 0.0 and not self.uses_float16():
+            return self.joint_step_single_backward(real, condition, draw)
         z = self.sample_latent(ops.shape(real)[0], draw)
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
             fake = self.generate(z, condition, training=True)
@@ -194,6 +198,48 @@ class GAN(keras.Model):
         _apply(self.d_optimizer, d_grads, d_vars)
         _apply(self.g_optimizer, g_grads, g_vars)
         return {"d_loss": d_loss, "g_loss": g_loss, **_discriminator_stats(real_logits, fake_logits)}
+
+    def joint_step_single_backward(self, real, condition, draw):
+        """``joint_step`` with one backward pass through D instead of two.
+
+        For sample i with logit l_i, D's backward pass gives dL_D/dfake_i = a_i * dl_i/dfake_i with
+        a_i = dL_D/dl_i; G needs b_i * dl_i/dfake_i with b_i = dL_G/dl_i: the same per-sample
+        Jacobian, so G's upstream gradient is dL_D/dfake_i * b_i / a_i. Exact while a_i does not
+        underflow (a logit below about -87 for the BCE losses): such a sample gives G no gradient.
+        Not used with the gradient penalty (it depends on the fakes too) or float16.
+        """
+        z = self.sample_latent(ops.shape(real)[0], draw)
+        with tf.GradientTape() as g_tape:
+            fake = self.generate(z, condition, training=True)
+            content = ops.mean(self.generator_extra_loss(real, fake, condition))
+            extra_total = self.g_optimizer.scale_loss(_global_share(content + _regularization(self.generator)))
+        with tf.GradientTape() as d_tape:
+            d_tape.watch(fake)
+            real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
+            d_total = self.d_optimizer.scale_loss(_global_share(d_loss + _regularization(self.discriminator)))
+        d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
+        *d_grads, fake_grad = d_tape.gradient(d_total, d_vars + [fake])
+        ratio = self.logit_gradient_ratio(fake_logits)
+        upstream = fake_grad * ops.reshape(ratio, (-1,) + (1,) * (len(fake.shape) - 1))
+        g_grads = g_tape.gradient([fake, extra_total], g_vars, output_gradients=[upstream, ops.ones_like(extra_total)])
+        _apply(self.d_optimizer, d_grads, d_vars)
+        _apply(self.g_optimizer, g_grads, g_vars)
+        g_loss = ops.mean(self.gan_loss.generator(fake_logits)) + content
+        return {"d_loss": d_loss, "g_loss": g_loss, **_discriminator_stats(real_logits, fake_logits)}
+
+    def logit_gradient_ratio(self, fake_logits):
+        """b_i / a_i: d(scaled G loss)/dl_i over d(scaled D loss)/dl_i per fake logit (0 where a_i is 0)."""
+        logits = tf.stop_gradient(ops.cast(fake_logits, "float32"))
+        n = ops.shape(logits)[0]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(logits)
+            _, fake_term = self.gan_loss.discriminator(ops.zeros_like(logits), logits, ops.ones((n,)))
+            d_part = self.d_optimizer.scale_loss(_global_share(ops.mean(fake_term)))
+            g_part = self.g_optimizer.scale_loss(_global_share(ops.mean(self.gan_loss.generator(logits))))
+        a, b = ops.reshape(tape.gradient(d_part, logits), (-1,)), ops.reshape(tape.gradient(g_part, logits), (-1,))
+        del tape
+        safe_a = ops.where(a == 0.0, 1.0, a)
+        return ops.where(a == 0.0, 0.0, b / safe_a)
 
     def discriminator_loss(self, real, fake, condition, draw):
         real_logits, fake_logits = self.discriminate_pair(real, fake, condition)
