@@ -1,0 +1,376 @@
+"""Ingest (ExampleGen-style): a Beam pipeline from a source to raw tf.Example TFRecord shards.
+
+Output layout (``output_dir``): ``train/data-*.tfrecord``, ``eval/data-*.tfrecord`` and
+``metadata.json`` (kind, label vocabulary, feature names, counts). Raw example features:
+``key`` (bytes, stable id), ``image`` (encoded file, or raw uint8 pixels when ``image_shape``
+[H, W(, C)] is set) or ``features`` (float list), ``label`` (bytes: label name) and ``error``
+(bytes: why the source could not read the record; Preprocess lists it as rejected).
+
+The split is deterministic: a record goes to eval when the hash of its key falls below
+``eval_fraction``, so re-running on the same source gives the same split.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import math
+import os
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from ganpipe.components import sources
+from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+
+SPLITS = ("train", "eval")
+METADATA_FILE = "metadata.json"
+_LABEL_COUNTS_FILE = ".label_counts.jsonl"
+
+
+# --------------------------------------------------------------------------- split + encode
+def is_eval(key: str, eval_fraction: float) -> bool:
+    """Deterministic split: the first 8 bytes of md5(key) as a fraction of 2**64."""
+    digest = hashlib.md5(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < eval_fraction * 2**64
+
+
+def resolve_label(label: Any, label_names: list[str] | None) -> tuple[str | None, str | None]:
+    """(label name or None, error or None). Integers index ``label_names`` when it is given."""
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    if label is None or label == -1:
+        return None, None
+    if isinstance(label, int):
+        if label < 0:
+            return None, f"unknown label {label}: negative (-1 means unlabelled)"
+        if label_names is None:
+            return str(label), None
+        if label >= len(label_names):
+            return None, f"unknown label {label}: label_names has {len(label_names)} entries"
+        return label_names[label], None
+    label = str(label)
+    if label_names is not None and label not in label_names:
+        return None, f"unknown label {label!r}: not in label_names"
+    return label, None
+
+
+def serialize_raw(record: sources.RawRecord) -> bytes:
+    return sources.serialize_example(
+        bytes_features=[
+            ("key", [record.key.encode("utf-8")]),
+            ("image", None if record.image is None else [record.image]),
+            ("label", None if record.label is None else [record.label.encode("utf-8")]),
+            ("error", None if record.error is None else [record.error.encode("utf-8")]),
+        ],
+        int_features=[("image_shape", record.image_shape)],
+        float_features=[("features", record.features)],
+    )
+
+
+class _SplitAndEncode(beam.DoFn):
+    def __init__(self, eval_fraction: float, label_names: list[str] | None):
+        self.eval_fraction = eval_fraction
+        self.label_names = label_names
+        self.errors = Metrics.counter(sources.METRICS_NAMESPACE, "records_with_error")
+
+    def process(self, batch):
+        by_split = {split: [] for split in SPLITS}
+        label_counts = collections.Counter()
+        for record in batch:
+            record.label, error = resolve_label(record.label, self.label_names)
+            record.error = record.error or error
+            if record.error:
+                self.errors.inc()
+            elif record.label is not None:
+                label_counts[record.label] += 1
+            split = "eval" if is_eval(record.key, self.eval_fraction) else "train"
+            by_split[split].append(serialize_raw(record))
+        for split, records in by_split.items():
+            if records:
+                yield beam.pvalue.TaggedOutput(split, records)
+        yield beam.pvalue.TaggedOutput("label_counts", label_counts)
+
+
+class SplitAndEncode(beam.PTransform):
+    """Batches of RawRecord -> {'train', 'eval': batches of serialized tf.Examples,
+    'label_counts': one Counter of label names}."""
+
+    def __init__(self, eval_fraction: float, label_names: list[str] | None = None):
+        super().__init__()
+        self.split = _SplitAndEncode(eval_fraction, label_names)
+
+    def expand(self, batches):
+        outputs = batches | "Encode" >> beam.ParDo(self.split).with_outputs(*SPLITS, "label_counts")
+        label_counts = outputs.label_counts | "SumLabelCounts" >> beam.CombineGlobally(
+            lambda counters: sum(counters, collections.Counter())
+        )
+        return {"train": outputs.train, "eval": outputs.eval, "label_counts": label_counts}
+
+
+# --------------------------------------------------------------------------------- sources
+@dataclasses.dataclass
+class SourcePlan:
+    """What the driver learned about a source before the pipeline runs."""
+
+    read: beam.PTransform
+    kind: str  # "image" or "vector"
+    expected_count: int | None = None
+    label_names: list[str] | None = None
+    feature_names: list[str] | None = None
+
+
+def plan_source(source: str, params: dict) -> SourcePlan:
+    """Checks the source (missing, empty, unknown kind fail here) and picks its reader."""
+    kind, argument = sources.parse_source(source)
+    return _PLANNERS[kind](argument, params)
+
+
+def _plan_digits(_, params) -> SourcePlan:
+    count = sources.ReadDigits.COUNT
+    names = params["label_names"] or sources.ReadDigits.LABEL_NAMES
+    return SourcePlan(sources.ReadDigits(), "image", count, names)
+
+
+def _plan_images(root, params) -> SourcePlan:
+    if not FileSystems.exists(root):
+        raise ComponentError(f"ingest.source images:{root}: directory does not exist")
+    paths = sources.list_image_files(root)
+    if not paths:
+        raise ComponentError(f"ingest.source images:{root}: empty source, no files in the directory")
+    folders = sorted({label for label in (sources.folder_label(root, p) for p in paths) if label})
+    names = params["label_names"] or folders or None
+    return SourcePlan(sources.ReadImageFolder(root, paths), "image", len(paths), names)
+
+
+def _plan_tfds(name, params) -> SourcePlan:
+    split = params["tfds_split"]
+    builder = sources.open_tfds_builder(name, params["tfds_data_dir"], params["tfds_download"], split)
+    features = builder.info.features
+    if params["image_feature"] not in features:
+        raise ComponentError(
+            f"ingest.image_feature: tfds:{name} has no feature {params['image_feature']!r}; "
+            f"it has {', '.join(features.keys())}"
+        )
+    read = sources.ReadTFDS(
+        name, params["tfds_data_dir"], split, params["image_feature"], params["label_feature"]
+    )
+    names = params["label_names"] or sources.tfds_label_names(builder, params["label_feature"])
+    return SourcePlan(read, "image", None, names)
+
+
+def _plan_tfrecord(pattern, params) -> SourcePlan:
+    metadata = FileSystems.match([pattern])[0].metadata_list
+    if not metadata:
+        raise ComponentError(f"ingest.source tfrecord:{pattern}: no files match")
+    paths = sorted(meta.path for meta in metadata)
+    first = sources.peek_example(paths)
+    if first is None:
+        raise ComponentError(f"ingest.source tfrecord:{pattern}: empty source, the files hold no records")
+    feature = params["image_feature"]
+    value_kind = sources.feature_kind(first, feature)
+    if value_kind is None:
+        raise ComponentError(
+            f"ingest.image_feature: the first record of {paths[0]} has no feature {feature!r}; "
+            f"it has {', '.join(sorted(first.features.feature))}"
+        )
+    kind = "image" if value_kind == "bytes_list" else "vector"
+    feature_names = None
+    if kind == "vector":
+        width = len(getattr(first.features.feature[feature], value_kind).value)
+        feature_names = [f"{feature}[{i}]" for i in range(width)]
+    read = sources.ReadTFExampleFiles(paths, feature, params["label_feature"])
+    return SourcePlan(read, kind, None, params["label_names"], feature_names)
+
+
+def _plan_npz(path, params) -> SourcePlan:
+    if not FileSystems.exists(path):
+        raise ComponentError(f"ingest.source npz:{path}: file does not exist")
+    data, _ = sources.load_npz_arrays(path, params["features_key"], params["label_column"])
+    if len(data) == 0:
+        raise ComponentError(f"ingest.source npz:{path}: empty source, array {params['features_key']!r} has no rows")
+    kind = "vector" if data.ndim == 2 else "image"
+    feature_names = [f"{params['features_key']}[{i}]" for i in range(data.shape[1])] if kind == "vector" else None
+    read = sources.ReadNpz(path, len(data), params["features_key"], params["label_column"])
+    return SourcePlan(read, kind, len(data), params["label_names"], feature_names)
+
+
+def _plan_csv(path, params) -> SourcePlan:
+    if not FileSystems.exists(path):
+        raise ComponentError(f"ingest.source csv:{path}: file does not exist")
+    header = sources.read_csv_header(path, params["csv_delimiter"])
+    label_column = params["label_column"]
+    if label_column and label_column not in header:
+        raise ComponentError(
+            f"ingest.label_column: {label_column!r} is not a column of {path}; columns: {', '.join(header)}"
+        )
+    feature_names = sources.csv_feature_columns(header, label_column)
+    if not feature_names:
+        raise ComponentError(f"ingest.source csv:{path}: no feature columns besides the label")
+    read = sources.ReadCsv(path, params["csv_delimiter"], label_column)
+    return SourcePlan(read, "vector", None, params["label_names"], feature_names)
+
+
+_PLANNERS = {
+    "digits": _plan_digits,
+    "images": _plan_images,
+    "tfds": _plan_tfds,
+    "tfrecord": _plan_tfrecord,
+    "npz": _plan_npz,
+    "csv": _plan_csv,
+}
+
+
+# ------------------------------------------------------------------------------- the driver
+def discovered_vocabulary(label_counts: dict[str, int]) -> list[str]:
+    """Label names seen in the data: 0..max when all are integers (so the index is the value),
+    else sorted."""
+    names = list(label_counts)
+    if names and all(name.isdigit() for name in names):
+        return [str(i) for i in range(max(int(name) for name in names) + 1)]
+    return sorted(names)
+
+
+def shard_counts(eval_fraction: float, num_shards: int) -> dict[str, int]:
+    """``num_shards`` train shards and eval in proportion (at least one); 0: the runner decides."""
+    if not num_shards:
+        return {"train": 0, "eval": 0}
+    return {"train": num_shards, "eval": max(1, math.ceil(num_shards * eval_fraction))}
+
+
+def _check_output_empty(output_dir: str) -> None:
+    for split in SPLITS:
+        if sources.shard_paths(os.path.join(output_dir, split)):
+            raise ComponentError(f"{output_dir}/{split} already holds shards; write to an empty directory")
+
+
+def run_ingest(
+    source: str = "digits",
+    output_dir: str = "",
+    *,
+    eval_fraction: float = 0.1,
+    num_shards: int = 0,
+    tfds_data_dir: str | None = None,
+    tfds_download: bool = False,
+    tfds_split: str = "train",
+    image_feature: str = "image",
+    label_feature: str | None = "label",
+    label_column: str | None = None,
+    features_key: str = "x",
+    label_names: list[str] | None = None,
+    csv_delimiter: str = ",",
+    beam_args=(),
+    log=print,
+) -> dict:
+    """Reads ``source`` into raw tf.Example shards under ``output_dir``; returns the metadata."""
+    if not output_dir:
+        raise ComponentError("run_ingest: output_dir is required")
+    params = dict(locals())
+    plan = plan_source(source, params)
+    _check_output_empty(output_dir)
+    shards = shard_counts(eval_fraction, num_shards)
+    log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards {shards}")
+
+    label_counts_path = os.path.join(output_dir, _LABEL_COUNTS_FILE)
+    pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
+    records = pipeline | "Read" >> plan.read
+    encoded = records | "SplitAndEncode" >> SplitAndEncode(eval_fraction, plan.label_names)
+    for split in SPLITS:
+        directory = os.path.join(output_dir, split)
+        encoded[split] | f"Write{split.title()}" >> sources.WriteTFRecordShards(directory, shards[split])
+    encoded["label_counts"] | "WriteLabelCounts" >> sources.WriteJsonLines(label_counts_path)
+    result = sources.run_pipeline(pipeline)
+
+    shard_files = {split: sources.shard_paths(os.path.join(output_dir, split)) for split in SPLITS}
+    counts = {split: sources.count_tfrecords(paths) for split, paths in shard_files.items()}
+    _check_conservation(source, plan, result, counts)
+    label_counts = sources.read_json_lines(label_counts_path)[0]
+    FileSystems.delete([label_counts_path])
+    metadata = {
+        "source": source,
+        "kind": plan.kind,
+        "label_names": plan.label_names or discovered_vocabulary(label_counts),
+        "labels_declared": plan.label_names is not None,
+        "label_counts": label_counts,
+        "feature_names": plan.feature_names,
+        "counts": counts,
+        "num_shards": {split: len(paths) for split, paths in shard_files.items()},
+        "eval_fraction": eval_fraction,
+        "records_with_error": sources.counter_value(result, "records_with_error") or 0,
+    }
+    Artifact("Examples", output_dir).write_json(METADATA_FILE, metadata)
+    log(f"Ingest: wrote {counts['train']} train + {counts['eval']} eval records"
+        f" ({metadata['records_with_error']} unreadable, to be rejected by Preprocess)")
+    return metadata
+
+
+def _check_conservation(source: str, plan: SourcePlan, result, counts: dict[str, int]) -> None:
+    written = sum(counts.values())
+    read = sources.counter_value(result, "records_read")
+    if read is None:  # the runner reports no metrics: the driver's own count must do
+        read = plan.expected_count if plan.expected_count is not None else written
+    if plan.expected_count is not None and read != plan.expected_count:
+        raise ComponentError(f"Ingest {source}: listed {plan.expected_count} records but read {read}")
+    if read != written:
+        raise ComponentError(
+            f"Ingest {source}: read {read} records but the shards hold {written}; records were lost "
+            f"(seen with --direct_running_mode=multi_threading on Beam 2.77)"
+        )
+    if written == 0:
+        raise ComponentError(f"Ingest {source}: empty source, no records read")
+
+
+def load_metadata(examples_dir: str) -> dict:
+    path = os.path.join(examples_dir, METADATA_FILE)
+    if not FileSystems.exists(path):
+        raise ComponentError(f"{examples_dir}: no {METADATA_FILE}; is this the output of Ingest?")
+    return Artifact("Examples", examples_dir).read_json(METADATA_FILE)
+
+
+# ------------------------------------------------------------------------------ component
+PARAMETERS = (
+    Parameter("source", str, "digits",
+              "digits | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
+    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
+              min=0.0, max=0.9),
+    Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
+              min=0, max=10000),
+    Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
+              nullable=True),
+    Parameter("tfds_download", bool, False, "let tfds download and prepare the data set"),
+    Parameter("tfds_split", str, "train", "tfds split to read, e.g. train or train[:10%]"),
+    Parameter("image_feature", str, "image",
+              "tfds/tfrecord feature holding the image (bytes) or vector (float/int list)"),
+    Parameter("label_feature", str, "label", "tfds/tfrecord label feature; empty: no labels",
+              nullable=True),
+    Parameter("label_column", str, None, "csv column / npz array holding labels", nullable=True),
+    Parameter("features_key", str, "x", "npz array holding the data"),
+    Parameter("label_names", list, None,
+              "fixed label vocabulary; other labels are rejected (default: from the source)",
+              nullable=True),
+    Parameter("csv_delimiter", str, ",", "csv field delimiter"),
+)
+
+
+def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
+    examples = outputs["examples"]
+    metadata = run_ingest(output_dir=examples.uri, beam_args=ctx.beam_args, log=ctx.log, **params)
+    examples.properties.update(
+        kind=metadata["kind"],
+        num_classes=len(metadata["label_names"]),
+        train_count=metadata["counts"]["train"],
+        eval_count=metadata["counts"]["eval"],
+    )
+
+
+COMPONENT = Component(
+    name="Ingest",
+    inputs={},
+    outputs={"examples": "Examples"},
+    parameters=PARAMETERS,
+    executor=run,
+    description="Reads a source into raw tf.Example TFRecord shards, split train/eval by key hash.",
+)

@@ -1,0 +1,277 @@
+"""Ingest: every source kind on small local data, deterministic split, record conservation."""
+import collections
+import csv
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from ganpipe.components import ingest, sources
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.sources import example_pb2
+
+QUIET = dict(log=lambda line: None)
+
+
+def read_split(output_dir, split):
+    """{key: feature map} of every record in a split's shards."""
+    records = {}
+    for path in sources.shard_paths(os.path.join(output_dir, split)):
+        for serialized in sources.iter_tfrecords(path):
+            feature = example_pb2.Example.FromString(serialized).features.feature
+            key = feature["key"].bytes_list.value[0].decode()
+            assert key not in records, f"duplicate record {key}"
+            records[key] = feature
+    return records
+
+
+def label_of(feature):
+    return feature["label"].bytes_list.value[0].decode() if "label" in feature else None
+
+
+def png_bytes(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("digits"))
+    ingest.run_ingest("digits", output, **QUIET)
+    return output
+
+
+def test_digits_counts_pixels_labels_and_split(digits_dir):
+    metadata = ingest.load_metadata(digits_dir)
+    train, evaluation = read_split(digits_dir, "train"), read_split(digits_dir, "eval")
+    assert metadata["kind"] == "image"
+    assert metadata["counts"] == {"train": len(train), "eval": len(evaluation)}
+    assert len(train) + len(evaluation) == 1797
+    assert 0.07 < len(evaluation) / 1797 < 0.13
+    assert all(ingest.is_eval(key, 0.1) for key in evaluation)
+    assert not any(ingest.is_eval(key, 0.1) for key in train)
+
+    images, labels = load_digits_reference()
+    assert metadata["label_names"] == [str(i) for i in range(10)]
+    assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
+    feature = train.get("digits/0000") or evaluation["digits/0000"]
+    assert list(feature["image_shape"].int64_list.value) == [8, 8, 1]
+    pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
+    np.testing.assert_array_equal(pixels, images[0])
+    assert label_of(feature) == str(labels[0])
+
+
+def load_digits_reference():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * 255 / 16).astype(np.uint8)[..., None], digits.target
+
+
+def test_split_depends_only_on_the_key_and_grows_monotonically(digits_dir, tmp_path):
+    wider = str(tmp_path / "wider")
+    ingest.run_ingest("digits", wider, eval_fraction=0.3, **QUIET)
+    eval_10, eval_30 = set(read_split(digits_dir, "eval")), set(read_split(wider, "eval"))
+    assert eval_10 < eval_30  # a larger eval fraction only moves train records to eval
+    assert 0.25 < len(eval_30) / 1797 < 0.35
+
+
+def test_multi_threading_runner_never_loses_records_silently(digits_dir, tmp_path):
+    output = str(tmp_path / "threads")
+    args = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+    try:
+        metadata = ingest.run_ingest("digits", output, num_shards=4, beam_args=args, **QUIET)
+    except ComponentError as error:  # acceptable: the loss was detected and reported
+        assert "lost" in str(error)
+        return
+    assert len(sources.shard_paths(os.path.join(output, "train"))) == 4
+    for split in ingest.SPLITS:  # same split as the default runner, every record once
+        assert set(read_split(output, split)) == set(read_split(digits_dir, split))
+        assert metadata["counts"][split] == len(read_split(output, split))
+
+
+def test_output_directory_must_not_hold_shards(digits_dir):
+    with pytest.raises(ComponentError, match="already holds shards"):
+        ingest.run_ingest("digits", digits_dir, **QUIET)
+
+
+def test_image_folder_labels_from_subfolders(tmp_path):
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    files = {"cat/a.png": "PNG", "cat/b.jpg": "JPEG", "dog/c.bmp": "BMP", "dog/d.gif": "GIF", "e.png": "PNG"}
+    for name, image_format in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (9, 7, 3), np.uint8)).save(root / name, format=image_format)
+    (root / ".hidden.png").write_bytes(b"ignored")
+    output = str(tmp_path / "out")
+
+    metadata = ingest.run_ingest(f"images:{root}", output, eval_fraction=0.5, **QUIET)
+
+    records = {**read_split(output, "train"), **read_split(output, "eval")}
+    assert sorted(os.path.relpath(key, root) for key in records) == sorted(files)
+    assert metadata["label_names"] == ["cat", "dog"]
+    assert metadata["label_counts"] == {"cat": 2, "dog": 2}
+    for key, feature in records.items():
+        relative = os.path.relpath(key, root)
+        assert label_of(feature) == (relative.split("/")[0] if "/" in relative else None)
+        assert feature["image"].bytes_list.value[0] == (root / relative).read_bytes()
+        assert "image_shape" not in feature
+
+
+def test_tfds_source_through_mock_data(tmp_path):
+    output = str(tmp_path / "out")
+    with tfds.testing.mock_data(num_examples=12):
+        metadata = ingest.run_ingest("tfds:mnist", output, **QUIET)
+    records = {**read_split(output, "train"), **read_split(output, "eval")}
+    assert len(records) == 12 and sum(metadata["counts"].values()) == 12
+    assert metadata["label_names"] == [str(i) for i in range(10)]
+    for feature in records.values():
+        assert list(feature["image_shape"].int64_list.value) == [28, 28, 1]
+        assert len(feature["image"].bytes_list.value[0]) == 28 * 28
+        assert label_of(feature) in metadata["label_names"]
+
+
+def test_tfds_missing_data_fails_fast_without_download(tmp_path):
+    with pytest.raises(ComponentError, match="tfds_download"):
+        ingest.run_ingest("tfds:mnist", str(tmp_path / "out"), tfds_data_dir=str(tmp_path / "none"), **QUIET)
+    with pytest.raises(ComponentError, match="not found"):
+        ingest.run_ingest("tfds:no_such_dataset", str(tmp_path / "out"), **QUIET)
+
+
+def write_examples(path, examples):
+    with open(path, "wb") as f:
+        sources.write_tfrecords(f, (sources.serialize_example(**e) for e in examples))
+
+
+def test_tfrecord_source_with_custom_feature_names(tmp_path):
+    rng = np.random.default_rng(1)
+    pngs = [png_bytes(rng.integers(0, 255, (5, 5), np.uint8)) for _ in range(10)]
+    for part in range(2):
+        write_examples(tmp_path / f"part-{part}.tfrecord", [
+            {"bytes_features": [("img", [pngs[i]]), ("species", [b"ab"[i % 2 : i % 2 + 1]])]}
+            for i in range(part * 5, part * 5 + 5)
+        ])
+    output = str(tmp_path / "out")
+
+    metadata = ingest.run_ingest(
+        f"tfrecord:{tmp_path}/part-*.tfrecord", output, image_feature="img", label_feature="species", **QUIET
+    )
+
+    records = {**read_split(output, "train"), **read_split(output, "eval")}
+    assert metadata["kind"] == "image" and len(records) == 10
+    assert sorted(f["image"].bytes_list.value[0] for f in records.values()) == sorted(pngs)
+    assert metadata["label_names"] == ["a", "b"] and metadata["label_counts"] == {"a": 5, "b": 5}
+
+
+def test_tfrecord_vectors_with_integer_labels(tmp_path):
+    write_examples(tmp_path / "vectors.tfrecord", [
+        {"float_features": [("image", [i, i + 0.5, -i])], "int_features": [("label", [i % 3])]} for i in range(9)
+    ])
+    output = str(tmp_path / "out")
+    metadata = ingest.run_ingest(f"tfrecord:{tmp_path}/vectors.tfrecord", output, **QUIET)
+    records = {**read_split(output, "train"), **read_split(output, "eval")}
+    assert metadata["kind"] == "vector"
+    assert metadata["feature_names"] == ["image[0]", "image[1]", "image[2]"]
+    assert metadata["label_names"] == ["0", "1", "2"]
+    assert sorted(tuple(f["features"].float_list.value) for f in records.values()) == [
+        (i, i + 0.5, -i) for i in range(9)
+    ]
+
+
+def test_npz_vectors_and_images(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 4))
+    np.savez(tmp_path / "vectors.npz", x=x, y=np.arange(20) % 4)
+    images = rng.integers(0, 255, (12, 6, 6), np.uint8)
+    np.savez(tmp_path / "images.npz", pixels=images)
+
+    vectors = ingest.run_ingest(f"npz:{tmp_path}/vectors.npz", str(tmp_path / "v"), label_column="y", **QUIET)
+    assert vectors["kind"] == "vector" and sum(vectors["counts"].values()) == 20
+    assert vectors["label_names"] == ["0", "1", "2", "3"]
+    records = {**read_split(str(tmp_path / "v"), "train"), **read_split(str(tmp_path / "v"), "eval")}
+    row = records[f"{tmp_path}/vectors.npz[7]"]
+    np.testing.assert_allclose(row["features"].float_list.value, x[7].astype(np.float32))
+    assert label_of(row) == "3"
+
+    pictures = ingest.run_ingest(f"npz:{tmp_path}/images.npz", str(tmp_path / "i"), features_key="pixels", **QUIET)
+    assert pictures["kind"] == "image" and pictures["label_names"] == []
+    records = {**read_split(str(tmp_path / "i"), "train"), **read_split(str(tmp_path / "i"), "eval")}
+    feature = records[f"{tmp_path}/images.npz[3]"]
+    assert list(feature["image_shape"].int64_list.value) == [6, 6]
+    assert feature["image"].bytes_list.value[0] == images[3].tobytes()
+
+
+def test_csv_rows_bad_rows_become_error_records(tmp_path):
+    path = tmp_path / "table.csv"
+    rows = [["a", "b", "kind"]] + [[str(i), str(i * 2.5), "xy"[i % 2]] for i in range(12)]
+    rows += [["1", "", "x"], ["1", "abc", "y"], ["1", "2"], ["3", "4", "z"], ["5", "nan", "x"]]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    output = str(tmp_path / "out")
+
+    metadata = ingest.run_ingest(f"csv:{path}", output, label_column="kind", label_names=["x", "y"], **QUIET)
+
+    records = {**read_split(output, "train"), **read_split(output, "eval")}
+    assert len(records) == 17 and metadata["records_with_error"] == 4
+    assert metadata["feature_names"] == ["a", "b"] and metadata["label_names"] == ["x", "y"]
+    errors = {key.rsplit(":", 1)[1]: f["error"].bytes_list.value[0].decode() for key, f in records.items() if "error" in f}
+    assert errors == {
+        "14": "line 14: missing value in column 'b'",
+        "15": "line 15: column 'b': 'abc' is not a number",
+        "16": "line 16: 2 cells, expected 3",
+        "17": "unknown label 'z': not in label_names",
+    }
+    nan_row = records[f"{path}:18"]  # NaN parses; Preprocess rejects it
+    assert np.isnan(nan_row["features"].float_list.value[1])
+    assert list(records[f"{path}:5"]["features"].float_list.value) == [3.0, 7.5]
+
+
+@pytest.mark.parametrize("source, params, message", [
+    ("ftp:somewhere", {}, "unknown source kind 'ftp'"),
+    ("images", {}, "needs a path"),
+    ("images:{tmp}/missing", {}, "does not exist"),
+    ("images:{tmp}/empty_dir", {}, "empty source"),
+    ("tfrecord:{tmp}/*.nothing", {}, "no files match"),
+    ("tfrecord:{tmp}/empty.tfrecord", {}, "empty source"),
+    ("csv:{tmp}/header_only.csv", {}, "empty source"),
+    ("csv:{tmp}/table.csv", {"label_column": "nope"}, "'nope' is not a column"),
+    ("npz:{tmp}/data.npz", {"label_column": "labels"}, "no array 'labels'"),
+    ("npz:{tmp}/none.npz", {}, "no rows"),
+])
+def test_bad_sources_fail_at_once_with_a_clear_message(tmp_path, source, params, message):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "empty.tfrecord").write_bytes(b"")
+    (tmp_path / "header_only.csv").write_text("a,b\n")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    np.savez(tmp_path / "data.npz", x=np.zeros((3, 2)))
+    np.savez(tmp_path / "none.npz", x=np.zeros((0, 2)))
+    with pytest.raises(ComponentError, match=message):
+        ingest.run_ingest(source.format(tmp=tmp_path), str(tmp_path / "out"), **params, **QUIET)
+
+
+def test_component_executor_and_parameters(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.arange(30.0).reshape(10, 3))
+    params = ingest.COMPONENT.resolve_parameters({"source": f"npz:{tmp_path}/data.npz", "eval_fraction": 0.2})
+    assert params["num_shards"] == 0 and params["tfds_download"] is False
+    with pytest.raises(ValueError, match="ingest.eval_fraction"):
+        ingest.COMPONENT.resolve_parameters({"eval_fraction": 2}, section="ingest")
+    examples = Artifact("Examples", str(tmp_path / "examples"))
+    lines = []
+    context = ExecutionContext("test", "Ingest", 1, beam_args=["--runner=DirectRunner"], log=lines.append)
+
+    ingest.COMPONENT.executor({}, {"examples": examples}, params, context)
+
+    assert examples.properties["kind"] == "vector"
+    assert examples.properties["train_count"] + examples.properties["eval_count"] == 10
+    assert os.path.exists(examples.path("metadata.json")) and lines
+
+
+def test_shard_count_rules():
+    assert ingest.shard_counts(0.1, 0) == {"train": 0, "eval": 0}  # the runner decides
+    assert ingest.shard_counts(0.25, 8) == {"train": 8, "eval": 2}
+    assert ingest.shard_counts(0.0, 3) == {"train": 3, "eval": 1}
+    assert collections.Counter(ingest.is_eval(f"k{i}", 0.2) for i in range(5000))[True] in range(900, 1100)

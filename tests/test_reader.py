@@ -1,0 +1,111 @@
+"""The tf.data reader over Preprocess's shards: values, shapes, labels, batching, shuffling."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ganpipe.components import ingest, preprocess, reader, sources
+from ganpipe.components.sources import example_pb2
+
+QUIET = dict(log=lambda line: None)
+
+
+def processed_records(output, split):
+    """(images or vectors, labels) of a split in shard order, decoded with numpy."""
+    values, labels = [], []
+    for path in sources.shard_paths(os.path.join(output, split)):
+        for serialized in sources.iter_tfrecords(path):
+            feature = example_pb2.Example.FromString(serialized).features.feature
+            if "image" in feature:
+                values.append(np.frombuffer(feature["image"].bytes_list.value[0], np.uint8))
+            else:
+                values.append(np.asarray(feature["features"].float_list.value, np.float32))
+            labels.append(feature["label"].int64_list.value[0])
+    return np.stack(values), np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("reader_images")
+    rng = np.random.default_rng(0)
+    np.savez(directory / "data.npz", x=rng.integers(0, 255, (48, 8, 8, 3), np.uint8), y=np.arange(48) % 5)
+    examples, output = str(directory / "raw"), str(directory / "processed")
+    ingest.run_ingest(f"npz:{directory}/data.npz", examples, label_column="y", eval_fraction=0.25, **QUIET)
+    preprocess.run_preprocess(examples, output, image_size=8, channels=3, lowres_factor=2, **QUIET)
+    return output, reader.load_schema(output)
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("reader_vectors")
+    data = np.random.default_rng(1).normal([10, -3], [4, 0.5], size=(40, 2))
+    np.savez(directory / "data.npz", x=data)
+    examples, output = str(directory / "raw"), str(directory / "processed")
+    ingest.run_ingest(f"npz:{directory}/data.npz", examples, **QUIET)
+    preprocess.run_preprocess(examples, output, **QUIET)
+    return output, reader.load_schema(output)
+
+
+def test_images_scaled_to_unit_range_with_labels_in_shard_order(images):
+    output, schema = images
+    expected, expected_labels = processed_records(output, "train")
+    dataset = reader.make_dataset(output, schema, batch_size=7, shuffle=False, with_labels=True, drop_remainder=False)
+    batches = list(dataset.as_numpy_iterator())
+    x = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert x.dtype == np.float32 and x.shape == (schema["counts"]["train"], 8, 8, 3)
+    np.testing.assert_allclose(x, expected.reshape(x.shape) / 127.5 - 1.0, atol=1e-6)
+    assert x.min() >= -1.0 and x.max() <= 1.0
+    np.testing.assert_array_equal(labels, expected_labels)
+    assert labels.dtype == np.int32
+
+
+def test_batches_drop_the_remainder_and_repeat(images):
+    output, schema = images
+    count = schema["counts"]["eval"]
+    once = list(reader.make_dataset(output, output, split="eval", batch_size=5, seed=0).as_numpy_iterator())
+    assert len(once) == count // 5 and all(batch.shape == (5, 8, 8, 3) for batch in once)
+    repeated = reader.make_dataset(output, schema, split="eval", batch_size=5, repeat=True, seed=0)
+    assert len(list(repeated.take(3 * len(once) + 1).as_numpy_iterator())) == 3 * len(once) + 1
+
+
+def test_shuffle_is_reproducible_with_a_seed(images):
+    output, schema = images
+
+    def epoch(**options):
+        dataset = reader.make_dataset(output, schema, batch_size=16, drop_remainder=False, **options)
+        return np.concatenate(list(dataset.as_numpy_iterator())).reshape(schema["counts"]["train"], -1)
+
+    first, again, ordered = epoch(seed=7), epoch(seed=7), epoch(shuffle=False)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, ordered)
+    sort_rows = lambda rows: rows[np.lexsort(rows.T)]  # noqa: E731
+    np.testing.assert_array_equal(sort_rows(first), sort_rows(ordered))  # same records, new order
+
+
+def test_lowres_pairs(images):
+    output, schema = images
+    low, high = next(iter(reader.make_dataset(output, schema, batch_size=4, with_lowres=True)))
+    assert low.shape == (4, 4, 4, 3) and high.shape == (4, 8, 8, 3)
+    assert low.dtype == tf.float32 and float(tf.reduce_max(tf.abs(low))) <= 1.0
+
+
+def test_vectors_standardised_with_schema_normalization(vectors):
+    output, schema = vectors
+    expected, _ = processed_records(output, "train")
+    x = np.concatenate(list(reader.make_dataset(output, schema, batch_size=64, shuffle=False,
+                                                drop_remainder=False).as_numpy_iterator()))
+    np.testing.assert_allclose(x, (expected - expected.mean(0)) / expected.std(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(0), 1.0, atol=1e-4)
+
+
+def test_clear_errors(images, vectors, tmp_path):
+    output, schema = images
+    with pytest.raises(FileNotFoundError, match="no \\*.tfrecord shards"):
+        reader.make_dataset(output, schema, split="test")
+    with pytest.raises(ValueError, match="lowres_shape"):
+        reader.make_dataset(vectors[0], vectors[1], with_lowres=True)
+    with pytest.raises(FileNotFoundError, match="no schema"):
+        reader.load_schema(str(tmp_path))
