@@ -11,6 +11,7 @@ Usable alone, like a Keras library::
 from ganpipe.ganmodels import losses
 from ganpipe.ganmodels.gan import GAN, METRIC_NAMES, default_optimizer, inner_optimizer
 from ganpipe.ganmodels.networks import FAMILIES, build_networks, register_family
+from ganpipe.ganmodels.families import build_gan  # registers cgan, lapgan, srgan and their layers
 
-__all__ = ["GAN", "METRIC_NAMES", "FAMILIES", "build_networks", "default_optimizer", "inner_optimizer",
+__all__ = ["GAN", "METRIC_NAMES", "FAMILIES", "build_gan", "build_networks", "default_optimizer", "inner_optimizer",
            "losses", "register_family"]
