@@ -1,0 +1,240 @@
+"""Keras callbacks that watch a GAN while it trains: TensorBoard, checkpoints, the divergence guard.
+
+Every callback counts in the GAN's own ``step`` variable (generator updates), never in
+``optimizer.iterations``: ``LossScaleOptimizer`` does not advance its ``iterations``
+(keras-team/keras#20878) and D's optimizer steps ``d_steps`` times per generator update.
+With ``steps_per_execution`` > 1 Keras calls them once per execution, so an event due at step s
+happens at the first execution boundary at or after s, and is recorded at that step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tensorboard.plugins.hparams import api as hparams_api
+
+from ganpipe.ganmodels import METRIC_NAMES, inner_optimizer
+
+SAMPLE_GRID_SIZE = 64  # an 8 x 8 grid
+# Offsets the fixed sample noise from every training draw (those use the seed's first word
+# seed * 1009 + replica).
+SAMPLE_NOISE_SEED = 0x5A3D_0001
+
+
+def current_step(gan) -> int:
+    return int(scalar_value(gan.step))
+
+
+def scalar_value(variable) -> float:
+    """A scalar variable's value, also for tf.distribute's mirrored variables."""
+    return float(tf.convert_to_tensor(variable).numpy())
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first step whose d_loss or g_loss is NaN or infinite, or, checked
+    before each checkpoint, whose weights, EMA weights or optimizer state are.
+
+    The per-batch logs are running means, so the first non-finite step poisons them at once:
+    checking them after every batch names exactly the step that diverged. A step can also end
+    with finite losses but overflowed gradients; the state check keeps that out of checkpoints.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_at: int | None = None
+        self.problem = ""
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {name: float(logs[name]) for name in ("d_loss", "g_loss") if not math.isfinite(float(logs[name]))}
+        if bad:
+            self.stop(", ".join(f"{name}={value}" for name, value in bad.items()))
+
+    def state_is_finite(self, gan) -> bool:
+        bad = [variable.path for variable in training_state(gan)
+               if not bool(tf.reduce_all(tf.math.is_finite(variable.value)))]
+        if bad:
+            self.stop(f"non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}", gan)
+        return not bad
+
+    def stop(self, problem: str, gan=None):
+        if self.diverged_at is None:
+            gan = gan or self.model
+            self.diverged_at, self.problem = current_step(gan), problem
+            gan.stop_training = True
+
+
+def training_state(gan) -> list:
+    """The float variables a checkpoint saves: both networks, the EMA weights, both optimizers."""
+    variables = [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_weights,
+                 *gan.d_optimizer.variables, *gan.g_optimizer.variables]
+    return [variable for variable in variables if "float" in str(variable.dtype)]
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves ``manager`` every ``every`` generator steps unless the guard saw a non-finite loss."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, every: int, guard: DivergenceGuard):
+        super().__init__()
+        self.manager, self.every, self.guard = manager, every, guard
+        self.next_save = None
+
+    def on_train_begin(self, logs=None):
+        self.next_save = (current_step(self.model) // self.every + 1) * self.every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = current_step(self.model)
+        if self.guard.diverged_at is None and step >= self.next_save and self.guard.state_is_finite(self.model):
+            self.manager.save(checkpoint_number=step)
+            self.next_save = (step // self.every + 1) * self.every
+
+
+class TensorBoardMonitor(keras.callbacks.Callback):
+    """Writes the training run's TensorBoard summaries, all on the GAN's ``step``.
+
+    - every ``log_every`` steps: the metrics as **means over the window since the previous log**
+      (derived from the trackers' running ``total`` and ``count``, which Keras only resets at epoch
+      start), D's and G's learning rates, the loss scales (float16) and real images per second;
+      a progress line goes to ``log``;
+    - every ``sample_every`` steps: an image grid from a fixed noise batch (fixed labels
+      0, 1, ..., C-1, 0, ... for conditional GANs) and histograms of D's raw outputs (logits) on a
+      fixed real batch and on those fakes;
+    - once at the start: the hyper-parameters (hparams plugin) and the Preprocess statistics.
+    """
+
+    def __init__(self, writer, *, total_steps: int, log_every: int, sample_every: int, images_per_step: int,
+                 real_batch, hparams: dict, statistics: dict | None = None, log=print):
+        super().__init__()
+        self.writer = writer
+        self.total_steps, self.log_every, self.sample_every = total_steps, log_every, sample_every
+        self.images_per_step = images_per_step
+        self.real_batch = real_batch
+        self.hparams, self.statistics, self.log = hparams, statistics, log
+        self.fixed_latent = self.fixed_labels = None
+        self.window_start = None
+        self.last_means: dict[str, float] = {}
+
+    def on_train_begin(self, logs=None):
+        gan = self.model
+        self.fixed_latent, self.fixed_labels = fixed_sample_inputs(gan)
+        step = current_step(gan)
+        with self.writer.as_default(step=step):
+            hparams_api.hparams(self.hparams)
+            if self.statistics is not None:
+                tf.summary.text("preprocess/statistics", "```\n" + json.dumps(self.statistics, indent=2) + "\n```")
+        self.next_log = (step // self.log_every + 1) * self.log_every
+        self.next_sample = (step // self.sample_every + 1) * self.sample_every
+        if step == 0:
+            self.write_samples(0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.window_start = self.snapshot()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = current_step(self.model)
+        if step >= self.next_log:
+            self.write_scalars(step)
+            self.next_log = (step // self.log_every + 1) * self.log_every
+        if step >= self.next_sample:
+            self.write_samples(step)
+            self.next_sample = (step // self.sample_every + 1) * self.sample_every
+
+    def on_train_end(self, logs=None):
+        step = current_step(self.model)
+        if self.window_start and step > self.window_start["step"]:
+            self.write_scalars(step)
+        self.writer.flush()
+
+    def snapshot(self) -> dict:
+        gan = self.model
+        totals = {name: scalar_value(tracker.total) for name, tracker in gan.trackers.items()}
+        counts = {name: scalar_value(tracker.count) for name, tracker in gan.trackers.items()}
+        return {"step": current_step(gan), "time": time.perf_counter(), "totals": totals, "counts": counts}
+
+    def write_scalars(self, step: int):
+        now, before = self.snapshot(), self.window_start
+        means = self.last_means = window_means(before, now)
+        seconds = max(now["time"] - before["time"], 1e-9)
+        gan = self.model
+        with self.writer.as_default(step=step):
+            for name, value in means.items():
+                tf.summary.scalar(name, value)
+            for network, optimizer in (("d", gan.d_optimizer), ("g", gan.g_optimizer)):
+                tf.summary.scalar(f"learning_rate/{network}", scalar_value(inner_optimizer(optimizer).learning_rate))
+                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                    tf.summary.scalar(f"loss_scale/{network}", scalar_value(optimizer.dynamic_scale))
+            images_per_second = (now["step"] - before["step"]) * self.images_per_step / seconds
+            tf.summary.scalar("images_per_second", images_per_second)
+        self.window_start = now
+        shown = ", ".join(f"{name} {means[name]:.4f}" for name in ("d_loss", "g_loss", "d_real", "d_fake") if name in means)
+        self.log(f"step {step}/{self.total_steps}: {shown}, {images_per_second:.0f} images/s")
+
+    def write_samples(self, step: int):
+        gan = self.model
+        fakes = generate(gan, self.fixed_latent, self.fixed_labels)
+        real, real_condition = self.real_batch
+        real_logits = gan.discriminate(real, real_condition, training=False)
+        n = min(len(fakes), real_logits.shape[0])
+        fake_condition = None if self.fixed_labels is None else self.fixed_labels[:n]
+        fake_logits = gan.discriminate(tf.constant(fakes[:n]), fake_condition, training=False)
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples", sample_grid(fakes, grid_columns(gan))[np.newaxis])
+            tf.summary.histogram("d_output/real", keras.ops.convert_to_numpy(real_logits))
+            tf.summary.histogram("d_output/fake", keras.ops.convert_to_numpy(fake_logits))
+
+
+def window_means(before: dict, now: dict) -> dict[str, float]:
+    """Mean of each metric over the steps between two tracker snapshots."""
+    means = {}
+    for name in METRIC_NAMES:
+        count = now["counts"][name] - before["counts"][name]
+        if count > 0:
+            means[name] = (now["totals"][name] - before["totals"][name]) / count
+    return means
+
+
+def grid_columns(gan) -> int:
+    """One column per class for conditional GANs (up to 16 classes), else 8."""
+    classes = getattr(gan, "num_classes", 0)
+    return classes if 2 <= classes <= 16 else 8
+
+
+def fixed_sample_inputs(gan):
+    """The same latent batch (and labels cycling 0..C-1 for conditional GANs) at every call."""
+    columns = grid_columns(gan)
+    n = columns * max(1, SAMPLE_GRID_SIZE // columns)
+    latent = tf.random.stateless_normal((n, gan.latent_dim), seed=[SAMPLE_NOISE_SEED, gan.seed])
+    classes = getattr(gan, "num_classes", 0)
+    labels = tf.range(n, dtype="int32") % classes if classes else None
+    return latent, labels
+
+
+def generate(gan, latent, labels=None) -> np.ndarray:
+    return keras.ops.convert_to_numpy(gan.generate(latent, labels, training=False)).astype("float32")
+
+
+def sample_grid(samples: np.ndarray, columns: int = 8) -> np.ndarray:
+    """uint8 [H, W, C] picture of samples in [-1, 1]: images tiled with a 1-pixel gap, or, for
+    vectors (standardised), one 8-pixel-high row per sample with grey levels for -3..3 sigma."""
+    if samples.ndim == 2:
+        levels = np.clip((samples + 3.0) / 6.0, 0.0, 1.0)
+        picture = np.repeat(np.repeat(levels, 8, axis=0), 8, axis=1)[..., np.newaxis]
+        return (picture * 255).round().astype("uint8")
+    n, height, width, channels = samples.shape
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * (height + 1) + 1, columns * (width + 1) + 1, channels), "float32")
+    for i, image in enumerate(samples):
+        top, left = 1 + (i // columns) * (height + 1), 1 + (i % columns) * (width + 1)
+        grid[top:top + height, left:left + width] = (np.clip(image, -1.0, 1.0) + 1.0) / 2.0
+    return (grid * 255).round().astype("uint8")
+
+
+def write_png(picture: np.ndarray, path: str, scale: int = 4) -> str:
+    """Saves a uint8 [H, W, 1|3] picture enlarged ``scale`` times (nearest neighbour)."""
+    image = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+    return path

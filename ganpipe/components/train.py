@@ -1,0 +1,324 @@
+"""Train: fits a GAN family on the Preprocess outputs and writes a Model artifact.
+
+The artifact (``outputs["model"].uri``)::
+
+    generator.keras  discriminator.keras  generator_ema.keras (ema_decay set)
+    checkpoints/     tf.train.CheckpointManager over GAN.checkpoint(): both networks, both
+                     optimizers, EMA weights, the step counter (the noise is a function of it)
+    logs/train/      TensorBoard (see monitoring.TensorBoardMonitor)
+    samples.png      8 x 8 grid of final samples from the fixed monitoring noise
+    model.json       what Evaluate/Export/the CLI need to use the model
+
+Resumable: the runner keeps the staging directory of a killed attempt, and a re-run restores the
+latest checkpoint and trains on to the same total number of steps. The data order is the reader's
+seeded order with the consumed batches skipped, so an interrupted run ends with the weights of an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+from ganpipe import ganmodels
+from ganpipe.components import monitoring
+from ganpipe.ganmodels.conditional import ConditionalGAN
+from ganpipe.ganmodels.lapgan import LAPGAN
+from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+
+# Generator updates when neither steps nor epochs is set: the default digits run (DCGAN width 32,
+# 32x32x1, batch 64) draws recognisable digits by then, in ~200 s on 2 busy CPU cores.
+DEFAULT_STEPS = 1500
+LOSSES = ("non_saturating", "minimax", "wasserstein", "hinge", "least_squares")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+PARAMETERS = (
+    Parameter("family", str, "dcgan", "model family from the ganmodels registry (mlp, dcgan, cgan, ...)"),
+    Parameter("latent_dim", int, 64, "size of the generator's noise vector z", min=1),
+    Parameter("network", dict, {"width": 32}, "options of the family's builder, e.g. {width: 32} for dcgan"),
+    Parameter("steps", int, None, f"generator updates; wins over epochs; {DEFAULT_STEPS} if both are empty",
+              min=1, nullable=True),
+    Parameter("epochs", (int, float), None, "passes over the train split, used when steps is empty",
+              min=0, nullable=True),
+    Parameter("batch_size", int, 64, "real images per discriminator update (global, over all replicas)", min=1),
+    Parameter("d_learning_rate", float, 2e-4, "Adam learning rate of the discriminator", min=0.0),
+    Parameter("g_learning_rate", float, 2e-4, "Adam learning rate of the generator", min=0.0),
+    Parameter("d_beta_1", float, 0.5, "Adam beta_1 of the discriminator", min=0.0, max=1.0),
+    Parameter("g_beta_1", float, 0.5, "Adam beta_1 of the generator", min=0.0, max=1.0),
+    Parameter("d_beta_2", float, 0.999, "Adam beta_2 of the discriminator", min=0.0, max=1.0),
+    Parameter("g_beta_2", float, 0.999, "Adam beta_2 of the generator", min=0.0, max=1.0),
+    Parameter("d_steps", int, 1, "discriminator updates per generator update", min=1, max=100),
+    Parameter("loss", str, "non_saturating", "GAN loss", choices=LOSSES),
+    Parameter("gradient_penalty", float, 0.0, "WGAN-GP penalty weight (0 = off)", min=0.0),
+    Parameter("label_flip", float, 0.0, "probability of flipping a real label in D's step", min=0.0, max=1.0),
+    Parameter("label_smoothing", float, 0.0, "one-sided smoothing: real target 1 - this", min=0.0, max=0.5),
+    Parameter("d_l1", float, 0.0, "L1 weight penalty on the discriminator's kernels", min=0.0),
+    Parameter("d_l2", float, 0.0, "L2 weight penalty on the discriminator's kernels", min=0.0),
+    Parameter("g_l1", float, 0.0, "L1 weight penalty on the generator's kernels", min=0.0),
+    Parameter("g_l2", float, 0.0, "L2 weight penalty on the generator's kernels", min=0.0),
+    Parameter("ema_decay", float, None, "keep an EMA of G's weights with this decay (e.g. 0.999); empty = off",
+              min=0.0, max=1.0, nullable=True),
+    Parameter("reuse_fakes", bool, False, "G step reuses D's last fakes (faster, simultaneous gradients)"),
+    Parameter("seed", int, 0, "seeds initial weights, noise and data order"),
+    Parameter("precision", str, "float32", "Keras dtype policy of the networks", choices=PRECISIONS),
+    Parameter("jit_compile", bool, False, "compile the train step with XLA"),
+    Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
+    Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
+    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1),
+    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1),
+    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1),
+    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1),
+)
+
+
+def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
+    schema = inputs["schema"].read_json("schema.json")
+    statistics = inputs["statistics"].read_json("statistics.json") if inputs.get("statistics") else None
+    model = outputs["model"]
+    info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log, **params)
+    if info:  # empty on multi-worker non-chief workers, which write no artifact
+        model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
+                                final_metrics=info["final_metrics"])
+
+
+COMPONENT = Component(
+    name="Train",
+    inputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
+    outputs={"model": "Model"},
+    parameters=PARAMETERS,
+    executor=run,
+    optional_inputs=("statistics",),
+    description="Trains a GAN with TensorBoard monitoring, checkpoints and exact resume.",
+    resumable=True,
+)
+
+
+def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics: dict | None = None,
+                log=print, **params) -> dict:
+    """Trains (or resumes training) into ``output_dir``; returns what it wrote to model.json.
+
+    ``params`` are this component's parameters (missing ones take their defaults). Raises
+    ComponentError if a loss turns NaN/Inf, keeping the last good checkpoint.
+    """
+    params = COMPONENT.resolve_parameters(params, "train")
+    strategy = make_strategy(params["strategy"])
+    writes_here = is_chief(strategy)
+    work_dir = output_dir if writes_here else tempfile.mkdtemp(prefix="ganpipe-worker-")
+    try:
+        with strategy.scope():
+            gan = build_gan(schema, params)
+            gan.build_optimizers()
+        manager = tf.train.CheckpointManager(gan.checkpoint(), os.path.join(work_dir, "checkpoints"),
+                                             max_to_keep=params["keep_checkpoints"])
+        if manager.latest_checkpoint:
+            gan.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            log(f"resumed from {manager.latest_checkpoint} at step {monitoring.current_step(gan)}")
+        total_steps = resolve_steps(params, schema)
+        seconds, final_metrics = fit(gan, manager, examples_uri, schema, work_dir, params, total_steps, statistics, log)
+        if not writes_here:
+            return {}
+        return write_model(gan, schema, output_dir, params, seconds, final_metrics, log)
+    finally:
+        if not writes_here:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def fit(gan, manager, examples_uri, schema, work_dir, params, total_steps, statistics, log):
+    """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
+    metrics' means over the last logging window."""
+    done = monitoring.current_step(gan)
+    images_per_step = params["batch_size"] * params["d_steps"]
+    guard = monitoring.DivergenceGuard()
+    writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "train"))
+    monitor = monitoring.TensorBoardMonitor(
+        writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
+        images_per_step=images_per_step, real_batch=fixed_real_batch(gan, examples_uri, schema),
+        hparams=hparams_record(params), statistics=statistics, log=log)
+    callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard)]
+    started = time.perf_counter()
+    with contextlib.closing(writer):
+        if done < total_steps:
+            log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
+            dataset = training_dataset(gan, examples_uri, schema, params, skip_batches=done)
+            gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, callbacks=callbacks, verbose=0,
+                    shuffle=False)
+    step = monitoring.current_step(gan)
+    saved = manager.latest_checkpoint and checkpoint_step(manager.latest_checkpoint) == step
+    if guard.diverged_at is None and not saved and guard.state_is_finite(gan):
+        manager.save(checkpoint_number=step)
+    if guard.diverged_at is not None:
+        kept = manager.latest_checkpoint or "none yet"
+        raise ComponentError(f"training diverged at step {guard.diverged_at}: {guard.problem}; "
+                             f"kept the last good checkpoint ({kept}); lower the learning rates or change the loss")
+    return time.perf_counter() - started, monitor.last_means
+
+
+def checkpoint_step(path: str) -> int:
+    return int(path.rsplit("-", 1)[1])
+
+
+@functools.cache
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``mirrored`` uses every GPU, or every logical CPU device when there is no GPU.
+
+    One strategy object per name and process: two MirroredStrategy objects number their collective
+    all-reduces independently, and the second one's first all-reduce then fails with a shape clash.
+    """
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy) -> bool:
+    """Multi-worker: worker 0 (or the chief) writes the artifact; the others write to a temp dir."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
+    """Networks from the registry under the requested dtype policy, then the compiled GAN."""
+    keras.utils.set_random_seed(params["seed"])
+    sizes = dict(params["network"])
+    generator, discriminator = build_networks_pair(schema, params, sizes)
+    gan_class, extra = gan_class_for(params["family"], schema)
+    gan = gan_class(
+        generator, discriminator, params["latent_dim"], **extra, loss=params["loss"], d_steps=params["d_steps"],
+        label_flip=params["label_flip"], label_smoothing=params["label_smoothing"],
+        gradient_penalty=params["gradient_penalty"], ema_decay=params["ema_decay"],
+        reuse_fakes=params["reuse_fakes"], seed=params["seed"])
+    gan.compile(
+        d_optimizer=ganmodels.default_optimizer(params["d_learning_rate"], params["d_beta_1"], params["d_beta_2"]),
+        g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
+        jit_compile=params["jit_compile"], steps_per_execution=params["steps_per_execution"])
+    return gan
+
+
+def gan_class_for(family: str, schema: dict):
+    """The GAN model class a family trains with, and its extra constructor arguments."""
+    if family == "cgan":
+        return ConditionalGAN, {"num_classes": schema.get("num_classes", 0)}
+    if family == "lapgan":
+        return LAPGAN, {}
+    if family == "srgan":
+        raise ValueError("train.family: srgan (low-resolution inputs, no noise) is not supported by Train yet")
+    return ganmodels.GAN, {}
+
+
+def build_networks_pair(schema: dict, params: dict, sizes: dict):
+    """G with the generator's L1/L2, D with the discriminator's: two registry builds when they
+    differ, since a family builder takes one ``l1``/``l2`` pair (same seed: same initial weights)."""
+    for key in ("l1", "l2"):
+        if key in sizes:
+            raise ValueError(f"train.network.{key}: set train.d_{key} / train.g_{key} instead")
+    with dtype_policy(params["precision"]):
+        def build(l1, l2):
+            keras.utils.set_random_seed(params["seed"])
+            regularization = {key: value for key, value in (("l1", l1), ("l2", l2)) if value}
+            return ganmodels.build_networks(params["family"], schema["shape"], latent_dim=params["latent_dim"],
+                                            num_classes=schema.get("num_classes", 0), **sizes, **regularization)
+
+        generator, discriminator = build(params["g_l1"], params["g_l2"])
+        if (params["d_l1"], params["d_l2"]) != (params["g_l1"], params["g_l2"]):
+            _, discriminator = build(params["d_l1"], params["d_l2"])
+    return generator, discriminator
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolve_steps(params: dict, schema: dict) -> int:
+    if params["steps"] is not None:
+        return params["steps"]
+    if params["epochs"] is None:
+        return DEFAULT_STEPS
+    per_epoch = schema["counts"]["train"] // (params["batch_size"] * params["d_steps"])
+    if per_epoch == 0:
+        raise ValueError(f"train.batch_size: {params['batch_size']} x d_steps {params['d_steps']} is more than "
+                         f"the {schema['counts']['train']} training examples")
+    return max(1, round(params["epochs"] * per_epoch))
+
+
+def is_conditional(gan) -> bool:
+    return bool(getattr(gan, "num_classes", 0))
+
+
+def training_dataset(gan, examples_uri: str, schema: dict, params: dict, skip_batches: int) -> tf.data.Dataset:
+    """The reader's seeded, repeated order, minus the batches an earlier attempt consumed."""
+    from ganpipe.components.reader import make_dataset
+
+    dataset = make_dataset(examples_uri, schema, split="train", batch_size=params["batch_size"] * params["d_steps"],
+                           shuffle=True, seed=params["seed"], repeat=True, with_labels=is_conditional(gan))
+    return dataset.skip(skip_batches)
+
+
+def fixed_real_batch(gan, examples_uri: str, schema: dict):
+    """The first train examples, in file order: D's outputs on them are the 'real' histogram."""
+    from ganpipe.components.reader import make_dataset
+
+    conditional = is_conditional(gan)
+    dataset = make_dataset(examples_uri, schema, split="train", batch_size=monitoring.SAMPLE_GRID_SIZE,
+                           shuffle=False, drop_remainder=False, cache=False, with_labels=conditional)
+    batch = next(iter(dataset))
+    return (batch[0], batch[1]) if conditional else (batch, None)
+
+
+def gan_name(params: dict) -> str:
+    return f"{params['family']} ({params['precision']}, {params['strategy']} strategy)"
+
+
+def hparams_record(params: dict) -> dict:
+    """Parameters as the hparams plugin wants them: bool, int, float or str."""
+    return {name: value if isinstance(value, (bool, int, float, str)) else str(value) for name, value in params.items()}
+
+
+def write_model(gan, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict, log) -> dict:
+    """Final networks, the sample grid and model.json."""
+    gan.generator.save(os.path.join(output_dir, "generator.keras"))
+    gan.discriminator.save(os.path.join(output_dir, "discriminator.keras"))
+    if params["ema_decay"] is not None:
+        gan.ema_generator().save(os.path.join(output_dir, "generator_ema.keras"))
+    latent, labels = monitoring.fixed_sample_inputs(gan)
+    samples = monitoring.generate(gan, latent, labels)
+    grid = monitoring.write_png(monitoring.sample_grid(samples, monitoring.grid_columns(gan)), os.path.join(output_dir, "samples.png"))
+    info = {
+        "family": params["family"],
+        "latent_dim": params["latent_dim"],
+        "num_classes": int(getattr(gan, "num_classes", 0)),
+        "data_kind": schema["kind"],
+        "data_shape": list(schema["shape"]),
+        "lowres_shape": schema.get("lowres_shape"),
+        "normalization": schema.get("normalization") if schema["kind"] == "vector" else None,
+        "steps": monitoring.current_step(gan),
+        "final_metrics": final_metrics,
+        "precision": params["precision"],
+        "seed": params["seed"],
+        "ema": params["ema_decay"] is not None,
+        "training_seconds": round(seconds, 1),
+        "sample_grid": grid,
+    }
+    Artifact(type="Model", uri=output_dir).write_json("model.json", info)
+    log(f"trained {info['steps']} steps; samples: {grid}")
+    return info

@@ -1,0 +1,412 @@
+"""The Train component: artifact, TensorBoard tags and window means, checkpoints, exact resume after
+SIGKILL, the divergence guard, MirroredStrategy over two logical CPUs, each precision."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+from tensorboard.backend.event_processing import event_accumulator
+
+from ganpipe import ganmodels
+from ganpipe.components import monitoring, train
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.reader import make_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_DCGAN = {"family": "dcgan", "network": {"width": 8}, "latent_dim": 8, "batch_size": 16}
+TINY_MLP = {"family": "mlp", "network": {"hidden": [16, 16]}, "latent_dim": 8, "batch_size": 16}
+
+
+def write_processed_examples(root, size=16, n_eval=64):
+    """sklearn digits upscaled to size x size in Preprocess's processed format, two train shards."""
+    digits = load_digits()
+    images = tf.image.resize(digits.images[..., None] / 16.0, (size, size)).numpy()
+    images = (images * 255).round().clip(0, 255).astype("uint8")
+    splits = {"eval": [range(n_eval)], "train": [range(n_eval, 900), range(900, len(images))]}
+    for split, shards in splits.items():
+        os.makedirs(os.path.join(root, split))
+        for number, indices in enumerate(shards):
+            with tf.io.TFRecordWriter(os.path.join(root, split, f"part-{number:05d}.tfrecord")) as writer:
+                for i in indices:
+                    features = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[i].tobytes()])),
+                                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(digits.target[i])]))}
+                    writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+    schema = {"kind": "image", "shape": [size, size, 1], "dtype": "uint8", "channels": 1, "num_classes": 10,
+              "label_names": [str(i) for i in range(10)], "lowres_shape": None,
+              "counts": {"train": len(images) - n_eval, "eval": n_eval}}
+    with open(os.path.join(root, "schema.json"), "w") as f:
+        json.dump(schema, f)
+    with open(os.path.join(root, "statistics.json"), "w") as f:
+        json.dump({"train": {"count": schema["counts"]["train"], "pixel_mean": 0.21}}, f)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("processed"))
+    return root, write_processed_examples(root)
+
+
+def read_events(logdir):
+    accumulator = event_accumulator.EventAccumulator(logdir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def steps_of(accumulator, tag):
+    return [event.step for event in accumulator.Tensors(tag)]
+
+
+def plugin_of(accumulator, tag):
+    return accumulator.SummaryMetadata(tag).plugin_data.plugin_name
+
+
+def checkpoint_values(checkpoint_dir):
+    """Every saved tensor (networks, both optimizers, EMA, step) of the latest checkpoint."""
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(checkpoint_dir))
+    bookkeeping = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter")
+    return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()
+            if not name.startswith(bookkeeping)}
+
+
+# --------------------------------------------------------------------- the artifact
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    """One run through the executor: 30 steps, logs every 10, samples every 15, checkpoints every 10."""
+    root, _ = digits
+    model_dir = str(tmp_path_factory.mktemp("model"))
+    inputs = {"examples": Artifact("Examples", root), "schema": Artifact("Schema", root),
+              "statistics": Artifact("Statistics", root)}
+    outputs = {"model": Artifact("Model", model_dir)}
+    params = train.COMPONENT.resolve_parameters({
+        **TINY_DCGAN, "steps": 30, "log_every": 10, "sample_every": 15, "checkpoint_every": 10,
+        "keep_checkpoints": 2, "ema_decay": 0.9})
+    messages = []
+    train.COMPONENT.executor(inputs, outputs, params, ExecutionContext("p", "Train", 1, log=messages.append))
+    return outputs["model"], messages
+
+
+def test_model_artifact_files_and_model_json(trained):
+    model, messages = trained
+    info = model.read_json("model.json")
+    assert info["steps"] == 30 and info["family"] == "dcgan" and info["data_shape"] == [16, 16, 1]
+    assert info["data_kind"] == "image" and info["latent_dim"] == 8 and info["precision"] == "float32"
+    assert set(info["final_metrics"]) == set(ganmodels.METRIC_NAMES)
+    assert all(np.isfinite(list(info["final_metrics"].values())))
+    assert info["sample_grid"] == model.path("samples.png") and os.path.getsize(info["sample_grid"]) > 0
+    assert model.properties["steps"] == 30 and model.properties["final_metrics"] == info["final_metrics"]
+    generator = keras.models.load_model(model.path("generator.keras"))
+    ema = keras.models.load_model(model.path("generator_ema.keras"))
+    z = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    assert generator.predict(z, verbose=0).shape == (4, 16, 16, 1)
+    assert not np.allclose(generator.predict(z, verbose=0), ema.predict(z, verbose=0))
+    assert keras.models.load_model(model.path("discriminator.keras")).output_shape == (None, 1)
+    checkpoints = tf.train.get_checkpoint_state(model.path("checkpoints")).all_model_checkpoint_paths
+    assert [os.path.basename(path) for path in checkpoints] == ["ckpt-20", "ckpt-30"]
+    assert any("step 30/30" in message for message in messages)
+
+
+def test_tensorboard_tags_at_expected_steps(trained):
+    model, _ = trained
+    events = read_events(model.path("logs", "train"))
+    for tag in (*ganmodels.METRIC_NAMES, "learning_rate/d", "learning_rate/g", "images_per_second"):
+        assert steps_of(events, tag) == [10, 20, 30], tag
+        assert plugin_of(events, tag) == "scalars"
+    for tag, plugin in (("samples", "images"), ("d_output/real", "histograms"), ("d_output/fake", "histograms")):
+        assert steps_of(events, tag) == [0, 15, 30], tag
+        assert plugin_of(events, tag) == plugin
+    grid = tf.make_ndarray(events.Tensors("samples")[-1].tensor_proto)  # [width, height, png]
+    assert tf.io.decode_png(grid[2]).shape == (8 * 17 + 1, 8 * 17 + 1, 1)
+    assert steps_of(events, "preprocess/statistics") == [0] and plugin_of(events, "preprocess/statistics") == "text"
+    statistics = tf.make_ndarray(events.Tensors("preprocess/statistics")[0].tensor_proto).item().decode()
+    assert "pixel_mean" in statistics
+    assert plugin_of(events, "_hparams_/session_start_info") == "hparams"
+    hparams = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    assert b"d_learning_rate" in hparams and b"ema_decay" in hparams
+    learning_rate = tf.make_ndarray(events.Tensors("learning_rate/g")[0].tensor_proto)
+    assert learning_rate == pytest.approx(2e-4)
+
+
+def test_logged_scalars_are_means_over_the_window_since_the_last_log(tmp_path):
+    """Per-step values recovered from Keras' running means (v_t = t m_t - (t-1) m_(t-1)) must
+    average to each logged scalar over its window."""
+    keras.utils.set_random_seed(0)
+    generator, discriminator = ganmodels.build_networks("mlp", (8,), latent_dim=4, hidden=(8,))
+    gan = ganmodels.GAN(generator, discriminator, 4)
+    gan.compile()
+    running = []
+    recorder = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: running.append(logs["d_loss"]))
+    real = (tf.constant(np.random.default_rng(0).normal(size=(16, 8)).astype("float32")), None)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    monitor = monitoring.TensorBoardMonitor(writer, total_steps=12, log_every=4, sample_every=100, images_per_step=8,
+                                            real_batch=real, hparams={"x": 1}, log=lambda message: None)
+    data = tf.data.Dataset.from_tensor_slices(real[0]).repeat().batch(8)
+    gan.fit(data, epochs=1, steps_per_epoch=12, callbacks=[recorder, monitor], verbose=0)
+    writer.close()
+    per_step = [t * m - (t - 1) * previous for t, (m, previous) in enumerate(zip(running, [0.0] + running), 1)]
+    logged = [float(tf.make_ndarray(e.tensor_proto)) for e in read_events(str(tmp_path)).Tensors("d_loss")]
+    assert logged == pytest.approx([np.mean(per_step[i:i + 4]) for i in (0, 4, 8)], abs=1e-4)
+    assert not logged[2] == pytest.approx(running[11], abs=1e-4)  # not the running mean
+
+
+# ------------------------------------------------------------------------- resume
+
+RUN_TRAINING = textwrap.dedent("""
+    import json, sys
+    from ganpipe.components import train
+    root, output_dir, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    with open(root + "/schema.json") as f:
+        schema = json.load(f)
+    train.train_model(root, schema, output_dir, **params)
+""")
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(digits, tmp_path):
+    """SIGKILL after the first checkpoint, re-run on the same directory: the final checkpoint
+    (both networks, both optimizers' slots, EMA weights, step) equals an uninterrupted run's.
+    Tolerance: 1e-6 absolute; the same ops run on the same data and noise in the same order, so
+    only oneDNN's choice of kernels between processes could make them differ, by rounding."""
+    root, schema = digits
+    params = {**TINY_DCGAN, "steps": 60, "checkpoint_every": 5, "log_every": 50, "sample_every": 1000,
+              "ema_decay": 0.9, "keep_checkpoints": 2}
+    interrupted = str(tmp_path / "interrupted")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", RUN_TRAINING, root, interrupted, json.dumps(params)],
+                                   env=environment, stdout=subprocess.DEVNULL, stderr=stderr)
+        index = os.path.join(interrupted, "checkpoints", "checkpoint")
+        while not os.path.exists(index) and process.poll() is None:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    killed_at = train.checkpoint_step(tf.train.latest_checkpoint(os.path.join(interrupted, "checkpoints")))
+    assert 5 <= killed_at < 60 and not os.path.exists(os.path.join(interrupted, "model.json"))
+
+    messages = []
+    resumed = train.train_model(root, schema, interrupted, log=messages.append, **params)
+    assert any("resumed from" in message and f"at step {killed_at}" in message for message in messages)
+    straight_dir = str(tmp_path / "straight")
+    straight = train.train_model(root, schema, straight_dir, log=lambda message: None, **params)
+    assert resumed["steps"] == straight["steps"] == 60
+
+    after_resume = checkpoint_values(os.path.join(interrupted, "checkpoints"))
+    uninterrupted = checkpoint_values(os.path.join(straight_dir, "checkpoints"))
+    assert sorted(after_resume) == sorted(uninterrupted)
+    assert any("ema_weights" in name for name in uninterrupted) and any("optimizer" in name for name in uninterrupted)
+    for name, value in uninterrupted.items():
+        np.testing.assert_allclose(after_resume[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_rerun_of_a_finished_run_trains_no_further(digits, tmp_path):
+    root, schema = digits
+    params = {**TINY_MLP, "steps": 4}
+    first = train.train_model(root, schema, str(tmp_path), log=lambda message: None, **params)
+    messages = []
+    second = train.train_model(root, schema, str(tmp_path), log=messages.append, **params)
+    assert first["steps"] == second["steps"] == 4
+    assert not any("training" in message for message in messages)
+
+
+# ------------------------------------------------------------------------ guards
+
+
+def write_vector_examples(root, rows):
+    """Processed vector examples (``features`` float_list, ``label`` -1) and their schema."""
+    os.makedirs(os.path.join(root, "train"))
+    with tf.io.TFRecordWriter(os.path.join(root, "train", "part-00000.tfrecord")) as writer:
+        for row in rows:
+            features = {"features": tf.train.Feature(float_list=tf.train.FloatList(value=row)),
+                        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[-1]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+    width = rows.shape[1]
+    return {"kind": "vector", "shape": [width], "dtype": "float32", "channels": None, "num_classes": 0,
+            "label_names": [], "lowres_shape": None, "counts": {"train": len(rows), "eval": 0},
+            "feature_names": [f"x{i}" for i in range(width)],
+            "normalization": {"mean": [0.0] * width, "std": [1.0] * width}}
+
+
+def test_nan_loss_stops_at_the_step_that_saw_it_and_keeps_the_last_good_checkpoint(tmp_path):
+    """One NaN row among 160 vectors: the step whose batch holds it is the step named."""
+    rows = np.random.default_rng(0).normal(size=(160, 4)).astype("float32")
+    rows[77, 2] = np.nan
+    root = str(tmp_path / "data")
+    schema = write_vector_examples(root, rows)
+    params = {**TINY_MLP, "steps": 30, "checkpoint_every": 1}
+    with pytest.raises(ComponentError, match=r"training diverged at step (\d+): d_loss=nan") as failure:
+        train.train_model(root, schema, str(tmp_path / "model"), log=lambda message: None, **params)
+    diverged_at = int(re.search(r"step (\d+)", str(failure.value)).group(1))
+
+    keras.utils.set_random_seed(0)  # as train_model does before reading: the same order
+    batches = make_dataset(root, schema, batch_size=16, seed=0, repeat=True).take(30)
+    first_nan_batch = next(i for i, batch in enumerate(batches) if np.isnan(batch.numpy()).any())
+    assert diverged_at == first_nan_batch + 1
+    latest = tf.train.latest_checkpoint(str(tmp_path / "model" / "checkpoints"))
+    assert (latest and train.checkpoint_step(latest)) == (first_nan_batch or None)
+    assert not (tmp_path / "model" / "model.json").exists()
+
+
+def test_overflowing_state_stops_before_it_reaches_a_checkpoint(digits, tmp_path):
+    """Adam moves each of D's weights by ~lr per step: with lr=1e5 the gradients and Adam's second
+    moments overflow within a few steps while the losses may still be finite."""
+    root, schema = digits
+    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_learning_rate": 1e5, "checkpoint_every": 1}
+    with pytest.raises(ComponentError, match=r"training diverged at step (\d+): ") as failure:
+        train.train_model(root, schema, str(tmp_path), log=lambda message: None, **params)
+    diverged_at = int(re.search(r"step (\d+)", str(failure.value)).group(1))
+    assert 1 < diverged_at < 50
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert train.checkpoint_step(latest) == diverged_at - 1 and latest in str(failure.value)
+    kept = checkpoint_values(str(tmp_path / "checkpoints"))
+    assert all(np.isfinite(value).all() for value in kept.values() if np.asarray(value).dtype.kind == "f")
+    assert not (tmp_path / "model.json").exists()
+
+
+def test_bad_options_name_the_key(digits, tmp_path):
+    root, schema = digits
+    with pytest.raises(ValueError, match="train.precision"):
+        train.train_model(root, schema, str(tmp_path), precision="float64")
+    with pytest.raises(ValueError, match="train.network.l2"):
+        train.train_model(root, schema, str(tmp_path), network={"l2": 0.1})
+    with pytest.raises(ValueError, match="no option 'depth'"):
+        train.train_model(root, schema, str(tmp_path), family="dcgan", network={"depth": 3})
+
+
+def test_steps_win_over_epochs_and_epochs_count_global_batches():
+    schema = {"counts": {"train": 1000}}
+    resolve = lambda **given: train.resolve_steps(train.COMPONENT.resolve_parameters(given), schema)  # noqa: E731
+    assert resolve() == train.DEFAULT_STEPS
+    assert resolve(epochs=2, batch_size=100, d_steps=2) == 10
+    assert resolve(epochs=2, steps=7) == 7
+
+
+def test_separate_l2_for_each_network(digits):
+    _, schema = digits
+    params = train.COMPONENT.resolve_parameters({**TINY_MLP, "d_l2": 0.5})
+    gan = train.build_gan(schema, params)
+    assert gan.discriminator.losses and not gan.generator.losses
+    same_init = train.build_gan(schema, train.COMPONENT.resolve_parameters(TINY_MLP))
+    for a, b in zip(gan.discriminator.weights, same_init.discriminator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_conditional_family_samples_one_column_per_class(digits, tmp_path):
+    root, schema = digits
+    info = train.train_model(root, schema, str(tmp_path), log=lambda message: None,
+                             **{**TINY_DCGAN, "family": "cgan", "steps": 3, "log_every": 1})
+    assert info["num_classes"] == 10
+    grid = tf.io.decode_png(tf.io.read_file(info["sample_grid"]))
+    assert grid.shape[1] == 4 * (10 * 17 + 1) and grid.shape[0] == 4 * (6 * 17 + 1)
+
+
+# --------------------------------------------------------------------- precisions
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_each_precision_trains_with_float32_variables(digits, tmp_path, precision):
+    root, schema = digits
+    info = train.train_model(root, schema, str(tmp_path), log=lambda message: None,
+                             **{**TINY_DCGAN, "precision": precision, "steps": 2, "log_every": 1})
+    assert info["steps"] == 2 and info["precision"] == precision
+    assert all(np.isfinite(list(info["final_metrics"].values())))
+    generator = keras.models.load_model(str(tmp_path / "generator.keras"))
+    assert {variable.dtype for variable in generator.weights} == {"float32"}
+    compute_dtypes = {layer.dtype_policy.compute_dtype for layer in generator.layers
+                      if not isinstance(layer, keras.layers.InputLayer)}
+    assert compute_dtypes == {"float32", precision.removeprefix("mixed_")}  # last layer stays float32
+    assert keras.config.dtype_policy().name == "float32"  # restored after building
+    events = read_events(str(tmp_path / "logs" / "train"))
+    has_loss_scale = "loss_scale/d" in events.Tags()["tensors"]
+    assert has_loss_scale == (precision == "mixed_float16")
+
+
+# ------------------------------------------------------------------ distribution
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    from ganpipe import ganmodels
+    from ganpipe.components import train
+
+    root, output_dir, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    with open(root + "/schema.json") as f:
+        schema = json.load(f)
+    report = {"replicas": train.make_strategy("mirrored").num_replicas_in_sync}
+    report["component"] = train.train_model(root, schema, output_dir, log=lambda message: None, **params)
+
+    # One step with plain SGD (so a wrong loss scale changes the update) on the same 32 examples,
+    # once on one device and once split 16 + 16 over two replicas. G's first kernel starts at zero:
+    # the fakes then do not depend on the noise (which differs per replica by design), so every
+    # update but that kernel's is noise-free and must agree.
+    keras.utils.set_random_seed(1)
+    real = np.random.default_rng(1).normal(size=(32, 6)).astype("float32")
+    start = None
+
+    def one_step(strategy):
+        global start
+        with strategy.scope():
+            generator, discriminator = ganmodels.build_networks("mlp", (6,), latent_dim=4, hidden=(8,))
+            if start is None:
+                generator.layers[1].kernel.assign(np.zeros(generator.layers[1].kernel.shape, "float32"))
+                start = [w.numpy() for w in generator.weights + discriminator.weights]
+            for w, value in zip(generator.weights + discriminator.weights, start):
+                w.assign(value)
+            gan = ganmodels.GAN(generator, discriminator, 4, ema_decay=0.5)
+            gan.compile(keras.optimizers.SGD(0.5), keras.optimizers.SGD(0.5))
+        history = gan.fit(tf.data.Dataset.from_tensors(real), epochs=1, verbose=0)
+        weights = [w.numpy() for w in generator.weights + discriminator.weights]
+        ema = [w.numpy() for w in gan.ema_weights]
+        return {"weights": weights, "ema": ema, "step": int(gan.step.numpy()),
+                "d_loss": history.history["d_loss"][-1], "d_real": history.history["d_real"][-1]}
+
+    single, mirrored = one_step(tf.distribute.get_strategy()), one_step(train.make_strategy("mirrored"))
+    first_kernel = 0
+    report["max_weight_difference"] = max(float(np.abs(a - b).max()) for i, (a, b) in
+                                          enumerate(zip(single["weights"], mirrored["weights"])) if i != first_kernel)
+    report["first_kernel_moved"] = bool(np.abs(mirrored["weights"][0]).max() > 0)
+    report["ema_is_mean_of_start_and_new"] = max(
+        float(np.abs(e - (s + w) / 2).max()) for e, s, w in zip(mirrored["ema"], start, mirrored["weights"]))
+    report["largest_update"] = max(float(np.abs(w - s).max()) for w, s in zip(single["weights"], start))
+    for key in ("step", "d_loss", "d_real"):
+        report[key] = [single[key], mirrored[key]]
+    print("REPORT" + json.dumps(report))
+""")
+
+
+def test_mirrored_strategy_over_two_logical_cpus_matches_one_device(digits, tmp_path):
+    root, _ = digits
+    params = {**TINY_MLP, "strategy": "mirrored", "steps": 6, "log_every": 3, "checkpoint_every": 3,
+              "ema_decay": 0.9}
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+    result = subprocess.run([sys.executable, "-c", MIRRORED, root, str(tmp_path), json.dumps(params)],
+                            env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    assert report["replicas"] == 2
+    component = report["component"]
+    assert component["steps"] == 6 and all(np.isfinite(list(component["final_metrics"].values())))
+    assert train.checkpoint_step(tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))) == 6
+    assert report["step"] == [1, 1]
+    # Losses averaged over the global batch: same update as one device on the whole batch. A missing
+    # or doubled 1/replicas factor would change the SGD update by half of largest_update.
+    assert report["largest_update"] > 1e-3
+    assert report["max_weight_difference"] < 1e-5
+    assert report["first_kernel_moved"]
+    assert report["ema_is_mean_of_start_and_new"] < 1e-6
+    assert report["d_loss"][1] == pytest.approx(report["d_loss"][0], abs=1e-5)
+    assert report["d_real"][1] == pytest.approx(report["d_real"][0], abs=1e-5)
