@@ -1,0 +1,494 @@
+"""Evaluate: measures a trained generator's samples, reports them, and decides the blessing.
+
+Three sets of the same size n = min(num_samples, train count, eval count) are compared in the
+Classifier artifact's feature space (see ``components/classifier.py``):
+
+    reference  n real train examples (seeded shuffle)
+    fakes      n generated samples (the EMA generator when the model has one); conditional models
+               generate for the held-out examples' labels, SRGAN upscales their low-res copies
+    held-out   n real eval examples
+
+Each metric is computed on (reference, fakes) and, as its real-vs-real baseline, on (reference,
+held-out): what a perfect generator would score with this much data. The held-out examples also
+feed the discriminator accuracy (D on real eval samples vs the fakes; 0.5 at equilibrium). SRGAN
+models add PSNR/SSIM of their upscaling and, as the baseline, of bicubic upscaling.
+
+Metric names follow the feature space: the Fréchet distance is ``fcd`` (classifier features),
+``fid`` (Inception) or ``fd`` (pixels / raw vectors); the kernel distance is ``kid``; the
+classifier score is ``inception_score`` on Inception features.
+
+Outputs::
+
+    evaluation/metrics.json   the report: {"metrics": {name: {value, baseline, baseline_kind,
+                              better}}, feature space, sample counts, model}; a non-finite value
+                              (e.g. class_kl_real = inf) is written as null
+    evaluation/samples.png    the sample grid (one row per class for conditional models)
+    evaluation/logs/eval/     TensorBoard: scalars evaluation/<name> and baseline/<name>, the
+                              markdown table (text evaluation/report), the grid (image
+                              evaluation/samples), and an hparams session (model.json settings)
+                              whose metrics the hparams dashboard infers from those scalars
+    blessing/blessing.json    {"blessed", "reasons", "checks", main metric, metrics, ...}; properties
+                              blessed, main_metric, main_metric_value, feature_space_id, num_samples
+
+Blessing: every configured threshold must pass and, with ``no_worse_than_last``, the main metric
+must be no worse (within ``regression_tolerance``) than that of the newest blessed Blessing of
+this pipeline with the same ``feature_space_id`` (a hash of the feature model's weights) and
+sample count; models measured differently are not compared.
+
+The hparams experiment config is deliberately not written: TensorBoard accepts one per logdir,
+and a pipeline's TensorBoard view holds many runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from ganpipe.components import classifier as feature_models
+from ganpipe.components import monitoring
+from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components.reader import make_dataset
+import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
+from ganpipe.ganmodels import metrics
+from ganpipe.ganmodels.srgan import bicubic_upscale
+
+MIN_SAMPLES = 10
+SAMPLE_NOISE_SEED = 0x5EED_0E7A  # the noise of the fakes, offset from training's draws
+GRID_COLUMNS, GRID_MAX_CLASSES = 8, 16
+# (parameter, metric, kind): kind "below"/"above" compares with the limit, "within" |value - 0.5|.
+THRESHOLDS = (
+    ("fcd_below", "frechet", "below"),
+    ("kid_below", "kid", "below"),
+    ("precision_above", "precision", "above"),
+    ("recall_above", "recall", "above"),
+    ("coverage_above", "coverage", "above"),
+    ("psnr_above", "psnr", "above"),
+    ("d_accuracy_within", "d_accuracy", "within"),
+)
+FRECHET_NAMES = {"classifier": "fcd", "inception": "fid", "pixels": "fd", "raw": "fd"}
+
+PARAMETERS = (
+    Parameter("num_samples", int, 2000, "samples per set; capped at the eval split size so the "
+              "real-vs-real baseline uses as many", min=MIN_SAMPLES),
+    Parameter("batch_size", int, 256, "examples per generator / classifier call", min=1),
+    Parameter("seed", int, 0, "seeds the noise and the choice of real examples"),
+    Parameter("use_ema", bool, True, "evaluate generator_ema.keras when the model has one"),
+    Parameter("main_metric", str, "auto", "the metric compared with the last blessed model; auto: the "
+              "Fréchet distance (fcd, fid or fd), psnr for srgan"),
+    Parameter("fcd_below", float, None, "bless only if the Fréchet distance (fcd/fid/fd) is below this",
+              nullable=True),
+    Parameter("kid_below", float, None, "bless only if the kernel distance is below this", nullable=True),
+    Parameter("precision_above", float, None, "bless only if precision is above this", nullable=True),
+    Parameter("recall_above", float, None, "bless only if recall is above this", nullable=True),
+    Parameter("coverage_above", float, None, "bless only if coverage is above this", nullable=True),
+    Parameter("psnr_above", float, None, "srgan: bless only if PSNR (dB) is above this", nullable=True),
+    Parameter("d_accuracy_within", float, None, "bless only if |held-out D accuracy - 0.5| is at most this",
+              min=0.0, max=0.5, nullable=True),
+    Parameter("no_worse_than_last", bool, True, "bless only if the main metric is no worse than the last "
+              "blessed model's of this pipeline (measured in the same feature space with as many samples)"),
+    Parameter("regression_tolerance", float, 0.1, "no_worse_than_last: allowed relative regression "
+              "(0.1 = 10% of the last value), for sampling noise", min=0.0),
+)
+
+
+def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
+    schema = inputs["schema"].read_json("schema.json")
+    classifier = inputs["classifier"]
+    evaluation, blessing_artifact = outputs["evaluation"], outputs["blessing"]
+    report = evaluate_model(inputs["model"].uri, inputs["examples"].uri, schema, classifier.uri, evaluation.uri,
+                            log=ctx.log, **params)
+    blessing = decide_blessing(report, params, ctx.find_artifacts("Blessing"))
+    blessing_artifact.write_json("blessing.json", blessing)
+    evaluation.properties.update(main_metric=report["main_metric"], feature_space=report["feature_space"],
+                                 num_samples=report["num_samples"],
+                                 **{name: m["value"] for name, m in report["metrics"].items()})
+    blessing_artifact.properties.update({key: blessing[key] for key in BLESSING_PROPERTIES})
+    ctx.log(("BLESSED: " if blessing["blessed"] else "NOT BLESSED: ") + "; ".join(blessing["reasons"]))
+
+
+COMPONENT = Component(
+    name="Evaluate",
+    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel"},
+    outputs={"evaluation": "Evaluation", "blessing": "Blessing"},
+    parameters=PARAMETERS,
+    executor=run,
+    description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
+)
+BLESSING_PROPERTIES = ("blessed", "main_metric", "main_metric_value", "feature_space_id", "num_samples")
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+@dataclasses.dataclass
+class Split:
+    """n examples of one split, as the model sees them: [-1, 1] images or standardised vectors."""
+
+    x: np.ndarray
+    labels: np.ndarray | None = None
+    lowres: np.ndarray | None = None
+
+
+def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_dir: str, output_dir: str, *,
+                   log=print, **params) -> dict:
+    """Measures the model in ``model_dir`` and writes the report into ``output_dir``; returns it.
+
+    ``params`` are this component's parameters (missing ones take their defaults). Pass the
+    returned report to ``decide_blessing``.
+    """
+    params = COMPONENT.resolve_parameters(params, "evaluate")
+    info = _read_json(os.path.join(model_dir, "model.json"))
+    generator, generator_file = load_generator(model_dir, params["use_ema"])
+    discriminator = keras.saving.load_model(_existing(model_dir, "discriminator.keras"), compile=False)
+    feature_model, feature_info = feature_models.load_feature_model(classifier_dir)
+    superres = info.get("family") == "srgan"
+
+    n = sample_count(schema, params["num_samples"])
+    reference = read_split(examples_uri, schema, "train", n, params, superres)
+    held_out = read_split(examples_uri, schema, "eval", n, params, superres)
+    fakes = generate(generator, held_out, n, params)
+    _check_finite(fakes, os.path.join(model_dir, generator_file))
+    log(f"evaluating {generator_file} on {n} samples in the {feature_info['feature_space']} feature space")
+
+    values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x, params)
+    values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"]))
+    if superres:
+        quality, bicubic = upscaling_quality(held_out, fakes, info)
+        values.update(quality)
+        baselines.update(bicubic)
+    space = feature_info["feature_space"]
+    report = {
+        "feature_space": space,
+        "feature_space_id": feature_space_id(feature_model, space),
+        "classifier_eval_accuracy": feature_info.get("eval_accuracy"),
+        "num_samples": n,
+        "model": {"dir": os.path.abspath(model_dir), "generator": generator_file,
+                  **{key: info.get(key) for key in ("family", "steps", "latent_dim", "num_classes", "data_kind")}},
+        "metrics": {rename(key, space): _entry(key, value, baselines.get(key))
+                    for key, value in values.items()},
+    }
+    report["main_metric"] = main_metric(report, params["main_metric"], superres)
+    write_report(report, output_dir, sample_grid(generator, held_out, info, fakes, params["seed"]), info)
+    return report
+
+
+def load_generator(model_dir: str, use_ema: bool) -> tuple[keras.Model, str]:
+    """The EMA generator when present (and wanted), else the raw one; and its file name."""
+    name = "generator_ema.keras" if use_ema and os.path.isfile(os.path.join(model_dir, "generator_ema.keras")) \
+        else "generator.keras"
+    return keras.saving.load_model(_existing(model_dir, name), compile=False), name
+
+
+def feature_space_id(feature_model: keras.Model, feature_space: str) -> str:
+    """Names the feature space by its weights: metrics are comparable across runs exactly when
+    this matches (a retrained classifier with identical weights, e.g. after a code change that
+    re-ran the Classifier step, still matches; its artifact fingerprint would not)."""
+    digest = hashlib.sha256(feature_space.encode())
+    for weight in feature_model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value)).tobytes())
+    return f"{feature_space}:{digest.hexdigest()[:16]}"
+
+
+def sample_count(schema: dict, num_samples: int) -> int:
+    counts = schema.get("counts", {})
+    n = min(num_samples, counts.get("train", 0), counts.get("eval", 0))
+    if n < MIN_SAMPLES:
+        raise ComponentError(f"evaluate: needs at least {MIN_SAMPLES} train and eval examples, the schema counts "
+                             f"{counts} (preprocess: keep a larger eval split)")
+    return n
+
+
+def read_split(examples_uri: str, schema: dict, split: str, n: int, params: dict, superres: bool) -> Split:
+    """The first n examples of a seeded shuffle of ``split``, as numpy arrays."""
+    dataset = make_dataset(examples_uri, schema, split=split, batch_size=params["batch_size"], shuffle=True,
+                           seed=params["seed"], with_labels=not superres, with_lowres=superres,
+                           drop_remainder=False, cache=False)
+    firsts, seconds = [], []
+    for first, second in dataset.take(math.ceil(n / params["batch_size"])):
+        firsts.append(first.numpy())
+        seconds.append(second.numpy())
+    first, second = np.concatenate(firsts)[:n], np.concatenate(seconds)[:n]
+    if len(first) < n:
+        raise ComponentError(f"evaluate: {examples_uri}/{split} holds {len(first)} examples, the schema says more")
+    return Split(x=second, lowres=first) if superres else Split(x=first, labels=second)
+
+
+def generate(generator: keras.Model, held_out: Split, n: int, params: dict) -> np.ndarray:
+    """n fakes: from seeded noise (with the held-out labels if conditional) or upscaled low-res."""
+    if held_out.lowres is not None:
+        return batched_call(generator, [held_out.lowres], params["batch_size"])
+    latent = np.random.default_rng([SAMPLE_NOISE_SEED, params["seed"]]).standard_normal(
+        (n, generator.inputs[0].shape[-1])).astype("float32")
+    if len(generator.inputs) == 1:
+        return batched_call(generator, [latent], params["batch_size"])
+    if held_out.labels.min() < 0:
+        raise ComponentError("evaluate: a conditional generator needs labelled eval examples, found label -1")
+    return batched_call(generator, [latent, held_out.labels.astype("int32")], params["batch_size"])
+
+
+def batched_call(model: keras.Model, arrays: list[np.ndarray], batch_size: int):
+    """``model`` in inference mode over batches; an array, or a dict of arrays for dict outputs.
+
+    ``training=False`` always: a nested model called with training=None runs its batch norm in
+    training mode (seen in Keras 3.15), which would make the metrics depend on the batch.
+    """
+    outputs = []
+    for start in range(0, len(arrays[0]), batch_size):
+        batch = [array[start:start + batch_size] for array in arrays]
+        outputs.append(keras.tree.map_structure(np.asarray,
+                                                model(batch if len(batch) > 1 else batch[0], training=False)))
+    if isinstance(outputs[0], dict):
+        return {key: np.concatenate([output[key] for output in outputs]) for key in outputs[0]}
+    return np.concatenate(outputs)
+
+
+def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_out, params):
+    """The feature-space (and, for vectors, tabular) metrics and their real-vs-real baselines."""
+    extract = lambda x: batched_call(feature_model, [x], params["batch_size"])  # noqa: E731
+    real, fake, other = extract(reference), extract(fakes), extract(held_out)
+    names = ["frechet", "kernel", "precision_recall", "density_coverage"]
+    if "probabilities" in real:
+        names.append("classifier_score")
+        if feature_info["feature_space"] == "classifier":
+            names.append("mode_coverage")
+    if schema["kind"] == "vector":
+        names.append("tabular")
+        for side, vectors in ((real, reference), (fake, fakes), (other, held_out)):
+            side["vectors"] = vectors.reshape(len(vectors), -1)
+    n = len(reference)
+    # Subsets of half the items: with all n, every KID subset would be the same and its std 0.
+    options = {"kernel": {"subset_size": min(1000, max(2, n // 2)), "num_subsets": 50, "seed": params["seed"]},
+               "precision_recall": {"k": min(3, n - 1)}, "density_coverage": {"k": min(5, n - 1)}}
+    if "classifier_score" in names:
+        options["classifier_score"] = {"num_splits": min(10, n)}
+    return metrics.compute(names, real, fake, **options), metrics.real_vs_real(names, real, other, **options)
+
+
+def held_out_discriminator_accuracy(discriminator, held_out: Split, fakes, batch_size: int) -> dict[str, float]:
+    """D on real eval samples (never trained on) vs the fakes, with labels for conditional D."""
+    conditional = len(discriminator.inputs) == 2
+    real_inputs = [held_out.x] + ([held_out.labels.astype("int32")] if conditional else [])
+    fake_inputs = [fakes] + ([held_out.labels.astype("int32")] if conditional else [])
+    return metrics.compute_discriminator_accuracy(batched_call(discriminator, real_inputs, batch_size),
+                                                  batched_call(discriminator, fake_inputs, batch_size))
+
+
+def upscaling_quality(held_out: Split, fakes: np.ndarray, info: dict) -> tuple[dict, dict]:
+    """PSNR/SSIM of the generator's upscaling and of bicubic upscaling vs the real high-res."""
+    scale = fakes.shape[1] // held_out.lowres.shape[1]
+    bicubic = keras.ops.convert_to_numpy(bicubic_upscale(held_out.lowres, scale))
+    unit = lambda images: np.clip((images + 1.0) / 2.0, 0.0, 1.0)  # noqa: E731
+    window = min(11, fakes.shape[1], fakes.shape[2])
+    real = unit(held_out.x)
+    return (metrics.compute_image_quality(real, unit(fakes), window_size=window),
+            metrics.compute_image_quality(real, unit(bicubic), window_size=window))
+
+
+def rename(key: str, feature_space: str) -> str:
+    """Generic metric keys to the names users know for this feature space."""
+    if key == "frechet_distance":
+        return FRECHET_NAMES[feature_space]
+    if key.startswith("kernel_distance"):
+        return "kid" + key[len("kernel_distance"):]
+    if key.startswith("classifier_score") and feature_space == "inception":
+        return "inception_score" + key[len("classifier_score"):]
+    return key
+
+
+def _entry(key: str, value: float, baseline: float | None) -> dict:
+    kind = None if baseline is None else "bicubic" if key in ("psnr", "ssim") else "real_vs_real"
+    return {"value": _finite_or_none(value), "baseline": _finite_or_none(baseline), "baseline_kind": kind,
+            "better": metrics.DIRECTIONS[key]}
+
+
+def main_metric(report: dict, requested: str, superres: bool) -> str:
+    if requested == "auto":
+        return "psnr" if superres else FRECHET_NAMES[report["feature_space"]]
+    if requested not in report["metrics"]:
+        raise ComponentError(f"evaluate.main_metric: {requested!r} was not computed for this model; "
+                             f"choose one of {', '.join(sorted(report['metrics']))}")
+    if report["metrics"][requested]["better"] == "neither":
+        raise ComponentError(f"evaluate.main_metric: {requested!r} has no better direction to compare")
+    return requested
+
+
+# ----------------------------------------------------------------------------------- report
+
+
+def sample_grid(generator, held_out: Split, info: dict, fakes: np.ndarray, seed: int) -> np.ndarray:
+    """uint8 grid: 8 columns; one row per class for conditional models; for SRGAN the rows are
+    bicubic, generated and real high-res images of the same 8 examples."""
+    if held_out.lowres is not None:
+        scale = fakes.shape[1] // held_out.lowres.shape[1]
+        bicubic = keras.ops.convert_to_numpy(bicubic_upscale(held_out.lowres[:GRID_COLUMNS], scale))
+        rows = np.concatenate([bicubic, fakes[:GRID_COLUMNS], held_out.x[:GRID_COLUMNS]])
+        return monitoring.sample_grid(rows, GRID_COLUMNS)
+    if len(generator.inputs) == 1:
+        return monitoring.sample_grid(fakes[:GRID_COLUMNS * GRID_COLUMNS], GRID_COLUMNS)
+    classes = min(int(info.get("num_classes") or held_out.labels.max() + 1), GRID_MAX_CLASSES)
+    labels = np.repeat(np.arange(classes, dtype="int32"), GRID_COLUMNS)
+    latent = np.random.default_rng([SAMPLE_NOISE_SEED, seed, 1]).standard_normal(
+        (len(labels), generator.inputs[0].shape[-1])).astype("float32")
+    return monitoring.sample_grid(batched_call(generator, [latent, labels], 256), GRID_COLUMNS)
+
+
+def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) -> None:
+    evaluation = Artifact(type="Evaluation", uri=output_dir)
+    evaluation.write_json("metrics.json", report)
+    monitoring.write_png(grid, evaluation.path("samples.png"))
+    writer = tf.summary.create_file_writer(evaluation.path("logs", "eval"))
+    with writer.as_default(step=int(info.get("steps") or 0)):
+        hparams_api.hparams(hparams_record(info, report))
+        for name, entry in report["metrics"].items():
+            if entry["value"] is not None:
+                tf.summary.scalar(f"evaluation/{name}", entry["value"])
+            if entry["baseline"] is not None:
+                tf.summary.scalar(f"baseline/{name}", entry["baseline"])
+        tf.summary.text("evaluation/report", markdown_table(report))
+        tf.summary.image("evaluation/samples", grid[np.newaxis])
+    writer.close()
+
+
+def hparams_record(info: dict, report: dict) -> dict:
+    """model.json's settings (the run's hyper-parameters as far as Evaluate can see them)."""
+    keys = ("family", "latent_dim", "num_classes", "steps", "precision", "seed", "ema", "data_kind")
+    record = {key: info[key] for key in keys if isinstance(info.get(key), (bool, int, float, str))}
+    record.update(generator=report["model"]["generator"], feature_space=report["feature_space"],
+                  num_samples=report["num_samples"])
+    return record
+
+
+def markdown_table(report: dict) -> str:
+    accuracy = report["classifier_eval_accuracy"]
+    lines = [
+        f"**{report['model']['generator']}** ({report['model'].get('family')}, {report['model'].get('steps')} steps), "
+        f"{report['num_samples']} samples per set, {report['feature_space']} features"
+        + (f" (classifier eval accuracy {accuracy:.3f})" if accuracy is not None else "") + ".",
+        "",
+        "Baseline: real train vs real eval examples (what a perfect generator would score), or bicubic "
+        "upscaling for PSNR/SSIM.",
+        "",
+        "| metric | model | baseline | better |",
+        "|---|---|---|---|",
+    ]
+    for name, entry in report["metrics"].items():
+        baseline = _format(entry["baseline"]) + (" (bicubic)" if entry["baseline_kind"] == "bicubic" else "")
+        marker = " **(main)**" if name == report["main_metric"] else ""
+        lines.append(f"| {name}{marker} | {_format(entry['value'])} | {baseline if entry['baseline_kind'] else '-'} "
+                     f"| {entry['better']} |")
+    return "\n".join(lines)
+
+
+def _format(value: float | None) -> str:
+    return "inf / nan" if value is None else f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------------------- blessing
+
+
+def decide_blessing(report: dict, params: dict, earlier_blessings: list[Artifact] = ()) -> dict:
+    """Checks the thresholds in ``params`` and, with no_worse_than_last, compares the main metric
+    with the newest blessed Blessing among ``earlier_blessings`` (newest first) measured in the
+    same feature space with as many samples. Returns blessing.json's content."""
+    params = COMPONENT.resolve_parameters(params, "evaluate")
+    checks = [check for check in map(lambda t: _threshold_check(report, params, *t), THRESHOLDS) if check]
+    main = report["main_metric"]
+    main_value = report["metrics"][main]["value"]
+    compared_with = None
+    if params["no_worse_than_last"]:
+        check, compared_with = _regression_check(report, params, earlier_blessings)
+        checks.append(check)
+    if main_value is None:
+        checks.append({"check": "finite", "metric": main, "value": None, "limit": None, "passed": False,
+                       "reason": f"{main} is not finite"})
+    blessed = all(check["passed"] for check in checks)
+    reasons = [check["reason"] for check in checks if not check["passed"]] if not blessed else \
+        [check["reason"] for check in checks] or ["no thresholds configured"]
+    return {
+        "blessed": blessed, "reasons": reasons, "checks": checks, "main_metric": main, "main_metric_value": main_value,
+        "feature_space": report["feature_space"], "feature_space_id": report["feature_space_id"],
+        "num_samples": report["num_samples"], "compared_with": compared_with, "model": report["model"],
+        "metrics": report["metrics"],
+    }
+
+
+def _threshold_check(report: dict, params: dict, parameter: str, metric: str, kind: str) -> dict | None:
+    limit = params[parameter]
+    if limit is None:
+        return None
+    if metric == "frechet":
+        metric = FRECHET_NAMES[report["feature_space"]]
+    entry = report["metrics"].get(metric)
+    value = None if entry is None else entry["value"]
+    if value is None:
+        missing = "was not computed for this model" if entry is None else "is not finite"
+        return {"check": parameter, "metric": metric, "value": None, "limit": limit, "passed": False,
+                "reason": f"{metric} {missing} ({parameter}={limit})"}
+    if kind == "within":
+        passed, shown = abs(value - 0.5) <= limit, f"|{metric} - 0.5| = {abs(value - 0.5):.4g}"
+    else:
+        passed, shown = (value < limit if kind == "below" else value > limit), f"{metric} {value:.4g}"
+    return {"check": parameter, "metric": metric, "value": value, "limit": limit, "passed": bool(passed),
+            "reason": f"{shown} is {'' if passed else 'not '}{kind} {limit} ({parameter})"}
+
+
+def _regression_check(report: dict, params: dict, earlier_blessings) -> tuple[dict, dict | None]:
+    main = report["main_metric"]
+    value = report["metrics"][main]["value"]
+    last = next((artifact for artifact in earlier_blessings if _comparable(artifact.properties, report)), None)
+    check = {"check": "no_worse_than_last", "metric": main, "value": value, "limit": None, "passed": True}
+    if last is None:
+        return {**check, "reason": "no earlier blessed model of this pipeline measured the same way"}, None
+    previous = last.properties["main_metric_value"]
+    slack = params["regression_tolerance"] * abs(previous)
+    lower = report["metrics"][main]["better"] == "lower"
+    limit = previous + slack if lower else previous - slack
+    passed = value is not None and (value <= limit if lower else value >= limit)
+    shown = "nan/inf" if value is None else f"{value:.4g}"
+    reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of the last blessed model "
+              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing artifact "
+              f"{last.id if last.id is not None else last.uri})")
+    compared_with = {"artifact_id": last.id, "uri": last.uri, "main_metric_value": previous}
+    return {**check, "limit": limit, "passed": bool(passed), "reason": reason}, compared_with
+
+
+def _comparable(properties: dict, report: dict) -> bool:
+    return (properties.get("blessed") is True and properties.get("main_metric") == report["main_metric"]
+            and properties.get("main_metric_value") is not None
+            and properties.get("feature_space_id") == report["feature_space_id"]
+            and properties.get("num_samples") == report["num_samples"])
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _check_finite(samples: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        raise ComponentError(f"{where}: the generator produced {int(bad.sum())} non-finite values (NaN/inf); "
+                             "training diverged")
+
+
+def _existing(directory: str, name: str) -> str:
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise ComponentError(f"{path}: missing; is {directory} a Train Model artifact?")
+    return path
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ComponentError(f"{path}: missing; is {os.path.dirname(path)} a Train Model artifact?")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,319 @@
+"""Export: the blessed generator as a versioned SavedModel that serves without ganpipe installed.
+
+Where it goes: ``<export_base>/<model_name>/<version>/``, TF Serving's layout, with integer
+versions counting up from 1 (the next after the largest present). ``export_base`` is a parameter
+(default ``serving``, resolved against the current directory: an executor does not see the
+pipeline root); ``model_name`` defaults to the pipeline's name. The SavedModel is written into a
+hidden ``.incoming-*`` directory next to the versions and renamed into place, so TF Serving (which
+only loads integer directories) never sees a half-written version. The ``pushed_model`` artifact
+itself is small: ``pushed.json`` (pushed, reason, destination, version, signatures) and a copy of
+the model card; properties ``pushed``, ``pushed_destination``, ``version``, ``model_name``,
+``reason``. Without a blessing (and without ``force``) nothing is written to ``export_base`` and
+the artifact records ``pushed: false`` and why.
+
+Signatures (the EMA generator when the model has one and ``use_ema``):
+
+- ``serving_default``: ``latent`` float32 [N, latent_dim] (+ ``label`` int64 [N] for conditional
+  models) -> ``images`` uint8 [N, H, W, C] and ``images_float`` float32 in [0, 1]; for vector
+  data -> ``samples`` float32 [N, D] with the standardisation undone;
+- ``generate``: ``num_samples`` int32 and ``seed`` int64 scalars -> ``images`` uint8 (or
+  ``samples``), plus ``labels`` int64 (cycling 0..C-1) for conditional models; the noise is
+  stateless, so a seed always gives the same samples;
+- SRGAN: ``upscale`` and ``serving_default``: ``lowres`` uint8 [N, h, w, C] (model.json's
+  ``lowres_shape``) -> ``images`` uint8 [N, s*h, s*w, C] and ``images_float``; there is no noise,
+  so no ``generate``.
+
+Next to ``saved_model.pb``: ``README.md`` (the model card: data, training settings, metrics,
+blessing, lineage) and ``assets/model.json`` (model.json plus label and feature names, which
+``ganpipe sample`` reads).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+import ganpipe
+from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components.evaluate import load_generator
+
+GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
+VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
+
+PARAMETERS = (
+    Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True),
+    Parameter("export_base", str, "serving", "TF Serving base directory; a relative path is resolved "
+              "against the current directory"),
+    Parameter("force", bool, False, "export even if the model was not blessed"),
+    Parameter("use_ema", bool, True, "export generator_ema.keras when the model has one"),
+)
+
+
+def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
+    lineage = {"pipeline": ctx.pipeline_name, "execution_id": ctx.execution_id,
+               "artifacts": {name: {"id": artifact.id, "uri": artifact.uri, "fingerprint": artifact.fingerprint}
+                             for name, artifact in sorted(inputs.items())}}
+    result = export_model(
+        inputs["model"].uri, inputs["schema"].read_json("schema.json"), inputs["blessing"].read_json("blessing.json"),
+        outputs["pushed_model"].uri, model_name=params["model_name"] or ctx.pipeline_name,
+        export_base=params["export_base"], force=params["force"], use_ema=params["use_ema"], lineage=lineage,
+        log=ctx.log)
+    outputs["pushed_model"].properties.update(
+        pushed=result["pushed"], pushed_destination=result["destination"], version=result["version"],
+        model_name=result["model_name"], reason=result["reason"])
+
+
+COMPONENT = Component(
+    name="Export",
+    inputs={"model": "Model", "blessing": "Blessing", "schema": "Schema"},
+    outputs={"pushed_model": "PushedModel"},
+    parameters=PARAMETERS,
+    executor=run,
+    description="Writes the blessed generator as a versioned SavedModel with serving signatures.",
+)
+
+
+def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",
+                 export_base: str = "serving", force: bool = False, use_ema: bool = True,
+                 lineage: dict | None = None, log=print) -> dict:
+    """Exports if ``blessing["blessed"]`` or ``force``; writes pushed.json (and the model card)
+    into ``output_dir`` and returns pushed.json's content."""
+    _check_model_name(model_name)
+    blessed = bool(blessing and blessing.get("blessed"))
+    result = {"pushed": False, "destination": None, "version": None, "model_name": model_name, "signatures": [],
+              "reason": "blessed" if blessed else "forced (not blessed)" if force else "not blessed: " +
+              "; ".join((blessing or {}).get("reasons") or ["no blessing"])}
+    os.makedirs(output_dir, exist_ok=True)
+    artifact = Artifact(type="PushedModel", uri=output_dir)
+    if not (blessed or force):
+        log(f"not exported: {result['reason']}")
+        artifact.write_json("pushed.json", result)
+        return result
+
+    info = _read_model_info(model_dir)
+    generator, generator_file = load_generator(model_dir, use_ema)
+    archive, signatures = build_archive(generator, info)
+    model_root = os.path.join(os.path.abspath(export_base), model_name)
+    os.makedirs(model_root, exist_ok=True)
+    incoming = tempfile.mkdtemp(prefix=".incoming-", dir=model_root)
+    try:
+        archive.write_out(incoming, verbose=False)
+        assets = {**info, "label_names": schema.get("label_names") or [],
+                  "feature_names": schema.get("feature_names") or [], "generator_file": generator_file}
+        Artifact(type="SavedModel", uri=incoming).write_json(os.path.join("assets", "model.json"), assets)
+        version = publish_version(incoming, model_root)
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    destination = os.path.join(model_root, str(version))
+    result.update(pushed=True, destination=destination, version=version, signatures=signatures)
+    card = model_card(model_name, version, info, schema, blessing, result, generator_file, lineage or {})
+    for directory in (destination, output_dir):
+        with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+    artifact.write_json("pushed.json", result)
+    log(f"exported {generator_file} as {destination} ({result['reason']})")
+    return result
+
+
+def build_archive(generator: keras.Model, info: dict) -> tuple[keras.export.ExportArchive, list[str]]:
+    """The ExportArchive with this model kind's endpoints, and their names."""
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    if info.get("family") == "srgan":
+        # The training size, not [None, None]: G's bicubic skip (UpSampling2D) needs static sides.
+        lowres_spec = [tf.TensorSpec([None, *_lowres_shape(info)], tf.uint8, name="lowres")]
+
+        def upscale(lowres):
+            return image_outputs(generator(tf.cast(lowres, tf.float32) / 127.5 - 1.0, training=False))
+
+        for name in ("serving_default", "upscale"):
+            archive.add_endpoint(name, upscale, input_signature=lowres_spec)
+        return archive, ["serving_default", "upscale"]
+
+    outputs = image_outputs if info.get("data_kind", "image") == "image" else vector_outputs(info.get("normalization"))
+    latent_dim = int(generator.inputs[0].shape[-1])
+    latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="latent")
+    generate_spec = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([], tf.int64, name="seed")]
+
+    def noise(num_samples, seed):
+        return tf.random.stateless_normal(tf.stack([num_samples, latent_dim]),
+                                          seed=tf.stack([seed, tf.constant(GENERATE_SEED_WORD, tf.int64)]))
+
+    if len(generator.inputs) == 2:
+        num_classes = int(info.get("num_classes") or 0)
+        if num_classes < 2:
+            raise ComponentError(f"model.json: a conditional generator needs num_classes >= 2, got {num_classes}")
+
+        def serve(latent, label):
+            return outputs(generator([latent, tf.cast(label, tf.int32)], training=False))
+
+        def generate(num_samples, seed):
+            labels = tf.range(tf.cast(num_samples, tf.int64)) % num_classes
+            return {**_without_float(serve(noise(num_samples, seed), labels)), "labels": labels}
+
+        archive.add_endpoint("serving_default", serve,
+                             input_signature=[latent_spec, tf.TensorSpec([None], tf.int64, name="label")])
+    else:
+        def serve(latent):
+            return outputs(generator(latent, training=False))
+
+        def generate(num_samples, seed):
+            return _without_float(serve(noise(num_samples, seed)))
+
+        archive.add_endpoint("serving_default", serve, input_signature=[latent_spec])
+    archive.add_endpoint("generate", generate, input_signature=generate_spec)
+    return archive, ["serving_default", "generate"]
+
+
+def _lowres_shape(info: dict) -> list[int]:
+    shape = info.get("lowres_shape")
+    if not shape or len(shape) != 3:
+        raise ComponentError(f"model.json: an srgan model needs lowres_shape [h, w, C], got {shape!r}")
+    return [int(side) for side in shape]
+
+
+def image_outputs(images):
+    """Generator output in [-1, 1] -> uint8 images and float images in [0, 1]."""
+    unit = tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+    return {"images": tf.cast(tf.round(unit * 255.0), tf.uint8), "images_float": unit}
+
+
+def vector_outputs(normalization: dict | None):
+    """Standardised vectors -> ``samples`` in the data's units (mean/std from the schema)."""
+    mean = tf.constant(normalization["mean"], tf.float32) if normalization else 0.0
+    std = tf.constant(normalization["std"], tf.float32) if normalization else 1.0
+
+    def to_samples(vectors):
+        return {"samples": tf.cast(vectors, tf.float32) * std + mean}
+
+    return to_samples
+
+
+def _without_float(outputs: dict) -> dict:
+    return {key: value for key, value in outputs.items() if key != "images_float"}
+
+
+def publish_version(incoming: str, model_root: str) -> int:
+    """Renames ``incoming`` to the next integer version under ``model_root``; returns it."""
+    version = next_version(model_root)
+    for _ in range(VERSION_ATTEMPTS):
+        try:
+            os.rename(incoming, os.path.join(model_root, str(version)))
+            return version
+        except OSError:  # taken meanwhile (rename onto a non-empty directory fails)
+            version = max(version + 1, next_version(model_root))
+    raise ComponentError(f"{model_root}: could not claim a version directory after {VERSION_ATTEMPTS} attempts")
+
+
+def next_version(model_root: str) -> int:
+    versions = [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
+    return max(versions, default=0) + 1
+
+
+def _check_model_name(name: str) -> None:
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise ComponentError(f"export.model_name: {name!r} must be a plain directory name")
+
+
+def _read_model_info(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "model.json")
+    if not os.path.isfile(path):
+        raise ComponentError(f"{path}: missing; is {model_dir} a Train Model artifact?")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# -------------------------------------------------------------------------------- model card
+
+
+def model_card(model_name, version, info, schema, blessing, result, generator_file, lineage) -> str:
+    sections = [
+        f"# {model_name}, version {version}",
+        f"A {info.get('family', '?')} GAN generator ({generator_file}) exported by ganpipe {ganpipe.__version__} "
+        f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {result['reason']}.",
+        "## Serving\n\n" + _signature_table(info) + "\n\n```python\nimport tensorflow as tf\n"
+        f"model = tf.saved_model.load({result['destination']!r})\n" + _usage(info) + "```",
+        "## Data\n\n" + _bullets(_data_facts(schema)),
+        "## Training\n\n" + _bullets({key: info[key] for key in ("family", "latent_dim", "num_classes", "steps",
+                                                                   "precision", "seed", "ema", "training_seconds",
+                                                                   "final_metrics") if key in info}),
+        "## Evaluation\n\n" + _metrics_section(blessing),
+        "## Lineage\n\n" + _bullets(_lineage_facts(lineage, model_name)),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _signature_table(info: dict) -> str:
+    rows = ["| signature | inputs | outputs |", "|---|---|---|"]
+    if info.get("family") == "srgan":
+        for name in ("serving_default", "upscale"):
+            rows.append(f"| `{name}` | `lowres` uint8 [N, {', '.join(map(str, _lowres_shape(info)))}] | "
+                        f"`images` uint8 [N, {', '.join(map(str, info.get('data_shape', [])))}], "
+                        "`images_float` float32 in [0, 1] |")
+        return "\n".join(rows)
+    image = info.get("data_kind", "image") == "image"
+    shape = ", ".join(map(str, info.get("data_shape") or []))
+    produced = (f"`images` uint8 [N, {shape}], `images_float` float32 in [0, 1]" if image
+                else f"`samples` float32 [N, {shape}] in the data's units")
+    label_in = ", `label` int64 [N]" if info.get("num_classes") else ""
+    label_out = ", `labels` int64 [N]" if info.get("num_classes") else ""
+    rows.append(f"| `serving_default` | `latent` float32 [N, {info.get('latent_dim')}]{label_in} | {produced} |")
+    rows.append(f"| `generate` | `num_samples` int32, `seed` int64 (scalars) | "
+                f"{'`images` uint8' if image else '`samples` float32'}{label_out}; the same seed gives the same "
+                "samples |")
+    return "\n".join(rows)
+
+
+def _usage(info: dict) -> str:
+    if info.get("family") == "srgan":
+        return 'highres = model.signatures["upscale"](lowres=lowres_uint8_batch)["images"]\n'
+    return ('out = model.signatures["generate"](num_samples=tf.constant(16), seed=tf.constant(0, tf.int64))\n')
+
+
+def _data_facts(schema: dict) -> dict:
+    facts = {"kind": schema.get("kind"), "shape": schema.get("shape"), "classes": schema.get("num_classes"),
+             "counts": schema.get("counts")}
+    if schema.get("label_names"):
+        facts["label names"] = ", ".join(map(str, schema["label_names"]))
+    if schema.get("lowres_shape"):
+        facts["low-resolution shape"] = schema["lowres_shape"]
+    if schema.get("feature_names"):
+        facts["features"] = ", ".join(schema["feature_names"])
+    return facts
+
+
+def _metrics_section(blessing: dict | None) -> str:
+    if not blessing:
+        return "No evaluation."
+    lines = [f"Blessed: **{'yes' if blessing.get('blessed') else 'no'}** — " + "; ".join(blessing.get("reasons", [])),
+             "", f"Feature space: {blessing.get('feature_space')}, {blessing.get('num_samples')} samples per set; "
+             f"main metric: {blessing.get('main_metric')}.", "",
+             "| metric | model | baseline | better |", "|---|---|---|---|"]
+    for name, entry in (blessing.get("metrics") or {}).items():
+        baseline = entry.get("baseline")
+        lines.append(f"| {name} | {_number(entry.get('value'))} | "
+                     f"{_number(baseline) if entry.get('baseline_kind') else '-'}"
+                     f"{' (bicubic)' if entry.get('baseline_kind') == 'bicubic' else ''} | {entry.get('better')} |")
+    return "\n".join(lines)
+
+
+def _lineage_facts(lineage: dict, model_name: str) -> dict:
+    facts = {"pipeline": lineage.get("pipeline", model_name), "export execution": lineage.get("execution_id")}
+    for name, artifact in (lineage.get("artifacts") or {}).items():
+        facts[f"{name} artifact"] = (f"id {artifact.get('id')}, {artifact.get('uri')}, "
+                                     f"fingerprint {artifact.get('fingerprint') or '-'}")
+    return facts
+
+
+def _bullets(facts: dict) -> str:
+    return "\n".join(f"- {key}: {value}" for key, value in facts.items() if value is not None) or "-"
+
+
+def _number(value) -> str:
+    return "inf / nan" if value is None else f"{value:.4g}"

@@ -1,0 +1,397 @@
+"""Classifier and Evaluate components: the feature spaces, metrics that move the right way as a
+GAN trains, metrics.json, the TensorBoard report read back from the event files, blessing logic."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+from tensorboard.backend.event_processing import event_accumulator
+
+from ganpipe import ganmodels
+from ganpipe.components import classifier, evaluate
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.reader import make_dataset
+from ganpipe.ganmodels.conditional import ConditionalGAN
+from ganpipe.ganmodels.families import build_gan
+
+N_EVAL = 300
+EVAL_PARAMS = {"num_samples": 300}
+
+
+def _feature(kind, value):
+    if kind == "bytes":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    if kind == "int":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=value))
+
+
+def write_examples(root, records, schema):
+    """Records (dicts of tf.train.Feature) in Preprocess's processed layout: first N_EVAL eval."""
+    for split, chunk in (("eval", records[:N_EVAL]), ("train", records[N_EVAL:])):
+        os.makedirs(os.path.join(root, split))
+        with tf.io.TFRecordWriter(os.path.join(root, split, "part-00000.tfrecord")) as writer:
+            for features in chunk:
+                writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+    schema = {"dtype": "uint8", "lowres_shape": None, "label_names": [], "num_classes": 0, **schema,
+              "counts": {"train": len(records) - N_EVAL, "eval": N_EVAL}}
+    with open(os.path.join(root, "schema.json"), "w") as f:
+        json.dump(schema, f)
+    return schema
+
+
+def digit_images(size):
+    digits = load_digits()
+    images = digits.images[..., None] / 16.0
+    if size != 8:
+        images = tf.image.resize(images, (size, size), method="area").numpy()
+    return (images * 255).round().clip(0, 255).astype("uint8"), digits.target
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """sklearn's 8x8 digits, labelled: 1497 train, 300 eval."""
+    root = str(tmp_path_factory.mktemp("digits"))
+    images, labels = digit_images(8)
+    records = [{"image": _feature("bytes", image.tobytes()), "label": _feature("int", int(label))}
+               for image, label in zip(images, labels)]
+    schema = write_examples(root, records, {"kind": "image", "shape": [8, 8, 1], "channels": 1, "num_classes": 10,
+                                            "label_names": [str(i) for i in range(10)]})
+    return root, schema
+
+
+@pytest.fixture(scope="module")
+def feature_space(digits, tmp_path_factory):
+    """The Classifier component's executor on the digits."""
+    root, _ = digits
+    out = Artifact("FeatureModel", str(tmp_path_factory.mktemp("classifier")))
+    params = classifier.COMPONENT.resolve_parameters({"epochs": 4})
+    classifier.COMPONENT.executor({"examples": Artifact("Examples", root), "schema": Artifact("Schema", root)},
+                                  {"classifier": out}, params, ExecutionContext("p", "Classifier", 1, log=print))
+    return out
+
+
+def write_model(directory, gan, family, schema, steps, ema=None):
+    """A Train Model artifact in its documented layout."""
+    os.makedirs(directory, exist_ok=True)
+    gan.generator.save(os.path.join(directory, "generator.keras"))
+    gan.discriminator.save(os.path.join(directory, "discriminator.keras"))
+    if ema is not None:
+        ema.save(os.path.join(directory, "generator_ema.keras"))
+    info = {"family": family, "latent_dim": gan.latent_dim, "num_classes": int(getattr(gan, "num_classes", 0)),
+            "data_kind": schema["kind"], "data_shape": schema["shape"], "lowres_shape": schema.get("lowres_shape"),
+            "normalization": schema.get("normalization"), "steps": steps, "precision": "float32", "seed": 0,
+            "ema": ema is not None}
+    with open(os.path.join(directory, "model.json"), "w") as f:
+        json.dump(info, f)
+    return Artifact("Model", directory)
+
+
+@pytest.fixture(scope="module")
+def mlp_models(digits, tmp_path_factory):
+    """The same MLP GAN untrained and after 800 steps."""
+    root, schema = digits
+    keras.utils.set_random_seed(0)
+    gan = build_gan("mlp", (8, 8, 1), latent_dim=16, hidden=(64, 64))
+    gan.compile()
+    untrained = write_model(str(tmp_path_factory.mktemp("untrained")), gan, "mlp", schema, 0)
+    gan.fit(make_dataset(root, schema, batch_size=64, seed=0, repeat=True), steps_per_epoch=800, epochs=1, verbose=0)
+    trained = write_model(str(tmp_path_factory.mktemp("trained")), gan, "mlp", schema, 800)
+    return untrained, trained
+
+
+def run_evaluate(model, digits, feature_space, tmp_path_factory, earlier=(), **params):
+    root, _ = digits
+    outputs = {"evaluation": Artifact("Evaluation", str(tmp_path_factory.mktemp("evaluation"))),
+               "blessing": Artifact("Blessing", str(tmp_path_factory.mktemp("blessing")))}
+    inputs = {"model": model, "examples": Artifact("Examples", root), "schema": Artifact("Schema", root),
+              "classifier": feature_space}
+    context = ExecutionContext("p", "Evaluate", 2, log=print, find_artifacts=lambda kind: list(earlier))
+    evaluate.COMPONENT.executor(inputs, outputs, evaluate.COMPONENT.resolve_parameters({**EVAL_PARAMS, **params}),
+                                context)
+    return outputs["evaluation"], outputs["blessing"]
+
+
+@pytest.fixture(scope="module")
+def evaluations(mlp_models, digits, feature_space, tmp_path_factory):
+    """Trained first (no earlier blessing: blessed), then untrained compared with it."""
+    untrained, trained = mlp_models
+    trained_eval, trained_blessing = run_evaluate(trained, digits, feature_space, tmp_path_factory)
+    trained_blessing.id = 41
+    untrained_eval, untrained_blessing = run_evaluate(untrained, digits, feature_space, tmp_path_factory,
+                                                      earlier=[trained_blessing])
+    return {"trained": (trained_eval, trained_blessing), "untrained": (untrained_eval, untrained_blessing)}
+
+
+def values(evaluation):
+    return {name: entry["value"] for name, entry in evaluation.read_json("metrics.json")["metrics"].items()}
+
+
+# ------------------------------------------------------------------------------ Classifier
+
+
+def test_classifier_artifact(feature_space):
+    info = feature_space.read_json(classifier.INFO_FILE)
+    assert info["feature_space"] == "classifier" and info["num_classes"] == 10 and info["input_shape"] == [8, 8, 1]
+    assert info["outputs"] == ["features", "probabilities"] and info["feature_layer"] == "features"
+    assert info["feature_dim"] == 128 and info["label_names"] == [str(i) for i in range(10)]
+    assert 0.7 < info["eval_accuracy"] <= 1.0 and info["train_accuracy"] >= info["eval_accuracy"] - 0.1
+    assert feature_space.properties == {"feature_space": "classifier", "feature_dim": 128,
+                                        "eval_accuracy": info["eval_accuracy"]}
+    model, _ = classifier.load_feature_model(feature_space.uri)
+    outputs = model(np.zeros((3, 8, 8, 1), "float32"), training=False)
+    assert outputs["features"].shape == (3, 128)
+    np.testing.assert_allclose(np.sum(outputs["probabilities"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_unlabelled_data_uses_pixels_or_raw_vectors(tmp_path):
+    counts = {"train": 100, "eval": 20}
+    pixels = classifier.build_feature_model(
+        "unused", {"kind": "image", "shape": [32, 32, 3], "num_classes": 0, "counts": counts}, str(tmp_path / "p"))
+    assert pixels["feature_space"] == "pixels" and pixels["feature_dim"] == 16 * 16 * 3
+    assert pixels["eval_accuracy"] is None and pixels["outputs"] == ["features"]
+    model, _ = classifier.load_feature_model(str(tmp_path / "p"))
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    pooled = images.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4)).reshape(2, -1)
+    np.testing.assert_allclose(model(images, training=False)["features"], pooled, atol=1e-6)
+    raw = classifier.build_feature_model(
+        "unused", {"kind": "vector", "shape": [5], "num_classes": 0, "counts": counts}, str(tmp_path / "r"))
+    assert raw["feature_space"] == "raw" and raw["feature_dim"] == 5
+
+
+def test_inception_weights_must_exist(tmp_path):
+    schema = {"kind": "image", "shape": [8, 8, 1], "num_classes": 10, "counts": {"train": 1, "eval": 1}}
+    with pytest.raises(ComponentError, match=r"inception_weights: no such file '.*nope\.h5'.*never downloaded"):
+        classifier.build_feature_model("unused", schema, str(tmp_path), inception_weights=str(tmp_path / "nope.h5"))
+    with pytest.raises(ComponentError, match="Inception needs images with 1 or 3 channels"):
+        classifier.build_feature_model("unused", {**schema, "kind": "vector", "shape": [4]}, str(tmp_path),
+                                       inception_weights=str(tmp_path / "nope.h5"))
+
+
+# ------------------------------------------------------------------------------ Evaluate
+
+
+def test_metrics_move_the_right_way_with_training(evaluations):
+    before, after = values(evaluations["untrained"][0]), values(evaluations["trained"][0])
+    for lower_is_better in ("fcd", "kid", "class_kl_uniform"):
+        assert after[lower_is_better] < 0.7 * before[lower_is_better], lower_is_better
+    for higher_is_better in ("precision", "coverage", "classifier_score", "class_entropy"):
+        assert after[higher_is_better] > before[higher_is_better], higher_is_better
+    assert after["precision"] > 0.3 and before["precision"] < 0.1
+
+
+def test_baselines_are_real_vs_real_and_beat_the_model(evaluations):
+    trained_report, untrained_report = (evaluations[name][0].read_json("metrics.json") for name in ("trained", "untrained"))
+    assert trained_report["feature_space_id"] == untrained_report["feature_space_id"]  # comparable runs
+    assert trained_report["feature_space_id"].startswith("classifier:")
+    trained, untrained = trained_report["metrics"], untrained_report["metrics"]
+    for name in ("fcd", "kid", "precision", "recall", "coverage", "classifier_score", "classes_present"):
+        assert trained[name]["baseline"] == untrained[name]["baseline"], name  # same data, same seed
+        assert trained[name]["baseline_kind"] == "real_vs_real"
+    assert trained["fcd"]["baseline"] < trained["fcd"]["value"]
+    assert trained["precision"]["baseline"] > 0.7 and trained["classes_present"]["baseline"] == 10
+    assert trained["classifier_score"]["baseline"] > 5  # 10 well-separated classes
+    for name in ("d_accuracy", "d_accuracy_real", "d_accuracy_fake"):
+        assert trained[name]["baseline"] is None and trained[name]["baseline_kind"] is None
+        assert 0.0 <= trained[name]["value"] <= 1.0
+
+
+def test_metrics_json_content(evaluations, mlp_models):
+    evaluation, _ = evaluations["trained"]
+    with open(evaluation.path("metrics.json")) as f:  # strict JSON: no NaN/Infinity literals
+        report = json.loads(f.read(), parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert report["feature_space"] == "classifier" and report["num_samples"] == 300
+    assert report["main_metric"] == "fcd" and 0.7 < report["classifier_eval_accuracy"] <= 1
+    assert report["model"]["generator"] == "generator.keras" and report["model"]["steps"] == 800
+    assert report["model"]["dir"] == os.path.abspath(mlp_models[1].uri)
+    expected = {"fcd", "kid", "kid_std", "precision", "recall", "density", "coverage", "classifier_score",
+                "classifier_score_std", "classes_present", "class_entropy", "class_entropy_normalized",
+                "class_kl_uniform", "class_kl_real", "d_accuracy", "d_accuracy_real", "d_accuracy_fake"}
+    assert set(report["metrics"]) == expected
+    for name, entry in report["metrics"].items():
+        assert set(entry) == {"value", "baseline", "baseline_kind", "better"}
+        assert entry["better"] in ("lower", "higher", "neither")
+    assert report["metrics"]["fcd"]["better"] == "lower" and report["metrics"]["coverage"]["better"] == "higher"
+    assert evaluation.properties["fcd"] == report["metrics"]["fcd"]["value"]
+    assert evaluation.properties["main_metric"] == "fcd" and os.path.getsize(evaluation.path("samples.png")) > 0
+
+
+def test_tensorboard_eval_report(evaluations):
+    evaluation, _ = evaluations["trained"]
+    events = event_accumulator.EventAccumulator(evaluation.path("logs", "eval"),
+                                                size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    report = evaluation.read_json("metrics.json")
+    for name, entry in report["metrics"].items():
+        assert f"evaluation/{name}" in tags
+        value = tf.make_ndarray(events.Tensors(f"evaluation/{name}")[0].tensor_proto)
+        assert value == pytest.approx(entry["value"], rel=1e-5)
+        assert (f"baseline/{name}" in tags) == (entry["baseline"] is not None)
+    assert [event.step for event in events.Tensors("evaluation/fcd")] == [800]
+    plugin = lambda tag: events.SummaryMetadata(tag).plugin_data.plugin_name  # noqa: E731
+    assert plugin("evaluation/fcd") == "scalars" and plugin("evaluation/report") == "text"
+    assert plugin("evaluation/samples") == "images" and plugin("_hparams_/session_start_info") == "hparams"
+    table = tf.make_ndarray(events.Tensors("evaluation/report")[0].tensor_proto).item().decode()
+    assert "| metric | model | baseline | better |" in table
+    fcd = report["metrics"]["fcd"]
+    assert f"| fcd **(main)** | {fcd['value']:.4g} | {fcd['baseline']:.4g} | lower |" in table
+    grid = tf.make_ndarray(events.Tensors("evaluation/samples")[0].tensor_proto)
+    assert tf.io.decode_png(grid[2]).shape == (8 * 9 + 1, 8 * 9 + 1, 1)  # 8 x 8 samples of 8 x 8
+    hparams = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    assert b"family" in hparams and b"mlp" in hparams and b"feature_space" in hparams
+
+
+def test_blessing_through_the_component(evaluations):
+    _, trained = evaluations["trained"]
+    blessing = trained.read_json("blessing.json")
+    assert blessing["blessed"] is True and trained.properties["blessed"] is True
+    assert blessing["reasons"] == ["no earlier blessed model of this pipeline measured the same way"]
+    assert trained.properties["main_metric"] == "fcd" and trained.properties["num_samples"] == 300
+    assert trained.properties["main_metric_value"] == blessing["metrics"]["fcd"]["value"]
+    _, untrained = evaluations["untrained"]
+    blessing = untrained.read_json("blessing.json")
+    assert blessing["blessed"] is False and untrained.properties["blessed"] is False
+    assert len(blessing["reasons"]) == 1 and blessing["reasons"][0].startswith("fcd ")
+    assert " is worse than " in blessing["reasons"][0] and "Blessing artifact 41)" in blessing["reasons"][0]
+    assert blessing["compared_with"]["artifact_id"] == 41
+
+
+# -------------------------------------------------------------------------- blessing logic
+
+
+def report(fcd=10.0, precision=0.6, d_accuracy=0.7, space="space-a", n=500, main="fcd"):
+    entry = lambda value, better: {"value": value, "baseline": None, "baseline_kind": None, "better": better}  # noqa
+    return {"feature_space": "classifier", "feature_space_id": space, "num_samples": n, "main_metric": main,
+            "model": {}, "metrics": {"fcd": entry(fcd, "lower"), "precision": entry(precision, "higher"),
+                                     "d_accuracy": entry(d_accuracy, "neither")}}
+
+
+def blessing_artifact(blessed=True, value=10.0, space="space-a", n=500, id_=1):
+    properties = {"blessed": blessed, "main_metric": "fcd", "main_metric_value": value,
+                  "feature_space_id": space, "num_samples": n}
+    return Artifact("Blessing", f"/b/{id_}", properties, id=id_)
+
+
+def decide(rep, earlier=(), **params):
+    return evaluate.decide_blessing(rep, params, list(earlier))
+
+
+def test_thresholds():
+    assert decide(report(), fcd_below=11.0, precision_above=0.5, d_accuracy_within=0.25)["blessed"] is True
+    result = decide(report(), fcd_below=9.0, precision_above=0.5)
+    assert result["blessed"] is False and result["reasons"] == ["fcd 10 is not below 9.0 (fcd_below)"]
+    assert decide(report(precision=0.4), precision_above=0.5)["blessed"] is False
+    result = decide(report(d_accuracy=0.9), d_accuracy_within=0.25)
+    assert result["blessed"] is False and result["reasons"] == ["|d_accuracy - 0.5| = 0.4 is not within 0.25 "
+                                                                "(d_accuracy_within)"]
+    assert decide(report(d_accuracy=0.3), d_accuracy_within=0.25)["blessed"] is True
+    result = decide(report(), recall_above=0.1)
+    assert result["blessed"] is False and result["reasons"] == ["recall was not computed for this model "
+                                                                "(recall_above=0.1)"]
+    result = decide(report(fcd=None), no_worse_than_last=False)
+    assert result["blessed"] is False and result["reasons"] == ["fcd is not finite"]
+    checks = decide(report(), fcd_below=11.0)["checks"]
+    assert checks[0] == {"check": "fcd_below", "metric": "fcd", "value": 10.0, "limit": 11.0, "passed": True,
+                         "reason": "fcd 10 is below 11.0 (fcd_below)"}
+
+
+def test_no_worse_than_the_last_blessed_model():
+    newest_first = [blessing_artifact(blessed=False, value=1.0, id_=9), blessing_artifact(value=8.0, id_=7),
+                    blessing_artifact(value=2.0, id_=3)]
+    result = decide(report(fcd=9.0), newest_first)  # within 10% of 8.0 (limit 8.8)? no: 9.0 > 8.8
+    assert result["blessed"] is False and result["compared_with"] == {"artifact_id": 7, "uri": "/b/7",
+                                                                      "main_metric_value": 8.0}
+    assert result["reasons"] == ["fcd 9 is worse than 8 of the last blessed model (limit 8.8 with 10% tolerance; "
+                                 "Blessing artifact 7)"]
+    assert decide(report(fcd=8.7), newest_first)["blessed"] is True
+    assert decide(report(fcd=8.7), newest_first, regression_tolerance=0.0)["blessed"] is False
+    assert decide(report(fcd=50.0), newest_first, no_worse_than_last=False)["blessed"] is True
+    # measured differently (other feature space or sample count): not comparable, so no comparison
+    other = [blessing_artifact(value=1.0, space="space-b"), blessing_artifact(value=1.0, n=100)]
+    result = decide(report(fcd=50.0), other)
+    assert result["blessed"] is True and result["compared_with"] is None
+    # higher-is-better main metric
+    psnr = report(main="precision", precision=0.5)
+    last = Artifact("Blessing", "/b", {**blessing_artifact().properties, "main_metric": "precision",
+                                       "main_metric_value": 0.6}, id=5)
+    assert decide(psnr, [last])["blessed"] is False
+    assert decide(report(main="precision", precision=0.56), [last])["blessed"] is True
+
+
+# ---------------------------------------------------------------- other model kinds
+
+
+def test_conditional_model_grid_has_a_row_per_class(digits, feature_space, tmp_path_factory):
+    _, schema = digits
+    keras.utils.set_random_seed(1)
+    generator, discriminator = ganmodels.build_networks("cgan", (8, 8, 1), latent_dim=8, num_classes=10, width=8)
+    model = write_model(str(tmp_path_factory.mktemp("cgan")),
+                        ConditionalGAN(generator, discriminator, 8, 10), "cgan", schema, 0)
+    evaluation, blessing = run_evaluate(model, digits, feature_space, tmp_path_factory, num_samples=100)
+    report = evaluation.read_json("metrics.json")
+    assert report["num_samples"] == 100 and {"fcd", "d_accuracy", "classes_present"} <= set(report["metrics"])
+    grid = tf.io.decode_png(tf.io.read_file(evaluation.path("samples.png")))
+    assert grid.shape == (4 * (10 * 9 + 1), 4 * (8 * 9 + 1), 1)  # 10 classes x 8 columns, drawn 4x
+
+
+def test_superresolution_model_reports_psnr_ssim_against_bicubic(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("sr"))
+    highres, _ = digit_images(16)
+    lowres = tf.image.resize(highres.astype("float32"), (8, 8), method="area").numpy().round().astype("uint8")
+    records = [{"image": _feature("bytes", hi.tobytes()), "image_lowres": _feature("bytes", lo.tobytes()),
+                "label": _feature("int", -1)} for hi, lo in zip(highres[:600], lowres[:600])]
+    schema = write_examples(root, records, {"kind": "image", "shape": [16, 16, 1], "channels": 1,
+                                            "lowres_shape": [8, 8, 1]})
+    features = Artifact("FeatureModel", str(tmp_path_factory.mktemp("pixels")))
+    classifier.build_feature_model(root, schema, features.uri)
+    keras.utils.set_random_seed(2)
+    gan = build_gan("srgan", (16, 16, 1), lowres_shape=(8, 8, 1), residual_blocks=1, filters=8, width=8, stages=1,
+                    dense_units=16, bicubic_skip=False)
+    model = write_model(str(tmp_path_factory.mktemp("srgan")), gan, "srgan", schema, 0)
+    evaluation, blessing = run_evaluate(model, (root, schema), features, tmp_path_factory, num_samples=50,
+                                        psnr_above=40.0)
+    metrics = evaluation.read_json("metrics.json")["metrics"]
+    assert evaluation.read_json("metrics.json")["feature_space"] == "pixels" and "fd" in metrics
+    for name in ("psnr", "ssim"):
+        assert metrics[name]["baseline_kind"] == "bicubic" and metrics[name]["better"] == "higher"
+    assert metrics["psnr"]["baseline"] > 15  # bicubic x2 of smooth digits
+    assert metrics["psnr"]["value"] < metrics["psnr"]["baseline"]  # an untrained SRGAN is worse than bicubic
+    result = blessing.read_json("blessing.json")
+    assert result["main_metric"] == "psnr" and result["blessed"] is False
+    assert result["reasons"][0].startswith("psnr ") and "is not above 40.0 (psnr_above)" in result["reasons"][0]
+
+
+def test_vector_model_reports_tabular_metrics(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("vectors"))
+    rng = np.random.default_rng(0)
+    data = rng.multivariate_normal([1.0, -2.0, 0.5], [[1, 0.8, 0], [0.8, 1, 0], [0, 0, 0.5]], size=700)
+    records = [{"features": _feature("float", row.tolist()), "label": _feature("int", -1)} for row in data]
+    schema = write_examples(root, records, {"kind": "vector", "shape": [3], "dtype": "float32", "channels": None,
+                                            "feature_names": ["a", "b", "c"],
+                                            "normalization": {"mean": data.mean(0).tolist(),
+                                                              "std": data.std(0).tolist()}})
+    features = Artifact("FeatureModel", str(tmp_path_factory.mktemp("raw")))
+    classifier.build_feature_model(root, schema, features.uri)
+    keras.utils.set_random_seed(3)
+    model = write_model(str(tmp_path_factory.mktemp("mlp_vec")), build_gan("mlp", (3,), latent_dim=4, hidden=(8,)),
+                        "mlp", schema, 0)
+    evaluation, _ = run_evaluate(model, (root, schema), features, tmp_path_factory, num_samples=200)
+    metrics = evaluation.read_json("metrics.json")["metrics"]
+    assert {"fd", "ks_mean", "ks_max", "correlation_distance", "precision"} <= set(metrics)
+    assert "classifier_score" not in metrics and "fcd" not in metrics
+    assert metrics["ks_mean"]["baseline"] < metrics["ks_mean"]["value"]
+    assert metrics["correlation_distance"]["baseline"] < 0.3 < metrics["correlation_distance"]["value"]
+
+
+def test_too_few_eval_examples_is_an_error(digits, mlp_models, feature_space, tmp_path):
+    root, schema = digits
+    few = {**schema, "counts": {"train": 1497, "eval": 5}}
+    with pytest.raises(ComponentError, match="at least 10 train and eval examples"):
+        evaluate.evaluate_model(mlp_models[0].uri, root, few, feature_space.uri, str(tmp_path))
+    with pytest.raises(ComponentError, match="main_metric: 'psnr' was not computed"):
+        evaluate.evaluate_model(mlp_models[0].uri, root, schema, feature_space.uri, str(tmp_path), num_samples=20,
+                                main_metric="psnr")

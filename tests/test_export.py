@@ -1,0 +1,292 @@
+"""Export: SavedModels loaded in a fresh Python process that never imports ganpipe, their
+signatures, dtypes and shapes, outputs equal to the Keras generator's, reproducible ``generate``,
+increasing versions, the blessing gate, the model card, and ``saved_model_cli show``."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ganpipe import ganmodels
+from ganpipe.components import export
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.ganmodels.families import build_gan
+
+LATENT = 8
+NORMALIZATION = {"mean": [1.0, -2.0, 0.5], "std": [2.0, 0.5, 1.5]}
+BLESSING = {"blessed": True, "reasons": ["fcd 3.2 is below 10.0 (fcd_below)"], "main_metric": "fcd", "main_metric_value": 3.2,
+            "feature_space": "classifier", "num_samples": 300,
+            "metrics": {"fcd": {"value": 3.2, "baseline": 0.9, "baseline_kind": "real_vs_real", "better": "lower"},
+                        "class_kl_real": {"value": None, "baseline": 0.01, "baseline_kind": "real_vs_real",
+                                          "better": "lower"}}}
+FRESH_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    cases, out_dir = json.loads(sys.argv[1]), sys.argv[2]
+
+    def spec(tensor_spec):
+        return [tensor_spec.dtype.name, tensor_spec.shape.as_list()]
+
+    report = {}
+    for name, case in cases.items():
+        model = tf.saved_model.load(case["dir"])
+        report[name] = {
+            signature: {"inputs": {k: spec(s) for k, s in fn.structured_input_signature[1].items()},
+                        "outputs": {k: spec(s) for k, s in fn.structured_outputs.items()}}
+            for signature, fn in model.signatures.items()}
+        for signature, feeds in case["calls"].items():
+            outputs = model.signatures[signature](**{k: tf.constant(np.load(v)) for k, v in feeds.items()})
+            for key, value in outputs.items():
+                np.save(f"{out_dir}/{name}-{signature}-{key}.npy", value.numpy())
+        if "generate" in model.signatures:
+            for tag, seed in (("a", 1), ("b", 1), ("c", 2)):
+                outputs = model.signatures["generate"](num_samples=tf.constant(5), seed=tf.constant(seed, tf.int64))
+                for key, value in outputs.items():
+                    np.save(f"{out_dir}/{name}-generate{tag}-{key}.npy", value.numpy())
+    report["ganpipe_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "ganpipe")
+    print(json.dumps(report))
+""")
+
+
+def write_model(directory, generator, info, ema=None):
+    os.makedirs(directory, exist_ok=True)
+    generator.save(os.path.join(directory, "generator.keras"))
+    if ema is not None:
+        ema.save(os.path.join(directory, "generator_ema.keras"))
+    with open(os.path.join(directory, "model.json"), "w") as f:
+        json.dump({"latent_dim": LATENT, "num_classes": 0, "data_kind": "image", "lowres_shape": None,
+                   "normalization": None, "steps": 12, "precision": "float32", "seed": 0, **info}, f)
+    return directory
+
+
+def json_artifact(kind, directory, name, content):
+    artifact = Artifact(kind, str(directory))
+    artifact.write_json(name, content)
+    return artifact
+
+
+def run_export(model_dir, schema, tmp_path_factory, blessing=BLESSING, **params):
+    inputs = {"model": Artifact("Model", model_dir, id=11, fingerprint="f-model"),
+              "schema": json_artifact("Schema", tmp_path_factory.mktemp("schema"), "schema.json", schema),
+              "blessing": json_artifact("Blessing", tmp_path_factory.mktemp("blessing"), "blessing.json", blessing)}
+    inputs["blessing"].id = 12
+    outputs = {"pushed_model": Artifact("PushedModel", str(tmp_path_factory.mktemp("pushed")))}
+    export.COMPONENT.executor(inputs, outputs, export.COMPONENT.resolve_parameters(params),
+                              ExecutionContext("digits", "Export", 13, log=print))
+    return outputs["pushed_model"]
+
+
+IMAGE_SCHEMA = {"kind": "image", "shape": [8, 8, 1], "num_classes": 0, "label_names": [],
+                "counts": {"train": 1497, "eval": 300}}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Keras generators of four kinds (random weights) saved as Model artifacts."""
+    root = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(0)
+    dcgan, _ = ganmodels.build_networks("dcgan", (8, 8, 1), latent_dim=LATENT, width=8)
+    dcgan_ema, _ = ganmodels.build_networks("dcgan", (8, 8, 1), latent_dim=LATENT, width=8)
+    cgan, _ = ganmodels.build_networks("cgan", (8, 8, 1), latent_dim=LATENT, num_classes=3, width=8)
+    vector, _ = ganmodels.build_networks("mlp", (3,), latent_dim=LATENT, hidden=(8,))
+    srgan = build_gan("srgan", (16, 16, 1), lowres_shape=(8, 8, 1), residual_blocks=1, filters=8, width=8,
+                      stages=1, dense_units=8).generator
+    return {
+        "dcgan": (write_model(str(root / "dcgan"), dcgan, {"family": "dcgan", "data_shape": [8, 8, 1]}, dcgan_ema),
+                  dcgan_ema, IMAGE_SCHEMA),
+        "cgan": (write_model(str(root / "cgan"), cgan, {"family": "cgan", "num_classes": 3, "data_shape": [8, 8, 1]}),
+                 cgan, {**IMAGE_SCHEMA, "num_classes": 3, "label_names": ["a", "b", "c"]}),
+        "vector": (write_model(str(root / "vector"), vector, {"family": "mlp", "data_kind": "vector", "data_shape": [3],
+                                                               "normalization": NORMALIZATION}),
+                   vector, {"kind": "vector", "shape": [3], "num_classes": 0, "feature_names": ["x", "y", "z"],
+                            "normalization": NORMALIZATION, "counts": {"train": 100, "eval": 20}}),
+        "srgan": (write_model(str(root / "srgan"), srgan, {"family": "srgan", "data_shape": [16, 16, 1],
+                                                            "lowres_shape": [8, 8, 1]}),
+                  srgan, {**IMAGE_SCHEMA, "shape": [16, 16, 1], "lowres_shape": [8, 8, 1]}),
+    }
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="module")
+def exported(models, serving, tmp_path_factory):
+    return {name: run_export(model_dir, schema, tmp_path_factory, export_base=serving, model_name=name)
+            for name, (model_dir, _, schema) in models.items()}
+
+
+@pytest.fixture(scope="module")
+def fresh(models, exported, tmp_path_factory):
+    """Feeds saved as .npy, one fresh interpreter loading all four SavedModels; its report."""
+    work = tmp_path_factory.mktemp("fresh")
+    rng = np.random.default_rng(0)
+    feeds = {"latent": rng.standard_normal((6, LATENT)).astype("float32"),
+             "label": np.array([0, 1, 2, 0, 1, 2], "int64"),
+             "lowres": rng.integers(0, 256, (2, 8, 8, 1)).astype("uint8"),
+             "lowres_one": rng.integers(0, 256, (1, 8, 8, 1)).astype("uint8")}
+    paths = {}
+    for key, value in feeds.items():
+        paths[key] = str(work / f"{key}.npy")
+        np.save(paths[key], value)
+    calls = {"dcgan": {"serving_default": {"latent": paths["latent"]}},
+             "cgan": {"serving_default": {"latent": paths["latent"], "label": paths["label"]}},
+             "vector": {"serving_default": {"latent": paths["latent"]}},
+             "srgan": {"serving_default": {"lowres": paths["lowres"]}, "upscale": {"lowres": paths["lowres_one"]}}}
+    cases = {name: {"dir": exported[name].properties["pushed_destination"], "calls": calls[name]} for name in models}
+    env = {**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(cases), str(work)], cwd=str(work),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report, feeds, lambda name: np.load(work / f"{name}.npy")
+
+
+def keras_output(generator, *inputs):
+    return np.asarray(generator(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
+
+
+def as_uint8(images):
+    return np.round(np.clip((images + 1.0) / 2.0, 0.0, 1.0) * 255.0)
+
+
+def test_fresh_process_never_imports_ganpipe(fresh):
+    report, _, _ = fresh
+    assert report["ganpipe_modules"] == []
+
+
+def test_signatures_dtypes_and_shapes(fresh):
+    report, _, _ = fresh
+    assert set(report["dcgan"]) == {"serving_default", "generate"}
+    assert report["dcgan"]["serving_default"] == {
+        "inputs": {"latent": ["float32", [None, LATENT]]},
+        "outputs": {"images": ["uint8", [None, 8, 8, 1]], "images_float": ["float32", [None, 8, 8, 1]]}}
+    assert report["dcgan"]["generate"] == {"inputs": {"num_samples": ["int32", []], "seed": ["int64", []]},
+                                           "outputs": {"images": ["uint8", [None, 8, 8, 1]]}}
+    assert report["cgan"]["serving_default"]["inputs"] == {"latent": ["float32", [None, LATENT]],
+                                                           "label": ["int64", [None]]}
+    assert report["cgan"]["generate"]["outputs"] == {"images": ["uint8", [None, 8, 8, 1]], "labels": ["int64", [None]]}
+    assert report["vector"]["serving_default"]["outputs"] == {"samples": ["float32", [None, 3]]}
+    assert report["vector"]["generate"]["outputs"] == {"samples": ["float32", [None, 3]]}
+    assert set(report["srgan"]) == {"serving_default", "upscale"}
+    assert report["srgan"]["upscale"] == {
+        "inputs": {"lowres": ["uint8", [None, 8, 8, 1]]},
+        "outputs": {"images": ["uint8", [None, 16, 16, 1]], "images_float": ["float32", [None, 16, 16, 1]]}}
+
+
+def test_serving_default_matches_the_keras_generator(models, fresh):
+    _, feeds, load = fresh
+    latent, labels = feeds["latent"], feeds["label"]
+    expected = {"dcgan": keras_output(models["dcgan"][1], latent),  # the EMA generator
+                "cgan": keras_output(models["cgan"][1], latent, labels.astype("int32"))}
+    for name, images in expected.items():
+        np.testing.assert_allclose(load(f"{name}-serving_default-images_float"), (images + 1) / 2, atol=1e-5)
+        served = load(f"{name}-serving_default-images")
+        assert served.dtype == np.uint8 and served.shape == (6, 8, 8, 1)
+        assert np.abs(served.astype(int) - as_uint8(images)).max() <= 1
+    raw = keras_output(load_generator(models["dcgan"][0], "generator.keras"), latent)
+    assert not np.allclose(load("dcgan-serving_default-images_float"), (raw + 1) / 2, atol=1e-3)
+    vectors = keras_output(models["vector"][1], latent)
+    np.testing.assert_allclose(load("vector-serving_default-samples"),
+                               vectors * NORMALIZATION["std"] + NORMALIZATION["mean"], rtol=1e-5, atol=1e-5)
+
+
+def test_upscale_matches_the_keras_generator(models, fresh):
+    _, feeds, load = fresh
+    for signature, lowres in (("serving_default", feeds["lowres"]), ("upscale", feeds["lowres_one"])):
+        expected = keras_output(models["srgan"][1], lowres.astype("float32") / 127.5 - 1.0)
+        served = load(f"srgan-{signature}-images")
+        assert served.dtype == np.uint8 and served.shape == (len(lowres), 2 * lowres.shape[1], 2 * lowres.shape[2], 1)
+        assert np.abs(served.astype(int) - as_uint8(expected)).max() <= 1
+
+
+def test_generate_is_reproducible_per_seed(models, fresh):
+    _, _, load = fresh
+    for name in ("dcgan", "cgan"):
+        first, again, other = (load(f"{name}-generate{tag}-images") for tag in "abc")
+        assert first.dtype == np.uint8 and first.shape == (5, 8, 8, 1)
+        np.testing.assert_array_equal(first, again)
+        assert not np.array_equal(first, other)
+    np.testing.assert_array_equal(load("cgan-generatea-labels"), [0, 1, 2, 0, 1])
+    # the documented noise: stateless normal with seed [seed, GENERATE_SEED_WORD]
+    noise = tf.random.stateless_normal([5, LATENT], seed=[1, export.GENERATE_SEED_WORD]).numpy()
+    assert np.abs(load("dcgan-generatea-images").astype(int) - as_uint8(keras_output(models["dcgan"][1], noise))).max() <= 1
+    vectors = load("vector-generatea-samples")
+    np.testing.assert_allclose(vectors, keras_output(models["vector"][1], noise) * NORMALIZATION["std"]
+                               + NORMALIZATION["mean"], rtol=1e-5, atol=1e-5)
+
+
+def load_generator(model_dir, name):
+    return keras.saving.load_model(os.path.join(model_dir, name), compile=False)
+
+
+def test_pushed_artifact_and_model_card(exported, serving):
+    pushed = exported["dcgan"]
+    destination = os.path.join(serving, "dcgan", "1")
+    assert pushed.properties == {"pushed": True, "pushed_destination": destination, "version": 1,
+                                 "model_name": "dcgan", "reason": "blessed"}
+    assert pushed.read_json("pushed.json")["signatures"] == ["serving_default", "generate"]
+    assert sorted(os.listdir(os.path.join(serving, "dcgan"))) == ["1"]  # no .incoming-* left behind
+    assets = json.load(open(os.path.join(destination, "assets", "model.json")))
+    assert assets["generator_file"] == "generator_ema.keras" and assets["family"] == "dcgan"
+    with open(os.path.join(destination, "README.md")) as f:
+        card = f.read()
+    assert card == open(pushed.path("README.md")).read()
+    assert card.startswith("# dcgan, version 1") and "generator_ema.keras" in card
+    for section in ("## Serving", "## Data", "## Training", "## Evaluation", "## Lineage"):
+        assert section in card
+    assert "| fcd | 3.2 | 0.9 | lower |" in card and "| class_kl_real | inf / nan | 0.01 | lower |" in card
+    assert "model artifact: id 11" in card and "fingerprint f-model" in card and "blessing artifact: id 12" in card
+    assert "export execution: 13" in card and "`generate` | `num_samples` int32, `seed` int64" in card
+    labels = json.load(open(os.path.join(serving, "cgan", "1", "assets", "model.json")))["label_names"]
+    assert labels == ["a", "b", "c"]
+
+
+def test_versions_increase(models, tmp_path, tmp_path_factory):
+    model_dir, _, schema = models["vector"]
+    os.makedirs(tmp_path / "vec" / "7")
+    os.makedirs(tmp_path / "vec" / "notes")
+    versions = [run_export(model_dir, schema, tmp_path_factory, export_base=str(tmp_path), model_name="vec")
+                .properties["version"] for _ in range(2)]
+    assert versions == [8, 9]
+    assert sorted(os.listdir(tmp_path / "vec")) == ["7", "8", "9", "notes"]
+    assert os.path.isfile(tmp_path / "vec" / "9" / "saved_model.pb")
+
+
+def test_unblessed_model_is_not_pushed_unless_forced(models, tmp_path, tmp_path_factory):
+    model_dir, _, schema = models["vector"]
+    refused = {**BLESSING, "blessed": False, "reasons": ["fcd 30 is not below 10.0 (fcd_below)"]}
+    pushed = run_export(model_dir, schema, tmp_path_factory, blessing=refused, export_base=str(tmp_path))
+    assert pushed.properties == {"pushed": False, "pushed_destination": None, "version": None,
+                                 "model_name": "digits", "reason": "not blessed: fcd 30 is not below 10.0 (fcd_below)"}
+    assert pushed.read_json("pushed.json")["pushed"] is False
+    assert os.listdir(tmp_path) == [] and not os.path.exists(pushed.path("README.md"))
+    forced = run_export(model_dir, schema, tmp_path_factory, blessing=refused, export_base=str(tmp_path), force=True)
+    assert forced.properties["pushed"] is True and forced.properties["reason"] == "forced (not blessed)"
+    assert forced.properties["pushed_destination"] == os.path.join(str(tmp_path), "digits", "1")
+
+
+def test_bad_model_name_is_an_error(models, tmp_path):
+    model_dir, _, schema = models["vector"]
+    with pytest.raises(ComponentError, match=r"export.model_name: '../x' must be a plain directory name"):
+        export.export_model(model_dir, schema, BLESSING, str(tmp_path), model_name="../x", export_base=str(tmp_path))
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    done = subprocess.run(["saved_model_cli", "show", "--dir", exported["cgan"].properties["pushed_destination"],
+                           "--all"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout
+    for expected in ("signature_def['serving_default']", "signature_def['generate']", "inputs['latent']",
+                     "inputs['label']", "inputs['num_samples']", "inputs['seed']", "outputs['images']",
+                     "outputs['images_float']", "outputs['labels']", "DT_UINT8", "DT_INT64"):
+        assert expected in text, expected
