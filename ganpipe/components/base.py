@@ -89,6 +89,7 @@ class ExecutionContext:
     component: str
     execution_id: int
     beam_args: list[str] = dataclasses.field(default_factory=list)
+    pipeline_root: str = ""  # where relative, pipeline-wide places (e.g. Export's serving/) live
     log: Callable[[str], None] = print
     # Published artifacts of this pipeline of a type, newest first: lets Evaluate compare with the
     # last blessed model without importing the metadata store.

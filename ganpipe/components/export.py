@@ -2,8 +2,7 @@
 
 Where it goes: ``<export_base>/<model_name>/<version>/``, TF Serving's layout, with integer
 versions counting up from 1 (the next after the largest present). ``export_base`` is a parameter
-(default ``serving``, resolved against the current directory: an executor does not see the
-pipeline root); ``model_name`` defaults to the pipeline's name. The SavedModel is written into a
+(default ``<pipeline root>/serving``; a relative one is resolved against the pipeline root); ``model_name`` defaults to the pipeline's name. The SavedModel is written into a
 hidden ``.incoming-*`` directory next to the versions and renamed into place, so TF Serving (which
 only loads integer directories) never sees a half-written version. The ``pushed_model`` artifact
 itself is small: ``pushed.json`` (pushed, reason, destination, version, signatures) and a copy of
@@ -47,8 +46,8 @@ VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our lis
 
 PARAMETERS = (
     Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True),
-    Parameter("export_base", str, "serving", "TF Serving base directory; a relative path is resolved "
-              "against the current directory"),
+    Parameter("export_base", str, None, "TF Serving base directory; empty = <pipeline root>/serving, "
+              "a relative path is resolved against the pipeline root", nullable=True),
     Parameter("force", bool, False, "export even if the model was not blessed"),
     Parameter("use_ema", bool, True, "export generator_ema.keras when the model has one"),
 )
@@ -61,7 +60,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     result = export_model(
         inputs["model"].uri, inputs["schema"].read_json("schema.json"), inputs["blessing"].read_json("blessing.json"),
         outputs["pushed_model"].uri, model_name=params["model_name"] or ctx.pipeline_name,
-        export_base=params["export_base"], force=params["force"], use_ema=params["use_ema"], lineage=lineage,
+        export_base=os.path.join(ctx.pipeline_root, params["export_base"] or "serving"), force=params["force"], use_ema=params["use_ema"], lineage=lineage,
         log=ctx.log)
     outputs["pushed_model"].properties.update(
         pushed=result["pushed"], pushed_destination=result["destination"], version=result["version"],

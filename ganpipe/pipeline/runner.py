@@ -258,7 +258,7 @@ class LocalRunner:
             outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
             context = ExecutionContext(
                 pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
-                beam_args=list(self.beam_args), log=lambda message: self.echo(f"      {component.name} | {message}"),
+                beam_args=list(self.beam_args), pipeline_root=self.root, log=lambda message: self.echo(f"      {component.name} | {message}"),
                 find_artifacts=lambda type_: [r.artifact for r in store.artifacts(self.pipeline, type_, LIVE)])
             try:
                 component.executor(inputs, outputs, dict(parameters), context)

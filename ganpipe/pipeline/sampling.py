@@ -2,8 +2,7 @@
 
 A Model artifact directory holds ``generator.keras`` (``generator_ema.keras`` is preferred when
 present: the averaged weights are the ones worth sampling) and ``model.json``; a SavedModel
-directory holds ``saved_model.pb`` and is called through its ``generate`` signature, else
-``serving_default``. Images come out of the generator in [-1, 1] and are written as uint8; vectors
+directory holds ``saved_model.pb`` and is called through ``serving_default``. Images come out of the generator in [-1, 1] and are written as uint8; vectors
 are written with the schema's standardisation undone when ``model.json`` carries
 ``normalization: {mean, std}`` (a SavedModel directory may carry it in ``model.json`` or
 ``assets/model.json``). Conditional generators get labels 0, 1, ..., num_classes-1 in turn.
@@ -84,29 +83,36 @@ def _keras_model(path: str, info: dict[str, Any]) -> SampleModel:
 
 
 def _saved_model(model_dir: str, info: dict[str, Any]) -> SampleModel:
+    """Calls ``serving_default`` (latent [+ label] in) with noise drawn here, so ``--seed`` means the
+    same for both kinds of model directory. Its uint8 ``images`` are exact; vector ``samples`` come
+    out with the standardisation already undone."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(model_dir)
-    name = next((n for n in ("generate", "serving_default") if n in loaded.signatures), None)
-    if name is None:
-        raise SampleError(f"{model_dir}: no 'generate' or 'serving_default' signature; "
+    if "serving_default" not in loaded.signatures:
+        raise SampleError(f"{model_dir}: no 'serving_default' signature; "
                           f"it has {', '.join(loaded.signatures) or 'none'}")
-    signature = loaded.signatures[name]
+    signature = loaded.signatures["serving_default"]
     specs = signature.structured_input_signature[1]
     latent = [k for k, spec in specs.items() if spec.dtype.is_floating]
     label = [k for k, spec in specs.items() if spec.dtype.is_integer]
     if len(latent) != 1:
-        raise SampleError(f"{model_dir}: signature {name!r} needs one float latent input, has {sorted(specs)}")
+        raise SampleError(f"{model_dir}: 'serving_default' needs one float latent input, has {sorted(specs)}")
+    outputs_spec = signature.structured_outputs
+    if "samples" in outputs_spec:
+        info = {key: value for key, value in info.items() if key != "normalization"}
 
     def generate(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {latent[0]: tf.constant(z, specs[latent[0]].dtype)}
         if label:
             feeds[label[0]] = tf.constant(labels, specs[label[0]].dtype)
         outputs = signature(**feeds)
+        if "images" in outputs and outputs["images"].dtype == tf.uint8:
+            return outputs["images"].numpy().astype(np.float32) / 127.5 - 1.0
         floats = sorted(k for k, v in outputs.items() if v.dtype.is_floating)
-        if floats:
-            return outputs[floats[0]].numpy()
-        return outputs[sorted(outputs)[0]].numpy().astype(np.float32) / 127.5 - 1.0  # uint8 images
+        if not floats:
+            raise SampleError(f"{model_dir}: 'serving_default' returns no images or samples: {sorted(outputs)}")
+        return outputs[floats[0]].numpy()
 
     return SampleModel(generate, int(specs[latent[0]].shape[-1]), _num_classes(model_dir, info, bool(label)), info)
 
