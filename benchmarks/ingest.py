@@ -122,8 +122,9 @@ def main() -> None:
     make_pngs(warmup_root, 200)
     print(f"{args.images} PNGs {SIZE}x{SIZE} RGB in {root}; load average {os.getloadavg()[0]:.1f}")
 
-    plain_loop(warmup_root, os.path.join(workdir, "warm-plain"))
-    beam_pipelines(warmup_root, os.path.join(workdir, "warm-beam"))
+    for name, function in (("warm-plain", plain_loop), ("warm-beam", beam_pipelines)):
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)  # a reused --workdir
+        function(warmup_root, os.path.join(workdir, name))
     rates = {"plain": [], "beam": [], "plain_cpu": [], "beam_cpu": []}
     for round_index in range(args.rounds):
         for name, function in (("plain", plain_loop), ("beam", beam_pipelines)):

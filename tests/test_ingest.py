@@ -3,6 +3,7 @@ import collections
 import csv
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -49,6 +50,8 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     metadata = ingest.load_metadata(digits_dir)
     train, evaluation = read_split(digits_dir, "train"), read_split(digits_dir, "eval")
     assert metadata["kind"] == "image"
+    assert sorted(os.listdir(digits_dir)) == ["eval", "metadata.json", "train"]  # no temporary files left
+    assert os.listdir(os.path.join(digits_dir, "eval")) == ["data-00000-of-00001.tfrecord"]
     assert metadata["counts"] == {"train": len(train), "eval": len(evaluation)}
     assert len(train) + len(evaluation) == 1797
     assert 0.07 < len(evaluation) / 1797 < 0.13
@@ -92,6 +95,64 @@ def test_multi_threading_runner_never_loses_records_silently(digits_dir, tmp_pat
     for split in ingest.SPLITS:  # same split as the default runner, every record once
         assert set(read_split(output, split)) == set(read_split(digits_dir, split))
         assert metadata["counts"][split] == len(read_split(output, split))
+
+
+PATCH_KEY = re.compile(r"photos/(china|flower)/64px/y(\d{3})-x(\d{3})")
+
+
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("photos"))
+    ingest.run_ingest("photos", output, patch_size=64, patch_stride=48, eval_fraction=0.2, **QUIET)
+    return output
+
+
+def photo_patch_records(output_dir):
+    """{split: {(photo, top, left): patch pixels}} of a photos run."""
+    patches = {}
+    for split in ingest.SPLITS:
+        patches[split] = {}
+        for key, feature in read_split(output_dir, split).items():
+            name, top, left = PATCH_KEY.fullmatch(key).groups()
+            assert list(feature["image_shape"].int64_list.value) == [64, 64, 3]
+            assert label_of(feature) is None
+            pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(64, 64, 3)
+            patches[split][name, int(top), int(left)] = pixels
+    return patches
+
+
+def test_photos_patches_counts_pixels_and_held_out_region(photos_dir):
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images()
+    reference = {os.path.basename(f)[:-4]: image for f, image in zip(photos.filenames, photos.images)}
+    patches = photo_patch_records(photos_dir)
+    # 427x640 photos, eval strip = the right 128 px: 8 rows x (10 train + 2 eval) columns each.
+    assert {split: len(p) for split, p in patches.items()} == {"train": 160, "eval": 32}
+    assert ingest.load_metadata(photos_dir)["counts"] == {"train": 160, "eval": 32}
+    for split, split_patches in patches.items():
+        for (name, top, left), pixels in split_patches.items():
+            np.testing.assert_array_equal(pixels, reference[name][top : top + 64, left : left + 64])
+    for name in reference:
+        train_right = max(left + 64 for (photo, _, left) in patches["train"] if photo == name)
+        eval_left = min(left for (photo, _, left) in patches["eval"] if photo == name)
+        assert train_right <= 512 <= eval_left  # no eval pixel is in any train patch
+        assert sorted({top for (photo, top, _) in patches["eval"] if photo == name}) == list(range(0, 337, 48))
+
+
+def test_photos_are_deterministic(photos_dir, tmp_path):
+    again = str(tmp_path / "again")
+    ingest.run_ingest("photos", again, patch_size=64, patch_stride=48, eval_fraction=0.2, **QUIET)
+    first, second = photo_patch_records(photos_dir), photo_patch_records(again)
+    for split in ingest.SPLITS:
+        assert first[split].keys() == second[split].keys()
+        assert all(np.array_equal(first[split][k], second[split][k]) for k in first[split])
+
+
+def test_photos_without_eval_fraction_are_all_train(tmp_path):
+    metadata = ingest.run_ingest("photos", str(tmp_path / "out"), patch_size=128, patch_stride=128,
+                                 eval_fraction=0.0, **QUIET)
+    assert metadata["counts"] == {"train": 2 * 3 * 5, "eval": 0}
 
 
 def test_output_directory_must_not_hold_shards(digits_dir):
@@ -232,6 +293,9 @@ def test_csv_rows_bad_rows_become_error_records(tmp_path):
 
 @pytest.mark.parametrize("source, params, message", [
     ("ftp:somewhere", {}, "unknown source kind 'ftp'"),
+    ("photos:china", {}, "takes no argument"),
+    ("photos", {"patch_size": 500}, "patch_size: 500 does not fit the 427x640"),
+    ("photos", {"patch_size": 300, "eval_fraction": 0.6}, "leaving less than patch_size 300"),
     ("images", {}, "needs a path"),
     ("images:{tmp}/missing", {}, "does not exist"),
     ("images:{tmp}/empty_dir", {}, "empty source"),

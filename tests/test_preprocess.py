@@ -274,6 +274,18 @@ def test_component_executor_writes_each_output_to_its_own_directory(csv_examples
         preprocess.COMPONENT.resolve_parameters({"lowres_factor": 3}, section="preprocess")
 
 
+def test_fixed_shard_counts_per_split(csv_examples, tmp_path):
+    output = str(tmp_path / "sharded")
+    result = preprocess.run_preprocess(csv_examples[1], output, num_shards=3, max_rejected_fraction=0.2, **QUIET)
+    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "statistics.json", "train"]
+    for split in ingest.SPLITS:
+        assert sorted(os.listdir(os.path.join(output, split))) == [
+            f"data-{i:05d}-of-00003.tfrecord" for i in range(3)
+        ]
+        assert len(read_processed(output, split)) == result["schema"]["counts"][split]
+    assert result["statistics"]["records"] == {"read": 46, "written": 40, "rejected": 6}
+
+
 def test_a_lost_record_is_detected(csv_examples, tmp_path):
     """Ingest's metadata promises one more record than its shards hold: Preprocess must notice."""
     import shutil

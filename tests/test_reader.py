@@ -91,6 +91,20 @@ def test_lowres_pairs(images):
     assert low.dtype == tf.float32 and float(tf.reduce_max(tf.abs(low))) <= 1.0
 
 
+def test_photo_patches_give_lowres_highres_pairs(tmp_path):
+    examples, output = str(tmp_path / "raw"), str(tmp_path / "processed")
+    ingest.run_ingest("photos", examples, patch_size=64, patch_stride=64, **QUIET)
+    preprocess.run_preprocess(examples, output, image_size=64, channels=3, lowres_factor=4, **QUIET)
+    schema = reader.load_schema(output)
+    assert schema["counts"] == {"train": 2 * 6 * 9, "eval": 2 * 6}  # 6 rows; 9 train + 1 eval column
+    pairs = reader.make_dataset(output, schema, split="eval", batch_size=12, shuffle=False, with_lowres=True)
+    ((low, high),) = list(pairs.as_numpy_iterator())
+    assert low.shape == (12, 16, 16, 3) and high.shape == (12, 64, 64, 3)
+    # The low-resolution copy is a 4x downscale of the patch: their means agree closely.
+    np.testing.assert_allclose(low.mean(axis=(1, 2)), high.mean(axis=(1, 2)), atol=0.02)
+    assert high.std() > 0.1  # real photographs, not a flat fill
+
+
 def test_vectors_standardised_with_schema_normalization(vectors):
     output, schema = vectors
     expected, _ = processed_records(output, "train")

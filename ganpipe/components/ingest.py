@@ -7,7 +7,10 @@ Output layout (``output_dir``): ``train/data-*.tfrecord``, ``eval/data-*.tfrecor
 (bytes: why the source could not read the record; Preprocess lists it as rejected).
 
 The split is deterministic: a record goes to eval when the hash of its key falls below
-``eval_fraction``, so re-running on the same source gives the same split.
+``eval_fraction``, so re-running on the same source gives the same split. The ``photos`` source
+splits by region instead: overlapping patches hashed at random would put the same pixels in
+both splits, so a strip on the right of each photo (``eval_fraction`` of its width, at least one
+patch wide) is held out and eval patches never overlap train patches.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from ganpipe.components.base import Artifact, Component, ComponentError, Executi
 
 SPLITS = ("train", "eval")
 METADATA_FILE = "metadata.json"
-_LABEL_COUNTS_FILE = ".label_counts.jsonl"
+_SUMMARY_FILE = ".summary.jsonl"  # the pipeline's small outputs, read by the driver
 
 
 # --------------------------------------------------------------------------- split + encode
@@ -87,28 +90,27 @@ class _SplitAndEncode(beam.DoFn):
                 self.errors.inc()
             elif record.label is not None:
                 label_counts[record.label] += 1
-            split = "eval" if is_eval(record.key, self.eval_fraction) else "train"
+            split = record.split or ("eval" if is_eval(record.key, self.eval_fraction) else "train")
             by_split[split].append(serialize_raw(record))
         for split, records in by_split.items():
             if records:
-                yield beam.pvalue.TaggedOutput(split, records)
-        yield beam.pvalue.TaggedOutput("label_counts", label_counts)
+                yield split, records
+        if label_counts:
+            yield beam.pvalue.TaggedOutput("label_counts", label_counts)
 
 
 class SplitAndEncode(beam.PTransform):
-    """Batches of RawRecord -> {'train', 'eval': batches of serialized tf.Examples,
-    'label_counts': one Counter of label names}."""
+    """Batches of RawRecord -> {'examples': (split, batch of serialized tf.Examples),
+    'label_counts': a Counter of label names per batch (sum them; a global combine here would
+    add nine transforms, each with a fixed cost on the DirectRunner)}."""
 
     def __init__(self, eval_fraction: float, label_names: list[str] | None = None):
         super().__init__()
         self.split = _SplitAndEncode(eval_fraction, label_names)
 
     def expand(self, batches):
-        outputs = batches | "Encode" >> beam.ParDo(self.split).with_outputs(*SPLITS, "label_counts")
-        label_counts = outputs.label_counts | "SumLabelCounts" >> beam.CombineGlobally(
-            lambda counters: sum(counters, collections.Counter())
-        )
-        return {"train": outputs.train, "eval": outputs.eval, "label_counts": label_counts}
+        outputs = batches | "Encode" >> beam.ParDo(self.split).with_outputs("label_counts", main="examples")
+        return {"examples": outputs.examples, "label_counts": outputs.label_counts}
 
 
 # --------------------------------------------------------------------------------- sources
@@ -133,6 +135,22 @@ def _plan_digits(_, params) -> SourcePlan:
     count = sources.ReadDigits.COUNT
     names = params["label_names"] or sources.ReadDigits.LABEL_NAMES
     return SourcePlan(sources.ReadDigits(), "image", count, names)
+
+
+def _plan_photos(_, params) -> SourcePlan:
+    shapes = [pixels.shape for _, pixels in sources.load_sample_photos()]
+    size, eval_fraction = params["patch_size"], params["eval_fraction"]
+    height, width = min(shape[0] for shape in shapes), min(shape[1] for shape in shapes)
+    if size > height:
+        raise ComponentError(f"ingest.patch_size: {size} does not fit the {height}x{width} sample photos")
+    train_width = sources.eval_boundary(width, size, eval_fraction)
+    if train_width < size:
+        raise ComponentError(
+            f"ingest.eval_fraction: {eval_fraction} holds out {width - train_width} of the {width} px "
+            f"photo width for eval, leaving less than patch_size {size} px for train"
+        )
+    patches = sources.photo_patches(shapes, size, params["patch_stride"], eval_fraction)
+    return SourcePlan(sources.ReadPhotoPatches(patches), "image", len(patches), params["label_names"])
 
 
 def _plan_images(root, params) -> SourcePlan:
@@ -216,6 +234,7 @@ def _plan_csv(path, params) -> SourcePlan:
 
 _PLANNERS = {
     "digits": _plan_digits,
+    "photos": _plan_photos,
     "images": _plan_images,
     "tfds": _plan_tfds,
     "tfrecord": _plan_tfrecord,
@@ -262,6 +281,8 @@ def run_ingest(
     features_key: str = "x",
     label_names: list[str] | None = None,
     csv_delimiter: str = ",",
+    patch_size: int = 64,
+    patch_stride: int = 32,
     beam_args=(),
     log=print,
 ) -> dict:
@@ -274,21 +295,24 @@ def run_ingest(
     shards = shard_counts(eval_fraction, num_shards)
     log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards {shards}")
 
-    label_counts_path = os.path.join(output_dir, _LABEL_COUNTS_FILE)
+    summary_path = os.path.join(output_dir, _SUMMARY_FILE)
+    writer = sources.WriteTFRecordShards({split: os.path.join(output_dir, split) for split in SPLITS}, shards)
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
     records = pipeline | "Read" >> plan.read
     encoded = records | "SplitAndEncode" >> SplitAndEncode(eval_fraction, plan.label_names)
-    for split in SPLITS:
-        directory = os.path.join(output_dir, split)
-        encoded[split] | f"Write{split.title()}" >> sources.WriteTFRecordShards(directory, shards[split])
-    encoded["label_counts"] | "WriteLabelCounts" >> sources.WriteJsonLines(label_counts_path)
+    files = encoded["examples"] | "WriteShards" >> writer
+    {"files": files, "label_counts": encoded["label_counts"]} | "WriteSummary" >> sources.WriteTaggedJsonLines(
+        summary_path
+    )
     result = sources.run_pipeline(pipeline)
 
+    summary = sources.read_tagged_json_lines(summary_path, ("files", "label_counts"))
+    FileSystems.delete([summary_path])
+    writer.publish(summary["files"])
     shard_files = {split: sources.shard_paths(os.path.join(output_dir, split)) for split in SPLITS}
     counts = {split: sources.count_tfrecords(paths) for split, paths in shard_files.items()}
     _check_conservation(source, plan, result, counts)
-    label_counts = sources.read_json_lines(label_counts_path)[0]
-    FileSystems.delete([label_counts_path])
+    label_counts = _sum_counts(summary["label_counts"])
     metadata = {
         "source": source,
         "kind": plan.kind,
@@ -305,6 +329,11 @@ def run_ingest(
     log(f"Ingest: wrote {counts['train']} train + {counts['eval']} eval records"
         f" ({metadata['records_with_error']} unreadable, to be rejected by Preprocess)")
     return metadata
+
+
+def _sum_counts(counters: list[dict[str, int]]) -> dict[str, int]:
+    total = sum(map(collections.Counter, counters), collections.Counter())
+    return dict(sorted(total.items()))
 
 
 def _check_conservation(source: str, plan: SourcePlan, result, counts: dict[str, int]) -> None:
@@ -333,7 +362,7 @@ def load_metadata(examples_dir: str) -> dict:
 # ------------------------------------------------------------------------------ component
 PARAMETERS = (
     Parameter("source", str, "digits",
-              "digits | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
+              "digits | photos | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
     Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
               min=0.0, max=0.9),
     Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
@@ -352,6 +381,8 @@ PARAMETERS = (
               "fixed label vocabulary; other labels are rejected (default: from the source)",
               nullable=True),
     Parameter("csv_delimiter", str, ",", "csv field delimiter"),
+    Parameter("patch_size", int, 64, "photos: side of the square patches in pixels", min=4),
+    Parameter("patch_stride", int, 32, "photos: step between patches (< patch_size: overlapping)", min=1),
 )
 
 

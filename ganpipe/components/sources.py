@@ -34,7 +34,8 @@ from ganpipe.components.base import ComponentError
 
 BATCH_SIZE = 256
 METRICS_NAMESPACE = "ganpipe"
-SOURCE_KINDS = ("digits", "images", "tfds", "tfrecord", "npz", "csv")
+SOURCE_KINDS = ("digits", "photos", "images", "tfds", "tfrecord", "npz", "csv")
+_BUILT_IN_KINDS = ("digits", "photos")  # take no argument
 
 
 @dataclasses.dataclass(slots=True)
@@ -43,6 +44,8 @@ class RawRecord:
 
     ``image`` holds an encoded file (PNG, JPEG...) or, when ``image_shape`` is set, raw uint8
     pixels; ``features`` holds a vector. ``label`` is a label name or an integer index.
+    ``split`` is set only by sources with a natural split (photos: held-out regions); otherwise
+    the hash of ``key`` decides.
     """
 
     key: str
@@ -51,6 +54,7 @@ class RawRecord:
     features: list[float] | None = None
     label: str | int | None = None
     error: str | None = None
+    split: str | None = None
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -59,11 +63,11 @@ def parse_source(source: str) -> tuple[str, str]:
     if kind not in SOURCE_KINDS:
         raise ComponentError(
             f"ingest.source: unknown source kind {kind!r} in {source!r}; "
-            f"use one of digits, images:<dir>, tfds:<name>, tfrecord:<glob>, npz:<file>, csv:<file>"
+            f"use one of digits, photos, images:<dir>, tfds:<name>, tfrecord:<glob>, npz:<file>, csv:<file>"
         )
-    if kind == "digits" and argument:
-        raise ComponentError(f"ingest.source: 'digits' takes no argument, got {source!r}")
-    if kind != "digits" and not argument:
+    if kind in _BUILT_IN_KINDS and argument:
+        raise ComponentError(f"ingest.source: {kind!r} takes no argument, got {source!r}")
+    if kind not in _BUILT_IN_KINDS and not argument:
         raise ComponentError(f"ingest.source: {kind!r} needs a path or name: {kind}:<...>")
     return kind, argument
 
@@ -132,6 +136,90 @@ class ReadDigits(beam.PTransform):
             pipeline
             | "Chunks" >> beam.Create(chunks(self.COUNT))
             | "LoadDigits" >> beam.ParDo(_DigitsChunk())
+            | "CountRead" >> beam.ParDo(_CountRead())
+        )
+
+
+# ------------------------------------------------------------------------------------ photos
+def load_sample_photos() -> list[tuple[str, np.ndarray]]:
+    """scikit-learn's two bundled colour photographs, (name, uint8 [427, 640, 3]) sorted by name."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images()
+    names = (os.path.splitext(os.path.basename(path))[0] for path in photos.filenames)
+    return sorted(zip(names, photos.images), key=lambda item: item[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    """A ``size`` x ``size`` square of photo number ``photo`` with its top-left corner at
+    (``top``, ``left``)."""
+
+    photo: int
+    top: int
+    left: int
+    size: int
+    split: str
+
+
+def eval_boundary(width: int, patch_size: int, eval_fraction: float) -> int:
+    """The first column of the held-out eval strip on the right of a photo (``width``: none).
+
+    The strip is ``eval_fraction`` of the width but at least one patch wide, so a small
+    fraction still yields eval patches.
+    """
+    if eval_fraction <= 0:
+        return width
+    return width - max(patch_size, round(eval_fraction * width))
+
+
+def photo_patches(shapes: list[tuple[int, ...]], patch_size: int, stride: int, eval_fraction: float) -> list[Patch]:
+    """Patches on a ``stride`` grid, laid separately over each photo's train region (left) and
+    eval strip (right): no eval patch shares a pixel with a train patch."""
+    patches = []
+    for photo, (height, width) in enumerate(shape[:2] for shape in shapes):
+        boundary = eval_boundary(width, patch_size, eval_fraction)
+        for split, start, stop in (("train", 0, boundary), ("eval", boundary, width)):
+            patches += [
+                Patch(photo, top, left, patch_size, split)
+                for top in range(0, height - patch_size + 1, stride)
+                for left in range(start, stop - patch_size + 1, stride)
+            ]
+    return patches
+
+
+class _PhotoPatches(beam.DoFn):
+    def setup(self):
+        self.photos = load_sample_photos()
+
+    def process(self, patches):
+        yield [self._record(patch) for patch in patches]
+
+    def _record(self, patch: Patch) -> RawRecord:
+        name, pixels = self.photos[patch.photo]
+        square = pixels[patch.top : patch.top + patch.size, patch.left : patch.left + patch.size]
+        return RawRecord(
+            key=f"photos/{name}/{patch.size}px/y{patch.top:03d}-x{patch.left:03d}",
+            image=square.tobytes(),
+            image_shape=square.shape,
+            split=patch.split,
+        )
+
+
+class ReadPhotoPatches(beam.PTransform):
+    """Square patches of scikit-learn's sample photographs (offline), unlabelled, for
+    super-resolution demos and tests; each patch carries its split (see ``photo_patches``)."""
+
+    def __init__(self, patches: list[Patch]):
+        super().__init__()
+        self.patches = patches
+
+    def expand(self, pipeline):
+        patch_chunks = [self.patches[start:stop] for start, stop in chunks(len(self.patches))]
+        return (
+            pipeline
+            | "PatchChunks" >> beam.Create(patch_chunks)
+            | "CutPatches" >> beam.ParDo(_PhotoPatches())
             | "CountRead" >> beam.ParDo(_CountRead())
         )
 
@@ -287,25 +375,29 @@ def write_tfrecords(stream, records: Iterable[bytes]) -> int:
     return count
 
 
-def iter_tfrecords(path: str, verify: bool = True) -> Iterator[bytes]:
-    """Records of a TFRecord file (``.gz`` and other extensions decompress by name)."""
+def iter_tfrecords(path: str, verify_data: bool = True) -> Iterator[bytes]:
+    """Records of a TFRecord file (``.gz`` and other extensions decompress by name).
+
+    The length CRC is always checked (it guards the framing and costs little); the data CRC
+    (~7 us per 3 KB record with crcmod) can be skipped with ``verify_data=False``.
+    """
     with FileSystems.open(path) as stream:
         while header := stream.read(12):
             if len(header) < 12:
                 raise ComponentError(f"{path}: truncated TFRecord header")
             (length,) = struct.unpack("<Q", header[:8])
-            if verify and struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
+            if struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
                 raise ComponentError(f"{path}: not a TFRecord file, or corrupted (bad length CRC)")
             body = stream.read(length + 4)
             if len(body) < length + 4:
                 raise ComponentError(f"{path}: truncated TFRecord (record of {length} bytes cut off)")
-            if verify and struct.unpack("<I", body[length:])[0] != _masked_crc(body[:length]):
+            if verify_data and struct.unpack("<I", body[length:])[0] != _masked_crc(body[:length]):
                 raise ComponentError(f"{path}: corrupted TFRecord (bad data CRC)")
             yield body[:length]
 
 
 def count_tfrecords(paths: Iterable[str]) -> int:
-    return sum(1 for path in paths for _ in iter_tfrecords(path, verify=False))
+    return sum(1 for path in paths for _ in iter_tfrecords(path, verify_data=False))
 
 
 def match_files(pattern: str) -> list[str]:
@@ -324,82 +416,100 @@ class _WriteShard(beam.DoFn):
     """Writes one whole shard (after a GroupByKey) to a temporary name, then renames it, so a
     retried bundle never leaves a half shard behind."""
 
-    def __init__(self, directory: str, num_shards: int):
-        self.directory, self.num_shards = directory, num_shards
+    def __init__(self, directories: dict[str, str], num_shards: dict[str, int]):
+        self.directories, self.num_shards = directories, num_shards
 
     def process(self, shard_and_batches):
-        shard, batches = shard_and_batches
-        final = os.path.join(self.directory, _shard_name(shard, self.num_shards))
-        temporary = os.path.join(self.directory, f".{uuid.uuid4().hex}.incomplete")
+        (split, shard), batches = shard_and_batches
+        directory = self.directories[split]
+        final = os.path.join(directory, _shard_name(shard, self.num_shards[split]))
+        temporary = os.path.join(directory, f".{uuid.uuid4().hex}.incomplete")
         with FileSystems.create(temporary) as stream:
             write_tfrecords(stream, (record for batch in batches for record in batch))
         FileSystems.rename([temporary], [final])
-        yield final
+        yield split, final
 
 
-class _WriteBundleFile(beam.DoFn):
-    """Writes all batches of a bundle to one temporary file (Beam's runner-chosen sharding):
-    no shuffle of the data, which costs more than the work itself on the DirectRunner."""
+class _WriteBundleFiles(beam.DoFn):
+    """Writes all batches of a bundle to one temporary file per split (Beam's runner-chosen
+    sharding): no shuffle of the data, which costs more than the work itself on the
+    DirectRunner. Only committed bundles emit their (split, path), so files of failed attempts
+    are never published."""
 
-    def __init__(self, temporary_dir: str):
-        self.temporary_dir = temporary_dir
+    def __init__(self, temporary_dirs: dict[str, str]):
+        self.temporary_dirs = temporary_dirs
 
     def start_bundle(self):
-        self.path, self.stream = None, None
+        self.files = {}  # split -> (path, stream)
 
-    def process(self, batch):
-        if self.stream is None:
-            self.path = os.path.join(self.temporary_dir, uuid.uuid4().hex)
-            self.stream = FileSystems.create(self.path)
-        write_tfrecords(self.stream, batch)
+    def process(self, split_and_batch):
+        split, batch = split_and_batch
+        if split not in self.files:
+            path = os.path.join(self.temporary_dirs[split], uuid.uuid4().hex)
+            self.files[split] = (path, FileSystems.create(path))
+        write_tfrecords(self.files[split][1], batch)
 
     def finish_bundle(self):
-        if self.stream is not None:
-            self.stream.close()
-            yield WindowedValue(self.path, MIN_TIMESTAMP, [GlobalWindow()])
-
-
-def _publish_bundle_files(paths: list[str], directory: str, temporary_dir: str) -> list[str]:
-    """Renames the committed bundle files to ``data-i-of-n`` (one empty shard if none)."""
-    paths = sorted(paths)
-    finals = [os.path.join(directory, _shard_name(i, max(1, len(paths)))) for i in range(len(paths))]
-    if paths:
-        FileSystems.rename(paths, finals)
-    else:
-        finals = [os.path.join(directory, _shard_name(0, 1))]
-        FileSystems.create(finals[0]).close()
-    if FileSystems.exists(temporary_dir):  # holds files of failed bundle attempts, if any
-        FileSystems.delete([temporary_dir])
-    return finals
+        for split, (path, stream) in self.files.items():
+            stream.close()
+            yield WindowedValue((split, path), MIN_TIMESTAMP, [GlobalWindow()])
 
 
 class WriteTFRecordShards(beam.PTransform):
-    """Writes batches of serialized records as TFRecord files ``data-i-of-n.tfrecord`` in
-    ``directory``: exactly ``num_shards`` files (empty ones too), or with 0 one file per bundle
-    as the runner chose (the fast path: no data shuffle). Outputs the file paths."""
+    """Writes ``(split, batch of serialized records)`` elements as TFRecord files in
+    ``directories[split]``: exactly ``num_shards[split]`` files ``data-i-of-n.tfrecord`` (at
+    least one, empty ones too), or when no count is given one file per bundle as the runner
+    chose (the fast path: no data shuffle). One writer serves every split.
 
-    def __init__(self, directory: str, num_shards: int = 0):
+    Outputs the committed files as ``(split, path)``. Bundle files get their final names from
+    ``publish(committed)`` once the pipeline has finished, in the driver: gathering the paths
+    inside the pipeline would add a global combine (nine transforms, each with a fixed cost on
+    the DirectRunner), and the caller already gathers its small outputs once.
+    """
+
+    def __init__(self, directories: dict[str, str], num_shards: dict[str, int] | None = None):
         super().__init__()
-        self.directory, self.num_shards = directory, num_shards
+        self.directories = directories
+        fixed = num_shards and any(num_shards.values())
+        self.num_shards = {split: max(1, num_shards.get(split, 0)) for split in directories} if fixed else None
+        self.temporary_dirs = {
+            split: os.path.join(directory, f".incomplete-{uuid.uuid4().hex}")
+            for split, directory in directories.items()
+        }
 
-    def expand(self, batches):
-        if not self.num_shards:
-            temporary_dir = os.path.join(self.directory, f".incomplete-{uuid.uuid4().hex}")
-            return (
-                batches
-                | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFile(temporary_dir))
-                | "CollectFiles" >> beam.combiners.ToList()
-                | "Publish" >> beam.FlatMap(_publish_bundle_files, self.directory, temporary_dir)
-            )
+    def expand(self, split_batches):
+        if self.num_shards is None:
+            return split_batches | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self.temporary_dirs))
         num_shards = self.num_shards
-        keyed = batches | "AssignShard" >> beam.Map(lambda batch: (_stable_hash(batch[0]) % num_shards, batch))
-        every_shard = batches.pipeline | "EveryShard" >> beam.Create([(i, []) for i in range(num_shards)])
+        keyed = split_batches | "AssignShard" >> beam.MapTuple(
+            lambda split, batch: ((split, _stable_hash(batch[0]) % num_shards[split]), batch)
+        )
+        every_shard = split_batches.pipeline | "EveryShard" >> beam.Create(
+            [((split, i), []) for split, n in num_shards.items() for i in range(n)]
+        )
         return (
             (keyed, every_shard)
             | "Merge" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShard(self.directory, num_shards))
+            | "WriteShard" >> beam.ParDo(_WriteShard(self.directories, num_shards))
         )
+
+    def publish(self, committed: Iterable[tuple[str, str]]) -> None:
+        """Renames the committed bundle files (the transform's output, gathered) to
+        ``data-i-of-n`` (one empty shard for a split without any) and drops files of failed
+        bundle attempts. Fixed shard counts were written under their final names already."""
+        if self.num_shards is not None:
+            return
+        committed = list(committed)
+        for split, directory in self.directories.items():
+            paths = sorted(path for path_split, path in committed if path_split == split)
+            if paths:
+                names = [os.path.join(directory, _shard_name(i, len(paths))) for i in range(len(paths))]
+                FileSystems.rename(paths, names)
+            else:
+                FileSystems.create(os.path.join(directory, _shard_name(0, 1))).close()
+            if FileSystems.exists(self.temporary_dirs[split]):
+                FileSystems.delete([self.temporary_dirs[split]])
 
 
 def _stable_hash(data: bytes) -> int:
@@ -407,21 +517,25 @@ def _stable_hash(data: bytes) -> int:
 
 
 class ReadTFRecordShards(beam.PTransform):
-    """Batches of serialized records from the files matching ``pattern``, one reader per file.
+    """``(split, batch of serialized records)`` from the files matching ``patterns[split]``,
+    one reader per file. ``verify_data=False`` skips the data CRCs (see ``iter_tfrecords``).
 
-    Files are matched when the pipeline is built: ``Create`` spreads them over the workers
-    without the cost of a ``Reshuffle``.
+    Files are matched when the pipeline is built and ``Create`` spreads them over the workers.
     """
 
-    def __init__(self, pattern: str):
+    def __init__(self, patterns: dict[str, str], verify_data: bool = True):
         super().__init__()
-        self.pattern = pattern
+        self.patterns, self.verify_data = patterns, verify_data
 
     def expand(self, pipeline):
+        files = [(split, path) for split, pattern in self.patterns.items() for path in match_files(pattern)]
+        verify_data = self.verify_data
         return (
             pipeline
-            | "MatchFiles" >> beam.Create(match_files(self.pattern))
-            | "ReadBatches" >> beam.FlatMap(lambda path: batched(iter_tfrecords(path)))
+            | "MatchFiles" >> beam.Create(files)
+            | "ReadBatches" >> beam.FlatMapTuple(
+                lambda split, path: ((split, batch) for batch in batched(iter_tfrecords(path, verify_data)))
+            )
         )
 
 
@@ -672,7 +786,7 @@ def counter_value(result, name: str) -> int | None:
     return sum(values) if values else None
 
 
-def _write_json_lines(values: list, path: str) -> None:
+def write_json_lines(values: list, path: str) -> None:
     with FileSystems.create(path) as f:
         f.write("".join(json.dumps(value, sort_keys=True) + "\n" for value in values).encode("utf-8"))
 
@@ -689,10 +803,35 @@ class WriteJsonLines(beam.PTransform):
         return (
             elements
             | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(_write_json_lines, self.path)
+            | "Write" >> beam.Map(write_json_lines, self.path)
         )
 
 
 def read_json_lines(path: str) -> list:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
+
+
+class WriteTaggedJsonLines(beam.PTransform):
+    """Writes a dict of small PCollections to one JSON-lines file as ``[tag, element]`` lines:
+    one gather for all of a pipeline's small outputs (each gather is a global combine of nine
+    transforms with a fixed cost). Read it back with ``read_tagged_json_lines``."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, pcollections: dict):
+        tagged = [
+            pcollection | f"Tag{tag.title()}" >> beam.Map(lambda element, tag=tag: [tag, element])
+            for tag, pcollection in pcollections.items()
+        ]
+        return tagged | "Merge" >> beam.Flatten() | "Write" >> WriteJsonLines(self.path)
+
+
+def read_tagged_json_lines(path: str, tags: Iterable[str]) -> dict[str, list]:
+    """{tag: elements} from a ``WriteTaggedJsonLines`` file; every tag in ``tags`` is present."""
+    elements = {tag: [] for tag in tags}
+    for tag, element in read_json_lines(path):
+        elements[tag].append(element)
+    return elements
