@@ -53,6 +53,21 @@ def test_build_gan_picks_the_class_and_family_defaults():
         build_gan("lapgan", (16, 16, 1), levels=4)
 
 
+def test_build_gan_penalises_each_network_on_its_own_from_the_same_initial_weights():
+    def build(**penalties):
+        keras.utils.set_random_seed(0)
+        return build_gan("dcgan", (8, 8, 1), latent_dim=4, width=8, **penalties)
+
+    plain, d_only, both = build(), build(d_l2=0.5), build(l1=0.1)
+    assert d_only.discriminator.losses and not d_only.generator.losses
+    assert both.discriminator.losses and both.generator.losses
+    for network in ("generator", "discriminator"):
+        for a, b in zip(getattr(plain, network).get_weights(), getattr(d_only, network).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="not both"):
+        build(l2=0.1, g_l2=0.2)
+
+
 # ------------------------------------------------------------ conditional GAN
 
 
@@ -163,6 +178,9 @@ def test_lapgan_samples_have_the_right_size_and_its_metric_improves(trained_lapg
     np.testing.assert_allclose(chain[-1], gan.generator(z), atol=1e-5)  # the chain is the generator
     assert after < 0.7 * before, (before, after)
     assert {"d_loss", "g_loss", "level_0_d_loss", "level_2_g_loss"} <= set(history)
+    level_losses = [history[f"level_{k}_d_loss"][-1] for k in range(3)]
+    assert history["d_loss"][-1] == pytest.approx(np.mean(level_losses), rel=1e-5)  # the levels' average
+    assert int(gan.trackers["d_loss"].count) == 250
     assert int(gan.step) == 250 and all(int(level.step) == 250 for level in gan.level_gans)
 
 

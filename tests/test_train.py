@@ -14,40 +14,53 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from sklearn.datasets import load_digits
-from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 
 from ganpipe import ganmodels
 from ganpipe.components import monitoring, train
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.reader import make_dataset
+from ganpipe.ganmodels.srgan import bicubic_upscale
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_DCGAN = {"family": "dcgan", "network": {"width": 8}, "latent_dim": 8, "batch_size": 16}
 TINY_MLP = {"family": "mlp", "network": {"hidden": [16, 16]}, "latent_dim": 8, "batch_size": 16}
 
 
-def write_processed_examples(root, size=16, n_eval=64):
-    """sklearn digits upscaled to size x size in Preprocess's processed format, two train shards."""
+def write_processed_examples(root, size=16, n_eval=64, lowres_factor=None):
+    """sklearn digits upscaled to size x size in Preprocess's processed format, two train shards;
+    with ``lowres_factor``, plus ``image_lowres`` (area-downscaled) for super-resolution."""
     digits = load_digits()
-    images = tf.image.resize(digits.images[..., None] / 16.0, (size, size)).numpy()
-    images = (images * 255).round().clip(0, 255).astype("uint8")
+    images = as_uint8(tf.image.resize(digits.images[..., None] / 16.0, (size, size)))
+    lowres = as_uint8(tf.image.resize(images / 255.0, (size // lowres_factor,) * 2, "area")) if lowres_factor else None
     splits = {"eval": [range(n_eval)], "train": [range(n_eval, 900), range(900, len(images))]}
     for split, shards in splits.items():
         os.makedirs(os.path.join(root, split))
         for number, indices in enumerate(shards):
             with tf.io.TFRecordWriter(os.path.join(root, split, f"part-{number:05d}.tfrecord")) as writer:
                 for i in indices:
-                    features = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[i].tobytes()])),
+                    features = {"image": bytes_feature(images[i]),
                                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(digits.target[i])]))}
+                    if lowres is not None:
+                        features["image_lowres"] = bytes_feature(lowres[i])
                     writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
     schema = {"kind": "image", "shape": [size, size, 1], "dtype": "uint8", "channels": 1, "num_classes": 10,
-              "label_names": [str(i) for i in range(10)], "lowres_shape": None,
+              "label_names": [str(i) for i in range(10)],
+              "lowres_shape": list(lowres.shape[1:]) if lowres is not None else None,
               "counts": {"train": len(images) - n_eval, "eval": n_eval}}
     with open(os.path.join(root, "schema.json"), "w") as f:
         json.dump(schema, f)
     with open(os.path.join(root, "statistics.json"), "w") as f:
         json.dump({"train": {"count": schema["counts"]["train"], "pixel_mean": 0.21}}, f)
     return schema
+
+
+def as_uint8(images):
+    return (np.asarray(images) * 255).round().clip(0, 255).astype("uint8")
+
+
+def bytes_feature(array):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[array.tobytes()]))
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +163,8 @@ def test_logged_scalars_are_means_over_the_window_since_the_last_log(tmp_path):
     real = (tf.constant(np.random.default_rng(0).normal(size=(16, 8)).astype("float32")), None)
     writer = tf.summary.create_file_writer(str(tmp_path))
     monitor = monitoring.TensorBoardMonitor(writer, total_steps=12, log_every=4, sample_every=100, images_per_step=8,
-                                            real_batch=real, hparams={"x": 1}, log=lambda message: None)
+                                            probe=monitoring.NoiseProbe(gan, real[0]), hparams={"x": 1},
+                                            log=lambda message: None)
     data = tf.data.Dataset.from_tensor_slices(real[0]).repeat().batch(8)
     gan.fit(data, epochs=1, steps_per_epoch=12, callbacks=[recorder, monitor], verbose=0)
     writer.close()
@@ -261,7 +275,8 @@ def test_overflowing_state_stops_before_it_reaches_a_checkpoint(digits, tmp_path
     """Adam moves each of D's weights by ~lr per step: with lr=1e5 the gradients and Adam's second
     moments overflow within a few steps while the losses may still be finite."""
     root, schema = digits
-    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_learning_rate": 1e5, "checkpoint_every": 1}
+    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_steps": 1, "gradient_penalty": 0.0,
+              "d_learning_rate": 1e5, "checkpoint_every": 1}
     with pytest.raises(ComponentError, match=r"training diverged at step (\d+): ") as failure:
         train.train_model(root, schema, str(tmp_path), log=lambda message: None, **params)
     diverged_at = int(re.search(r"step (\d+)", str(failure.value)).group(1))
@@ -308,6 +323,98 @@ def test_conditional_family_samples_one_column_per_class(digits, tmp_path):
     assert info["num_classes"] == 10
     grid = tf.io.decode_png(tf.io.read_file(info["sample_grid"]))
     assert grid.shape[1] == 4 * (10 * 17 + 1) and grid.shape[0] == 4 * (6 * 17 + 1)
+
+
+def test_wasserstein_loss_alone_takes_its_defaults(digits):
+    _, schema = digits
+    build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}))  # noqa: E731
+    wgan = build(loss="wasserstein")
+    assert (wgan.d_steps, wgan.gradient_penalty) == (5, 10.0)
+    explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=0.0)
+    assert (explicit.d_steps, explicit.gradient_penalty) == (2, 0.0)
+    plain = build()
+    assert (plain.d_steps, plain.gradient_penalty) == (1, 0.0)
+    with pytest.raises(ValueError, match="train.network.loss: set train.loss instead"):
+        build(network={"hidden": [8], "loss": "hinge"})
+
+
+# ------------------------------------------------------- other families through Train
+
+TINY_LAPGAN = {"family": "lapgan", "network": {"levels": 3, "width": 8, "hidden": [16]}, "latent_dim": 9,
+               "batch_size": 16}
+
+
+def roll_back_to(checkpoint_dir, step):
+    """Makes the checkpoint of ``step`` the latest, as if the run had been killed soon after it."""
+    with open(os.path.join(checkpoint_dir, "checkpoint"), "w") as f:  # CheckpointState as a text proto
+        f.write(f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-{step}"\n')
+
+
+def test_lapgan_trains_logs_every_level_and_resumes_with_tensorboard_purged(digits, tmp_path):
+    """A finished 6-step run, rolled back to its step-3 checkpoint and resumed: the final state
+    equals the first run's (all levels' networks and optimizers), and TensorBoard, reading both
+    attempts' event files, shows each step once (the resumed session's SessionLog.START at step 4
+    purges the first attempt's steps 4..6)."""
+    root, schema = digits
+    params = {**TINY_LAPGAN, "steps": 6, "log_every": 3, "sample_every": 3, "checkpoint_every": 3,
+              "statistics": {"train": {"count": schema["counts"]["train"]}}}
+    first = train.train_model(root, schema, str(tmp_path), log=lambda message: None, **params)
+    assert first["family"] == "lapgan" and set(ganmodels.METRIC_NAMES) <= set(first["final_metrics"])
+    assert {"level_0/d_loss", "level_2/g_loss"} <= set(first["final_metrics"])
+    level_means = [first["final_metrics"][f"level_{k}/d_loss"] for k in range(3)]
+    assert first["final_metrics"]["d_loss"] == pytest.approx(np.mean(level_means), rel=1e-5)
+    checkpoints = str(tmp_path / "checkpoints")
+    finished = checkpoint_values(checkpoints)
+    assert sum("optimizer" in name and "level" in name for name in finished) > 0
+
+    roll_back_to(checkpoints, 3)
+    os.remove(tmp_path / "model.json")
+    messages = []
+    resumed = train.train_model(root, schema, str(tmp_path), log=messages.append, **params)
+    assert any("at step 3" in message for message in messages) and resumed["steps"] == 6
+    after_resume = checkpoint_values(checkpoints)
+    assert sorted(after_resume) == sorted(finished)
+    for name, value in finished.items():
+        np.testing.assert_allclose(after_resume[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+    logdir = str(tmp_path / "logs" / "train")
+    assert len(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))) == 2
+    events = plugin_event_accumulator.EventAccumulator(logdir, size_guidance={plugin_event_accumulator.TENSORS: 0})
+    events.Reload()
+    for tag in ("d_loss", "level_0/d_loss", "level_2/js", "learning_rate/g"):
+        assert steps_of(events, tag) == [3, 6], tag
+    for k, side in enumerate((4, 8, 16)):
+        assert steps_of(events, f"samples/level_{k}") == [0, 3, 6]
+        grid = tf.io.decode_png(tf.make_ndarray(events.Tensors(f"samples/level_{k}")[-1].tensor_proto)[2])
+        assert grid.shape == (8 * (side + 1) + 1, 8 * (side + 1) + 1, 1)
+    assert steps_of(events, "d_output/fake") == [0, 3, 6]
+    assert steps_of(events, "preprocess/statistics") == [0]
+
+
+def test_srgan_trains_on_lowres_pairs_and_shows_bicubic_srgan_real_rows(tmp_path):
+    root = str(tmp_path / "data")
+    schema = write_processed_examples(root, size=16, lowres_factor=2)
+    params = {"family": "srgan", "batch_size": 8, "steps": 4, "log_every": 2, "sample_every": 2,
+              "network": {"residual_blocks": 1, "filters": 8, "width": 8, "stages": 2, "dense_units": 16,
+                          "pretrain_steps": 2}}
+    info = train.train_model(root, schema, str(tmp_path / "model"), log=lambda message: None, **params)
+    assert info["family"] == "srgan" and info["lowres_shape"] == [8, 8, 1] and info["latent_dim"] is None
+    assert info["steps"] == 4 and set(info["final_metrics"]) == set(ganmodels.METRIC_NAMES)
+    assert all(np.isfinite(list(info["final_metrics"].values())))
+    generator = keras.models.load_model(str(tmp_path / "model" / "generator.keras"))
+    assert generator.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0).shape == (2, 16, 16, 1)
+
+    events = read_events(str(tmp_path / "model" / "logs" / "train"))
+    assert steps_of(events, "samples") == [0, 2, 4] and steps_of(events, "d_output/real") == [0, 2, 4]
+    grid = tf.io.decode_png(tf.make_ndarray(events.Tensors("samples")[-1].tensor_proto)[2]).numpy()
+    assert grid.shape == (8 * 17 + 1, 3 * 17 + 1, 1)
+    lowres, highres = next(iter(make_dataset(root, schema, split="eval", batch_size=8, shuffle=False,
+                                             with_lowres=True)))
+    tile = lambda row, column: grid[1 + 17 * row:17 * (row + 1), 1 + 17 * column:17 * (column + 1)]  # noqa: E731
+    bicubic = np.clip(keras.ops.convert_to_numpy(bicubic_upscale(lowres, 2)), -1, 1)
+    for row in (0, 7):
+        np.testing.assert_allclose(tile(row, 0), np.round((bicubic[row] + 1) * 127.5), atol=1)
+        np.testing.assert_array_equal(tile(row, 2), np.round((highres[row].numpy() + 1) * 127.5))
 
 
 # --------------------------------------------------------------------- precisions

@@ -5,9 +5,17 @@ Every callback counts in the GAN's own ``step`` variable (generator updates), ne
 (keras-team/keras#20878) and D's optimizer steps ``d_steps`` times per generator update.
 With ``steps_per_execution`` > 1 Keras calls them once per execution, so an event due at step s
 happens at the first execution boundary at or after s, and is recorded at that step.
+
+After a resume from the checkpoint at step S, the events a killed attempt wrote after S are
+stale (the resumed run writes them again). Every session starts with a ``SessionLog.START`` event
+at S + 1, on which TensorBoard's Python loader drops all events of the run at steps >= S + 1 read
+so far; RustBoard (``--load_fast``) ignores that event but drops, per tag, the points at steps >=
+s when a point for step s arrives, which the resumed run's identical schedule provides. The
+writer is flushed before every checkpoint, so nothing up to S can be lost with the attempt.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -16,11 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import api as hparams_api
 
-from ganpipe.ganmodels import METRIC_NAMES, inner_optimizer
+from ganpipe.ganmodels import inner_optimizer
+from ganpipe.ganmodels.srgan import bicubic_upscale
 
 SAMPLE_GRID_SIZE = 64  # an 8 x 8 grid
+SUPER_RESOLUTION_ROWS = 8  # rows of (bicubic, G's upscaling, real) in an SRGAN grid
 # Offsets the fixed sample noise from every training draw (those use the seed's first word
 # seed * 1009 + replica).
 SAMPLE_NOISE_SEED = 0x5A3D_0001
@@ -71,16 +82,34 @@ class DivergenceGuard(keras.callbacks.Callback):
 def training_state(gan) -> list:
     """The float variables a checkpoint saves: both networks, the EMA weights, both optimizers."""
     variables = [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_weights,
-                 *gan.d_optimizer.variables, *gan.g_optimizer.variables]
+                 *(variable for optimizer in optimizers(gan) for variable in optimizer.variables)]
     return [variable for variable in variables if "float" in str(variable.dtype)]
 
 
-class Checkpointer(keras.callbacks.Callback):
-    """Saves ``manager`` every ``every`` generator steps unless the guard saw a non-finite loss."""
+def games(gan) -> list:
+    """The GANs that own optimizers: each pyramid level for LAPGAN, else the GAN itself."""
+    return list(getattr(gan, "level_gans", None) or [gan])
 
-    def __init__(self, manager: tf.train.CheckpointManager, every: int, guard: DivergenceGuard):
+
+def optimizers(gan) -> list:
+    return [optimizer for game in games(gan) for optimizer in (game.d_optimizer, game.g_optimizer)]
+
+
+def metric_trackers(gan) -> dict:
+    """The GAN's trackers by metric name, plus each LAPGAN level's as ``level_<k>/<name>``."""
+    trackers = dict(gan.trackers)
+    for k, level in enumerate(getattr(gan, "level_gans", ())):
+        trackers.update({f"level_{k}/{name}": tracker for name, tracker in level.trackers.items()})
+    return trackers
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves ``manager`` every ``every`` generator steps unless the guard saw a non-finite loss;
+    flushes ``writer`` first, so the events up to a checkpoint outlive a kill after it."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, every: int, guard: DivergenceGuard, writer=None):
         super().__init__()
-        self.manager, self.every, self.guard = manager, every, guard
+        self.manager, self.every, self.guard, self.writer = manager, every, guard, writer
         self.next_save = None
 
     def on_train_begin(self, logs=None):
@@ -89,6 +118,8 @@ class Checkpointer(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = current_step(self.model)
         if self.guard.diverged_at is None and step >= self.next_save and self.guard.state_is_finite(self.model):
+            if self.writer is not None:
+                self.writer.flush()
             self.manager.save(checkpoint_number=step)
             self.next_save = (step // self.every + 1) * self.every
 
@@ -98,38 +129,38 @@ class TensorBoardMonitor(keras.callbacks.Callback):
 
     - every ``log_every`` steps: the metrics as **means over the window since the previous log**
       (derived from the trackers' running ``total`` and ``count``, which Keras only resets at epoch
-      start), D's and G's learning rates, the loss scales (float16) and real images per second;
-      a progress line goes to ``log``;
-    - every ``sample_every`` steps: an image grid from a fixed noise batch (fixed labels
-      0, 1, ..., C-1, 0, ... for conditional GANs) and histograms of D's raw outputs (logits) on a
-      fixed real batch and on those fakes;
-    - once at the start: the hyper-parameters (hparams plugin) and the Preprocess statistics.
+      start; LAPGAN's levels also as ``level_<k>/<name>``), D's and G's learning rates, the loss
+      scales (float16) and real images per second; a progress line goes to ``log``;
+    - every ``sample_every`` steps: the ``probe``'s image grids (see ``NoiseProbe`` and
+      ``SuperResolutionProbe``) and histograms of D's raw outputs (logits) on its real and fake
+      batches;
+    - at the start of a run (not of a resume): the hyper-parameters (hparams plugin) and the
+      Preprocess statistics; at the start of every session: ``SessionLog.START`` (module doc).
     """
 
     def __init__(self, writer, *, total_steps: int, log_every: int, sample_every: int, images_per_step: int,
-                 real_batch, hparams: dict, statistics: dict | None = None, log=print):
+                 probe, hparams: dict, statistics: dict | None = None, log=print):
         super().__init__()
         self.writer = writer
         self.total_steps, self.log_every, self.sample_every = total_steps, log_every, sample_every
         self.images_per_step = images_per_step
-        self.real_batch = real_batch
+        self.probe = probe
         self.hparams, self.statistics, self.log = hparams, statistics, log
-        self.fixed_latent = self.fixed_labels = None
         self.window_start = None
         self.last_means: dict[str, float] = {}
 
     def on_train_begin(self, logs=None):
-        gan = self.model
-        self.fixed_latent, self.fixed_labels = fixed_sample_inputs(gan)
-        step = current_step(gan)
-        with self.writer.as_default(step=step):
-            hparams_api.hparams(self.hparams)
-            if self.statistics is not None:
-                tf.summary.text("preprocess/statistics", "```\n" + json.dumps(self.statistics, indent=2) + "\n```")
+        step = current_step(self.model)
+        mark_session_start(self.writer, step + 1)
+        if step == 0:
+            with self.writer.as_default(step=0):
+                hparams_api.hparams(self.hparams)
+                if self.statistics is not None:
+                    tf.summary.text("preprocess/statistics", "```\n" + json.dumps(self.statistics, indent=2) + "\n```")
+            self.write_samples(0)
+        self.writer.flush()
         self.next_log = (step // self.log_every + 1) * self.log_every
         self.next_sample = (step // self.sample_every + 1) * self.sample_every
-        if step == 0:
-            self.write_samples(0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.window_start = self.snapshot()
@@ -150,10 +181,10 @@ class TensorBoardMonitor(keras.callbacks.Callback):
         self.writer.flush()
 
     def snapshot(self) -> dict:
-        gan = self.model
-        totals = {name: scalar_value(tracker.total) for name, tracker in gan.trackers.items()}
-        counts = {name: scalar_value(tracker.count) for name, tracker in gan.trackers.items()}
-        return {"step": current_step(gan), "time": time.perf_counter(), "totals": totals, "counts": counts}
+        trackers = metric_trackers(self.model)
+        totals = {name: scalar_value(tracker.total) for name, tracker in trackers.items()}
+        counts = {name: scalar_value(tracker.count) for name, tracker in trackers.items()}
+        return {"step": current_step(self.model), "time": time.perf_counter(), "totals": totals, "counts": counts}
 
     def write_scalars(self, step: int):
         now, before = self.snapshot(), self.window_start
@@ -174,27 +205,88 @@ class TensorBoardMonitor(keras.callbacks.Callback):
         self.log(f"step {step}/{self.total_steps}: {shown}, {images_per_second:.0f} images/s")
 
     def write_samples(self, step: int):
-        gan = self.model
-        fakes = generate(gan, self.fixed_latent, self.fixed_labels)
-        real, real_condition = self.real_batch
-        real_logits = gan.discriminate(real, real_condition, training=False)
-        n = min(len(fakes), real_logits.shape[0])
-        fake_condition = None if self.fixed_labels is None else self.fixed_labels[:n]
-        fake_logits = gan.discriminate(tf.constant(fakes[:n]), fake_condition, training=False)
+        rendering = self.probe.render(self.model)
         with self.writer.as_default(step=step):
-            tf.summary.image("samples", sample_grid(fakes, grid_columns(gan))[np.newaxis])
-            tf.summary.histogram("d_output/real", keras.ops.convert_to_numpy(real_logits))
-            tf.summary.histogram("d_output/fake", keras.ops.convert_to_numpy(fake_logits))
+            for tag, grid in rendering.grids.items():
+                tf.summary.image(tag, grid[np.newaxis])
+            tf.summary.histogram("d_output/real", rendering.real_logits)
+            tf.summary.histogram("d_output/fake", rendering.fake_logits)
+
+
+def mark_session_start(writer, step: int):
+    """Writes a ``SessionLog.START`` event at ``step`` into ``writer``'s event file.
+
+    tf.summary has no call for it; ``ImportEvent`` (what tf.contrib.summary.import_event was)
+    writes a serialized Event through the writer's resource, into the same file and order.
+    """
+    event = event_pb2.Event(step=step, wall_time=time.time(),
+                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+    tf.raw_ops.ImportEvent(writer=writer._resource, event=event.SerializeToString())
 
 
 def window_means(before: dict, now: dict) -> dict[str, float]:
     """Mean of each metric over the steps between two tracker snapshots."""
     means = {}
-    for name in METRIC_NAMES:
-        count = now["counts"][name] - before["counts"][name]
+    for name, count in now["counts"].items():
+        count -= before["counts"][name]
         if count > 0:
             means[name] = (now["totals"][name] - before["totals"][name]) / count
     return means
+
+
+@dataclasses.dataclass
+class Rendering:
+    """What a probe shows of the model now: tag -> uint8 grid, D's logits on real and fake samples."""
+
+    grids: dict[str, np.ndarray]
+    real_logits: np.ndarray
+    fake_logits: np.ndarray
+
+
+class NoiseProbe:
+    """Fixed inputs for GANs that generate from noise: a latent batch (labels cycling 0..C-1 for
+    conditional GANs) rendered as the ``samples`` grid (and, for LAPGAN, every pyramid level's
+    images as ``samples/level_<k>``, coarsest first), and a real batch (``real_condition``: its
+    labels) for D's histograms."""
+
+    def __init__(self, gan, real, real_condition=None):
+        self.latent, self.labels = fixed_sample_inputs(gan)
+        self.columns = grid_columns(gan)
+        self.real, self.real_condition = real, real_condition
+
+    def render(self, gan) -> Rendering:
+        fakes = generate(gan, self.latent, self.labels)
+        grids = {"samples": sample_grid(fakes, self.columns)}
+        if hasattr(gan, "level_images"):
+            for k, images in enumerate(gan.level_images(self.latent)):
+                grids[f"samples/level_{k}"] = sample_grid(to_numpy(images), self.columns)
+        n = min(len(fakes), len(self.real))
+        fake_condition = None if self.labels is None else self.labels[:n]
+        return Rendering(grids, logits(gan, self.real, self.real_condition), logits(gan, fakes[:n], fake_condition))
+
+
+class SuperResolutionProbe:
+    """Fixed (low-res, high-res) pairs for SRGAN: the ``samples`` grid has one row per pair,
+    bicubic upscaling | G's upscaling | the real high-res image; D's histograms are on the real
+    images and G's upscalings."""
+
+    def __init__(self, gan, lowres, highres):
+        self.lowres, self.highres = lowres[:SUPER_RESOLUTION_ROWS], highres[:SUPER_RESOLUTION_ROWS]
+        self.bicubic = to_numpy(bicubic_upscale(self.lowres, gan.scale))
+
+    def render(self, gan) -> Rendering:
+        upscaled = generate(gan, None, self.lowres)
+        rows = np.stack([self.bicubic, upscaled, to_numpy(self.highres)], axis=1)
+        grid = sample_grid(rows.reshape(-1, *upscaled.shape[1:]), columns=3)
+        return Rendering({"samples": grid}, logits(gan, self.highres), logits(gan, upscaled))
+
+
+def logits(gan, samples, condition=None) -> np.ndarray:
+    return to_numpy(gan.discriminate(tf.convert_to_tensor(samples), condition, training=False))
+
+
+def to_numpy(tensor) -> np.ndarray:
+    return keras.ops.convert_to_numpy(tensor).astype("float32")
 
 
 def grid_columns(gan) -> int:
@@ -213,8 +305,8 @@ def fixed_sample_inputs(gan):
     return latent, labels
 
 
-def generate(gan, latent, labels=None) -> np.ndarray:
-    return keras.ops.convert_to_numpy(gan.generate(latent, labels, training=False)).astype("float32")
+def generate(gan, latent, condition=None) -> np.ndarray:
+    return to_numpy(gan.generate(latent, condition, training=False))
 
 
 def sample_grid(samples: np.ndarray, columns: int = 8) -> np.ndarray:

@@ -6,13 +6,18 @@ The artifact (``outputs["model"].uri``)::
     checkpoints/     tf.train.CheckpointManager over GAN.checkpoint(): both networks, both
                      optimizers, EMA weights, the step counter (the noise is a function of it)
     logs/train/      TensorBoard (see monitoring.TensorBoardMonitor)
-    samples.png      8 x 8 grid of final samples from the fixed monitoring noise
+    samples.png      the final ``samples`` grid: 8 x 8 samples from the fixed monitoring noise
+                     (SRGAN: rows of bicubic | SRGAN | real for 8 fixed eval images)
     model.json       what Evaluate/Export/the CLI need to use the model
 
 Resumable: the runner keeps the staging directory of a killed attempt, and a re-run restores the
 latest checkpoint and trains on to the same total number of steps. The data order is the reader's
 seeded order with the consumed batches skipped, so an interrupted run ends with the weights of an
 uninterrupted one.
+
+Every family of the ``ganmodels`` registry trains here, built by ``ganmodels.build_gan``: noise
+GANs (mlp, dcgan, lapgan) read images, ``cgan`` reads ``(images, labels)`` and ``srgan`` reads
+``(lowres, highres)`` pairs (Preprocess's ``lowres_factor``).
 """
 from __future__ import annotations
 
@@ -28,8 +33,7 @@ import tensorflow as tf
 
 from ganpipe import ganmodels
 from ganpipe.components import monitoring
-from ganpipe.ganmodels.conditional import ConditionalGAN
-from ganpipe.ganmodels.lapgan import LAPGAN
+from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
 
 # Generator updates when neither steps nor epochs is set: the default digits run (DCGAN width 32,
@@ -38,11 +42,16 @@ DEFAULT_STEPS = 1500
 LOSSES = ("non_saturating", "minimax", "wasserstein", "hinge", "least_squares")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
+GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
+                  "g_l2", "ema_decay", "reuse_fakes", "seed")
 
 PARAMETERS = (
     Parameter("family", str, "dcgan", "model family from the ganmodels registry (mlp, dcgan, cgan, ...)"),
     Parameter("latent_dim", int, 64, "size of the generator's noise vector z", min=1),
-    Parameter("network", dict, {"width": 32}, "options of the family's builder, e.g. {width: 32} for dcgan"),
+    Parameter("network", dict, {"width": 32},
+              "options of the family's builder, e.g. {width: 32} for dcgan (srgan: also adversarial_weight, "
+              "pixel_weight, feature_weight, vgg_weights, vgg_layer, pretrain_steps)"),
     Parameter("steps", int, None, f"generator updates; wins over epochs; {DEFAULT_STEPS} if both are empty",
               min=1, nullable=True),
     Parameter("epochs", (int, float), None, "passes over the train split, used when steps is empty",
@@ -54,9 +63,11 @@ PARAMETERS = (
     Parameter("g_beta_1", float, 0.5, "Adam beta_1 of the generator", min=0.0, max=1.0),
     Parameter("d_beta_2", float, 0.999, "Adam beta_2 of the discriminator", min=0.0, max=1.0),
     Parameter("g_beta_2", float, 0.999, "Adam beta_2 of the generator", min=0.0, max=1.0),
-    Parameter("d_steps", int, 1, "discriminator updates per generator update", min=1, max=100),
+    Parameter("d_steps", int, None, "discriminator updates per generator update; empty = the loss's default "
+              "(5 for wasserstein, else 1)", min=1, max=100, nullable=True),
     Parameter("loss", str, "non_saturating", "GAN loss", choices=LOSSES),
-    Parameter("gradient_penalty", float, 0.0, "WGAN-GP penalty weight (0 = off)", min=0.0),
+    Parameter("gradient_penalty", float, None, "WGAN-GP penalty weight (0 = off); empty = the loss's default "
+              "(10 for wasserstein, else 0)", min=0.0, nullable=True),
     Parameter("label_flip", float, 0.0, "probability of flipping a real label in D's step", min=0.0, max=1.0),
     Parameter("label_smoothing", float, 0.0, "one-sided smoothing: real target 1 - this", min=0.0, max=0.5),
     Parameter("d_l1", float, 0.0, "L1 weight penalty on the discriminator's kernels", min=0.0),
@@ -115,22 +126,25 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
         with strategy.scope():
             gan = build_gan(schema, params)
             gan.build_optimizers()
+        params = {**params, "d_steps": gan.d_steps, "gradient_penalty": gan.gradient_penalty}  # defaults resolved
         manager = tf.train.CheckpointManager(gan.checkpoint(), os.path.join(work_dir, "checkpoints"),
                                              max_to_keep=params["keep_checkpoints"])
         if manager.latest_checkpoint:
             gan.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
             log(f"resumed from {manager.latest_checkpoint} at step {monitoring.current_step(gan)}")
         total_steps = resolve_steps(params, schema)
-        seconds, final_metrics = fit(gan, manager, examples_uri, schema, work_dir, params, total_steps, statistics, log)
+        probe = sample_probe(gan, examples_uri, schema)
+        seconds, final_metrics = fit(gan, manager, probe, examples_uri, schema, work_dir, params, total_steps,
+                                     statistics, log)
         if not writes_here:
             return {}
-        return write_model(gan, schema, output_dir, params, seconds, final_metrics, log)
+        return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
     finally:
         if not writes_here:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def fit(gan, manager, examples_uri, schema, work_dir, params, total_steps, statistics, log):
+def fit(gan, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log):
     """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
     metrics' means over the last logging window."""
     done = monitoring.current_step(gan)
@@ -139,9 +153,8 @@ def fit(gan, manager, examples_uri, schema, work_dir, params, total_steps, stati
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "train"))
     monitor = monitoring.TensorBoardMonitor(
         writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
-        images_per_step=images_per_step, real_batch=fixed_real_batch(gan, examples_uri, schema),
-        hparams=hparams_record(params), statistics=statistics, log=log)
-    callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard)]
+        images_per_step=images_per_step, probe=probe, hparams=hparams_record(params), statistics=statistics, log=log)
+    callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer)]
     started = time.perf_counter()
     with contextlib.closing(writer):
         if done < total_steps:
@@ -192,51 +205,24 @@ def is_chief(strategy) -> bool:
 
 
 def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
-    """Networks from the registry under the requested dtype policy, then the compiled GAN."""
+    """The family's GAN from ``ganmodels.build_gan`` under the requested dtype policy, compiled."""
+    network = dict(params["network"])
+    for key in network:
+        if key in ("l1", "l2"):
+            raise ValueError(f"train.network.{key}: set train.d_{key} / train.g_{key} instead")
+        if key in GAN_PARAMETERS:
+            raise ValueError(f"train.network.{key}: set train.{key} instead")
     keras.utils.set_random_seed(params["seed"])
-    sizes = dict(params["network"])
-    generator, discriminator = build_networks_pair(schema, params, sizes)
-    gan_class, extra = gan_class_for(params["family"], schema)
-    gan = gan_class(
-        generator, discriminator, params["latent_dim"], **extra, loss=params["loss"], d_steps=params["d_steps"],
-        label_flip=params["label_flip"], label_smoothing=params["label_smoothing"],
-        gradient_penalty=params["gradient_penalty"], ema_decay=params["ema_decay"],
-        reuse_fakes=params["reuse_fakes"], seed=params["seed"])
+    with dtype_policy(params["precision"]):
+        gan = ganmodels.build_gan(
+            params["family"], schema["shape"], latent_dim=params["latent_dim"],
+            num_classes=schema.get("num_classes", 0), lowres_shape=schema.get("lowres_shape"), **network,
+            **{name: params[name] for name in GAN_PARAMETERS})
     gan.compile(
         d_optimizer=ganmodels.default_optimizer(params["d_learning_rate"], params["d_beta_1"], params["d_beta_2"]),
         g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
         jit_compile=params["jit_compile"], steps_per_execution=params["steps_per_execution"])
     return gan
-
-
-def gan_class_for(family: str, schema: dict):
-    """The GAN model class a family trains with, and its extra constructor arguments."""
-    if family == "cgan":
-        return ConditionalGAN, {"num_classes": schema.get("num_classes", 0)}
-    if family == "lapgan":
-        return LAPGAN, {}
-    if family == "srgan":
-        raise ValueError("train.family: srgan (low-resolution inputs, no noise) is not supported by Train yet")
-    return ganmodels.GAN, {}
-
-
-def build_networks_pair(schema: dict, params: dict, sizes: dict):
-    """G with the generator's L1/L2, D with the discriminator's: two registry builds when they
-    differ, since a family builder takes one ``l1``/``l2`` pair (same seed: same initial weights)."""
-    for key in ("l1", "l2"):
-        if key in sizes:
-            raise ValueError(f"train.network.{key}: set train.d_{key} / train.g_{key} instead")
-    with dtype_policy(params["precision"]):
-        def build(l1, l2):
-            keras.utils.set_random_seed(params["seed"])
-            regularization = {key: value for key, value in (("l1", l1), ("l2", l2)) if value}
-            return ganmodels.build_networks(params["family"], schema["shape"], latent_dim=params["latent_dim"],
-                                            num_classes=schema.get("num_classes", 0), **sizes, **regularization)
-
-        generator, discriminator = build(params["g_l1"], params["g_l2"])
-        if (params["d_l1"], params["d_l2"]) != (params["g_l1"], params["g_l2"]):
-            _, discriminator = build(params["d_l1"], params["d_l2"])
-    return generator, discriminator
 
 
 @contextlib.contextmanager
@@ -250,6 +236,7 @@ def dtype_policy(name: str):
 
 
 def resolve_steps(params: dict, schema: dict) -> int:
+    """Total generator steps; ``params["d_steps"]`` must be resolved (train_model takes the model's)."""
     if params["steps"] is not None:
         return params["steps"]
     if params["epochs"] is None:
@@ -270,19 +257,26 @@ def training_dataset(gan, examples_uri: str, schema: dict, params: dict, skip_ba
     from ganpipe.components.reader import make_dataset
 
     dataset = make_dataset(examples_uri, schema, split="train", batch_size=params["batch_size"] * params["d_steps"],
-                           shuffle=True, seed=params["seed"], repeat=True, with_labels=is_conditional(gan))
+                           shuffle=True, seed=params["seed"], repeat=True, with_labels=is_conditional(gan),
+                           with_lowres=isinstance(gan, SRGAN))
     return dataset.skip(skip_batches)
 
 
-def fixed_real_batch(gan, examples_uri: str, schema: dict):
-    """The first train examples, in file order: D's outputs on them are the 'real' histogram."""
+def sample_probe(gan, examples_uri: str, schema: dict):
+    """The monitor's fixed inputs. Noise GANs: the first train examples in file order (D's 'real'
+    histogram). SRGAN: the first eval pairs (train pairs if there is no eval split)."""
     from ganpipe.components.reader import make_dataset
 
+    if isinstance(gan, SRGAN):
+        split = "eval" if schema["counts"].get("eval") else "train"
+        pairs = make_dataset(examples_uri, schema, split=split, batch_size=monitoring.SUPER_RESOLUTION_ROWS,
+                             shuffle=False, drop_remainder=False, cache=False, with_lowres=True)
+        return monitoring.SuperResolutionProbe(gan, *next(iter(pairs)))
     conditional = is_conditional(gan)
-    dataset = make_dataset(examples_uri, schema, split="train", batch_size=monitoring.SAMPLE_GRID_SIZE,
+    batches = make_dataset(examples_uri, schema, split="train", batch_size=monitoring.SAMPLE_GRID_SIZE,
                            shuffle=False, drop_remainder=False, cache=False, with_labels=conditional)
-    batch = next(iter(dataset))
-    return (batch[0], batch[1]) if conditional else (batch, None)
+    batch = next(iter(batches))
+    return monitoring.NoiseProbe(gan, *batch) if conditional else monitoring.NoiseProbe(gan, batch)
 
 
 def gan_name(params: dict) -> str:
@@ -294,18 +288,17 @@ def hparams_record(params: dict) -> dict:
     return {name: value if isinstance(value, (bool, int, float, str)) else str(value) for name, value in params.items()}
 
 
-def write_model(gan, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict, log) -> dict:
+def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,
+                log) -> dict:
     """Final networks, the sample grid and model.json."""
     gan.generator.save(os.path.join(output_dir, "generator.keras"))
     gan.discriminator.save(os.path.join(output_dir, "discriminator.keras"))
     if params["ema_decay"] is not None:
         gan.ema_generator().save(os.path.join(output_dir, "generator_ema.keras"))
-    latent, labels = monitoring.fixed_sample_inputs(gan)
-    samples = monitoring.generate(gan, latent, labels)
-    grid = monitoring.write_png(monitoring.sample_grid(samples, monitoring.grid_columns(gan)), os.path.join(output_dir, "samples.png"))
+    grid = monitoring.write_png(probe.render(gan).grids["samples"], os.path.join(output_dir, "samples.png"))
     info = {
         "family": params["family"],
-        "latent_dim": params["latent_dim"],
+        "latent_dim": None if isinstance(gan, SRGAN) else params["latent_dim"],  # SRGAN has no noise
         "num_classes": int(getattr(gan, "num_classes", 0)),
         "data_kind": schema["kind"],
         "data_shape": list(schema["shape"]),
@@ -313,6 +306,8 @@ def write_model(gan, schema: dict, output_dir: str, params: dict, seconds: float
         "normalization": schema.get("normalization") if schema["kind"] == "vector" else None,
         "steps": monitoring.current_step(gan),
         "final_metrics": final_metrics,
+        "loss": params["loss"],
+        "d_steps": params["d_steps"],
         "precision": params["precision"],
         "seed": params["seed"],
         "ema": params["ema_decay"] is not None,

@@ -36,6 +36,9 @@ def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=Non
     family's network sizes (see its builder's docstring); an unknown name is an error naming the
     allowed ones. A ``None`` value means "the default", so a caller can pass unset config keys:
     with ``loss="wasserstein"`` the defaults become ``d_steps=5`` and ``gradient_penalty=10``.
+
+    Weight penalties: ``l1`` / ``l2`` apply to both networks; ``d_l1``, ``d_l2``, ``g_l1``,
+    ``g_l2`` to one each. The initial weights do not depend on the penalties.
     """
     options = {name: value for name, value in options.items() if value is not None}
     if options.get("loss") == "wasserstein":
@@ -44,7 +47,13 @@ def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=Non
     model_options = {name: options.pop(name) for name in model_keys if name in options}
     if family == "srgan":
         options["scale"] = _srgan_scale(data_shape, lowres_shape, options.get("scale"))
-    generator, discriminator = build_networks(family, data_shape, latent_dim, num_classes, **options)
+    g_penalties, d_penalties = _network_penalties(options)
+    generator, discriminator = build_networks(family, data_shape, latent_dim, num_classes, **options, **g_penalties)
+    if d_penalties != g_penalties:
+        # A second build for D's penalties; D then takes the first build's initial weights.
+        _, penalised = build_networks(family, data_shape, latent_dim, num_classes, **options, **d_penalties)
+        penalised.set_weights(discriminator.get_weights())
+        discriminator = penalised
     if family == "cgan":
         return ConditionalGAN(generator, discriminator, latent_dim, num_classes, **model_options)
     if family == "lapgan":
@@ -52,6 +61,21 @@ def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=Non
     if family == "srgan":
         return SRGAN(generator, discriminator, **model_options)
     return GAN(generator, discriminator, latent_dim, **model_options)
+
+
+def _network_penalties(options):
+    """Pops the penalty options; returns G's and D's ``{l1, l2}`` builder arguments (zeros left out)."""
+    shared = {key: options.pop(key) for key in ("l1", "l2") if key in options}
+    per_network = {key: options.pop(key) for key in ("d_l1", "d_l2", "g_l1", "g_l2") if key in options}
+    if any(shared.values()) and any(per_network.values()):
+        raise ValueError(f"weight penalties: give either {'/'.join(shared)} (both networks) or "
+                         f"{'/'.join(per_network)} (one network each), not both")
+
+    def penalties(network):
+        chosen = {key: per_network.get(f"{network}_{key}", shared.get(key, 0.0)) for key in ("l1", "l2")}
+        return {key: value for key, value in chosen.items() if value}
+
+    return penalties("g"), penalties("d")
 
 
 def _srgan_scale(data_shape, lowres_shape, given):

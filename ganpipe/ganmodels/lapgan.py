@@ -10,6 +10,8 @@ band-pass residual h_k = I_k - up(I_{k-1}) (bilinear x2), so I_k = up(I_{k-1}) +
 Training (like the paper) conditions every level on the *real* pyramid, so the levels are
 independent games; ``LAPGAN.train_step`` plays all of them jointly, one ``GAN.train_step`` per
 level (each with its own optimizers, noise stream, d_steps, loss), in one step of one Keras model.
+Its metrics (``trackers``: d_loss, g_loss, ...) are the levels' values averaged step by step;
+each level's own running means are in the logs as ``level_<k>_<name>``.
 
 Sampling runs coarse to fine: I_0 = G_0(z_0), I_k = clip(up(I_{k-1}) + G_k([z_k, up(I_{k-1})])).
 That chain is ONE Keras model, ``latent`` [N, latent_dim] -> image in [-1, 1], where the latent
@@ -112,7 +114,19 @@ def latent_split(latent_dim, levels):
     return [latent_dim - share * (levels - 1)] + [share] * (levels - 1)
 
 
-class ResidualLevelGAN(GAN):
+# Prefix of the raw (this step's) values a level's train_step adds to its running means.
+STEP_VALUE = "step_value/"
+
+
+class CoarseLevelGAN(GAN):
+    """Level 0's game (a plain GAN) whose logs also carry this step's raw values, so LAPGAN can
+    average the levels step by step into its own trackers."""
+
+    def record(self, stats):
+        return {**super().record(stats), **{STEP_VALUE + name: stats[name] for name in METRIC_NAMES}}
+
+
+class ResidualLevelGAN(CoarseLevelGAN):
     """One finer level's game: batches are ``(residual, coarse)``, both networks see ``coarse``."""
 
     def unpack(self, data):
@@ -148,7 +162,7 @@ class LAPGAN(GAN):
         for k in range(self.levels):
             level_g = generator.get_layer(f"level_{k}_generator")
             level_d = discriminator.get_layer(f"level_{k}_discriminator")
-            level_class = GAN if k == 0 else ResidualLevelGAN
+            level_class = CoarseLevelGAN if k == 0 else ResidualLevelGAN
             noise = level_g.inputs[0].shape[-1]
             self.level_gans.append(level_class(level_g, level_d, noise, seed=seed + 7919 * k,
                                                name=f"level_{k}", **level_options))
@@ -165,19 +179,21 @@ class LAPGAN(GAN):
 
     @property
     def metrics(self):
-        return [tracker for level in self.level_gans for tracker in level.metrics]
+        return [*self.trackers.values(), *(tracker for level in self.level_gans for tracker in level.metrics)]
 
     def train_step(self, data):
+        """Every level's step; ``trackers`` (the logs' ``d_loss``, ...) average the levels' values."""
         images, _ = GAN.unpack(self, data)  # labels, if any, are not used
         level_logs = [level.train_step(batch)
                       for level, batch in zip(self.level_gans, laplacian_pyramid(images, self.levels))]
         if self.ema_weights:
             self.update_ema()
         self.step.assign_add(1)
-        logs = {name: ops.mean(ops.stack([ops.cast(log[name], "float32") for log in level_logs]))
-                for name in METRIC_NAMES}
+        logs = self.record({name: ops.mean(ops.stack([ops.cast(log[STEP_VALUE + name], "float32")
+                                                      for log in level_logs]))
+                            for name in METRIC_NAMES})
         for k, log in enumerate(level_logs):
-            logs.update({f"level_{k}_{name}": value for name, value in log.items()})
+            logs.update({f"level_{k}_{name}": log[name] for name in METRIC_NAMES})
         return logs
 
     def level_images(self, z, generator=None):
