@@ -80,10 +80,11 @@ def forward_flops(model) -> float:
 
 
 def step_flops_per_image(generator, discriminator, reuse_fakes: bool) -> float:
-    """Backward ~ 2x forward. Alternating: D step = G fwd + D fwd/bwd on real and fake; G step =
-    G fwd/bwd + D fwd/bwd. reuse_fakes drops one G and one D forward."""
+    """Backward = 2x forward where weight gradients are needed, 1x where only input gradients are.
+    Alternating: D step = G fwd + D fwd/bwd on real and fake (1 + 2 + 4); G step = G fwd/bwd +
+    D fwd + D input-gradient pass (3 + 2). reuse_fakes: one G fwd/bwd, one D fwd/bwd (3 + 6)."""
     g, d = forward_flops(generator), forward_flops(discriminator)
-    return (3 * g + 8 * d) if reuse_fakes else (4 * g + 9 * d)
+    return (3 * g + 6 * d) if reuse_fakes else (4 * g + 8 * d)
 
 
 def matmul_gflops(n=2048, repeats=20) -> float:
