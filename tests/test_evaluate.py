@@ -69,7 +69,7 @@ def feature_space(digits, tmp_path_factory):
     root, _ = digits
     out = Artifact("FeatureModel", str(tmp_path_factory.mktemp("classifier")))
     params = classifier.COMPONENT.resolve_parameters({"epochs": 4})
-    classifier.COMPONENT.executor({"examples": Artifact("Examples", root), "schema": Artifact("Schema", root)},
+    classifier.COMPONENT.execute({"examples": Artifact("Examples", root), "schema": Artifact("Schema", root)},
                                   {"classifier": out}, params, ExecutionContext("p", "Classifier", 1, log=print))
     return out
 
@@ -110,7 +110,7 @@ def run_evaluate(model, digits, feature_space, tmp_path_factory, earlier=(), **p
     inputs = {"model": model, "examples": Artifact("Examples", root), "schema": Artifact("Schema", root),
               "classifier": feature_space}
     context = ExecutionContext("p", "Evaluate", 2, log=print, find_artifacts=lambda kind: list(earlier))
-    evaluate.COMPONENT.executor(inputs, outputs, evaluate.COMPONENT.resolve_parameters({**EVAL_PARAMS, **params}),
+    evaluate.COMPONENT.execute(inputs, outputs, evaluate.COMPONENT.resolve_parameters({**EVAL_PARAMS, **params}),
                                 context)
     return outputs["evaluation"], outputs["blessing"]
 

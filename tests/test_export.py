@@ -78,7 +78,7 @@ def run_export(model_dir, schema, tmp_path_factory, blessing=BLESSING, **params)
               "blessing": json_artifact("Blessing", tmp_path_factory.mktemp("blessing"), "blessing.json", blessing)}
     inputs["blessing"].id = 12
     outputs = {"pushed_model": Artifact("PushedModel", str(tmp_path_factory.mktemp("pushed")))}
-    export.COMPONENT.executor(inputs, outputs, export.COMPONENT.resolve_parameters(params),
+    export.COMPONENT.execute(inputs, outputs, export.COMPONENT.resolve_parameters(params),
                               ExecutionContext("digits", "Export", 13, log=print))
     return outputs["pushed_model"]
 

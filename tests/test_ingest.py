@@ -327,7 +327,7 @@ def test_component_executor_and_parameters(tmp_path):
     lines = []
     context = ExecutionContext("test", "Ingest", 1, beam_args=["--runner=DirectRunner"], log=lines.append)
 
-    ingest.COMPONENT.executor({}, {"examples": examples}, params, context)
+    ingest.COMPONENT.execute({}, {"examples": examples}, params, context)
 
     assert examples.properties["kind"] == "vector"
     assert examples.properties["train_count"] + examples.properties["eval_count"] == 10

@@ -263,7 +263,7 @@ def test_component_executor_writes_each_output_to_its_own_directory(csv_examples
     params = preprocess.COMPONENT.resolve_parameters({"max_rejected_fraction": 0.5})
     context = ExecutionContext("test", "Preprocess", 2, beam_args=[], log=lambda line: None)
 
-    preprocess.COMPONENT.executor({"examples": Artifact("Examples", examples)}, outputs, params, context)
+    preprocess.COMPONENT.execute({"examples": Artifact("Examples", examples)}, outputs, params, context)
 
     assert os.path.exists(outputs["schema"].path("schema.json"))
     assert os.path.exists(outputs["statistics"].path("statistics.json"))

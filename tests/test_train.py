@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, train
+from ganpipe.components import monitoring, specs, train
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels.srgan import bicubic_upscale
@@ -106,7 +106,7 @@ def trained(digits, tmp_path_factory):
         **TINY_DCGAN, "steps": 30, "log_every": 10, "sample_every": 15, "checkpoint_every": 10,
         "keep_checkpoints": 2, "ema_decay": 0.9})
     messages = []
-    train.COMPONENT.executor(inputs, outputs, params, ExecutionContext("p", "Train", 1, log=messages.append))
+    train.COMPONENT.execute(inputs, outputs, params, ExecutionContext("p", "Train", 1, log=messages.append))
     return outputs["model"], messages
 
 
@@ -301,7 +301,7 @@ def test_bad_options_name_the_key(digits, tmp_path):
 def test_steps_win_over_epochs_and_epochs_count_global_batches():
     schema = {"counts": {"train": 1000}}
     resolve = lambda **given: train.resolve_steps(train.COMPONENT.resolve_parameters(given), schema)  # noqa: E731
-    assert resolve() == train.DEFAULT_STEPS
+    assert resolve() == specs.DEFAULT_STEPS
     assert resolve(epochs=2, batch_size=100, d_steps=2) == 10
     assert resolve(epochs=2, steps=7) == 7
 

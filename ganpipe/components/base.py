@@ -8,6 +8,7 @@ fingerprints and publishes them atomically. Components never import ``ganpipe.pi
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from typing import Any, Callable
@@ -101,18 +102,30 @@ Executor = Callable[[dict[str, Artifact], dict[str, Artifact], dict[str, Any], E
 
 @dataclasses.dataclass(frozen=True)
 class Component:
-    """A pipeline step: ``inputs`` / ``outputs`` map names to artifact types."""
+    """A pipeline step: ``inputs`` / ``outputs`` map names to artifact types.
+
+    ``executor`` is a function or its ``"module:function"`` name; the name is imported only when
+    the step runs, so a spec can be read without importing TensorFlow or Beam.
+    """
 
     name: str
     inputs: dict[str, str]
     outputs: dict[str, str]
     parameters: tuple[Parameter, ...]
-    executor: Executor
+    executor: Executor | str
     optional_inputs: tuple[str, ...] = ()
     description: str = ""
     # A resumable executor (Train) finds its previous attempt's files in the staging directory and
     # continues from them; for the others the runner empties the staging directory first.
     resumable: bool = False
+
+    def execute(self, inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict[str, Any],
+                ctx: ExecutionContext) -> None:
+        executor = self.executor
+        if isinstance(executor, str):
+            module, _, function = executor.partition(":")
+            executor = getattr(importlib.import_module(module), function)
+        executor(inputs, outputs, params, ctx)
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.parameters}

@@ -30,7 +30,8 @@ import os
 import keras
 from keras import layers
 
-from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components import specs
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.reader import make_dataset
 
 MODEL_FILE, INFO_FILE = "classifier.keras", "classifier.json"
@@ -38,18 +39,6 @@ FEATURE_LAYER, PROBABILITIES_LAYER = "features", "probabilities"
 INCEPTION_SIZE = 299
 MAX_PIXEL_SIDE = 16  # pixel feature space: pool larger images down to this side
 
-PARAMETERS = (
-    Parameter("epochs", int, 10, "passes over the train split", min=1),
-    Parameter("batch_size", int, 64, "examples per step", min=1),
-    Parameter("learning_rate", float, 1e-3, "Adam learning rate", min=0.0),
-    Parameter("width", int, 32, "filters of the first conv block (doubling per block)", min=1),
-    Parameter("feature_dim", int, 128, "size of the penultimate layer: the feature space", min=2),
-    Parameter("dropout", float, 0.3, "dropout after the feature layer, in training only", min=0.0, max=0.9),
-    Parameter("seed", int, 0, "seeds weights and data order"),
-    Parameter("inception_weights", str, None,
-              "path to Keras InceptionV3 weights (.h5, with or without top): use Inception features (FID) "
-              "instead of a trained classifier; never downloaded", nullable=True),
-)
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -59,14 +48,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
         feature_space=info["feature_space"], feature_dim=info["feature_dim"], eval_accuracy=info["eval_accuracy"])
 
 
-COMPONENT = Component(
-    name="Classifier",
-    inputs={"examples": "Examples", "schema": "Schema"},
-    outputs={"classifier": "FeatureModel"},
-    parameters=PARAMETERS,
-    executor=run,
-    description="Trains the domain classifier whose features the GAN metrics use (or loads InceptionV3).",
-)
+COMPONENT = specs.CLASSIFIER
 
 
 def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log=print, **params) -> dict:

@@ -53,13 +53,13 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
-from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components import specs
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.reader import make_dataset
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
 from ganpipe.ganmodels import metrics
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
-MIN_SAMPLES = 10
 SAMPLE_NOISE_SEED = 0x5EED_0E7A  # the noise of the fakes, offset from training's draws
 GRID_COLUMNS, GRID_MAX_CLASSES = 8, 16
 # (parameter, metric, kind): kind "below"/"above" compares with the limit, "within" |value - 0.5|.
@@ -74,28 +74,6 @@ THRESHOLDS = (
 )
 FRECHET_NAMES = {"classifier": "fcd", "inception": "fid", "pixels": "fd", "raw": "fd"}
 
-PARAMETERS = (
-    Parameter("num_samples", int, 2000, "samples per set; capped at the eval split size so the "
-              "real-vs-real baseline uses as many", min=MIN_SAMPLES),
-    Parameter("batch_size", int, 256, "examples per generator / classifier call", min=1),
-    Parameter("seed", int, 0, "seeds the noise and the choice of real examples"),
-    Parameter("use_ema", bool, True, "evaluate generator_ema.keras when the model has one"),
-    Parameter("main_metric", str, "auto", "the metric compared with the last blessed model; auto: the "
-              "Fréchet distance (fcd, fid or fd), psnr for srgan"),
-    Parameter("fcd_below", float, None, "bless only if the Fréchet distance (fcd/fid/fd) is below this",
-              nullable=True),
-    Parameter("kid_below", float, None, "bless only if the kernel distance is below this", nullable=True),
-    Parameter("precision_above", float, None, "bless only if precision is above this", nullable=True),
-    Parameter("recall_above", float, None, "bless only if recall is above this", nullable=True),
-    Parameter("coverage_above", float, None, "bless only if coverage is above this", nullable=True),
-    Parameter("psnr_above", float, None, "srgan: bless only if PSNR (dB) is above this", nullable=True),
-    Parameter("d_accuracy_within", float, None, "bless only if |held-out D accuracy - 0.5| is at most this",
-              min=0.0, max=0.5, nullable=True),
-    Parameter("no_worse_than_last", bool, True, "bless only if the main metric is no worse than the last "
-              "blessed model's of this pipeline (measured in the same feature space with as many samples)"),
-    Parameter("regression_tolerance", float, 0.1, "no_worse_than_last: allowed relative regression "
-              "(0.1 = 10% of the last value), for sampling noise", min=0.0),
-)
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -113,14 +91,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     ctx.log(("BLESSED: " if blessing["blessed"] else "NOT BLESSED: ") + "; ".join(blessing["reasons"]))
 
 
-COMPONENT = Component(
-    name="Evaluate",
-    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel"},
-    outputs={"evaluation": "Evaluation", "blessing": "Blessing"},
-    parameters=PARAMETERS,
-    executor=run,
-    description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
-)
+COMPONENT = specs.EVALUATE
 BLESSING_PROPERTIES = ("blessed", "main_metric", "main_metric_value", "feature_space_id", "num_samples")
 
 
@@ -199,8 +170,8 @@ def feature_space_id(feature_model: keras.Model, feature_space: str) -> str:
 def sample_count(schema: dict, num_samples: int) -> int:
     counts = schema.get("counts", {})
     n = min(num_samples, counts.get("train", 0), counts.get("eval", 0))
-    if n < MIN_SAMPLES:
-        raise ComponentError(f"evaluate: needs at least {MIN_SAMPLES} train and eval examples, the schema counts "
+    if n < specs.MIN_SAMPLES:
+        raise ComponentError(f"evaluate: needs at least {specs.MIN_SAMPLES} train and eval examples, the schema counts "
                              f"{counts} (preprocess: keep a larger eval split)")
     return n
 

@@ -38,19 +38,13 @@ import keras
 import tensorflow as tf
 
 import ganpipe
-from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components import specs
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.evaluate import load_generator
 
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
 
-PARAMETERS = (
-    Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True),
-    Parameter("export_base", str, None, "TF Serving base directory; empty = <pipeline root>/serving, "
-              "a relative path is resolved against the pipeline root", nullable=True),
-    Parameter("force", bool, False, "export even if the model was not blessed"),
-    Parameter("use_ema", bool, True, "export generator_ema.keras when the model has one"),
-)
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -67,14 +61,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
         model_name=result["model_name"], reason=result["reason"])
 
 
-COMPONENT = Component(
-    name="Export",
-    inputs={"model": "Model", "blessing": "Blessing", "schema": "Schema"},
-    outputs={"pushed_model": "PushedModel"},
-    parameters=PARAMETERS,
-    executor=run,
-    description="Writes the blessed generator as a versioned SavedModel with serving signatures.",
-)
+COMPONENT = specs.EXPORT
 
 
 def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",

@@ -27,7 +27,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ganpipe.components import sources
-from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components import specs
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 
 SPLITS = ("train", "eval")
 METADATA_FILE = "metadata.json"
@@ -360,30 +361,6 @@ def load_metadata(examples_dir: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ component
-PARAMETERS = (
-    Parameter("source", str, "digits",
-              "digits | photos | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
-    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
-              min=0.0, max=0.9),
-    Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
-              min=0, max=10000),
-    Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
-              nullable=True),
-    Parameter("tfds_download", bool, False, "let tfds download and prepare the data set"),
-    Parameter("tfds_split", str, "train", "tfds split to read, e.g. train or train[:10%]"),
-    Parameter("image_feature", str, "image",
-              "tfds/tfrecord feature holding the image (bytes) or vector (float/int list)"),
-    Parameter("label_feature", str, "label", "tfds/tfrecord label feature; empty: no labels",
-              nullable=True),
-    Parameter("label_column", str, None, "csv column / npz array holding labels", nullable=True),
-    Parameter("features_key", str, "x", "npz array holding the data"),
-    Parameter("label_names", list, None,
-              "fixed label vocabulary; other labels are rejected (default: from the source)",
-              nullable=True),
-    Parameter("csv_delimiter", str, ",", "csv field delimiter"),
-    Parameter("patch_size", int, 64, "photos: side of the square patches in pixels", min=4),
-    Parameter("patch_stride", int, 32, "photos: step between patches (< patch_size: overlapping)", min=1),
-)
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -397,11 +374,4 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     )
 
 
-COMPONENT = Component(
-    name="Ingest",
-    inputs={},
-    outputs={"examples": "Examples"},
-    parameters=PARAMETERS,
-    executor=run,
-    description="Reads a source into raw tf.Example TFRecord shards, split train/eval by key hash.",
-)
+COMPONENT = specs.INGEST

@@ -24,7 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, UnidentifiedImageError
 
 from ganpipe.components import ingest, sources
-from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components import specs
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.sources import example_pb2
 
 SPLITS = ingest.SPLITS
@@ -454,18 +455,6 @@ def write_statistics_summary(statistics: dict, logdir: str) -> None:
 
 
 # ------------------------------------------------------------------------------ component
-PARAMETERS = (
-    Parameter("image_size", int, 32, "square output size in pixels (digits 8x8 are upsampled)",
-              min=4, max=4096),
-    Parameter("channels", int, 1, "1 = grayscale, 3 = RGB", choices=(1, 3)),
-    Parameter("resize_method", str, "bilinear", "resampling filter", choices=tuple(RESIZE_METHODS)),
-    Parameter("center_crop", bool, False, "crop the central square before resizing (else stretch)"),
-    Parameter("lowres_factor", int, 0, "also store an image_lowres copy this many times smaller "
-              "(bicubic), for super-resolution; 0 = off", choices=(0, 2, 4, 8)),
-    Parameter("max_rejected_fraction", float, 0.01, "fail when more records than this are bad",
-              min=0.0, max=1.0),
-    Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses", min=0, max=10000),
-)
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -488,11 +477,4 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     outputs["statistics"].properties.update(records=records)
 
 
-COMPONENT = Component(
-    name="Preprocess",
-    inputs={"examples": "Examples"},
-    outputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
-    parameters=PARAMETERS,
-    executor=run,
-    description="Decodes, validates and normalises examples; writes schema and statistics.",
-)
+COMPONENT = specs.PREPROCESS

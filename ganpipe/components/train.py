@@ -34,59 +34,12 @@ import tensorflow as tf
 from ganpipe import ganmodels
 from ganpipe.components import monitoring
 from ganpipe.ganmodels.srgan import SRGAN
-from ganpipe.components.base import Artifact, Component, ComponentError, ExecutionContext, Parameter
+from ganpipe.components import specs
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 
-# Generator updates when neither steps nor epochs is set: the default digits run (DCGAN width 32,
-# 32x32x1, batch 64) draws recognisable digits by then, in ~200 s on 2 busy CPU cores.
-DEFAULT_STEPS = 1500
-LOSSES = ("non_saturating", "minimax", "wasserstein", "hinge", "least_squares")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 # Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
 GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
                   "g_l2", "ema_decay", "reuse_fakes", "seed")
-
-PARAMETERS = (
-    Parameter("family", str, "dcgan", "model family from the ganmodels registry (mlp, dcgan, cgan, ...)"),
-    Parameter("latent_dim", int, 64, "size of the generator's noise vector z", min=1),
-    Parameter("network", dict, {"width": 32},
-              "options of the family's builder, e.g. {width: 32} for dcgan (srgan: also adversarial_weight, "
-              "pixel_weight, feature_weight, vgg_weights, vgg_layer, pretrain_steps)"),
-    Parameter("steps", int, None, f"generator updates; wins over epochs; {DEFAULT_STEPS} if both are empty",
-              min=1, nullable=True),
-    Parameter("epochs", (int, float), None, "passes over the train split, used when steps is empty",
-              min=0, nullable=True),
-    Parameter("batch_size", int, 64, "real images per discriminator update (global, over all replicas)", min=1),
-    Parameter("d_learning_rate", float, 2e-4, "Adam learning rate of the discriminator", min=0.0),
-    Parameter("g_learning_rate", float, 2e-4, "Adam learning rate of the generator", min=0.0),
-    Parameter("d_beta_1", float, 0.5, "Adam beta_1 of the discriminator", min=0.0, max=1.0),
-    Parameter("g_beta_1", float, 0.5, "Adam beta_1 of the generator", min=0.0, max=1.0),
-    Parameter("d_beta_2", float, 0.999, "Adam beta_2 of the discriminator", min=0.0, max=1.0),
-    Parameter("g_beta_2", float, 0.999, "Adam beta_2 of the generator", min=0.0, max=1.0),
-    Parameter("d_steps", int, None, "discriminator updates per generator update; empty = the loss's default "
-              "(5 for wasserstein, else 1)", min=1, max=100, nullable=True),
-    Parameter("loss", str, "non_saturating", "GAN loss", choices=LOSSES),
-    Parameter("gradient_penalty", float, None, "WGAN-GP penalty weight (0 = off); empty = the loss's default "
-              "(10 for wasserstein, else 0)", min=0.0, nullable=True),
-    Parameter("label_flip", float, 0.0, "probability of flipping a real label in D's step", min=0.0, max=1.0),
-    Parameter("label_smoothing", float, 0.0, "one-sided smoothing: real target 1 - this", min=0.0, max=0.5),
-    Parameter("d_l1", float, 0.0, "L1 weight penalty on the discriminator's kernels", min=0.0),
-    Parameter("d_l2", float, 0.0, "L2 weight penalty on the discriminator's kernels", min=0.0),
-    Parameter("g_l1", float, 0.0, "L1 weight penalty on the generator's kernels", min=0.0),
-    Parameter("g_l2", float, 0.0, "L2 weight penalty on the generator's kernels", min=0.0),
-    Parameter("ema_decay", float, None, "keep an EMA of G's weights with this decay (e.g. 0.999); empty = off",
-              min=0.0, max=1.0, nullable=True),
-    Parameter("reuse_fakes", bool, False, "G step reuses D's last fakes (faster, simultaneous gradients)"),
-    Parameter("seed", int, 0, "seeds initial weights, noise and data order"),
-    Parameter("precision", str, "float32", "Keras dtype policy of the networks", choices=PRECISIONS),
-    Parameter("jit_compile", bool, False, "compile the train step with XLA"),
-    Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
-    Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
-    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1),
-    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1),
-    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1),
-    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1),
-)
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -99,16 +52,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
                                 final_metrics=info["final_metrics"])
 
 
-COMPONENT = Component(
-    name="Train",
-    inputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
-    outputs={"model": "Model"},
-    parameters=PARAMETERS,
-    executor=run,
-    optional_inputs=("statistics",),
-    description="Trains a GAN with TensorBoard monitoring, checkpoints and exact resume.",
-    resumable=True,
-)
+COMPONENT = specs.TRAIN
 
 
 def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics: dict | None = None,
@@ -240,7 +184,7 @@ def resolve_steps(params: dict, schema: dict) -> int:
     if params["steps"] is not None:
         return params["steps"]
     if params["epochs"] is None:
-        return DEFAULT_STEPS
+        return specs.DEFAULT_STEPS
     per_epoch = schema["counts"]["train"] // (params["batch_size"] * params["d_steps"])
     if per_epoch == 0:
         raise ValueError(f"train.batch_size: {params['batch_size']} x d_steps {params['d_steps']} is more than "

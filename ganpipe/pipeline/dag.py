@@ -21,8 +21,8 @@ class PipelineError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Node:
-    """One step: its component (a ``Component`` or a module path holding ``COMPONENT``) and its
-    wiring ``{input_name: "Producer.output"}``."""
+    """One step: its component (a ``Component``, a ``"module:ATTRIBUTE"`` naming one, or a module
+    holding ``COMPONENT``) and its wiring ``{input_name: "Producer.output"}``."""
 
     name: str
     source: str | Component
@@ -41,10 +41,11 @@ class Node:
     def component(self) -> Component:
         if isinstance(self.source, Component):
             return self.source
+        module, _, attribute = self.source.partition(":")
         try:
-            component = importlib.import_module(self.source).COMPONENT
+            component = getattr(importlib.import_module(module), attribute or "COMPONENT")
         except (ImportError, AttributeError) as error:
-            raise PipelineError(f"{self.name}: cannot load {self.source}.COMPONENT: {error}") from error
+            raise PipelineError(f"{self.name}: cannot load {self.source}: {error}") from error
         if component.name != self.name:
             raise PipelineError(f"{self.source}.COMPONENT is named {component.name!r}, expected {self.name!r}")
         return component
@@ -54,7 +55,8 @@ class Node:
 
 
 def _component_module(name: str) -> str:
-    return f"ganpipe.components.{name.lower()}"
+    """The light spec module: reading a spec never imports TensorFlow or Beam (see specs.py)."""
+    return f"ganpipe.components.specs:{name.upper()}"
 
 
 DEFAULT_NODES: tuple[Node, ...] = (

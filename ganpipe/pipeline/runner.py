@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -261,7 +262,7 @@ class LocalRunner:
                 beam_args=list(self.beam_args), pipeline_root=self.root, log=lambda message: self.echo(f"      {component.name} | {message}"),
                 find_artifacts=lambda type_: [r.artifact for r in store.artifacts(self.pipeline, type_, LIVE)])
             try:
-                component.executor(inputs, outputs, dict(parameters), context)
+                component.execute(inputs, outputs, dict(parameters), context)
                 _publish(outputs, component_dir, execution_id)
             except BaseException as error:
                 store.fail_execution(execution_id, traceback.format_exc())
@@ -280,8 +281,13 @@ class LocalRunner:
 def _component_code(component: Component, package_code: str, source_root: str) -> str:
     """The package fingerprint, plus the executor's own file when it lives outside the package
     (a user's or a test's component), so editing that file also invalidates the cache."""
+    executor = component.executor
     try:
-        source = inspect.getsourcefile(component.executor)
+        if isinstance(executor, str):  # "module:function", not imported until it runs
+            spec = importlib.util.find_spec(executor.partition(":")[0])
+            source = spec.origin if spec else None
+        else:
+            source = inspect.getsourcefile(executor)
     except TypeError:  # a builtin has no source file
         return package_code
     if not source or os.path.abspath(source).startswith(os.path.abspath(source_root) + os.sep):
