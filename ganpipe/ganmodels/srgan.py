@@ -2,7 +2,8 @@
 
 G maps a low-resolution image ``lowres`` [N, h, w, C] in [-1, 1] to [N, s*h, s*w, C] in [-1, 1]
 (s = 2 or 4): a 9x9 conv, B residual blocks (conv-BN-PReLU-conv-BN + skip), a long skip, then one
-sub-pixel step per factor 2 (conv to 4x channels, depth-to-space, PReLU) and a 9x9 conv with tanh.
+sub-pixel step per factor 2 (conv to 4x channels with ICNR initialisation, depth-to-space, PReLU)
+and a 9x9 conv with tanh.
 G is fully convolutional, so it upscales images of any size. With ``bicubic_skip`` (default on;
 not in the paper: global residual learning as in VDSR, Kim et al. 2016) G's last conv starts at
 zero and its output is added to the bicubic upscaling, so G starts as the bicubic baseline and
@@ -10,13 +11,19 @@ learns the missing detail; training on a CPU budget beats bicubic within minutes
 paper's stack of 3x3 convs (stride 1 and 2 in turn, widths doubling, BN, LeakyReLU), a dense
 layer and one logit.
 
-G's loss per example = ``pixel_weight`` * pixel MSE + ``feature_weight`` * VGG feature MSE (only
+G's loss per example = ``pixel_weight`` * log(pixel MSE) + ``feature_weight`` * VGG feature MSE (only
 when a VGG19 weights file is given; features scaled by 1/12.75 as in the paper; never downloaded)
 + ``adversarial_weight`` (default 1e-3) * the adversarial loss. There is no noise: G is
 deterministic given the low-resolution image. The paper starts SRGAN from a generator trained on
 the content loss alone (SRResNet): ``pretrain_steps`` > 0 does that within one run, G's adversarial
 term is off for the first that many steps (D trains throughout). Without it the adversarial
 gradients dominate G's early updates and PSNR falls below bicubic before it rises.
+
+The pixel term is the log of each example's MSE (not in the paper): PSNR, the usual measure, is
+the mean over images of -10 log10 MSE, and plain MSE lets the few textured patches dominate, so G
+learned to add faint noise to smooth ones (sky) and fell below bicubic on mean PSNR; the log weighs
+every patch by its relative error. Its gradients are ~1/MSE times larger than plain MSE's, so the
+adversarial term counts for less at the same ``adversarial_weight``.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from ganpipe.ganmodels.lapgan import ClipUnit
 from ganpipe.ganmodels.networks import register_family, regularizer
 
 VGG_FEATURE_SCALE = 1.0 / 12.75  # Ledig et al.: rescales VGG feature maps to match the pixel loss
+PIXEL_MSE_FLOOR = 1e-6  # keeps log(pixel MSE) finite for a perfect upscaling
 
 
 @keras.saving.register_keras_serializable(package="ganpipe")
@@ -51,6 +59,26 @@ class PixelShuffle(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="ganpipe")
+class ICNR(keras.initializers.Initializer):
+    """ICNR (Aitken et al. 2017) for the conv before a ``PixelShuffle(factor)``: every group of
+    factor^2 output channels that depth-to-space spreads over one block starts with the same kernel,
+    so the shuffle starts as nearest-neighbour upsampling, free of checkerboard artifacts."""
+
+    def __init__(self, factor=2, seed=None):
+        self.factor = int(factor)
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        *window, channels_in, channels_out = shape
+        base = keras.initializers.GlorotUniform(self.seed)((*window, channels_in, channels_out // self.factor**2), dtype)
+        # depth_to_space puts input channel k at sub-pixel k // C, output channel k % C: tile, not repeat
+        return ops.tile(base, (1, 1, 1, self.factor**2))
+
+    def get_config(self):
+        return {"factor": self.factor, "seed": self.seed}
 
 
 def bicubic_upscale(lowres, scale):
@@ -102,9 +130,9 @@ class SRGAN(GAN):
         return ops.mean(adversarial + self.generator_extra_loss(real, fake, condition))
 
     def generator_extra_loss(self, real, fake, condition):
-        """Content loss per example: pixel MSE, plus VGG feature MSE when a weights file was given."""
+        """Content loss per example: log pixel MSE, plus VGG feature MSE when a weights file was given."""
         real, fake = ops.cast(real, "float32"), ops.cast(fake, "float32")
-        content = self.pixel_weight * _per_example_mse(real, fake)
+        content = self.pixel_weight * ops.log(_per_example_mse(real, fake) + PIXEL_MSE_FLOOR)
         if self.feature_network is not None:
             real_features = self.feature_network(_vgg_input(real), training=False)
             fake_features = self.feature_network(_vgg_input(fake), training=False)
@@ -189,7 +217,7 @@ def build_srgan(data_shape, latent_dim, num_classes=0, scale=4, residual_blocks=
     h = _normalised(layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg)(h), batch_norm)
     h = layers.Add()([skip, h])
     for _ in range(int(math.log2(scale))):
-        h = layers.Conv2D(filters * 4, 3, padding="same", kernel_regularizer=reg)(h)
+        h = layers.Conv2D(filters * 4, 3, padding="same", kernel_initializer=ICNR(2), kernel_regularizer=reg)(h)
         h = _prelu()(PixelShuffle(2)(h))
     if bicubic_skip:
         h = layers.Conv2D(channels, 9, padding="same", kernel_initializer="zeros", kernel_regularizer=reg)(h)
