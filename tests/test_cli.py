@@ -69,9 +69,9 @@ def fit(inputs, outputs, params, ctx):
 
 def publish(inputs, outputs, params, ctx):
     _control("Publish")
-    pushed = outputs["pushed_model"]
-    os.makedirs(pushed.path("saved", "1"))
-    pushed.properties.update(pushed=True, pushed_destination=pushed.path("saved", "1"))
+    destination = os.path.join(ctx.pipeline_root, "serving", str(ctx.execution_id))  # outside the artifact
+    os.makedirs(destination)
+    outputs["pushed_model"].properties.update(pushed=True, pushed_destination=destination)
 
 
 NODES = [
@@ -137,7 +137,7 @@ def test_run_prints_progress_summary_and_where_to_look(env):
     view = os.path.join(env.root, "toy", "tensorboard", "run-1")
     assert f"TensorBoard: tensorboard --logdir {view}" in out
     assert os.path.realpath(os.path.join(view, "train")) == os.path.join(model_dir, "logs", "train")
-    assert f"SavedModel:  {os.path.join(env.root, 'toy', 'Publish', 'pushed_model', '3', 'saved', '1')}" in out
+    assert f"SavedModel:  {os.path.join(env.root, 'serving', '3')}" in out
     assert f"Samples:     {os.path.join(model_dir, 'grid.png')} (Fit)" in out
     with open(os.path.join(model_dir, "model.json")) as f:
         assert json.load(f) == {"total": (0 + 1 + 2) * 2}
@@ -171,6 +171,8 @@ def test_runs_show_and_lineage(env):
     assert "-> Publish execution 6" in downstream and "pushed_model: artifact 5 PushedModel" in downstream
     pushed = cli("lineage", "5", "--root", env.root).stdout
     assert pushed.endswith("Downstream:\n  (not used by any execution yet)\n")
+    served = cli("lineage", os.path.join(env.root, "serving", "6", "saved_model.pb"), "--root", env.root).stdout
+    assert served.startswith("artifact 5 PushedModel") and "<- Fit execution 5" in served
     by_id = cli("lineage", "1", "--root", env.root).stdout
     assert "-> Fit execution 2" in by_id and "-> Fit execution 5" in by_id
     assert "(also consumed by cache hits in runs 2)" not in by_id  # Make's cache hit consumed nothing

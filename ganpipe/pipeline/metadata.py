@@ -256,17 +256,23 @@ class MetadataStore:
         return _artifact_record(row) if row else None
 
     def artifact_at(self, path: str) -> ArtifactRecord | None:
-        """The artifact whose directory is ``path`` or contains it."""
-        path = os.path.abspath(path)
+        """The artifact whose directory is ``path`` or contains it; for a published SavedModel
+        (outside the artifact tree), the PushedModel that recorded it as its destination."""
+        path = probe = os.path.abspath(path)
         while True:
             row = self._db.execute(_ARTIFACT_QUERY + " WHERE artifacts.uri = ? ORDER BY artifacts.id DESC",
-                                   (path,)).fetchone()
+                                   (probe,)).fetchone()
             if row:
                 return _artifact_record(row)
-            parent = os.path.dirname(path)
-            if parent == path:
-                return None
-            path = parent
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        for record in self.artifacts(type="PushedModel"):
+            destination = record.artifact.properties.get("pushed_destination")
+            if destination and (path == destination or path.startswith(destination.rstrip(os.sep) + os.sep)):
+                return record
+        return None
 
     def artifacts(self, pipeline: str | None = None, type: str | None = None,
                   state: str | None = None) -> list[ArtifactRecord]:
