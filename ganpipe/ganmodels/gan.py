@@ -164,8 +164,7 @@ class GAN(keras.Model):
         fake = self.generate(self.sample_latent(ops.shape(real)[0], draw), condition, training=True)
         with tf.GradientTape() as tape:
             real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
-            d_total = self.d_optimizer.scale_loss(_global_share(
-                d_loss + self.penalty_terms(real, fake, condition, draw) + _regularization(self.discriminator)))
+            d_total = self.discriminator_objective(d_loss, real, fake, condition, draw)
         _apply(self.d_optimizer, tape.gradient(d_total, self.discriminator.trainable_variables),
                self.discriminator.trainable_variables)
         return {"d_loss": d_loss, **_discriminator_stats(real_logits, fake_logits)}
@@ -176,7 +175,7 @@ class GAN(keras.Model):
             fake = self.generate(z, condition, training=True)
             fake_logits = self.discriminate(fake, condition, training=True)
             g_loss = self.generator_loss(real, fake, fake_logits, condition)
-            g_total = self.g_optimizer.scale_loss(_global_share(g_loss + _regularization(self.generator)))
+            g_total = self.generator_objective(g_loss)
         _apply(self.g_optimizer, tape.gradient(g_total, self.generator.trainable_variables),
                self.generator.trainable_variables)
         return g_loss
@@ -189,10 +188,9 @@ class GAN(keras.Model):
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
             fake = self.generate(z, condition, training=True)
             real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
-            d_total = self.d_optimizer.scale_loss(_global_share(
-                d_loss + self.penalty_terms(real, fake, condition, draw) + _regularization(self.discriminator)))
+            d_total = self.discriminator_objective(d_loss, real, fake, condition, draw)
             g_loss = self.generator_loss(real, fake, fake_logits, condition)
-            g_total = self.g_optimizer.scale_loss(_global_share(g_loss + _regularization(self.generator)))
+            g_total = self.generator_objective(g_loss)
         d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
         d_grads, g_grads = d_tape.gradient(d_total, d_vars), g_tape.gradient(g_total, g_vars)
         _apply(self.d_optimizer, d_grads, d_vars)
@@ -212,11 +210,11 @@ class GAN(keras.Model):
         with tf.GradientTape() as g_tape:
             fake = self.generate(z, condition, training=True)
             content = ops.mean(self.generator_extra_loss(real, fake, condition))
-            extra_total = self.g_optimizer.scale_loss(_global_share(content + _regularization(self.generator)))
+            extra_total = self.generator_objective(content)
         with tf.GradientTape() as d_tape:
             d_tape.watch(fake)
             real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
-            d_total = self.d_optimizer.scale_loss(_global_share(d_loss + _regularization(self.discriminator)))
+            d_total = self.discriminator_objective(d_loss, real, fake, condition, draw)
         d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
         *d_grads, fake_grad = d_tape.gradient(d_total, d_vars + [fake])
         ratio = self.logit_gradient_ratio(fake_logits)
@@ -226,6 +224,16 @@ class GAN(keras.Model):
         _apply(self.g_optimizer, g_grads, g_vars)
         g_loss = ops.mean(self.gan_loss.generator(fake_logits)) + content
         return {"d_loss": d_loss, "g_loss": g_loss, **_discriminator_stats(real_logits, fake_logits)}
+
+    def discriminator_objective(self, d_loss, real, fake, condition, draw):
+        """What D's tape differentiates: loss + gradient penalty + D's weight penalties, as this
+        replica's loss-scaled share of the global batch."""
+        total = d_loss + self.penalty_terms(real, fake, condition, draw) + _regularization(self.discriminator)
+        return self.d_optimizer.scale_loss(_global_share(total))
+
+    def generator_objective(self, g_loss):
+        """What G's tape differentiates: ``g_loss`` + G's weight penalties, scaled like D's."""
+        return self.g_optimizer.scale_loss(_global_share(g_loss + _regularization(self.generator)))
 
     def logit_gradient_ratio(self, fake_logits):
         """b_i / a_i: d(scaled G loss)/dl_i over d(scaled D loss)/dl_i per fake logit (0 where a_i is 0)."""
