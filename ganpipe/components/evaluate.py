@@ -115,7 +115,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     returned report to ``decide_blessing``.
     """
     params = COMPONENT.resolve_parameters(params, "evaluate")
-    info = _read_json(os.path.join(model_dir, "model.json"))
+    info = read_model_info(model_dir)
     generator, generator_file = load_generator(model_dir, params["use_ema"])
     discriminator = keras.saving.load_model(_existing(model_dir, "discriminator.keras"), compile=False)
     feature_model, feature_info = feature_models.load_feature_model(classifier_dir)
@@ -458,8 +458,7 @@ def _existing(directory: str, name: str) -> str:
     return path
 
 
-def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise ComponentError(f"{path}: missing; is {os.path.dirname(path)} a Train Model artifact?")
-    with open(path, encoding="utf-8") as f:
+def read_model_info(model_dir: str) -> dict:
+    """A Train Model artifact's model.json, or a clear error when it is not one."""
+    with open(_existing(model_dir, "model.json"), encoding="utf-8") as f:
         return json.load(f)

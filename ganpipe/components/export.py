@@ -29,7 +29,6 @@ blessing, lineage) and ``assets/model.json`` (model.json plus label and feature 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import tempfile
@@ -40,7 +39,7 @@ import tensorflow as tf
 import ganpipe
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.evaluate import load_generator
+from ganpipe.components.evaluate import load_generator, read_model_info
 
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
@@ -81,7 +80,7 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
         artifact.write_json("pushed.json", result)
         return result
 
-    info = _read_model_info(model_dir)
+    info = read_model_info(model_dir)
     generator, generator_file = load_generator(model_dir, use_ema)
     archive, signatures = build_archive(generator, info)
     model_root = os.path.join(os.path.abspath(export_base), model_name)
@@ -206,13 +205,6 @@ def _check_model_name(name: str) -> None:
     if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
         raise ComponentError(f"export.model_name: {name!r} must be a plain directory name")
 
-
-def _read_model_info(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "model.json")
-    if not os.path.isfile(path):
-        raise ComponentError(f"{path}: missing; is {model_dir} a Train Model artifact?")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 # -------------------------------------------------------------------------------- model card
