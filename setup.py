@@ -15,6 +15,7 @@ setup(
         "importlib_resources",  # tfds 4.9.10 imports it on 3.11 without declaring it
         "tensorboard>=2.21",
         "apache-beam[tfrecord]>=2.60",  # the extra brings the CRC library TFRecord writing needs
+        "crcmod>=1.7",  # CRC-32C of our hand-framed TFRecords (Beam has it only in extras)
         "click>=8.1",
         "pillow>=10",
         "scikit-learn>=1.4",  # ships the offline default data set (8x8 digits)
