@@ -15,7 +15,6 @@ patch wide) is held out and eval patches never overlap train patches.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import math
 import os
@@ -26,7 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from ganpipe.components import sources
+from ganpipe.components import beamio, sources
+from ganpipe.components.sources.common import RawRecord, SourcePlan
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 
@@ -62,8 +62,8 @@ def resolve_label(label: Any, label_names: list[str] | None) -> tuple[str | None
     return label, None
 
 
-def serialize_raw(record: sources.RawRecord) -> bytes:
-    return sources.serialize_example(
+def serialize_raw(record: RawRecord) -> bytes:
+    return beamio.serialize_example(
         bytes_features=[
             ("key", [record.key.encode("utf-8")]),
             ("image", None if record.image is None else [record.image]),
@@ -79,7 +79,7 @@ class _SplitAndEncode(beam.DoFn):
     def __init__(self, eval_fraction: float, label_names: list[str] | None):
         self.eval_fraction = eval_fraction
         self.label_names = label_names
-        self.errors = Metrics.counter(sources.METRICS_NAMESPACE, "records_with_error")
+        self.errors = Metrics.counter(beamio.METRICS_NAMESPACE, "records_with_error")
 
     def process(self, batch):
         by_split = {split: [] for split in SPLITS}
@@ -114,136 +114,6 @@ class SplitAndEncode(beam.PTransform):
         return {"examples": outputs.examples, "label_counts": outputs.label_counts}
 
 
-# --------------------------------------------------------------------------------- sources
-@dataclasses.dataclass
-class SourcePlan:
-    """What the driver learned about a source before the pipeline runs."""
-
-    read: beam.PTransform
-    kind: str  # "image" or "vector"
-    expected_count: int | None = None
-    label_names: list[str] | None = None
-    feature_names: list[str] | None = None
-
-
-def plan_source(source: str, params: dict) -> SourcePlan:
-    """Checks the source (missing, empty, unknown kind fail here) and picks its reader."""
-    kind, argument = sources.parse_source(source)
-    return _PLANNERS[kind](argument, params)
-
-
-def _plan_digits(_, params) -> SourcePlan:
-    count = sources.ReadDigits.COUNT
-    names = params["label_names"] or sources.ReadDigits.LABEL_NAMES
-    return SourcePlan(sources.ReadDigits(), "image", count, names)
-
-
-def _plan_photos(_, params) -> SourcePlan:
-    shapes = [pixels.shape for _, pixels in sources.load_sample_photos()]
-    size, eval_fraction = params["patch_size"], params["eval_fraction"]
-    height, width = min(shape[0] for shape in shapes), min(shape[1] for shape in shapes)
-    if size > height:
-        raise ComponentError(f"ingest.patch_size: {size} does not fit the {height}x{width} sample photos")
-    train_width = sources.eval_boundary(width, size, eval_fraction)
-    if train_width < size:
-        raise ComponentError(
-            f"ingest.eval_fraction: {eval_fraction} holds out {width - train_width} of the {width} px "
-            f"photo width for eval, leaving less than patch_size {size} px for train"
-        )
-    patches = sources.photo_patches(shapes, size, params["patch_stride"], eval_fraction)
-    return SourcePlan(sources.ReadPhotoPatches(patches), "image", len(patches), params["label_names"])
-
-
-def _plan_images(root, params) -> SourcePlan:
-    if not FileSystems.exists(root):
-        raise ComponentError(f"ingest.source images:{root}: directory does not exist")
-    paths = sources.list_image_files(root)
-    if not paths:
-        raise ComponentError(f"ingest.source images:{root}: empty source, no files in the directory")
-    folders = sorted({label for label in (sources.folder_label(root, p) for p in paths) if label})
-    names = params["label_names"] or folders or None
-    return SourcePlan(sources.ReadImageFolder(root, paths), "image", len(paths), names)
-
-
-def _plan_tfds(name, params) -> SourcePlan:
-    split = params["tfds_split"]
-    builder = sources.open_tfds_builder(name, params["tfds_data_dir"], params["tfds_download"], split)
-    features = builder.info.features
-    if params["image_feature"] not in features:
-        raise ComponentError(
-            f"ingest.image_feature: tfds:{name} has no feature {params['image_feature']!r}; "
-            f"it has {', '.join(features.keys())}"
-        )
-    read = sources.ReadTFDS(
-        name, params["tfds_data_dir"], split, params["image_feature"], params["label_feature"]
-    )
-    names = params["label_names"] or sources.tfds_label_names(builder, params["label_feature"])
-    return SourcePlan(read, "image", None, names)
-
-
-def _plan_tfrecord(pattern, params) -> SourcePlan:
-    metadata = FileSystems.match([pattern])[0].metadata_list
-    if not metadata:
-        raise ComponentError(f"ingest.source tfrecord:{pattern}: no files match")
-    paths = sorted(meta.path for meta in metadata)
-    first = sources.peek_example(paths)
-    if first is None:
-        raise ComponentError(f"ingest.source tfrecord:{pattern}: empty source, the files hold no records")
-    feature = params["image_feature"]
-    value_kind = sources.feature_kind(first, feature)
-    if value_kind is None:
-        raise ComponentError(
-            f"ingest.image_feature: the first record of {paths[0]} has no feature {feature!r}; "
-            f"it has {', '.join(sorted(first.features.feature))}"
-        )
-    kind = "image" if value_kind == "bytes_list" else "vector"
-    feature_names = None
-    if kind == "vector":
-        width = len(getattr(first.features.feature[feature], value_kind).value)
-        feature_names = [f"{feature}[{i}]" for i in range(width)]
-    read = sources.ReadTFExampleFiles(paths, feature, params["label_feature"])
-    return SourcePlan(read, kind, None, params["label_names"], feature_names)
-
-
-def _plan_npz(path, params) -> SourcePlan:
-    if not FileSystems.exists(path):
-        raise ComponentError(f"ingest.source npz:{path}: file does not exist")
-    data, _ = sources.load_npz_arrays(path, params["features_key"], params["label_column"])
-    if len(data) == 0:
-        raise ComponentError(f"ingest.source npz:{path}: empty source, array {params['features_key']!r} has no rows")
-    kind = "vector" if data.ndim == 2 else "image"
-    feature_names = [f"{params['features_key']}[{i}]" for i in range(data.shape[1])] if kind == "vector" else None
-    read = sources.ReadNpz(path, len(data), params["features_key"], params["label_column"])
-    return SourcePlan(read, kind, len(data), params["label_names"], feature_names)
-
-
-def _plan_csv(path, params) -> SourcePlan:
-    if not FileSystems.exists(path):
-        raise ComponentError(f"ingest.source csv:{path}: file does not exist")
-    header = sources.read_csv_header(path, params["csv_delimiter"])
-    label_column = params["label_column"]
-    if label_column and label_column not in header:
-        raise ComponentError(
-            f"ingest.label_column: {label_column!r} is not a column of {path}; columns: {', '.join(header)}"
-        )
-    feature_names = sources.csv_feature_columns(header, label_column)
-    if not feature_names:
-        raise ComponentError(f"ingest.source csv:{path}: no feature columns besides the label")
-    read = sources.ReadCsv(path, params["csv_delimiter"], label_column)
-    return SourcePlan(read, "vector", None, params["label_names"], feature_names)
-
-
-_PLANNERS = {
-    "digits": _plan_digits,
-    "photos": _plan_photos,
-    "images": _plan_images,
-    "tfds": _plan_tfds,
-    "tfrecord": _plan_tfrecord,
-    "npz": _plan_npz,
-    "csv": _plan_csv,
-}
-
-
 # ------------------------------------------------------------------------------- the driver
 def discovered_vocabulary(label_counts: dict[str, int]) -> list[str]:
     """Label names seen in the data: 0..max when all are integers (so the index is the value),
@@ -263,7 +133,7 @@ def shard_counts(eval_fraction: float, num_shards: int) -> dict[str, int]:
 
 def _check_output_empty(output_dir: str) -> None:
     for split in SPLITS:
-        if sources.shard_paths(os.path.join(output_dir, split)):
+        if beamio.shard_paths(os.path.join(output_dir, split)):
             raise ComponentError(f"{output_dir}/{split} already holds shards; write to an empty directory")
 
 
@@ -291,27 +161,27 @@ def run_ingest(
     if not output_dir:
         raise ComponentError("run_ingest: output_dir is required")
     params = dict(locals())
-    plan = plan_source(source, params)
+    plan = sources.plan_source(source, params)
     _check_output_empty(output_dir)
     shards = shard_counts(eval_fraction, num_shards)
     log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards {shards}")
 
     summary_path = os.path.join(output_dir, _SUMMARY_FILE)
-    writer = sources.WriteTFRecordShards({split: os.path.join(output_dir, split) for split in SPLITS}, shards)
+    writer = beamio.WriteTFRecordShards({split: os.path.join(output_dir, split) for split in SPLITS}, shards)
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
     records = pipeline | "Read" >> plan.read
     encoded = records | "SplitAndEncode" >> SplitAndEncode(eval_fraction, plan.label_names)
     files = encoded["examples"] | "WriteShards" >> writer
-    {"files": files, "label_counts": encoded["label_counts"]} | "WriteSummary" >> sources.WriteTaggedJsonLines(
+    {"files": files, "label_counts": encoded["label_counts"]} | "WriteSummary" >> beamio.WriteTaggedJsonLines(
         summary_path
     )
-    result = sources.run_pipeline(pipeline)
+    result = beamio.run_pipeline(pipeline)
 
-    summary = sources.read_tagged_json_lines(summary_path, ("files", "label_counts"))
+    summary = beamio.read_tagged_json_lines(summary_path, ("files", "label_counts"))
     FileSystems.delete([summary_path])
     writer.publish(summary["files"])
-    shard_files = {split: sources.shard_paths(os.path.join(output_dir, split)) for split in SPLITS}
-    counts = {split: sources.count_tfrecords(paths) for split, paths in shard_files.items()}
+    shard_files = {split: beamio.shard_paths(os.path.join(output_dir, split)) for split in SPLITS}
+    counts = {split: beamio.count_tfrecords(paths) for split, paths in shard_files.items()}
     _check_conservation(source, plan, result, counts)
     label_counts = _sum_counts(summary["label_counts"])
     metadata = {
@@ -324,7 +194,7 @@ def run_ingest(
         "counts": counts,
         "num_shards": {split: len(paths) for split, paths in shard_files.items()},
         "eval_fraction": eval_fraction,
-        "records_with_error": sources.counter_value(result, "records_with_error") or 0,
+        "records_with_error": beamio.counter_value(result, "records_with_error") or 0,
     }
     Artifact("Examples", output_dir).write_json(METADATA_FILE, metadata)
     log(f"Ingest: wrote {counts['train']} train + {counts['eval']} eval records"
@@ -339,7 +209,7 @@ def _sum_counts(counters: list[dict[str, int]]) -> dict[str, int]:
 
 def _check_conservation(source: str, plan: SourcePlan, result, counts: dict[str, int]) -> None:
     written = sum(counts.values())
-    read = sources.counter_value(result, "records_read")
+    read = beamio.counter_value(result, "records_read")
     if read is None:  # the runner reports no metrics: the driver's own count must do
         read = plan.expected_count if plan.expected_count is not None else written
     if plan.expected_count is not None and read != plan.expected_count:

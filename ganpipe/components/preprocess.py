@@ -23,10 +23,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, UnidentifiedImageError
 
-from ganpipe.components import ingest, sources
+from ganpipe.components import beamio, ingest
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.sources import example_pb2
+from ganpipe.components.beamio import example_pb2
 
 SPLITS = ingest.SPLITS
 REJECTED_FILE = "rejected.jsonl"
@@ -161,7 +161,7 @@ class _Preprocess(beam.DoFn):
         self.decoder = decoder
         self.label_index = {name: i for i, name in enumerate(label_names)}
         self.num_classes = len(label_names)
-        self.read = Metrics.counter(sources.METRICS_NAMESPACE, "records_read")
+        self.read = Metrics.counter(beamio.METRICS_NAMESPACE, "records_read")
 
     def process(self, split_and_batch):
         split, batch = split_and_batch
@@ -179,7 +179,7 @@ class _Preprocess(beam.DoFn):
                 )
                 continue
             bytes_features, float_features = self.decoder.encode(arrays)
-            processed.append(sources.serialize_example(
+            processed.append(beamio.serialize_example(
                 bytes_features=[("key", [key])] + bytes_features,
                 int_features=[("label", [label])],
                 float_features=float_features,
@@ -333,7 +333,7 @@ def run_preprocess(
     else:
         decoder = VectorDecoder(metadata["feature_names"])
     for split in SPLITS:
-        if sources.shard_paths(os.path.join(output_dir, split)):
+        if beamio.shard_paths(os.path.join(output_dir, split)):
             raise ComponentError(f"{output_dir}/{split} already holds shards; write to an empty directory")
     log(f"Preprocess: {examples_dir} ({kind}) -> {output_dir}")
 
@@ -343,21 +343,21 @@ def run_preprocess(
     # Ingest's shards come from our own writer: the length CRCs still guard the framing; the
     # data CRCs (half of this pipeline's CRC work, ~7 us per 3 KB record) are not checked.
     patterns = {split: os.path.join(examples_dir, split, "*.tfrecord") for split in SPLITS}
-    raw = pipeline | "ReadShards" >> sources.ReadTFRecordShards(patterns, verify_data=False)
+    raw = pipeline | "ReadShards" >> beamio.ReadTFRecordShards(patterns, verify_data=False)
     outputs = raw | "Preprocess" >> PreprocessExamples(decoder, label_names)
-    writer = sources.WriteTFRecordShards(
+    writer = beamio.WriteTFRecordShards(
         {split: os.path.join(output_dir, split) for split in SPLITS}, {split: num_shards for split in SPLITS}
     )
     files = outputs["examples"] | "WriteShards" >> writer
     small_outputs = {"files": files, "rejected": outputs["rejected"], "statistics": outputs["statistics"]}
-    small_outputs | "WriteSummary" >> sources.WriteTaggedJsonLines(summary_path)
-    result = sources.run_pipeline(pipeline)
+    small_outputs | "WriteSummary" >> beamio.WriteTaggedJsonLines(summary_path)
+    result = beamio.run_pipeline(pipeline)
 
-    summary = sources.read_tagged_json_lines(summary_path, small_outputs)
+    summary = beamio.read_tagged_json_lines(summary_path, small_outputs)
     FileSystems.delete([summary_path])
     writer.publish(summary["files"])
-    sources.write_json_lines(summary["rejected"], rejected_path)
-    counts = {s: sources.count_tfrecords(sources.shard_paths(os.path.join(output_dir, s))) for s in SPLITS}
+    beamio.write_json_lines(summary["rejected"], rejected_path)
+    counts = {s: beamio.count_tfrecords(beamio.shard_paths(os.path.join(output_dir, s))) for s in SPLITS}
     records = _check_conservation(metadata, result, counts, len(summary["rejected"]), rejected_path)
     split_statistics = {split: empty_statistics(len(label_names)) for split in SPLITS}
     split_statistics.update(dict(summary["statistics"]))
@@ -381,7 +381,7 @@ def run_preprocess(
 def _check_conservation(metadata, result, counts, rejected: int, rejected_path: str) -> dict:
     written = sum(counts.values())
     expected = sum(metadata["counts"].values())
-    read = sources.counter_value(result, "records_read")
+    read = beamio.counter_value(result, "records_read")
     if read is not None and read != expected:
         raise ComponentError(f"Preprocess: Ingest wrote {expected} records but {read} were read")
     if expected != written + rejected:

@@ -4,35 +4,22 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
+from ganpipe.components import sources
 from ganpipe.components.base import Component, Parameter
 
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming")  # preprocess maps them to PIL filters
 
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
-    Parameter("source", str, "digits",
-              "digits | photos | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
+    Parameter("source", str, "digits", sources.source_syntax()),
     Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
               min=0.0, max=0.9),
     Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
               min=0, max=10000),
-    Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
-              nullable=True),
-    Parameter("tfds_download", bool, False, "let tfds download and prepare the data set"),
-    Parameter("tfds_split", str, "train", "tfds split to read, e.g. train or train[:10%]"),
-    Parameter("image_feature", str, "image",
-              "tfds/tfrecord feature holding the image (bytes) or vector (float/int list)"),
-    Parameter("label_feature", str, "label", "tfds/tfrecord label feature; empty: no labels",
-              nullable=True),
-    Parameter("label_column", str, None, "csv column / npz array holding labels", nullable=True),
-    Parameter("features_key", str, "x", "npz array holding the data"),
     Parameter("label_names", list, None,
               "fixed label vocabulary; other labels are rejected (default: from the source)",
               nullable=True),
-    Parameter("csv_delimiter", str, ",", "csv field delimiter"),
-    Parameter("patch_size", int, 64, "photos: side of the square patches in pixels", min=4),
-    Parameter("patch_stride", int, 32, "photos: step between patches (< patch_size: overlapping)", min=1),
-)
+) + sources.source_parameters()  # each source kind declares its own (components/sources)
 
 INGEST = Component(
     name="Ingest",
