@@ -20,7 +20,7 @@ def read_processed(output_dir, split):
     """{key: feature map} of one split of Preprocess's output."""
     records = {}
     for path in beamio.shard_paths(os.path.join(output_dir, split)):
-        for serialized in beamio.iter_tfrecords(path):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             records[feature["key"].bytes_list.value[0].decode()] = feature
     return records
@@ -277,7 +277,8 @@ def test_component_executor_writes_each_output_to_its_own_directory(csv_examples
 def test_fixed_shard_counts_per_split(csv_examples, tmp_path):
     output = str(tmp_path / "sharded")
     result = preprocess.run_preprocess(csv_examples[1], output, num_shards=3, max_rejected_fraction=0.2, **QUIET)
-    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "statistics.json", "train"]
+    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "schema.pbtxt",
+                                          "statistics.json", "statistics.pb", "train"]
     for split in ingest.SPLITS:
         assert sorted(os.listdir(os.path.join(output, split))) == [
             f"data-{i:05d}-of-00003.tfrecord" for i in range(3)

@@ -15,7 +15,7 @@ def processed_records(output, split):
     """(images or vectors, labels) of a split in shard order, decoded with numpy."""
     values, labels = [], []
     for path in beamio.shard_paths(os.path.join(output, split)):
-        for serialized in beamio.iter_tfrecords(path):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             if "image" in feature:
                 values.append(np.frombuffer(feature["image"].bytes_list.value[0], np.uint8))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
-import os
 from typing import Any, Callable
+
+from ganpipe.components import storage
 
 
 class ComponentError(RuntimeError):
@@ -68,17 +68,14 @@ class Artifact:
     id: int | None = None
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.uri, *parts)
+        return storage.join(self.uri, *parts)
 
     def read_json(self, name: str) -> Any:
-        with open(self.path(name), encoding="utf-8") as f:
-            return json.load(f)
+        return storage.read_json(self.path(name))
 
     def write_json(self, name: str, value: Any) -> str:
         target = self.path(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
+        storage.write_json(target, value)
         return target
 
 

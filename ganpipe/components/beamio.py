@@ -1,32 +1,43 @@
-"""Generic Beam I/O for Ingest and Preprocess: batching, TFRecord framing, shard writers and
-readers, tf.Example serialisation, small JSON-lines outputs and running a pipeline.
+"""Generic Beam I/O for Ingest and Preprocess: batching, TFRecord files (framing, CRC-checked
+reading, a shard sink), tf.Example serialisation, the runner, tallies and small outputs.
 
-Every transform here moves *batches* (Python lists) rather than single records: on the
-DirectRunner each element costs tens of microseconds of bookkeeping, more than building a
-tf.Example, so per-record elements would make the pipeline 2-3x slower than a plain loop.
+Elements move in *batches* (Python lists) rather than single records: on the in-process runner
+each element costs tens of microseconds of bookkeeping, more than building a tf.Example.
+
+TFRecord framing is TFRecord's own (length, masked CRC-32C of the length, data, masked CRC-32C
+of the data), so TensorFlow reads our files and we read TensorFlow's. The CRC is google-crc32c's
+hardware CRC (what Beam itself prefers): checking every record's data costs well under a
+microsecond per 3 KB record, so it is never skipped.
+
+The local runner is named explicitly: Beam 2.77's ``DirectRunner`` tries the ``PrismRunner``
+first (a binary it downloads) and falls back to the ``FnApiRunner`` only offline, so the runner
+a user got would depend on their network. Without ``--runner`` ganpipe runs the ``FnApiRunner``
+(in-process; ``--direct_running_mode=multi_processing --direct_num_workers=N`` for worker
+processes). Any other runner is the user's choice through ``beam.args``.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
-import os
 import struct
-import uuid
 from typing import Iterable, Iterator
 
 import apache_beam as beam
-import crcmod.predefined
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
+import google_crc32c
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import CompressionTypes, FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.value_provider import StaticValueProvider
 
 # Imported once here, never inside a DoFn: importing TensorFlow takes ~10 s.
 from tensorflow.core.example import example_pb2
 
+from ganpipe.components import storage
 from ganpipe.components.base import ComponentError
 
 BATCH_SIZE = 256
-METRICS_NAMESPACE = "ganpipe"
+METRICS_NAMESPACE = "ganpipe"  # Beam counters: for monitoring only, never for checks
 
 
 def chunks(count: int, size: int = BATCH_SIZE) -> list[tuple[int, int]]:
@@ -44,193 +55,12 @@ def batched(items: Iterable, size: int = BATCH_SIZE) -> Iterator[list]:
         yield batch
 
 
-# ------------------------------------------------------------------------- TFRecord framing
-_crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def write_tfrecords(stream, records: Iterable[bytes]) -> int:
-    """Writes records in TFRecord framing (length, masked CRC32C of length, data, CRC)."""
-    count = 0
-    for data in records:
-        length = struct.pack("<Q", len(data))
-        stream.write(length + struct.pack("<I", _masked_crc(length)))
-        stream.write(data + struct.pack("<I", _masked_crc(data)))
-        count += 1
-    return count
-
-
-def iter_tfrecords(path: str, verify_data: bool = True) -> Iterator[bytes]:
-    """Records of a TFRecord file (``.gz`` and other extensions decompress by name).
-
-    The length CRC is always checked (it guards the framing and costs little); the data CRC
-    (~7 us per 3 KB record with crcmod) can be skipped with ``verify_data=False``.
-    """
-    with FileSystems.open(path) as stream:
-        while header := stream.read(12):
-            if len(header) < 12:
-                raise ComponentError(f"{path}: truncated TFRecord header")
-            (length,) = struct.unpack("<Q", header[:8])
-            if struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
-                raise ComponentError(f"{path}: not a TFRecord file, or corrupted (bad length CRC)")
-            body = stream.read(length + 4)
-            if len(body) < length + 4:
-                raise ComponentError(f"{path}: truncated TFRecord (record of {length} bytes cut off)")
-            if verify_data and struct.unpack("<I", body[length:])[0] != _masked_crc(body[:length]):
-                raise ComponentError(f"{path}: corrupted TFRecord (bad data CRC)")
-            yield body[:length]
-
-
-def count_tfrecords(paths: Iterable[str]) -> int:
-    return sum(1 for path in paths for _ in iter_tfrecords(path, verify_data=False))
-
-
-def match_files(pattern: str) -> list[str]:
-    return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
-
-
-def shard_paths(directory: str) -> list[str]:
-    return match_files(os.path.join(directory, "*.tfrecord"))
-
-
-def _shard_name(index: int, total: int) -> str:
-    return f"data-{index:05d}-of-{total:05d}.tfrecord"
-
-
-class _WriteShard(beam.DoFn):
-    """Writes one whole shard (after a GroupByKey) to a temporary name, then renames it, so a
-    retried bundle never leaves a half shard behind."""
-
-    def __init__(self, directories: dict[str, str], num_shards: dict[str, int]):
-        self.directories, self.num_shards = directories, num_shards
-
-    def process(self, shard_and_batches):
-        (split, shard), batches = shard_and_batches
-        directory = self.directories[split]
-        final = os.path.join(directory, _shard_name(shard, self.num_shards[split]))
-        temporary = os.path.join(directory, f".{uuid.uuid4().hex}.incomplete")
-        with FileSystems.create(temporary) as stream:
-            write_tfrecords(stream, (record for batch in batches for record in batch))
-        FileSystems.rename([temporary], [final])
-        yield split, final
-
-
-class _WriteBundleFiles(beam.DoFn):
-    """Writes all batches of a bundle to one temporary file per split (Beam's runner-chosen
-    sharding): no shuffle of the data, which costs more than the work itself on the
-    DirectRunner. Only committed bundles emit their (split, path), so files of failed attempts
-    are never published."""
-
-    def __init__(self, temporary_dirs: dict[str, str]):
-        self.temporary_dirs = temporary_dirs
-
-    def start_bundle(self):
-        self.files = {}  # split -> (path, stream)
-
-    def process(self, split_and_batch):
-        split, batch = split_and_batch
-        if split not in self.files:
-            path = os.path.join(self.temporary_dirs[split], uuid.uuid4().hex)
-            self.files[split] = (path, FileSystems.create(path))
-        write_tfrecords(self.files[split][1], batch)
-
-    def finish_bundle(self):
-        for split, (path, stream) in self.files.items():
-            stream.close()
-            yield WindowedValue((split, path), MIN_TIMESTAMP, [GlobalWindow()])
-
-
-class WriteTFRecordShards(beam.PTransform):
-    """Writes ``(split, batch of serialized records)`` elements as TFRecord files in
-    ``directories[split]``: exactly ``num_shards[split]`` files ``data-i-of-n.tfrecord`` (at
-    least one, empty ones too), or when no count is given one file per bundle as the runner
-    chose (the fast path: no data shuffle). One writer serves every split.
-
-    Outputs the committed files as ``(split, path)``. Bundle files get their final names from
-    ``publish(committed)`` once the pipeline has finished, in the driver: gathering the paths
-    inside the pipeline would add a global combine (nine transforms, each with a fixed cost on
-    the DirectRunner), and the caller already gathers its small outputs once.
-    """
-
-    def __init__(self, directories: dict[str, str], num_shards: dict[str, int] | None = None):
-        super().__init__()
-        self.directories = directories
-        fixed = num_shards and any(num_shards.values())
-        self.num_shards = {split: max(1, num_shards.get(split, 0)) for split in directories} if fixed else None
-        self.temporary_dirs = {
-            split: os.path.join(directory, f".incomplete-{uuid.uuid4().hex}")
-            for split, directory in directories.items()
-        }
-
-    def expand(self, split_batches):
-        if self.num_shards is None:
-            return split_batches | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self.temporary_dirs))
-        num_shards = self.num_shards
-        keyed = split_batches | "AssignShard" >> beam.MapTuple(
-            lambda split, batch: ((split, stable_hash(batch[0]) % num_shards[split]), batch)
-        )
-        every_shard = split_batches.pipeline | "EveryShard" >> beam.Create(
-            [((split, i), []) for split, n in num_shards.items() for i in range(n)]
-        )
-        return (
-            (keyed, every_shard)
-            | "Merge" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShard(self.directories, num_shards))
-        )
-
-    def publish(self, committed: Iterable[tuple[str, str]]) -> None:
-        """Renames the committed bundle files (the transform's output, gathered) to
-        ``data-i-of-n`` (one empty shard for a split without any) and drops files of failed
-        bundle attempts. Fixed shard counts were written under their final names already."""
-        if self.num_shards is not None:
-            return
-        committed = list(committed)
-        for split, directory in self.directories.items():
-            paths = sorted(path for path_split, path in committed if path_split == split)
-            if paths:
-                names = [os.path.join(directory, _shard_name(i, len(paths))) for i in range(len(paths))]
-                FileSystems.rename(paths, names)
-            else:
-                FileSystems.create(os.path.join(directory, _shard_name(0, 1))).close()
-            if FileSystems.exists(self.temporary_dirs[split]):
-                FileSystems.delete([self.temporary_dirs[split]])
-
 
 def stable_hash(data: bytes) -> int:
-    return _crc32c(data)
+    return google_crc32c.value(data)
 
 
-class ReadTFRecordShards(beam.PTransform):
-    """``(split, batch of serialized records)`` from the files matching ``patterns[split]``,
-    one reader per file. ``verify_data=False`` skips the data CRCs (see ``iter_tfrecords``).
-
-    Files are matched when the pipeline is built and ``Create`` spreads them over the workers.
-    """
-
-    def __init__(self, patterns: dict[str, str], verify_data: bool = True):
-        super().__init__()
-        self.patterns, self.verify_data = patterns, verify_data
-
-    def expand(self, pipeline):
-        files = [(split, path) for split, pattern in self.patterns.items() for path in match_files(pattern)]
-        verify_data = self.verify_data
-        return (
-            pipeline
-            | "MatchFiles" >> beam.Create(files)
-            | "ReadBatches" >> beam.FlatMapTuple(
-                lambda split, path: ((split, batch) for batch in batched(iter_tfrecords(path, verify_data)))
-            )
-        )
-
-# ------------------------------------------------------------------- tf.Example TFRecord files
-def serialize_example(
-    *, bytes_features=(), int_features=(), float_features=()
-) -> bytes:
+def serialize_example(*, bytes_features=(), int_features=(), float_features=()) -> bytes:
     """A serialized tf.train.Example from (name, values) pairs; None values are left out."""
     example = example_pb2.Example()
     feature = example.features.feature
@@ -246,32 +76,247 @@ def serialize_example(
     return example.SerializeToString()
 
 
+# --------------------------------------------------------------------------- TFRecord framing
+SHARD_PATTERN = "*.tfrecord"
 
-# ------------------------------------------------------------------------- running pipelines
-def run_pipeline(pipeline: beam.Pipeline):
-    """Runs ``pipeline`` to completion and returns its result (for metrics)."""
+
+def masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    """One record in TFRecord framing."""
+    length = struct.pack("<Q", len(data))
+    return b"".join((length, struct.pack("<I", masked_crc(length)), data, struct.pack("<I", masked_crc(data))))
+
+
+def write_tfrecords(stream, records: Iterable[bytes]) -> None:
+    for record in records:
+        stream.write(frame(record))
+
+
+@dataclasses.dataclass(frozen=True)
+class Corrupt:
+    """A record that failed its CRC or was cut off: where it is and why."""
+
+    path: str
+    index: int
+    problem: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.path}#{self.index}"
+
+    @property
+    def message(self) -> str:
+        return f"{self.problem} in record {self.index} of {self.path}"
+
+
+def iter_records(path: str, compression_type: str = CompressionTypes.AUTO) -> Iterator[bytes | Corrupt]:
+    """The records of a TFRecord file, each data CRC checked: a record whose data CRC fails is
+    yielded as ``Corrupt`` and reading goes on; a broken length (bad length CRC, cut-off file)
+    ends the file with one ``Corrupt``, since the next record's start is unknown."""
+    with FileSystems.open(path, compression_type=compression_type) as stream:
+        index = 0
+        while header := stream.read(12):
+            (length,) = struct.unpack("<Q", header[:8]) if len(header) == 12 else (None,)
+            if length is None or struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
+                yield Corrupt(path, index, "bad length CRC (the rest of the file is unreadable)")
+                return
+            body = stream.read(length + 4)
+            if len(body) < length + 4:
+                yield Corrupt(path, index, "truncated record (file cut off)")
+                return
+            data = body[:length]
+            if struct.unpack("<I", body[length:])[0] != masked_crc(data):
+                yield Corrupt(path, index, "bad data CRC")
+            else:
+                yield data
+            index += 1
+
+
+def shard_pattern(directory: str) -> str:
+    return storage.join(directory, SHARD_PATTERN)
+
+
+def shard_name(index: int, total: int) -> str:
+    return f"data-{index:05d}-of-{total:05d}.tfrecord"
+
+
+def shard_paths(directory: str) -> list[str]:
+    return storage.glob(shard_pattern(directory))
+
+
+# ---------------------------------------------------------------------------- reading shards
+class ReadTFRecordBatches(beam.PTransform):
+    """``{split: file pattern}`` -> ``(split, batch)`` where a batch holds serialized records and
+    ``Corrupt`` entries. Patterns are matched on the workers (the job graph holds patterns, not
+    file lists) and files are redistributed, so parallelism does not follow the file count."""
+
+    def __init__(self, patterns: dict[str, str]):
+        super().__init__()
+        self.patterns = patterns
+
+    def expand(self, pipeline):
+        return (
+            pipeline
+            | "Patterns" >> beam.Create(sorted(self.patterns.items()))
+            | "Match" >> beam.FlatMapTuple(lambda split, pattern: ((split, path) for path in storage.glob(pattern)))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadBatches" >> beam.FlatMapTuple(
+                lambda split, path: ((split, batch) for batch in batched(iter_records(path)))
+            )
+        )
+
+
+# ---------------------------------------------------------------------------- writing shards
+class TFRecordBatchSink(fileio.FileSink):
+    """A ``fileio.WriteToFiles`` sink for ``(split, batch of serialized records)`` elements."""
+
+    def open(self, fh):
+        self._file = fh
+
+    def write(self, split_and_batch):
+        write_tfrecords(self._file, split_and_batch[1])
+
+    def flush(self):
+        self._file.flush()
+
+
+def _split_shard_name(window, pane, shard_index, total_shards, compression, destination):
+    return f"{destination}/{shard_name(shard_index, total_shards)}"
+
+
+class WriteSplitShards(beam.PTransform):
+    """Writes ``(split, batch)`` elements to ``<directory>/<split>/data-i-of-n.tfrecord`` with
+    Beam's ``fileio.WriteToFiles`` (temporary files, moved into place inside the pipeline).
+
+    ``num_shards`` 0 lets the runner decide (one file per bundle: no shuffle of the data, the
+    fast path); N writes exactly N shards per split (Beam's round-robin over batches).
+    ``splits``: every split gets at least one shard (an empty one when no record went there),
+    so readers can tell an empty split from a missing one.
+    Outputs the written files as ``fileio.FileResult``.
+    """
+
+    def __init__(self, directory: str, splits: Iterable[str], num_shards: int = 0):
+        super().__init__()
+        self.directory, self.splits, self.num_shards = directory, tuple(splits), num_shards
+        # Beam leaves its (empty, or holding a failed attempt's files) temporary folder behind:
+        # the caller deletes it once the pipeline has finished.
+        self.temp_directory = storage.join(directory, ".incomplete")
+
+    def expand(self, split_batches):
+        for split in self.splits:  # local renames need the parent; object stores ignore this
+            storage.makedirs(storage.join(self.directory, split))
+        pipeline = split_batches.pipeline
+        if self.num_shards:
+            # N empty batches per split, emitted together, take N consecutive shard numbers of
+            # Beam's round-robin: every shard is written, empty or not.
+            markers = [(split, []) for split in self.splits for _ in range(self.num_shards)]
+            empty = pipeline | "EmptyShards" >> beam.Create([None]) | "Markers" >> beam.FlatMap(lambda _: markers)
+        else:
+            present = (
+                split_batches
+                | "Splits" >> beam.Map(lambda split_and_batch: split_and_batch[0])
+                | "DistinctSplits" >> beam.Distinct()
+            )
+            empty = pipeline | "EmptySplits" >> beam.Create([None]) | "EmptyShard" >> beam.FlatMap(
+                lambda _, present, splits=self.splits: [(split, []) for split in splits if split not in present],
+                present=beam.pvalue.AsList(present),
+            )
+        return (
+            (split_batches, empty)
+            | "WithEmptyShards" >> beam.Flatten()
+            | "WriteFiles" >> fileio.WriteToFiles(
+                self.directory,
+                file_naming=_split_shard_name,
+                destination=lambda split_and_batch: split_and_batch[0],
+                temp_directory=StaticValueProvider(str, self.temp_directory),
+                sink=lambda destination: TFRecordBatchSink(),
+                shards=self.num_shards or None,
+                # 0 writers per bundle sends every element to the fixed shards.
+                max_writers_per_bundle=0 if self.num_shards else fileio.WriteToFiles.MAX_NUM_WRITERS_PER_BUNDLE,
+            )
+        )
+
+
+# ------------------------------------------------------------------------------- the runner
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+# Beam 2.77's DaskRunner, read from its source (runners/dask/transform_evaluator.py) and tried:
+DASK_UNSUPPORTED = (
+    "--runner=DaskRunner cannot run ganpipe's Beam jobs on Beam 2.77: its ParDo collects a bundle's "
+    "outputs before calling finish_bundle, so outputs emitted there are dropped (Beam's own "
+    "fileio.WriteToFiles reports its written files that way, so no shard would be published); "
+    "all outputs of a multi-output ParDo land in one bag (with_outputs tags are not kept apart); "
+    "and PipelineResult.metrics() raises NotImplementedError. Use the default FnApiRunner "
+    "(--direct_running_mode=multi_processing for worker processes) or a portable runner "
+    "(--runner=PortableRunner with a Flink or Spark job service)."
+)
+
+
+def pipeline_options(beam_args) -> PipelineOptions:
+    """Options from ``beam_args`` with the local runner named when none is given."""
+    options = PipelineOptions(list(beam_args))
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return PipelineOptions([*beam_args, f"--runner={LOCAL_RUNNER}"])
+    if "dask" in str(runner).lower():
+        raise ComponentError(DASK_UNSUPPORTED)
+    return options
+
+
+def make_pipeline(beam_args) -> beam.Pipeline:
+    return beam.Pipeline(options=pipeline_options(beam_args))
+
+
+def run(pipeline: beam.Pipeline, name: str) -> None:
+    """Runs ``pipeline`` to completion; a job that ends in any state but DONE is an error."""
     result = pipeline.run()
-    result.wait_until_finish()
-    return result
+    state = result.wait_until_finish()
+    if state != beam.runners.runner.PipelineState.DONE:
+        raise ComponentError(f"{name}: the Beam job ended in state {state}")
 
 
-def counter_value(result, name: str) -> int | None:
-    """A Beam metrics counter of this package, or None when the runner reports no metrics."""
-    from apache_beam.metrics.metric import MetricsFilter
+# ------------------------------------------------------------------------------- tallies
+def add_tallies(tallies: Iterable[collections.Counter]) -> collections.Counter:
+    """Sums ``Counter``s: the combine behind every count the conservation checks use. Each is
+    a count of elements in the data (what a step read, wrote, rejected), so a retried bundle is
+    counted once, whatever metrics the runner does or does not report."""
+    total = collections.Counter()
+    for tally in tallies:
+        total.update(tally)
+    return total
 
-    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))
-    values = [c.committed if c.committed is not None else c.attempted for c in query["counters"]]
-    return sum(values) if values else None
+
+class SumTallies(beam.PTransform):
+    """``Counter`` elements -> one ``Counter`` (empty when there are none)."""
+
+    def expand(self, tallies):
+        return tallies | "Sum" >> beam.CombineGlobally(add_tallies)
 
 
-def write_json_lines(values: list, path: str) -> None:
-    with FileSystems.create(path) as f:
-        f.write("".join(json.dumps(value, sort_keys=True) + "\n" for value in values).encode("utf-8"))
+class Finalize(beam.PTransform):
+    """Runs ``function(**side_inputs)`` once, on a worker, after every side input is complete:
+    how a job writes its own summary files (metadata, schema, statistics) from combined values,
+    instead of the driver gathering worker outputs after the job."""
+
+    def __init__(self, function, **side_inputs):
+        super().__init__()
+        self.function, self.inputs = function, side_inputs
+
+    def expand(self, pipeline):
+        function = self.function
+        return (
+            pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(lambda _, **values: function(**values), **self.inputs)
+        )
 
 
 class WriteJsonLines(beam.PTransform):
-    """Writes JSON-able elements to one file, one document a line, gathered on one worker: for
-    small outputs (summaries, rejection listings); much lighter than ``WriteToText``."""
+    """Dicts -> one JSON-lines file at ``path`` (empty when there are none), through Beam's
+    text sink: the elements stream to one writer, never gathered into a list."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -280,36 +325,6 @@ class WriteJsonLines(beam.PTransform):
     def expand(self, elements):
         return (
             elements
-            | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(write_json_lines, self.path)
+            | "ToJson" >> beam.Map(lambda element: json.dumps(element, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(self.path, num_shards=1, shard_name_template="")
         )
-
-
-def read_json_lines(path: str) -> list:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
-
-
-class WriteTaggedJsonLines(beam.PTransform):
-    """Writes a dict of small PCollections to one JSON-lines file as ``[tag, element]`` lines:
-    one gather for all of a pipeline's small outputs (each gather is a global combine of nine
-    transforms with a fixed cost). Read it back with ``read_tagged_json_lines``."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-
-    def expand(self, pcollections: dict):
-        tagged = [
-            pcollection | f"Tag{tag.title()}" >> beam.Map(lambda element, tag=tag: [tag, element])
-            for tag, pcollection in pcollections.items()
-        ]
-        return tagged | "Merge" >> beam.Flatten() | "Write" >> WriteJsonLines(self.path)
-
-
-def read_tagged_json_lines(path: str, tags: Iterable[str]) -> dict[str, list]:
-    """{tag: elements} from a ``WriteTaggedJsonLines`` file; every tag in ``tags`` is present."""
-    elements = {tag: [] for tag in tags}
-    for tag, element in read_json_lines(path):
-        elements[tag].append(element)
-    return elements

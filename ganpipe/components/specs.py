@@ -14,7 +14,7 @@ INGEST_PARAMETERS = (
     Parameter("source", str, "digits", sources.source_syntax()),
     Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
               min=0.0, max=0.9),
-    Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
+    Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
               min=0, max=10000),
     Parameter("label_names", list, None,
               "fixed label vocabulary; other labels are rejected (default: from the source)",

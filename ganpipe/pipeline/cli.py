@@ -13,7 +13,7 @@ import click
 
 from ganpipe import __version__
 from ganpipe.pipeline import dag
-from ganpipe.pipeline.config import ConfigError, default_root, load_config
+from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
                                        ExecutionRecord, MetadataStore)
 from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_view
@@ -64,10 +64,10 @@ def run(config_file, overrides, until, force, beam_args, root) -> None:
     try:
         config = load_config(config_file, overrides)
         if root:
-            config.root = os.path.abspath(root)
+            config.root, config.metadata = resolve_locations(root)
         runner = LocalRunner(config.root, config.name, config.nodes, config.parameters,
                              config.beam_args + list(beam_args), echo=click.echo,
-                             config={**config.as_dict(), "config_file": config_file})
+                             config={**config.as_dict(), "config_file": config_file}, metadata=config.metadata)
         runner.plan(until, force)  # unknown component names fail here, before anything runs
     except (ConfigError, dag.PipelineError) as error:
         raise UsageFailure(str(error)) from error

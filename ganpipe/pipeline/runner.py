@@ -29,6 +29,7 @@ import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import ganpipe
+from ganpipe.components import storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import dag
 from ganpipe.pipeline.metadata import COMPLETE, FAILED, LIVE, MetadataStore
@@ -177,8 +178,13 @@ class LocalRunner:
     def __init__(self, root: str, pipeline: str, nodes: Sequence[dag.Node],
                  parameters: dict[str, dict[str, Any]] | None = None, beam_args: Iterable[str] = (),
                  echo: Callable[[str], None] = print, source_root: str = PACKAGE_SOURCE,
-                 config: dict[str, Any] | None = None):
-        self.root = os.path.abspath(root)
+                 config: dict[str, Any] | None = None, metadata: str | None = None):
+        # Artifacts live under ``root`` (a local path or a URI); the store and the locks under the
+        # local ``metadata`` directory (default: the root, which must then be local).
+        self.root = storage.normalize_root(root)
+        self.metadata = os.path.abspath(metadata or self.root)
+        if not storage.is_local(self.metadata):
+            raise ValueError(f"{root}: a remote pipeline root needs a local metadata directory")
         self.pipeline = pipeline
         self.nodes = tuple(nodes)
         self.parameters = parameters or {}
@@ -203,11 +209,11 @@ class LocalRunner:
         code = source_fingerprint(self.source_root)
         started = time.time()
         lock_name = f"run-{uuid.uuid4().hex}.lock"
-        locks = os.path.join(self.root, LOCKS)
+        locks = os.path.join(self.metadata, LOCKS)
         run_lock = FileLock(os.path.join(locks, lock_name))
-        with FileLock(os.path.join(locks, GC_LOCK), shared=True), MetadataStore(self.root) as store:
+        with FileLock(os.path.join(locks, GC_LOCK), shared=True), MetadataStore(self.metadata) as store:
             run_lock.acquire()
-            store.reap_abandoned(run_is_alive(self.root))
+            store.reap_abandoned(run_is_alive(self.metadata))
             config = {**self.config, "until": until, "force": sorted(forced)}
             run_id = store.start_run(self.pipeline, config, lock_name)
             self.echo(f"Run {run_id} of pipeline {self.pipeline} in {self.root}")
@@ -238,16 +244,18 @@ class LocalRunner:
         parameters = self.parameters.get(node.section) or component.resolve_parameters({}, node.section)
         code = _component_code(component, code, self.source_root)
         key = cache_key(component.name, parameters, inputs, code)
-        component_dir = os.path.join(self.root, self.pipeline, component.name)
-        staging = os.path.join(component_dir, STAGING, key)
+        component_dir = storage.join(self.root, self.pipeline, component.name)
+        staging = storage.join(component_dir, STAGING, key)
         started = time.time()
-        key_lock = FileLock(staging + ".lock")
+        local = storage.is_local(self.root)
+        key_lock = FileLock(staging + ".lock" if local else
+                            os.path.join(self.metadata, LOCKS, f"{self.pipeline}-{component.name}-{key}.lock"))
         if not key_lock.acquire(blocking=False):
             self.echo(f"      waiting for another run computing {component.name} ({key[:12]})")
             key_lock.acquire()
         try:
             # A run that held this key's lock before us may have died mid-execution: mark it now.
-            store.reap_abandoned(run_is_alive(self.root))
+            store.reap_abandoned(run_is_alive(self.metadata))
             hit = None if forced else store.find_cached(self.pipeline, key)
             if hit:
                 source, outputs = hit
@@ -256,14 +264,20 @@ class LocalRunner:
                 return StepResult(component.name, "cached", execution_id, time.time() - started, outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key, code, inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
-            outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
+            if local:
+                outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
+            else:
+                outputs = _remote_outputs(component, component_dir, execution_id)
             context = ExecutionContext(
                 pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
                 beam_args=list(self.beam_args), pipeline_root=self.root, log=lambda message: self.echo(f"      {component.name} | {message}"),
                 find_artifacts=lambda type_: [r.artifact for r in store.artifacts(self.pipeline, type_, LIVE)])
             try:
                 component.execute(inputs, outputs, dict(parameters), context)
-                _publish(outputs, component_dir, execution_id)
+                if local:
+                    _publish(outputs, component_dir, execution_id)
+                else:
+                    _fingerprint_remote(outputs)
             except BaseException as error:
                 store.fail_execution(execution_id, traceback.format_exc())
                 if not isinstance(error, Exception):
@@ -272,7 +286,8 @@ class LocalRunner:
                 return StepResult(component.name, "failed", execution_id, time.time() - started, {},
                                   f"{type(error).__name__}: {error}")
             store.complete_execution(execution_id, outputs)
-            shutil.rmtree(staging, ignore_errors=True)
+            if local:
+                shutil.rmtree(staging, ignore_errors=True)
             return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
         finally:
             key_lock.release()
@@ -323,6 +338,27 @@ def _publish(outputs: dict[str, Artifact], component_dir: str, execution_id: int
         artifact.uri = target
 
 
+def _remote_outputs(component: Component, component_dir: str, execution_id: int) -> dict[str, Artifact]:
+    """On an object store, where rename is not atomic, outputs are written in place under their
+    execution id; the store's record of the execution (after the executor succeeded) is the
+    commit point, so an unrecorded directory is an abandoned attempt, never a published one."""
+    return {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
+            for name, artifact_type in component.outputs.items()}
+
+
+def _fingerprint_remote(outputs: dict[str, Artifact]) -> None:
+    """sha256 over each output's relative file paths, sizes and contents, read through the
+    filesystem layer (the same material as ``directory_fingerprint``, for a URI)."""
+    for artifact in outputs.values():
+        digest = hashlib.sha256()
+        for path in storage.glob(storage.join(artifact.uri, "**")):
+            data = storage.read_bytes(path)
+            relative = path[len(artifact.uri.rstrip("/")) + 1:].encode()
+            digest.update(b"F" + relative + b"\0" + str(len(data)).encode() + b"\0")
+            digest.update(hashlib.sha256(data).digest())
+        artifact.fingerprint = digest.hexdigest()
+
+
 def _relocate(value: Any, old: str, new: str) -> Any:
     """Rewrites paths an executor stored into properties from staging to published location."""
     if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
@@ -341,6 +377,8 @@ def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[
     -> eval); a ``logs/`` holding event files itself becomes ``<component>``. TensorBoard 2.21
     follows symlinked run directories, so one ``--logdir`` shows them all."""
     found: dict[str, str] = {}
+    if not storage.is_local(root):  # symlinks need a local root
+        return None
     for component, artifact in artifacts:
         logs = os.path.join(artifact.uri, "logs")
         entries = sorted(os.listdir(logs)) if os.path.isdir(logs) else []

@@ -6,7 +6,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import batched, example_pb2, iter_tfrecords, stable_hash
+from ganpipe.components.beamio import Corrupt, batched, example_pb2, iter_records, stable_hash
 from ganpipe.components.sources.common import CountRead, RawRecord, SourcePlan
 
 
@@ -36,8 +36,9 @@ def plan(pattern, params) -> SourcePlan:
 
 def peek_example(paths: list[str]) -> example_pb2.Example | None:
     for path in paths:
-        for record in iter_tfrecords(path):
-            return example_pb2.Example.FromString(record)
+        for record in iter_records(path):
+            if not isinstance(record, Corrupt):
+                return example_pb2.Example.FromString(record)
     return None
 
 
@@ -56,7 +57,9 @@ class _ParseExamples(beam.DoFn):
         path, batch = path_and_batch
         yield [self._record(path, record) for record in batch]
 
-    def _record(self, path: str, serialized: bytes) -> RawRecord:
+    def _record(self, path: str, serialized: bytes | Corrupt) -> RawRecord:
+        if isinstance(serialized, Corrupt):
+            return RawRecord(key=serialized.key, error=serialized.message)
         # Content-addressed key: stable across runs and readers, and duplicates share a split.
         key = f"{path}#{stable_hash(serialized):08x}"
         features = example_pb2.Example.FromString(serialized).features.feature
@@ -99,7 +102,7 @@ class ReadTFExampleFiles(beam.PTransform):
             pipeline
             | "Files" >> beam.Create(self.paths)
             | "ReadBatches" >> beam.FlatMap(
-                lambda path: ((path, batch) for batch in batched(iter_tfrecords(path)))
+                lambda path: ((path, batch) for batch in batched(iter_records(path)))
             )
             | "Redistribute" >> beam.Reshuffle()
             | "ParseExamples" >> beam.ParDo(self.parse)
