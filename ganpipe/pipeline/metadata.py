@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from ganpipe.components import storage
 from ganpipe.components.base import Artifact
 
 STORE_FILE = "metadata.sqlite"
@@ -222,7 +223,7 @@ class MetadataStore:
         for row in rows:
             outputs = self.execution_artifacts(row["id"], "output")
             records = [self.artifact(a.id) for a in outputs.values()]
-            if all(r.state == LIVE and os.path.isdir(r.artifact.uri) for r in records):
+            if all(r.state == LIVE and _artifact_exists(r.artifact.uri) for r in records):
                 return _execution(row), outputs
         return None
 
@@ -331,3 +332,11 @@ def _artifact(row: sqlite3.Row) -> Artifact:
 def _artifact_record(row: sqlite3.Row) -> ArtifactRecord:
     return ArtifactRecord(artifact=_artifact(row), state=row["state"], pipeline=row["pipeline"],
                           component=row["component"], output=row["output"], producer_id=row["producer_id"])
+
+
+def _artifact_exists(uri: str) -> bool:
+    """A local artifact is a directory; on an object store (no directories) it exists while
+    some object lies under it."""
+    if storage.is_local(uri):
+        return os.path.isdir(uri)
+    return bool(storage.glob(storage.join(uri, "**")))
