@@ -446,3 +446,21 @@ def test_empty_train_split_is_an_error_naming_the_split_rule(tmp_path):
     path.write_text("a\n1\n")
     with pytest.raises(ComponentError, match=r"train split is empty.*split rule .*blake2b-128"):
         ingest.run_ingest(f"csv:{path}", str(tmp_path / "out"), eval_fraction=0.9, split_salt="2", **QUIET)
+
+
+def test_content_split_key_follows_the_pictures_not_their_names(tmp_path):
+    write_pngs(tmp_path / "a", 24, seed=5)
+    renamed = tmp_path / "b" / "deeper"
+    renamed.mkdir(parents=True)
+    for i in range(24):  # every picture under another name, in another tree
+        shutil.copy(tmp_path / "a" / f"img{i:02d}.png", renamed / f"photo-{23 - i}.png")
+    options = dict(eval_fraction=0.4, split_key="content", **QUIET)
+    metadata = ingest.run_ingest(f"images:{tmp_path / 'a'}", str(tmp_path / "out-a"), **options)
+    ingest.run_ingest(f"images:{tmp_path / 'b'}", str(tmp_path / "out-b"), **options)
+    by_content = {}
+    for output in ("out-a", "out-b"):
+        for key, (split, _) in read_records(str(tmp_path / output)).items():
+            by_content.setdefault(open(key, "rb").read(), set()).add(split)
+    assert len(by_content) == 24 and all(len(splits) == 1 for splits in by_content.values())
+    assert {next(iter(s)) for s in by_content.values()} == {"train", "eval"}
+    assert metadata["split"]["split_key"] == "content" and metadata["split"]["key"] == "record content"
