@@ -5,8 +5,6 @@ For each case: the exact rejected count and reason class, every good record kept
 and read = written + rejected. Inputs are written and outputs read with TensorFlow's own
 TFRecord reader and writer and Pillow/numpy, not with ganpipe's code.
 """
-import csv
-import gzip
 import io
 import json
 import os

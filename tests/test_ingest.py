@@ -59,6 +59,14 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     records = {**train, **evaluation}
     expected = documented_split({key: key for key in records}, {k: f["image"].bytes_list.value[0] for k, f in records.items()}, 0.1)
     assert {key: "eval" if key in evaluation else "train" for key in records} == expected
+    images, labels = load_digits_reference()
+    assert metadata["label_names"] == [str(i) for i in range(10)]
+    assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
+    feature = train.get("digits/0000") or evaluation["digits/0000"]
+    assert list(feature["image_shape"].int64_list.value) == [8, 8, 1]
+    pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
+    np.testing.assert_array_equal(pixels, images[0])
+    assert label_of(feature) == str(labels[0])
 
 
 def documented_split(names: dict, contents: dict, eval_fraction: float, salt: str = "") -> dict:
@@ -72,15 +80,6 @@ def documented_split(names: dict, contents: dict, eval_fraction: float, salt: st
     for key, content in contents.items():
         group[content] = min(group.get(content, hashes[key]), hashes[key])
     return {key: "eval" if group[contents[key]] < eval_fraction * 2**128 else "train" for key in names}
-
-    images, labels = load_digits_reference()
-    assert metadata["label_names"] == [str(i) for i in range(10)]
-    assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
-    feature = train.get("digits/0000") or evaluation["digits/0000"]
-    assert list(feature["image_shape"].int64_list.value) == [8, 8, 1]
-    pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
-    np.testing.assert_array_equal(pixels, images[0])
-    assert label_of(feature) == str(labels[0])
 
 
 def load_digits_reference():
