@@ -85,7 +85,7 @@ train:
     ("train: [1, 2]", (), "train: must be a mapping"),
     ("- a\n- b", (), "the top level must be a mapping"),
     ("train: {steps: [1", (), "not valid YAML"),
-    ("pipeline: {nme: x}", (), "pipeline.nme: unknown key; allowed keys are name, root, dag"),
+    ("pipeline: {nme: x}", (), "pipeline.nme: unknown key; allowed keys are name, root, metadata, dag"),
     ("pipeline: {name: 'a/b'}", (), "pipeline.name: 'a/b' must be letters"),
     ("pipeline: {name: 3}", (), "pipeline.name: expected a non-empty string"),
     ("beam: {args: --x}", (), "beam.args: expected a list of strings"),
