@@ -156,9 +156,8 @@ def run_ingest(
     tally = (encoded["tally"], shard_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
     static = {"source": source, "kind": plan.kind, "label_names": plan.label_names,
               "feature_names": plan.feature_names, "eval_fraction": eval_fraction, "split": splitter.rule()}
-    pipeline | "WriteMetadata" >> beamio.Finalize(
-        lambda tally: storage.write_json(storage.join(output_dir, METADATA_FILE), build_metadata(static, tally)),
-        tally=beam.pvalue.AsSingleton(tally),
+    tally | "WriteMetadata" >> beamio.Finalize(
+        lambda tally: storage.write_json(storage.join(output_dir, METADATA_FILE), build_metadata(static, tally))
     )
     beamio.run(pipeline, "Ingest")
     storage.delete([writer.temp_directory])

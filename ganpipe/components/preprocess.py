@@ -464,8 +464,8 @@ def run_preprocess(
     rejected_tally = outputs["rejected"] | "CountRejected" >> beam.Map(lambda _: collections.Counter(rejected=1))
     tally = (outputs["tally"], rejected_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
     summary = Summary(metadata, decoder, channels, schema_dir, statistics_dir)
-    pipeline | "WriteSchemaAndStatistics" >> beamio.Finalize(
-        summary.write, tally=beam.pvalue.AsSingleton(tally), statistics=beam.pvalue.AsDict(outputs["statistics"])
+    tally | "WriteSchemaAndStatistics" >> beamio.Finalize(
+        summary.write, statistics=beam.pvalue.AsDict(outputs["statistics"])
     )
     beamio.run(pipeline, "Preprocess")
     storage.delete([writer.temp_directory])
