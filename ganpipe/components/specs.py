@@ -136,6 +136,11 @@ TRAIN_PARAMETERS = (
     Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1),
     Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1),
     Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1),
+    Parameter("checkpoint_every_seconds", float, None, "also checkpoint at the first step after this much wall "
+              "time since the last save (preemptible machines); empty = by steps only", min=1.0, nullable=True),
+    Parameter("deterministic", bool, False, "TF op determinism: bit-identical resume on GPUs too (slower there)"),
+    Parameter("sync_batch_norm", bool, None, "BatchNorm statistics over the global batch across replicas; "
+              "empty = on with more than one replica", nullable=True),
 )
 
 TRAIN = Component(

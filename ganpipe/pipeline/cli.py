@@ -12,7 +12,7 @@ import sys
 import click
 
 from ganpipe import __version__
-from ganpipe.pipeline import dag
+from ganpipe.pipeline import cluster_commands, dag
 from ganpipe.pipeline.config import ConfigError, default_root, load_config
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
                                        ExecutionRecord, MetadataStore)
@@ -281,6 +281,10 @@ def _duration(started: float, ended: float | None, unit: str = " s") -> str:
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
+
+# Developer D's commands for running past one machine live in their own module.
+main.add_command(cluster_commands.execute_command)
+main.add_command(cluster_commands.compile_command)
 
 if __name__ == "__main__":
     main()

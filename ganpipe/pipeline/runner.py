@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import ganpipe
 from ganpipe.components.base import Artifact, Component, ExecutionContext
-from ganpipe.pipeline import dag
+from ganpipe.pipeline import dag, execute
 from ganpipe.pipeline.metadata import COMPLETE, FAILED, LIVE, MetadataStore
 
 PACKAGE_SOURCE = os.path.dirname(os.path.abspath(ganpipe.__file__))
@@ -262,7 +262,7 @@ class LocalRunner:
                 beam_args=list(self.beam_args), pipeline_root=self.root, log=lambda message: self.echo(f"      {component.name} | {message}"),
                 find_artifacts=lambda type_: [r.artifact for r in store.artifacts(self.pipeline, type_, LIVE)])
             try:
-                component.execute(inputs, outputs, dict(parameters), context)
+                execute.run_executor(component, inputs, outputs, parameters, context)
                 _publish(outputs, component_dir, execution_id)
             except BaseException as error:
                 store.fail_execution(execution_id, traceback.format_exc())
