@@ -55,8 +55,12 @@ class TerminationRequest:
 
 
 def spans_workers(strategy: tf.distribute.Strategy) -> bool:
+    """More than one worker process (a one-task cluster behaves as a local strategy)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    return bool(resolver and resolver.cluster_spec().as_dict())
+    if resolver is None:
+        return False
+    cluster = resolver.cluster_spec().as_dict()
+    return sum(len(cluster.get(job, [])) for job in ("chief", "worker")) > 1
 
 
 class Agreement:

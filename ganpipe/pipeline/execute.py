@@ -2,8 +2,9 @@
 
 Like TFX's container entrypoint, a step gets its inputs and outputs as URIs and its parameters as
 JSON, runs the executor with no metadata store, no upstream resolution and no cache, and writes an
-execution record (JSON) beside its outputs. The local runner runs executors through
-``run_executor`` too, in its own process, except when a step needs a fresh process:
+execution record (JSON) beside its outputs. The local runner runs executors through this module's
+``run_executor``: in the runner's process (``run_here``, also what ``ganpipe execute`` runs),
+except when a step needs a fresh process:
 ``MultiWorkerMirroredStrategy`` must be created before the process runs any TensorFlow op, which
 earlier steps of a ``ganpipe run`` already did; such a step runs as ``python -m
 ganpipe.pipeline.execute`` with the same arguments ``ganpipe execute`` takes.
@@ -41,12 +42,19 @@ def needs_own_process(params: dict[str, Any]) -> bool:
 
 def run_executor(component: Component, inputs: dict[str, Artifact], outputs: dict[str, Artifact],
                  params: dict[str, Any], ctx: ExecutionContext) -> None:
-    """Runs the executor on artifacts whose directories exist; the local runner's path and this
-    module's. Raises what the executor raises; outputs' properties must be JSON values."""
+    """The local runner's way to run a step: here, or in a process of its own when it needs one.
+    Raises what the executor raises."""
     if needs_own_process(params):
         run_in_own_process(component, inputs, outputs, params, ctx)
     else:
-        component.execute(inputs, outputs, dict(params), ctx)
+        run_here(component, inputs, outputs, params, ctx)
+
+
+def run_here(component: Component, inputs: dict[str, Artifact], outputs: dict[str, Artifact],
+             params: dict[str, Any], ctx: ExecutionContext) -> None:
+    """Runs the executor in this process (``ganpipe execute`` always does: it is the step's own
+    process); outputs' properties must be JSON values."""
+    component.execute(inputs, outputs, dict(params), ctx)
     for name, artifact in outputs.items():
         try:
             json.dumps(artifact.properties)
@@ -218,7 +226,7 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
     started = time.time()
     state, error = COMPLETE, None
     try:
-        run_executor(component, inputs, outputs, resolved, ctx)
+        run_here(component, inputs, outputs, resolved, ctx)
     except Exception as failure:  # the record and exit code carry it; the traceback goes to stderr
         state = FAILED_RESUMABLE if getattr(failure, "resumable", False) else FAILED
         if state == FAILED:
