@@ -22,6 +22,11 @@ setup(
         "scipy>=1.11",  # matrix square root for Fréchet distances, KS statistics
         "pyyaml>=6",  # pipeline configs
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        # ganpipe compile --target kubeflow. kfp 2.17 needs protobuf>=6.31.1,<7 (TF 2.21 has 6.33) and
+        # pins requests==2.33.0 and urllib3==2.8.0; pip check is clean beside TF 2.21 and Beam 2.77.
+        "kubeflow": ["kfp>=2.17,<3"],
+        "test": ["pytest>=8", "kfp>=2.17,<3"],  # kfp: tests/test_kubeflow.py reads compiled specs back
+    },
     entry_points={"console_scripts": ["ganpipe=ganpipe.pipeline.cli:main"]},
 )

@@ -336,23 +336,35 @@ def test_execute_failure_exits_1_with_a_failed_record(data, tmp_path):
 # ------------------------------------------------------------------ ganpipe run, own process
 
 
-def test_runner_gives_a_multi_worker_train_its_own_process_after_tf_ops_ran_here(data, tmp_path, monkeypatch):
+def test_runner_gives_a_multi_worker_train_its_own_process_and_a_worker_joins_it(data, tmp_path, monkeypatch):
     """This process has run TF ops (other tests, and the line below): creating a multi-worker
-    strategy here would fail, so the runner must start Train in a process of its own."""
+    strategy here would fail, so the runner must start Train in a process of its own. The second
+    worker runs `ganpipe worker` with the same config and root and trains the same step."""
     tf.constant(1.0) + 1.0
     source = Component("Source", {}, {"examples": "Examples", "schema": "Schema"}, (), write_source)
     nodes = [Node.of(source), Node("Train", specs.TRAIN, {"examples": "Source.examples", "schema": "Source.schema"})]
-    [port] = free_ports(1)
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
-                                                "task": {"type": "worker", "index": 0}}))
-    parameters = {"train": train.COMPONENT.resolve_parameters(
-        {**TINY_DCGAN, "steps": 4, "log_every": 2, "sample_every": 4, "strategy": "multi_worker"})}
+    train_section = {**TINY_DCGAN, "steps": 4, "log_every": 2, "sample_every": 4, "strategy": "multi_worker"}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(json.dumps({"pipeline": {"name": "p"}, "train": train_section}))
+    root = str(tmp_path / "root")
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    worker = subprocess.Popen([sys.executable, "-m", "ganpipe.pipeline.cli", "worker", str(config_file), "--root", root],
+                              env={**ENVIRONMENT, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                           "task": {"type": "worker", "index": 1}})},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
     lines = []
-    result = LocalRunner(str(tmp_path / "root"), "p", nodes, parameters, echo=lines.append).run()
-    assert result.state == COMPLETE, "\n".join(lines)[-3000:]
+    result = LocalRunner(root, "p", nodes, {"train": train.COMPONENT.resolve_parameters(train_section)},
+                         echo=lines.append).run()
+    worker_output = worker.communicate(timeout=300)[0]
+    assert result.state == COMPLETE, "\n".join(lines)[-3000:] + worker_output[-3000:]
+    assert worker.returncode == 0, worker_output[-3000:]
     model = result.steps[1].outputs["model"]
     assert model.properties["steps"] == 4 and os.path.isfile(os.path.join(model.uri, "generator.keras"))
     assert any("Train | trained 4 steps" in line for line in lines)
+    assert "step 4/4" in worker_output and "trained" not in worker_output
+    assert not os.path.exists(execute.handoff_path(root, "p", "Train"))
 
 
 def write_source(inputs, outputs, params, ctx):

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from google.protobuf import json_format
 
 kfp = pytest.importorskip("kfp")
 from kfp import components as kfp_components  # noqa: E402
@@ -64,7 +65,7 @@ def test_compiled_spec_loads_back_with_the_dag_parameters_and_wiring_of_the_pipe
     tasks = spec.root.dag.tasks
     nodes = {node.name: node for node in config.nodes}
     assert {task.task_info.name for task in tasks.values()} == set(nodes)
-    executors = spec.deployment_spec["executors"]
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     for task in tasks.values():
         node = nodes[task.task_info.name]
         producers = {tasks[name].task_info.name for name in task.dependent_tasks}
@@ -72,7 +73,7 @@ def test_compiled_spec_loads_back_with_the_dag_parameters_and_wiring_of_the_pipe
         wiring = {name: f"{tasks[a.task_output_artifact.producer_task].task_info.name}."
                         f"{a.task_output_artifact.output_artifact_key}" for name, a in task.inputs.artifacts.items()}
         assert wiring == dict(node.wiring), node.name
-        params = json.loads(task.inputs.parameters["params"].runtime_value.constant)
+        params = json.loads(task.inputs.parameters["params"].runtime_value.constant.string_value)
         assert params == json.loads(json.dumps(config.parameters[node.section])), node.name
         assert task.caching_options.enable_cache is False
         component = spec.components[task.component_ref.name]
@@ -112,7 +113,7 @@ def run_like_kfp(spec_file, pipeline_root):
     dependency order; returns {task: {output: path}}. `ganpipe` is this tree's CLI."""
     spec = kfp_components.load_component_from_file(spec_file).pipeline_spec
     tasks = spec.root.dag.tasks
-    executors = spec.deployment_spec["executors"]
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     outputs = {}
     for name in dependency_order(tasks):
         task = tasks[name]
@@ -123,7 +124,8 @@ def run_like_kfp(spec_file, pipeline_root):
                                 "system.Artifact") for key, a in task.inputs.artifacts.items()}
         outputs[name] = {key: os.path.join(pipeline_root, name, key) for key in component.output_definitions.artifacts}
         executor_input = {
-            "inputs": {"parameterValues": {key: p.runtime_value.constant for key, p in task.inputs.parameters.items()},
+            "inputs": {"parameterValues": {key: p.runtime_value.constant.string_value
+                                                   for key, p in task.inputs.parameters.items()},
                        "artifacts": inputs},
             "outputs": {"artifacts": {key: artifact(uri, "system.Artifact") for key, uri in outputs[name].items()},
                         "outputFile": os.path.join(pipeline_root, name, "executor_output.json")},

@@ -285,6 +285,7 @@ def _megabytes(size: int) -> str:
 # Developer D's commands for running past one machine live in their own module.
 main.add_command(cluster_commands.execute_command)
 main.add_command(cluster_commands.compile_command)
+main.add_command(cluster_commands.worker_command)
 
 if __name__ == "__main__":
     main()

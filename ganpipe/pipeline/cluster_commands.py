@@ -53,6 +53,51 @@ def execute_command(component, inputs, outputs, params, record, pipeline_name, p
     sys.exit(code)
 
 
+@click.command("worker")
+@click.argument("config_file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a config value, as given to the chief's `ganpipe run` (repeatable).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="The pipeline root the chief runs in, on storage shared with it.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=3600, show_default=True,
+              help="Seconds to wait for the chief to reach the multi-worker step.")
+def worker_command(config_file, overrides, root, timeout) -> None:
+    """Join a multi-worker `ganpipe run` as a non-chief worker (TF_CONFIG names this task).
+
+    The chief runs `ganpipe run CONFIG_FILE` as usual; every other worker runs `ganpipe worker
+    CONFIG_FILE` with the same config and root. A worker waits until the chief reaches the
+    multi-worker step (Train with strategy multi_worker), runs it with the chief's inputs and
+    outputs, and exits with its exit code. It never opens the metadata store and writes no output.
+    """
+    import time
+
+    from ganpipe.pipeline import execute
+    from ganpipe.pipeline.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_file, overrides)
+    except ConfigError as error:
+        raise UsageFailure(str(error)) from error
+    if execute.cluster_size() < 2:
+        raise UsageFailure("TF_CONFIG names no cluster of two or more workers; run `ganpipe run` instead")
+    if execute.is_chief_task():
+        raise UsageFailure("TF_CONFIG names this task the chief: run `ganpipe run` here")
+    pipeline_root = os.path.abspath(root) if root else config.root
+    steps = [node.name for node in config.nodes if execute.needs_own_process(config.parameters.get(node.section, {}))]
+    if not steps:
+        raise UsageFailure("no step of this pipeline trains with strategy multi_worker (set train.strategy)")
+    handoff = execute.handoff_path(pipeline_root, config.name, steps[0])
+    click.echo(f"Waiting for the chief to start {steps[0]} ({handoff})")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(handoff):
+        if time.monotonic() > deadline:
+            click.echo(f"Error: the chief did not start {steps[0]} within {timeout:g} s", err=True)
+            sys.exit(1)
+        time.sleep(0.5)
+    arguments = execute.read_record(handoff)["arguments"]
+    execute_command.main(arguments, standalone_mode=True)
+
+
 @click.command("compile")
 @click.argument("config_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",

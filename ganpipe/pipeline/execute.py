@@ -14,12 +14,15 @@ resumes), 2 usage error (unknown component, bad parameters, missing input).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -74,20 +77,42 @@ def run_in_own_process(component: Component, inputs: dict[str, Artifact], output
                        params: dict[str, Any], ctx: ExecutionContext) -> None:
     """Runs ``python -m ganpipe.pipeline.execute`` (inheriting ``TF_CONFIG``), streams its output to
     ``ctx.log`` and copies the outputs' properties back from its record."""
+    reference = component_reference(component)
+    handoff = handoff_path(ctx.pipeline_root, ctx.pipeline_name, component.name)
     with tempfile.TemporaryDirectory(prefix="ganpipe-execute-") as scratch:
         record_path = os.path.join(scratch, "record.json")
         command = [sys.executable, "-m", "ganpipe.pipeline.execute", *command_arguments(
-            component_reference(component), inputs, outputs, params, record_path, ctx)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in process.stdout:
-            ctx.log(line.rstrip("\n"))
-        code = process.wait()
+            reference, inputs, outputs, params, record_path, ctx)]
+        if cluster_size() > 1:  # the other workers (`ganpipe worker`) run the same step
+            write_record(handoff, {"arguments": command_arguments(reference, inputs, outputs, params, None, ctx)})
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with forwarding_sigterm(process):  # a preempted runner lets the step checkpoint
+                for line in process.stdout:
+                    ctx.log(line.rstrip("\n"))
+                code = process.wait()
+        finally:
+            if os.path.exists(handoff):
+                os.remove(handoff)
         record = read_record(record_path) if os.path.exists(record_path) else {}
     if code != 0:
         raise StepFailed(record.get("error") or f"{component.name} exited with code {code}",
                          record.get("state") == FAILED_RESUMABLE)
     for name, artifact in outputs.items():
         artifact.properties.update(record["outputs"][name]["properties"])
+
+
+@contextlib.contextmanager
+def forwarding_sigterm(process: subprocess.Popen):
+    """Passes SIGTERM on to ``process`` (installable from the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def component_reference(component: Component) -> str:
@@ -200,6 +225,18 @@ def is_chief_task() -> bool:
         return True
     return task.get("type") == "chief" or (task.get("type") == "worker" and int(task.get("index", 0)) == 0
                                            and "chief" not in cluster)
+
+
+def cluster_size() -> int:
+    """Tasks that train (chief and workers) in ``TF_CONFIG``'s cluster; 0 without one."""
+    cluster = tf_config_task()[1]
+    return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+
+
+def handoff_path(pipeline_root: str, pipeline: str, component: str) -> str:
+    """Where the chief's ``ganpipe run`` leaves a multi-worker step's arguments for the other
+    workers' ``ganpipe worker`` (shared storage under the pipeline root); removed when it ends."""
+    return os.path.join(pipeline_root, pipeline, ".workers", f"{component}.json")
 
 
 def tf_config_task() -> tuple[dict, dict]:
