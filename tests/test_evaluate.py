@@ -108,8 +108,8 @@ def run_evaluate(model, digits, feature_space, tmp_path_factory, earlier=(), **p
     outputs = {"evaluation": Artifact("Evaluation", str(tmp_path_factory.mktemp("evaluation"))),
                "blessing": Artifact("Blessing", str(tmp_path_factory.mktemp("blessing")))}
     inputs = {"model": model, "examples": Artifact("Examples", root), "schema": Artifact("Schema", root),
-              "classifier": feature_space}
-    context = ExecutionContext("p", "Evaluate", 2, log=print, find_artifacts=lambda kind: list(earlier))
+              "classifier": feature_space, **({"baseline": earlier[0]} if earlier else {})}
+    context = ExecutionContext("p", "Evaluate", 2, log=print)
     evaluate.COMPONENT.execute(inputs, outputs, evaluate.COMPONENT.resolve_parameters({**EVAL_PARAMS, **params}),
                                 context)
     return outputs["evaluation"], outputs["blessing"]
