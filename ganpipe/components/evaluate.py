@@ -425,10 +425,11 @@ def _regression_check(report: dict, params: dict, earlier_blessings) -> tuple[di
     limit = previous + slack if lower else previous - slack
     passed = value is not None and (value <= limit if lower else value >= limit)
     shown = "nan/inf" if value is None else f"{value:.4g}"
+    # Named by fingerprint, not by id or path: blessing.json stays a function of its inputs.
     reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of the last blessed model "
-              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing artifact "
-              f"{last.id if last.id is not None else last.uri})")
-    compared_with = {"artifact_id": last.id, "uri": last.uri, "main_metric_value": previous}
+              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing "
+              f"{last.fingerprint[:12] or last.uri})")
+    compared_with = {"fingerprint": last.fingerprint, "main_metric_value": previous}
     return {**check, "limit": limit, "passed": bool(passed), "reason": reason}, compared_with
 
 
