@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Any, Callable
 
 from ganpipe.components import storage
+
+
+def absolute_path(path: str | None) -> str | None:
+    """A local path made absolute against the working directory at config time; URIs as given,
+    so a cache key names the same files whatever the working directory of a later run."""
+    return path if not path or not storage.is_local(path) else os.path.abspath(os.path.expanduser(path))
 
 
 class ComponentError(RuntimeError):
@@ -30,6 +37,12 @@ class Parameter:
     min: float | None = None
     max: float | None = None
     nullable: bool = False
+    # False for knobs that do not change the output (logging and checkpoint cadence): left out of
+    # the cache key, so changing them neither re-runs the step nor loses a resumable attempt.
+    semantic: bool = True
+    # Applied to a valid value at config time, e.g. making a path absolute so the cache key names
+    # the same files whatever the working directory of a later run.
+    normalize: Callable[[Any], Any] | None = None
 
     def validate(self, value: Any, where: str) -> Any:
         """Returns ``value`` (ints widened to float where a float is wanted) or raises ValueError."""
@@ -50,7 +63,7 @@ class Parameter:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
             raise ValueError(f"{where}: {value!r} is above the maximum {self.max}")
-        return value
+        return self.normalize(value) if self.normalize else value
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -89,9 +102,6 @@ class ExecutionContext:
     beam_args: list[str] = dataclasses.field(default_factory=list)
     pipeline_root: str = ""  # where relative, pipeline-wide places (e.g. Export's serving/) live
     log: Callable[[str], None] = print
-    # Published artifacts of this pipeline of a type, newest first: lets Evaluate compare with the
-    # last blessed model without importing the metadata store.
-    find_artifacts: Callable[[str], list[Artifact]] = lambda artifact_type: []
 
 
 Executor = Callable[[dict[str, Artifact], dict[str, Artifact], dict[str, Any], ExecutionContext], None]
@@ -115,6 +125,16 @@ class Component:
     # A resumable executor (Train) finds its previous attempt's files in the staging directory and
     # continues from them; for the others the runner empties the staging directory first.
     resumable: bool = False
+    # Distributions whose installed versions shape the output: their versions are in the cache key.
+    dependencies: tuple[str, ...] = ()
+    # parameters -> JSON value fingerprinting what the step reads from outside the pipeline (source
+    # files, weights); computed before the cache key, so it must not import TensorFlow or Beam.
+    external_inputs: Callable[[dict[str, Any]], Any] | None = None
+
+    def semantic_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` without the ones declared not to affect the output."""
+        volatile = {p.name for p in self.parameters if not p.semantic}
+        return {key: value for key, value in params.items() if key not in volatile}
 
     def execute(self, inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict[str, Any],
                 ctx: ExecutionContext) -> None:

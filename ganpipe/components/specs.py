@@ -4,14 +4,38 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
-from ganpipe.components import sources
-from ganpipe.components.base import Component, Parameter
+from ganpipe.components import fingerprints, sources
+from ganpipe.components.base import Component, Parameter, absolute_path
+
+FILE_SOURCE_KINDS = tuple(name for name, kind in sources.KINDS.items() if kind.takes_path)
+
+
+def absolute_source(source: str) -> str:
+    kind, separator, location = source.partition(":")
+    return f"{kind}:{absolute_path(location)}" if kind in FILE_SOURCE_KINDS and location else source
+
+
+def absolute_weights(network: dict) -> dict:
+    """Train's ``network`` options with ``vgg_weights`` (a file) made absolute."""
+    return {**network, "vgg_weights": absolute_path(network["vgg_weights"])} if network.get("vgg_weights") else network
+
+
+def ingest_inputs(params: dict) -> dict:
+    """What Ingest reads besides its parameters: the files behind a file source, or the prepared
+    TFDS data (built-in sources come from a package: its version is in the dependencies)."""
+    kind, _, location = params["source"].partition(":")
+    if kind in FILE_SOURCE_KINDS and location:
+        return {"files": fingerprints.source_files(kind, location)}
+    if kind == "tfds" and location:
+        return fingerprints.tfds_data(location, params["tfds_data_dir"])
+    return {}
+
 
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming")  # preprocess maps them to PIL filters
 
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
-    Parameter("source", str, "digits", sources.source_syntax()),
+    Parameter("source", str, "digits", sources.source_syntax(), normalize=absolute_source),
     Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
               min=0.0, max=0.9),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
@@ -28,6 +52,8 @@ INGEST = Component(
     parameters=INGEST_PARAMETERS,
     executor="ganpipe.components.ingest:run",
     description="Reads a source into raw tf.Example TFRecord shards, split train/eval by key hash.",
+    dependencies=("apache-beam", "tensorflow", "numpy", "pillow", "scikit-learn", "tensorflow-datasets"),
+    external_inputs=ingest_inputs,
 )
 
 # -------------------------------------------------------------------------------------- preprocess
@@ -50,6 +76,7 @@ PREPROCESS = Component(
     outputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
     parameters=PREPROCESS_PARAMETERS,
     executor="ganpipe.components.preprocess:run",
+    dependencies=("apache-beam", "tensorflow", "numpy", "pillow"),
     description="Decodes, validates and normalises examples; writes schema and statistics.",
 )
 
@@ -64,7 +91,7 @@ CLASSIFIER_PARAMETERS = (
     Parameter("seed", int, 0, "seeds weights and data order"),
     Parameter("inception_weights", str, None,
               "path to Keras InceptionV3 weights (.h5, with or without top): use Inception features (FID) "
-              "instead of a trained classifier; never downloaded", nullable=True),
+              "instead of a trained classifier; never downloaded", nullable=True, normalize=absolute_path),
 )
 
 CLASSIFIER = Component(
@@ -73,6 +100,8 @@ CLASSIFIER = Component(
     outputs={"classifier": "FeatureModel"},
     parameters=CLASSIFIER_PARAMETERS,
     executor="ganpipe.components.classifier:run",
+    dependencies=("tensorflow", "keras", "numpy"),
+    external_inputs=lambda params: {"inception_weights": fingerprints.file_content(params["inception_weights"])},
     description="Trains the domain classifier whose features the GAN metrics use (or loads InceptionV3).",
 )
 
@@ -88,7 +117,7 @@ TRAIN_PARAMETERS = (
     Parameter("latent_dim", int, 64, "size of the generator's noise vector z", min=1),
     Parameter("network", dict, {"width": 32},
               "options of the family's builder, e.g. {width: 32} for dcgan (srgan: also adversarial_weight, "
-              "pixel_weight, feature_weight, vgg_weights, vgg_layer, pretrain_steps)"),
+              "pixel_weight, feature_weight, vgg_weights, vgg_layer, pretrain_steps)", normalize=absolute_weights),
     Parameter("steps", int, None, f"generator updates; wins over epochs; {DEFAULT_STEPS} if both are empty",
               min=1, nullable=True),
     Parameter("epochs", (int, float), None, "passes over the train split, used when steps is empty",
@@ -119,10 +148,12 @@ TRAIN_PARAMETERS = (
     Parameter("jit_compile", bool, False, "compile the train step with XLA"),
     Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
-    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1),
-    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1),
-    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1),
-    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1),
+    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1, semantic=False),
+    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1,
+              semantic=False),
+    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1,
+              semantic=False),
+    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1, semantic=False),
 )
 
 TRAIN = Component(
@@ -134,6 +165,8 @@ TRAIN = Component(
     optional_inputs=("statistics",),
     description="Trains a GAN with TensorBoard monitoring, checkpoints and exact resume.",
     resumable=True,
+    dependencies=("tensorflow", "keras", "numpy"),
+    external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
 )
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -163,10 +196,15 @@ EVALUATE_PARAMETERS = (
 
 EVALUATE = Component(
     name="Evaluate",
-    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel"},
+    # baseline: the last blessed model's Blessing measured the same way, resolved by the pipeline
+    # before the cache key (absent when there is none), so a new baseline re-runs the blessing.
+    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel",
+            "baseline": "Blessing"},
     outputs={"evaluation": "Evaluation", "blessing": "Blessing"},
     parameters=EVALUATE_PARAMETERS,
     executor="ganpipe.components.evaluate:run",
+    optional_inputs=("baseline",),
+    dependencies=("tensorflow", "keras", "numpy", "scipy"),
     description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
 )
 
@@ -177,6 +215,9 @@ EXPORT_PARAMETERS = (
               "a relative path is resolved against the pipeline root", nullable=True),
     Parameter("force", bool, False, "export even if the model was not blessed"),
     Parameter("use_ema", bool, True, "export generator_ema.keras when the model has one"),
+    Parameter("max_generate_samples", int, 1024, "largest num_samples the generate signature accepts (a "
+              "bigger request fails with InvalidArgument instead of exhausting the server's memory); "
+              "recorded in the model card", min=1),
 )
 
 EXPORT = Component(
@@ -185,5 +226,6 @@ EXPORT = Component(
     outputs={"pushed_model": "PushedModel"},
     parameters=EXPORT_PARAMETERS,
     executor="ganpipe.components.export:run",
+    dependencies=("tensorflow", "keras"),
     description="Writes the blessed generator as a versioned SavedModel with serving signatures.",
 )

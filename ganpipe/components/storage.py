@@ -31,7 +31,7 @@ class UnsupportedScheme(ValueError):
 
 def scheme(uri: str) -> str | None:
     """``gs`` for ``gs://b/p``; None for a local path."""
-    match = _SCHEME.match(uri)
+    match = _SCHEME.match(os.fspath(uri))
     return match.group(1).lower() if match else None
 
 
@@ -52,6 +52,7 @@ def join(base: str, *parts: str) -> str:
 def normalize_root(uri: str) -> str:
     """An absolute local path, or the URI without a trailing slash; fails for an unsupported
     scheme, naming it and what would support it."""
+    uri = os.fspath(uri)
     if is_local(uri):
         return os.path.abspath(local_path(uri))
     check_supported(uri)
