@@ -110,8 +110,13 @@ def file_listing(paths: list[str], base: str) -> str:
 
 
 def tree_listing(root: str) -> str:
+    """``file_listing`` of every file under ``root`` plus the names of its directories (a new,
+    still empty version directory of a data set counts)."""
+    if not os.path.isdir(root):
+        return f"missing:{root}"
     files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
-    return file_listing(files, root) if os.path.isdir(root) else f"missing:{root}"
+    directories = sorted(os.path.relpath(d, root) for d, _, _ in os.walk(root))
+    return hashlib.sha256((file_listing(files, root) + "\0".join(directories)).encode()).hexdigest()
 
 
 def remote_listing(pattern: str) -> str:

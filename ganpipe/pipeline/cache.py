@@ -61,9 +61,13 @@ def code_fingerprint(component: Component) -> str:
     """sha256 over the (name, content) of every file in the executor's code closure."""
     digest = hashlib.sha256()
     for name, path in sorted(code_closure(component).items()):
-        with open(path, "rb") as f:
-            digest.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+        digest.update(name.encode() + b"\0" + _parsed(path, *_stamp(path))[0])
     return digest.hexdigest()
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
 
 
 def code_closure(component: Component) -> dict[str, str]:
@@ -133,18 +137,31 @@ def _with_parents(name: str) -> list[str]:
 
 def _imports(module: str, path: str) -> set[str]:
     """Module names ``path`` imports (``from p import x`` yields p and p.x: x may be a module)."""
-    with open(path, "rb") as f:
-        tree = ast.parse(f.read(), filename=path)
     package = module if os.path.basename(path) == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = _absolute(node.module, node.level, package)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    for level, base, names in _parsed(path, *_stamp(path))[1]:
+        if level is None:
+            found.update(names)
+            continue
+        base = _absolute(base, level, package)
+        found.add(base)
+        found.update(f"{base}.{name}" for name in names if name != "*")
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(path: str, mtime_ns: int, size: int) -> tuple[bytes, tuple]:
+    """(sha256 of the source, its import statements), cached per file version: parsing is the
+    slow part of deciding a cache hit."""
+    with open(path, "rb") as f:
+        source = f.read()
+    statements = []
+    for node in ast.walk(ast.parse(source, filename=path)):
+        if isinstance(node, ast.Import):
+            statements.append((None, None, tuple(alias.name for alias in node.names)))
+        elif isinstance(node, ast.ImportFrom):
+            statements.append((node.level, node.module, tuple(alias.name for alias in node.names)))
+    return hashlib.sha256(source).digest(), tuple(statements)
 
 
 def _absolute(module: str | None, level: int, package: str) -> str:

@@ -38,6 +38,10 @@ from ganpipe.pipeline.runner import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TE
 TRASH = ".trash"
 INCOMING_PREFIX = ".incoming-"  # Export's hidden directories: .incoming-<execution id>-<random>
 SERVING = "serving"
+# Inputs a resolver picked as a point of comparison (Evaluate's baseline Blessing): kept with the
+# artifact that used them, but their own lineage is not, or every blessed model would keep the
+# previous one alive, back to the first.
+REFERENCE_INPUTS = ("baseline",)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -146,7 +150,11 @@ def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int]) 
             continue
         keep.add(current)
         producer = store.artifact(current).producer_id
-        pending.extend(a.id for a in store.execution_artifacts(producer, "input").values())
+        for name, artifact in store.execution_artifacts(producer, "input").items():
+            if name in REFERENCE_INPUTS:
+                keep.add(artifact.id)
+            else:
+                pending.append(artifact.id)
 
 
 def _created(store: MetadataStore, record: ArtifactRecord) -> float:
