@@ -73,7 +73,9 @@ def serialize_example(*, bytes_features=(), int_features=(), float_features=()) 
     for name, values in float_features:
         if values is not None:
             feature[name].float_list.value.extend(values)
-    return example.SerializeToString()
+    # Deterministic: map order otherwise differs between processes, and shards (and the cache
+    # fingerprints over them) must not depend on which worker wrote them.
+    return example.SerializeToString(deterministic=True)
 
 
 # --------------------------------------------------------------------------- TFRecord framing

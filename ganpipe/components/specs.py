@@ -43,6 +43,10 @@ INGEST_PARAMETERS = (
     Parameter("label_names", list, None,
               "fixed label vocabulary; other labels are rejected (default: from the source)",
               nullable=True),
+    Parameter("split_key", str, "path", "what the train/eval split hashes: path (the record's name relative "
+              "to the source root) or content; identical records always share a split",
+              choices=("path", "content")),
+    Parameter("split_salt", str, "", "mixed into the split hash: another salt, another (stable) split"),
 ) + sources.source_parameters()  # each source kind declares its own (components/sources)
 
 INGEST = Component(
@@ -68,6 +72,15 @@ PREPROCESS_PARAMETERS = (
     Parameter("max_rejected_fraction", float, 0.01, "fail when more records than this are bad",
               min=0.0, max=1.0),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses", min=0, max=10000),
+    Parameter("unlabelled", str, "reject", "a record without a label in a labelled data set: reject it, or "
+              "keep it with label -1", choices=("reject", "keep")),
+    Parameter("background", (int, list), 255, "images with transparency are composited over this grey level "
+              "or [R, G, B] (0..255)"),
+    Parameter("wide_modes", str, "rescale", "16/32-bit integer and float images: rescale to 8 bits (integers "
+              "as 16-bit, floats from [0, 1]; other values rejected) or reject", choices=("rescale", "reject")),
+    Parameter("max_image_pixels", int, 89_478_485, "reject images decoding to more pixels (decompression-bomb "
+              "guard; Pillow's default)", min=1),
+    Parameter("min_image_size", int, 0, "reject images whose shorter side is smaller (0 = off)", min=0),
 )
 
 PREPROCESS = Component(

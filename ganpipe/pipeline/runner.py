@@ -266,9 +266,9 @@ def artifact_present(artifact: Artifact) -> bool:
     model, the served version it recorded (deleted by hand: Export must run again)."""
     properties = artifact.properties
     if properties.get("pushed") and properties.get("pushed_destination"):
-        if not storage.exists(properties["pushed_destination"]):
+        if not storage.directory_exists(properties["pushed_destination"]):
             return False
-    return storage.exists(artifact.uri)
+    return storage.directory_exists(artifact.uri)
 
 
 def _prepare_staging(component: Component, staging: str, fresh: bool) -> dict[str, Artifact]:
