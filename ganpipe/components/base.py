@@ -8,10 +8,15 @@ fingerprints and publishes them atomically. Components never import ``ganpipe.pi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import json
 import os
+import re
 from typing import Any, Callable
+
+# YAML 1.1 (PyYAML) reads 2e-4 and 1e3 as strings: its float rule wants a dot and a signed exponent.
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class ComponentError(RuntimeError):
@@ -38,14 +43,14 @@ class Parameter:
                 return None
             raise ValueError(f"{where}: must not be empty")
         types = self.type if isinstance(self.type, tuple) else (self.type,)
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        value = _as_number(value, types)
         if isinstance(value, bool) and bool not in types:
             raise ValueError(f"{where}: expected {_type_names(types)}, got {value!r}")
         if not isinstance(value, types):
             raise ValueError(f"{where}: expected {_type_names(types)}, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}"
+                             + did_you_mean(value, self.choices))
         if self.min is not None and value < self.min:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
@@ -55,6 +60,34 @@ class Parameter:
 
 def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join(t.__name__ for t in types)
+
+
+def _as_number(value: Any, types: tuple[type, ...]) -> Any:
+    """Numbers in the form the parameter wants: int -> float, '2e-4' -> 0.0002, '1e3' or 1000.0 -> 1000
+    for an int; anything else unchanged (so the type check names it)."""
+    if isinstance(value, bool) or not (float in types or int in types):
+        return value
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        value = float(value)
+    if float in types and isinstance(value, int):
+        return float(value)
+    if int in types and float not in types and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def did_you_mean(word: Any, choices) -> str:
+    """" (did you mean 'steps'?)" when ``word`` is close to one of ``choices``, else ""."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(given: dict, known, where: str) -> None:
+    """Raises ValueError naming the first unknown key of ``given``, what is allowed and the closest match."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]}: unknown key{did_you_mean(unknown[0], known)}; "
+                         f"allowed keys are {', '.join(sorted(known))}")
 
 
 @dataclasses.dataclass
@@ -118,6 +151,9 @@ class Component:
     # A resumable executor (Train) finds its previous attempt's files in the staging directory and
     # continues from them; for the others the runner empties the staging directory first.
     resumable: bool = False
+    # Checks across parameters (e.g. Train's ``network`` against its ``family``); returns the
+    # resolved parameters or raises ValueError naming the key. Runs at config time, before TF loads.
+    check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
 
     def execute(self, inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict[str, Any],
                 ctx: ExecutionContext) -> None:
@@ -134,12 +170,8 @@ class Component:
         """Validates ``given`` against the spec and fills in defaults; names the bad key on error."""
         section = section or self.name
         known = {p.name: p for p in self.parameters}
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise ValueError(
-                f"{section}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(known))}"
-            )
+        check_keys(given, known, section)
         resolved = self.defaults()
         for key, value in given.items():
             resolved[key] = known[key].validate(value, f"{section}.{key}")
-        return resolved
+        return self.check(resolved, section) if self.check else resolved

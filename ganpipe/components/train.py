@@ -150,12 +150,7 @@ def is_chief(strategy) -> bool:
 
 def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
     """The family's GAN from ``ganmodels.build_gan`` under the requested dtype policy, compiled."""
-    network = dict(params["network"])
-    for key in network:
-        if key in ("l1", "l2"):
-            raise ValueError(f"train.network.{key}: set train.d_{key} / train.g_{key} instead")
-        if key in GAN_PARAMETERS:
-            raise ValueError(f"train.network.{key}: set train.{key} instead")
+    network = dict(params["network"])  # checked against the family's options by specs.check_network
     keras.utils.set_random_seed(params["seed"])
     with dtype_policy(params["precision"]):
         gan = ganmodels.build_gan(

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from ganpipe.components.base import check_keys, did_you_mean
 from ganpipe.pipeline import dag
 
 DEFAULT_ROOT = "./ganpipe_runs"
@@ -65,7 +66,8 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (),
     unknown = sorted(set(raw) - {"pipeline", "beam"} - set(sections))
     if unknown:
         allowed = ", ".join(["pipeline", "beam", *sections])
-        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; allowed sections are {allowed}")
+        raise ConfigError(f"{where}: unknown section {unknown[0]!r}{did_you_mean(unknown[0], ['pipeline', 'beam', *sections])}; "
+                          f"allowed sections are {allowed}")
     parameters = {}
     for section, node in sections.items():
         given = raw.get(section) or {}
@@ -95,20 +97,23 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
-    """``section.key=value`` with ``value`` parsed as YAML (``3`` is an int, ``[a, b]`` a list)."""
+    """``section.key=value`` with ``value`` parsed as YAML (``3`` is an int, ``[a, b]`` a list);
+    more dots reach into nested mappings (``train.network.width=64`` sets one key of ``network``)."""
     target, sep, text = override.partition("=")
-    section, dot, key = target.strip().partition(".")
-    if not sep or not dot or not section or not key:
+    path = target.strip().split(".")
+    if not sep or len(path) < 2 or not all(path):
         raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. train.steps=200")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {override!r}: value is not valid YAML: {error}") from error
-    existing = raw.setdefault(section, {})
-    if existing is None:
-        existing = raw[section] = {}
-    _require_mapping(existing, section)
-    existing[key] = value
+    mapping = raw
+    for depth, key in enumerate(path[:-1]):
+        if mapping.get(key) is None:
+            mapping[key] = {}
+        mapping = mapping[key]
+        _require_mapping(mapping, ".".join(path[:depth + 1]))
+    mapping[path[-1]] = value
 
 
 def _require_mapping(value: Any, section: str) -> None:
@@ -143,6 +148,7 @@ def _beam_args(given: Any) -> list[str]:
 
 
 def _reject_unknown(given: dict[str, Any], known: dict[str, Any], section: str) -> None:
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError(f"{section}.{unknown[0]}: unknown key; allowed keys are {', '.join(known)}")
+    try:
+        check_keys(given, known, section)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
