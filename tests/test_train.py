@@ -327,7 +327,7 @@ def test_conditional_family_samples_one_column_per_class(digits, tmp_path):
 
 def test_wasserstein_loss_alone_takes_its_defaults(digits):
     _, schema = digits
-    build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}))  # noqa: E731
+    build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}, "train"))  # noqa: E731
     wgan = build(loss="wasserstein")
     assert (wgan.d_steps, wgan.gradient_penalty) == (5, 10.0)
     explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=0.0)
