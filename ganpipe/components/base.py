@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import re
+import time
 from typing import Any, Callable
 
 # YAML 1.1 (PyYAML) reads 2e-4 and 1e3 as strings: its float rule wants a dot and a signed exponent.
@@ -115,6 +116,63 @@ class Artifact:
         return target
 
 
+class Progress:
+    """How far a component's long loop is: ``update(done, **fields)`` with a few compact metrics.
+
+    This plain form logs a line at every tenth of the total (and at the end) with the rate and
+    the ETA, as wanted when stdout is a file or a pipe; the CLI swaps in a live bar on a terminal.
+    Use as a context manager so the last line is always written.
+    """
+
+    STEPS = 10  # plain lines per loop
+
+    def __init__(self, log: Callable[[str], None], description: str, total: int, unit: str):
+        self.log, self.description, self.total, self.unit = log, description, max(int(total), 1), unit
+        self.started, self.done, self.first = time.monotonic(), 0, None
+        self.fields: dict[str, Any] = {}
+        self._next_line = max(1, self.total // self.STEPS)
+
+    def update(self, done: int, **fields: Any) -> None:
+        if self.first is None:  # a resumed loop starts part-way: the rate counts only this session
+            self.first, self.started = done, time.monotonic()
+        self.done = done
+        self.fields.update(fields)
+        if done >= self._next_line or done >= self.total:
+            self._next_line = (done * self.STEPS // self.total + 1) * self.total // self.STEPS
+            self.log(self.line())
+
+    def rate(self) -> float | None:
+        seconds = time.monotonic() - self.started
+        return (self.done - (self.first or 0)) / seconds if seconds > 0 and self.done > (self.first or 0) else None
+
+    def line(self) -> str:
+        rate = self.rate()
+        eta = f"ETA {format_seconds((self.total - self.done) / rate)}" if rate else "ETA -"
+        shown = ", ".join(f"{name} {format_field(value)}" for name, value in self.fields.items())
+        rate_text = f"{rate:.3g} {self.unit}/s" if rate else f"- {self.unit}/s"
+        return (f"{self.description} {self.done}/{self.total} {self.unit} ({100 * self.done // self.total}%)"
+                + (f", {shown}" if shown else "") + f", {rate_text}, {eta}")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def format_field(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 @dataclasses.dataclass
 class ExecutionContext:
     """What the runner gives an executor besides its artifacts and parameters."""
@@ -125,9 +183,15 @@ class ExecutionContext:
     beam_args: list[str] = dataclasses.field(default_factory=list)
     pipeline_root: str = ""  # where relative, pipeline-wide places (e.g. Export's serving/) live
     log: Callable[[str], None] = print
+    # progress(description, total, unit) -> Progress; the runner gives a live bar on a terminal.
+    progress: Callable[[str, int, str], Progress] | None = None
     # Published artifacts of this pipeline of a type, newest first: lets Evaluate compare with the
     # last blessed model without importing the metadata store.
     find_artifacts: Callable[[str], list[Artifact]] = lambda artifact_type: []
+
+    def __post_init__(self):
+        if self.progress is None:
+            self.progress = lambda description, total, unit: Progress(self.log, description, total, unit)
 
 
 Executor = Callable[[dict[str, Artifact], dict[str, Artifact], dict[str, Any], ExecutionContext], None]
@@ -154,6 +218,9 @@ class Component:
     # Checks across parameters (e.g. Train's ``network`` against its ``family``); returns the
     # resolved parameters or raises ValueError naming the key. Runs at config time, before TF loads.
     check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    # TensorBoard run name -> log directory relative to the execution's outputs ("model/logs/train"):
+    # the runner links them into the run's TensorBoard view while the component is still writing.
+    tensorboard_logs: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def execute(self, inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict[str, Any],
                 ctx: ExecutionContext) -> None:

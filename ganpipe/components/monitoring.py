@@ -201,8 +201,6 @@ class TensorBoardMonitor(keras.callbacks.Callback):
             images_per_second = (now["step"] - before["step"]) * self.images_per_step / seconds
             tf.summary.scalar("images_per_second", images_per_second)
         self.window_start = now
-        shown = ", ".join(f"{name} {means[name]:.4f}" for name in ("d_loss", "g_loss", "d_real", "d_fake") if name in means)
-        self.log(f"step {step}/{self.total_steps}: {shown}, {images_per_second:.0f} images/s")
 
     def write_samples(self, step: int):
         rendering = self.probe.render(self.model)
@@ -211,6 +209,21 @@ class TensorBoardMonitor(keras.callbacks.Callback):
                 tf.summary.image(tag, grid[np.newaxis])
             tf.summary.histogram("d_output/real", rendering.real_logits)
             tf.summary.histogram("d_output/fake", rendering.fake_logits)
+
+
+class ProgressReporter(keras.callbacks.Callback):
+    """Feeds a ``Progress`` (a live bar, or a plain line every tenth of the run) with the step and
+    the compact metrics of the monitor's last window: losses, D(x), D(G(z))."""
+
+    SHOWN = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, progress, monitor: TensorBoardMonitor):
+        super().__init__()
+        self.progress, self.monitor = progress, monitor
+
+    def on_train_batch_end(self, batch, logs=None):
+        means = self.monitor.last_means
+        self.progress.update(current_step(self.model), **{name: means[name] for name in self.SHOWN if name in means})
 
 
 def mark_session_start(writer, step: int):

@@ -240,6 +240,7 @@ TRAIN = Component(
     description="Trains a GAN with TensorBoard monitoring, checkpoints and exact resume.",
     resumable=True,
     check=check_network,
+    tensorboard_logs={"train": "model/logs/train"},
 )
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -279,6 +280,7 @@ EVALUATE = Component(
     parameters=EVALUATE_PARAMETERS,
     executor="ganpipe.components.evaluate:run",
     description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
+    tensorboard_logs={"eval": "evaluation/logs/eval"},
 )
 
 # -------------------------------------------------------------------------------------- export

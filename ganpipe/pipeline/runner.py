@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import ganpipe
 from ganpipe.components.base import Artifact, Component, ExecutionContext
-from ganpipe.pipeline import dag
+from ganpipe.pipeline import console, dag
 from ganpipe.pipeline.metadata import COMPLETE, FAILED, LIVE, MetadataStore
 
 PACKAGE_SOURCE = os.path.dirname(os.path.abspath(ganpipe.__file__))
@@ -39,6 +39,7 @@ LOCKS = ".locks"
 # Runs hold it shared for their lifetime, `ganpipe gc` exclusively: gc never deletes under a run.
 GC_LOCK = "gc.lock"
 TENSORBOARD_VIEWS = "tensorboard"  # <root>/<pipeline>/tensorboard/run-<id>/: symlinks to log dirs
+EXECUTION_LOGS = "logs"  # <root>/<pipeline>/<Component>/logs/<execution id>.log: each execution's messages
 
 
 @dataclasses.dataclass
@@ -177,7 +178,7 @@ class LocalRunner:
     def __init__(self, root: str, pipeline: str, nodes: Sequence[dag.Node],
                  parameters: dict[str, dict[str, Any]] | None = None, beam_args: Iterable[str] = (),
                  echo: Callable[[str], None] = print, source_root: str = PACKAGE_SOURCE,
-                 config: dict[str, Any] | None = None):
+                 config: dict[str, Any] | None = None, display: console.PlainDisplay | None = None):
         self.root = os.path.abspath(root)
         self.pipeline = pipeline
         self.nodes = tuple(nodes)
@@ -186,6 +187,7 @@ class LocalRunner:
         self.echo = echo
         self.source_root = source_root
         self.config = config or {}
+        self.display = display or console.PlainDisplay()
 
     def plan(self, until: str | None = None, force: Iterable[str] = ()) -> tuple[list[dag.Node], set[str]]:
         """The nodes to run in order and the names to force; raises PipelineError on bad names."""
@@ -211,12 +213,14 @@ class LocalRunner:
             config = {**self.config, "until": until, "force": sorted(forced)}
             run_id = store.start_run(self.pipeline, config, lock_name)
             self.echo(f"Run {run_id} of pipeline {self.pipeline} in {self.root}")
+            view = tensorboard_view_dir(self.root, self.pipeline, run_id)
+            self.echo(f"TensorBoard (live): tensorboard --logdir {view}")
             steps: list[StepResult] = []
             produced: dict[str, Artifact] = {}
             try:
                 for position, node in enumerate(ordered, 1):
                     self.echo(f"[{position}/{len(ordered)}] {node.name}")
-                    step = self._run_node(store, run_id, node, produced, code, node.name in forced)
+                    step = self._run_node(store, run_id, node, produced, code, node.name in forced, view)
                     steps.append(step)
                     if step.status == "failed":
                         error = f"{node.name} failed: {step.error}"
@@ -226,13 +230,13 @@ class LocalRunner:
                 store.finish_run(run_id, COMPLETE)
                 return RunResult(run_id, COMPLETE, steps, time.time() - started)
             except BaseException as error:  # Ctrl-C or a bug here: the run must not stay RUNNING
-                store.finish_run(run_id, FAILED, f"{type(error).__name__}: {error}")
+                store.finish_run(run_id, FAILED, failure_text(error))
                 raise
             finally:
                 run_lock.release(remove=True)
 
     def _run_node(self, store: MetadataStore, run_id: int, node: dag.Node, produced: dict[str, Artifact],
-                  code: str, forced: bool) -> StepResult:
+                  code: str, forced: bool, view: str) -> StepResult:
         component = node.component
         inputs = {name: produced[reference] for name, reference in node.wiring.items()}
         parameters = self.parameters.get(node.section) or component.resolve_parameters({}, node.section)
@@ -253,19 +257,28 @@ class LocalRunner:
                 source, outputs = hit
                 execution_id = store.record_cached_execution(run_id, source, inputs, outputs)
                 self.echo(f"      cached: reusing execution {source.id} (run {source.run_id})")
+                link_tensorboard_logs(view, component, {name: a.uri for name, a in outputs.items()})
                 return StepResult(component.name, "cached", execution_id, time.time() - started, outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key, code, inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
             outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
+            log = console.component_logger(component.name).info
             context = ExecutionContext(
                 pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
-                beam_args=list(self.beam_args), pipeline_root=self.root, log=lambda message: self.echo(f"      {component.name} | {message}"),
+                beam_args=list(self.beam_args), pipeline_root=self.root, log=log,
+                progress=lambda description, total, unit: self.display.progress(description, total, unit, log),
                 find_artifacts=lambda type_: [r.artifact for r in store.artifacts(self.pipeline, type_, LIVE)])
+            link_tensorboard_logs(view, component, {name: a.uri for name, a in outputs.items()}, create=True)
+            log_file = execution_log_path(component_dir, execution_id)
             try:
-                component.execute(inputs, outputs, dict(parameters), context)
+                with console.execution_log(log_file), self.display.native_stderr(log_file), \
+                        self.display.step(component.name):
+                    component.execute(inputs, outputs, dict(parameters), context)
                 _publish(outputs, component_dir, execution_id)
+                link_tensorboard_logs(view, component, {name: a.uri for name, a in outputs.items()})
             except BaseException as error:
-                store.fail_execution(execution_id, traceback.format_exc())
+                store.fail_execution(execution_id, failure_text(error, component.resumable) + "\n"
+                                     + traceback.format_exc() + f"log: {log_file}")
                 if not isinstance(error, Exception):
                     raise
                 self.echo(f"      failed: {type(error).__name__}: {error}")
@@ -276,6 +289,48 @@ class LocalRunner:
             return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
         finally:
             key_lock.release()
+
+
+def failure_text(error: BaseException, resumable: bool = True) -> str:
+    """What the store records for a failed execution or run; Ctrl-C says how to go on."""
+    if isinstance(error, KeyboardInterrupt):
+        again = "run it again to resume from the last checkpoint" if resumable else "run it again to resume"
+        return f"interrupted (Ctrl-C); resumable: {again}"
+    return f"{type(error).__name__}: {error}"
+
+
+def execution_log_path(component_dir: str, execution_id: int) -> str:
+    """Each execution's log file, beside its component's outputs (outside them: a log never
+    changes an output's fingerprint)."""
+    return os.path.join(component_dir, EXECUTION_LOGS, f"{execution_id}.log")
+
+
+def tensorboard_view_dir(root: str, pipeline: str, run_id: int) -> str:
+    """``<root>/<pipeline>/tensorboard/run-<id>/``, created at the start of the run."""
+    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
+    os.makedirs(view, exist_ok=True)
+    return view
+
+
+def link_tensorboard_logs(view: str, component: Component, output_uris: dict[str, str], create: bool = False) -> None:
+    """Points the view's entries for ``component.tensorboard_logs`` at the log directories under
+    ``output_uris`` (staging while it runs, published after): TensorBoard reads the live logs and
+    keeps the run name when the link is re-pointed on publish."""
+    for label, relative in component.tensorboard_logs.items():
+        output, _, inside = relative.partition("/")
+        if output in output_uris:
+            target = os.path.join(output_uris[output], inside)
+            if create:  # in staging, before the component writes its first event
+                os.makedirs(target, exist_ok=True)
+            if os.path.isdir(target):
+                replace_symlink(target, os.path.join(view, label))
+
+
+def replace_symlink(target: str, link: str) -> None:
+    """Creates or re-points ``link`` atomically: a reader sees the old target or the new one."""
+    temporary = f"{link}.{uuid.uuid4().hex}.tmp"
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
 
 
 def _component_code(component: Component, package_code: str, source_root: str) -> str:
@@ -352,11 +407,7 @@ def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[
             found[name if name not in found else f"{component.lower()}-{name}"] = target
     if not found:
         return None
-    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
-    os.makedirs(view, exist_ok=True)
+    view = tensorboard_view_dir(root, pipeline, run_id)
     for label, target in found.items():
-        link = os.path.join(view, label)
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(target, link)
+        replace_symlink(target, os.path.join(view, label))
     return view
