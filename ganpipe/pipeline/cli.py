@@ -167,6 +167,26 @@ def _main_output(outputs) -> str:
     return next(iter(outputs.values())).uri
 
 
+@main.command("config")
+@click.argument("section", required=False)
+@click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Resolve this config file (default: the built-in defaults).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="As for run (repeatable).")
+@click.option("--defaults", is_flag=True, help="Print the defaults, ignoring --config and --set.")
+def config_command(section, config_file, overrides, defaults) -> None:
+    """Print the resolved config (or one SECTION) as YAML, each parameter's help as a comment.
+
+    The output is a valid config file: `ganpipe config > my.yaml`, edit, `ganpipe run my.yaml`.
+    """
+    from ganpipe.pipeline.config import describe
+
+    try:
+        config = load_config(None if defaults else config_file, () if defaults else overrides)
+        echo(describe(config, section))
+    except (ConfigError, dag.PipelineError) as error:
+        raise UsageFailure(str(error)) from error
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 

@@ -152,3 +152,58 @@ def _reject_unknown(given: dict[str, Any], known: dict[str, Any], section: str) 
         check_keys(given, known, section)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+
+
+# ----------------------------------------------------------------------------- ganpipe config
+
+
+def describe(config: PipelineConfig, section: str | None = None) -> str:
+    """The resolved config as YAML, every parameter followed by its help (and choices) as a comment."""
+    sections = {node.section: node.component for node in config.nodes}
+    known = ["pipeline", "beam", *sections]
+    if section is not None and section not in known:
+        raise ConfigError(f"unknown section {section!r}{did_you_mean(section, known)}; sections are {', '.join(known)}")
+    blocks = []
+    if section in (None, "pipeline"):
+        blocks.append(_block("pipeline", [("name", config.name, "names the pipeline's directory under root"),
+                                          ("root", config.root, f"artifacts and metadata; ${ROOT_ENV} or "
+                                                                f"{DEFAULT_ROOT} when empty"),
+                                          ("dag", config.dag, "the components and their wiring (module:NODES)")]))
+    if section in (None, "beam"):
+        blocks.append(_block("beam", [("args", config.beam_args, "Beam pipeline options, e.g. --runner=...")]))
+    for name, component in sections.items():
+        if section in (None, name):
+            values = config.parameters[name]
+            entries = [(p.name, values[p.name], _help(p)) for p in component.parameters]
+            blocks.append(f"# {component.name}: {component.description}\n" + _block(name, entries, component, values))
+    return "\n\n".join(blocks)
+
+
+def _help(parameter) -> str:
+    choices = f" [{' | '.join(map(str, parameter.choices))}]" if parameter.choices else ""
+    return parameter.help + choices
+
+
+def _block(name: str, entries, component=None, values=None) -> str:
+    lines = [f"{name}:"]
+    for key, value, help_text in entries:
+        if isinstance(value, dict) and value:
+            lines.append(f"  {key}:{'  # ' + help_text if help_text else ''}")
+            nested = _nested_help(component, values)
+            lines += [f"    {k}: {_yaml(v)}" + (f"  # {nested[k]}" if nested.get(k) else "") for k, v in value.items()]
+        else:
+            lines.append(f"  {key}: {_yaml(value)}" + (f"  # {help_text}" if help_text else ""))
+    return "\n".join(lines)
+
+
+def _nested_help(component, values) -> dict[str, str]:
+    """Help of Train's network options (the family's schema); empty for other mappings."""
+    from ganpipe.components import specs
+
+    if component is None or values is None or "family" not in values:
+        return {}
+    return {p.name: _help(p) for p in specs.FAMILY_NETWORKS.get(values["family"], ())}
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()

@@ -1,0 +1,64 @@
+"""``ganpipe run --dry-run``: what a run would do, step by step, and why, without running anything.
+
+A thin walk over the runner's own cache-key code: a step whose inputs are all known (published
+artifacts of cache hits) gets its real cache key, and a COMPLETE execution with that key is a
+hit; otherwise the reason is the first difference from the component's last execution in this
+pipeline (parameters, code, upstream outputs).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from ganpipe.pipeline.metadata import COMPLETE, MetadataStore, STORE_FILE
+from ganpipe.pipeline.runner import LocalRunner, _component_code, cache_key, source_fingerprint
+
+CACHED, WILL_RUN = "cached", "will run"
+
+
+def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+    """``(component, CACHED | WILL_RUN, why)`` for each step the run would take, in order."""
+    ordered, forced = runner.plan(until, force)
+    if not os.path.isfile(os.path.join(runner.root, STORE_FILE)):
+        return [(node.name, WILL_RUN, f"no runs yet under {runner.root}") for node in ordered]
+    code = source_fingerprint(runner.source_root)
+    known: dict[str, object] = {}  # "Producer.output" -> Artifact, for steps that would be cache hits
+    steps = []
+    with MetadataStore(runner.root) as store:
+        for node in ordered:
+            component = node.component
+            parameters = runner.parameters.get(node.section) or component.resolve_parameters({}, node.section)
+            component_code = _component_code(component, code, runner.source_root)
+            missing = sorted({ref.split(".")[0] for ref in node.wiring.values() if ref not in known})
+            if node.name in forced:
+                steps.append((node.name, WILL_RUN, "forced (--force)"))
+                continue
+            if missing:
+                steps.append((node.name, WILL_RUN, f"if the new output of {', '.join(missing)} differs"))
+                continue
+            inputs = {name: known[ref] for name, ref in node.wiring.items()}
+            hit = store.find_cached(runner.pipeline, cache_key(component.name, parameters, inputs, component_code))
+            if hit:
+                source, outputs = hit
+                known.update({f"{node.name}.{name}": artifact for name, artifact in outputs.items()})
+                steps.append((node.name, CACHED, f"same parameters, inputs and code as execution {source.id} "
+                                                 f"(run {source.run_id})"))
+                continue
+            steps.append((node.name, WILL_RUN, _why(store, runner.pipeline, component.name, parameters,
+                                                    component_code)))
+    return steps
+
+
+def _why(store: MetadataStore, pipeline: str, component: str, parameters: dict, code: str) -> str:
+    last = next((e for e in reversed(store.executions(state=COMPLETE))
+                 if e.pipeline == pipeline and e.component == component), None)
+    if last is None:
+        return "never ran in this pipeline"
+    changed = sorted(key for key in set(parameters) | set(last.parameters)
+                     if parameters.get(key) != last.parameters.get(key))
+    if changed:
+        shown = ", ".join(f"{key} {last.parameters.get(key)!r} -> {parameters.get(key)!r}" for key in changed[:3])
+        return f"parameters changed since execution {last.id}: {shown}" + (" ..." if len(changed) > 3 else "")
+    if last.code_fingerprint != code:
+        return f"code changed since execution {last.id}"
+    return f"inputs changed since execution {last.id} (or its outputs were deleted)"
