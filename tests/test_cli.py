@@ -481,3 +481,38 @@ def test_ctrl_c_exits_130_and_the_run_resumes(env):
     with MetadataStore(env.root) as store:
         model = store.execution_artifacts([e for e in store.executions(2) if e.component == "Fit"][0].id, "output")
         assert model["model"].properties["resumed"] is True
+
+
+def test_dry_run_says_cached_or_will_run_and_why(env):
+    def plan(*args):
+        lines = cli("run", env.path, "--root", env.root, "--dry-run", *args).stdout.splitlines()
+        at, why = lines[0].index("PLAN"), lines[0].index("WHY")
+        return {line.split()[1]: [line[at:why].strip(), line[why:]] for line in lines[1:]}
+
+    assert plan()["Make"][1].startswith("no runs yet")
+    assert not os.path.exists(os.path.join(env.root, "toy"))  # nothing ran
+    cli("run", env.path, "--root", env.root)
+    first = plan()
+    assert [first[c][0] for c in ("Make", "Fit", "Publish")] == ["cached"] * 3
+    assert first["Fit"][1].startswith("same parameters, inputs and code as execution 2 (run 1)")
+    changed = plan("--set", "fit.scale=5")
+    assert changed["Make"][0] == "cached"
+    assert changed["Fit"] == ["will run", "parameters changed since execution 2: scale 2 -> 5"]
+    assert changed["Publish"] == ["will run", "if the new output of Fit differs"]
+    assert plan("--force", "Make")["Make"] == ["will run", "forced (--force)"]
+    with MetadataStore(env.root) as store:
+        assert len(store.runs()) == 1  # dry runs record nothing
+
+
+def test_config_prints_yaml_with_help_that_loads_back(tmp_path):
+    out = cli("config", "--set", "train.network.width=48", "--set", "train.d_learning_rate=1e-4").stdout
+    assert "  d_learning_rate: 0.0001  # Adam learning rate of the discriminator" in out
+    assert "    width: 48  # D's first conv width" in out
+    assert "  loss: non_saturating  # GAN loss [non_saturating | minimax | wasserstein | hinge | least_squares]" in out
+    (tmp_path / "all.yaml").write_text(out)
+    from ganpipe.pipeline.config import load_config
+    reloaded = load_config(str(tmp_path / "all.yaml"))
+    assert reloaded.parameters == load_config(None, ["train.network.width=48", "train.d_learning_rate=1e-4"]).parameters
+    only = cli("config", "evaluate", "--defaults", "--set", "evaluate.num_samples=50").stdout
+    assert only.splitlines()[1] == "evaluate:" and "num_samples: 2000" in only and "train:" not in only
+    assert "did you mean 'train'" in cli("config", "trian", expect=2).stderr
