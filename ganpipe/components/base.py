@@ -150,7 +150,7 @@ class Progress:
         eta = f"ETA {format_seconds((self.total - self.done) / rate)}" if rate else "ETA -"
         shown = ", ".join(f"{name} {format_field(value)}" for name, value in self.fields.items())
         rate_text = f"{rate:.3g} {self.unit}/s" if rate else f"- {self.unit}/s"
-        return (f"{self.description} {self.done}/{self.total} {self.unit} ({100 * self.done // self.total}%)"
+        return (f"{self.description} {self.done}/{self.total} ({100 * self.done // self.total}%)"
                 + (f", {shown}" if shown else "") + f", {rate_text}, {eta}")
 
     def close(self) -> None:

@@ -111,7 +111,7 @@ def train_classifier(examples_uri: str, schema: dict, params: dict, log, progres
                             seed=params["seed"], repeat=training, with_labels=True, drop_remainder=False)
 
     steps_per_epoch = math.ceil(schema["counts"]["train"] / params["batch_size"])
-    with progress("Classifier", params["epochs"], "epochs") as bar:
+    with progress("epoch", params["epochs"], "epochs") as bar:
         report = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(
             epoch + 1, loss=float(logs["loss"]), accuracy=float(logs["accuracy"])))
         classifier.fit(split("train", training=True), epochs=params["epochs"], steps_per_epoch=steps_per_epoch,

@@ -23,10 +23,10 @@ Outputs::
                               better}}, feature space, sample counts, model}; a non-finite value
                               (e.g. class_kl_real = inf) is written as null
     evaluation/samples.png    the sample grid (one row per class for conditional models)
-    evaluation/logs/eval/     TensorBoard: scalars evaluation/<name> and baseline/<name>, the
-                              markdown table (text evaluation/report), the grid (image
-                              evaluation/samples), and an hparams session (model.json settings)
-                              whose metrics the hparams dashboard infers from those scalars
+    evaluation/logs/eval/     TensorBoard: scalars quality/<name> and real_vs_real/<name>, the
+                              markdown table (text quality/report), the grid (image
+                              quality/samples); the run's HParams trial is written by the
+                              pipeline (ganpipe.pipeline.trial) with Train's parameters
     blessing/blessing.json    {"blessed", "reasons", "checks", main metric, metrics, ...}; properties
                               blessed, main_metric, main_metric_value, feature_space_id, num_samples
 
@@ -34,9 +34,6 @@ Blessing: every configured threshold must pass and, with ``no_worse_than_last``,
 must be no worse (within ``regression_tolerance``) than that of the newest blessed Blessing of
 this pipeline with the same ``feature_space_id`` (a hash of the feature model's weights) and
 sample count; models measured differently are not compared.
-
-The hparams experiment config is deliberately not written: TensorBoard accepts one per logdir,
-and a pipeline's TensorBoard view holds many runs.
 """
 from __future__ import annotations
 
@@ -50,7 +47,6 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
 
 from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
@@ -127,7 +123,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     held_out = read_split(examples_uri, schema, "eval", n, params, superres)
     log(f"evaluating {generator_file} on {n} samples in the {feature_info['feature_space']} feature space")
     # Samples through a model: generated, then three sets embedded, then two through D.
-    with (progress or functools.partial(Progress, log))("Evaluate", MODEL_PASSES * n, "sample passes") as bar:
+    with (progress or functools.partial(Progress, log))("samples through G, the feature model and D", MODEL_PASSES * n, "samples") as bar:
         counted = SampleCounter(bar)
         fakes = generate(generator, held_out, n, params, counted)
         _check_finite(fakes, os.path.join(model_dir, generator_file))
@@ -337,24 +333,14 @@ def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) ->
     monitoring.write_png(grid, evaluation.path("samples.png"))
     writer = tf.summary.create_file_writer(evaluation.path("logs", "eval"))
     with writer.as_default(step=int(info.get("steps") or 0)):
-        hparams_api.hparams(hparams_record(info, report))
         for name, entry in report["metrics"].items():
             if entry["value"] is not None:
-                tf.summary.scalar(f"evaluation/{name}", entry["value"])
+                tf.summary.scalar(f"{monitoring.QUALITY}/{name}", entry["value"])
             if entry["baseline"] is not None:
-                tf.summary.scalar(f"baseline/{name}", entry["baseline"])
-        tf.summary.text("evaluation/report", markdown_table(report))
-        tf.summary.image("evaluation/samples", grid[np.newaxis])
+                tf.summary.scalar(f"{monitoring.BASELINE}/{name}", entry["baseline"])
+        tf.summary.text(f"{monitoring.QUALITY}/report", markdown_table(report))
+        tf.summary.image(f"{monitoring.QUALITY}/samples", grid[np.newaxis])
     writer.close()
-
-
-def hparams_record(info: dict, report: dict) -> dict:
-    """model.json's settings (the run's hyper-parameters as far as Evaluate can see them)."""
-    keys = ("family", "latent_dim", "num_classes", "steps", "precision", "seed", "ema", "data_kind")
-    record = {key: info[key] for key in keys if isinstance(info.get(key), (bool, int, float, str))}
-    record.update(generator=report["model"]["generator"], feature_space=report["feature_space"],
-                  num_samples=report["num_samples"])
-    return record
 
 
 def markdown_table(report: dict) -> str:

@@ -99,14 +99,14 @@ def fit(gan, manager, probe, examples_uri, schema, work_dir, params, total_steps
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "train"))
     monitor = monitoring.TensorBoardMonitor(
         writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
-        images_per_step=images_per_step, probe=probe, hparams=hparams_record(params), statistics=statistics, log=log)
+        images_per_step=images_per_step, probe=probe, statistics=statistics)
     callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer)]
     started = time.perf_counter()
     with contextlib.closing(writer):
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, examples_uri, schema, params, skip_batches=done)
-            with progress("Train", total_steps, "steps") as bar:
+            with progress("step", total_steps, "steps") as bar:
                 gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
                         callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
     step = monitoring.current_step(gan)
@@ -223,11 +223,6 @@ def sample_probe(gan, examples_uri: str, schema: dict):
 
 def gan_name(params: dict) -> str:
     return f"{params['family']} ({params['precision']}, {params['strategy']} strategy)"
-
-
-def hparams_record(params: dict) -> dict:
-    """Parameters as the hparams plugin wants them: bool, int, float or str."""
-    return {name: value if isinstance(value, (bool, int, float, str)) else str(value) for name, value in params.items()}
 
 
 def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,

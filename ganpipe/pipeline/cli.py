@@ -21,6 +21,7 @@ from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
                                        ExecutionRecord, MetadataStore)
 from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_view
+from ganpipe.pipeline.trial import write_run_trial
 
 # Artifact property conventions the summary reads (set by components):
 SAMPLE_GRID = "sample_grid"  # a PNG of generated samples, relative to the artifact uri (or absolute)
@@ -95,13 +96,13 @@ def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root)
         echo(f"\nInterrupted: the run is recorded as failed (resumable); run the same command again to resume "
              f"(ganpipe runs --root {config.root})", err=True)
         sys.exit(INTERRUPTED)
-    _print_summary(result, config.root, config.name)
+    _print_summary(result, config.root, config.name, config.parameters)
     if result.state != COMPLETE:
         echo(f"Error: {result.error} (details: ganpipe show {result.run_id} --root {config.root})", err=True)
         sys.exit(1)
 
 
-def _print_summary(result: RunResult, root: str, pipeline: str) -> None:
+def _print_summary(result: RunResult, root: str, pipeline: str, parameters: dict) -> None:
     echo("")
     rows = [(s.component, s.status, f"{s.seconds:.1f}", s.error if s.status == "failed" else _step_result(s.outputs))
             for s in result.steps]
@@ -110,6 +111,7 @@ def _print_summary(result: RunResult, root: str, pipeline: str) -> None:
     artifacts = [(s.component, a) for s in result.steps for a in s.outputs.values()]
     view = tensorboard_view(root, pipeline, result.run_id, artifacts)
     if view:
+        write_run_trial(view, pipeline, result.run_id, result.steps, parameters)
         echo(f"TensorBoard: tensorboard --logdir {view}")
     for component, artifact in artifacts:
         if artifact.properties.get(PUSHED) and artifact.properties.get(PUSHED_DESTINATION):
