@@ -215,6 +215,9 @@ def test_gc_deletes_superseded_artifacts_and_keeps_lineage(env):
     cli("run", env.path, "--root", env.root, "--set", "fit.scale=3")  # Make cached, Fit 5, Publish 6
     old_model = os.path.join(env.root, "toy", "Fit", "model", "2")
     old_push = os.path.join(env.root, "toy", "Publish", "pushed_model", "3")
+    # the first run's version is still served: its push and whole lineage stay
+    assert cli("gc", "--dry-run", "--root", env.root).stdout.startswith("0 item(s)")
+    shutil.rmtree(os.path.join(env.root, "serving", "3"))  # withdrawn from serving
     dry = cli("gc", "--dry-run", "--root", env.root).stdout
     assert f"superseded Fit.model" in dry and old_model in dry and old_push in dry
     assert os.path.join(env.root, "toy", "Make", "numbers", "1") not in dry  # upstream of the newest

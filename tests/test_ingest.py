@@ -10,9 +10,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ganpipe.components import ingest, sources
+from ganpipe.components import ingest, beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.sources import example_pb2
+from ganpipe.components.beamio import example_pb2
 
 QUIET = dict(log=lambda line: None)
 
@@ -20,8 +20,8 @@ QUIET = dict(log=lambda line: None)
 def read_split(output_dir, split):
     """{key: feature map} of every record in a split's shards."""
     records = {}
-    for path in sources.shard_paths(os.path.join(output_dir, split)):
-        for serialized in sources.iter_tfrecords(path):
+    for path in beamio.shard_paths(os.path.join(output_dir, split)):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0].decode()
             assert key not in records, f"duplicate record {key}"
@@ -91,7 +91,7 @@ def test_multi_threading_runner_never_loses_records_silently(digits_dir, tmp_pat
     except ComponentError as error:  # acceptable: the loss was detected and reported
         assert "lost" in str(error)
         return
-    assert len(sources.shard_paths(os.path.join(output, "train"))) == 4
+    assert len(beamio.shard_paths(os.path.join(output, "train"))) == 4
     for split in ingest.SPLITS:  # same split as the default runner, every record once
         assert set(read_split(output, split)) == set(read_split(digits_dir, split))
         assert metadata["counts"][split] == len(read_split(output, split))
@@ -205,7 +205,7 @@ def test_tfds_missing_data_fails_fast_without_download(tmp_path):
 
 def write_examples(path, examples):
     with open(path, "wb") as f:
-        sources.write_tfrecords(f, (sources.serialize_example(**e) for e in examples))
+        beamio.write_tfrecords(f, (beamio.serialize_example(**e) for e in examples))
 
 
 def test_tfrecord_source_with_custom_feature_names(tmp_path):
@@ -334,8 +334,18 @@ def test_component_executor_and_parameters(tmp_path):
     assert os.path.exists(examples.path("metadata.json")) and lines
 
 
-def test_shard_count_rules():
-    assert ingest.shard_counts(0.1, 0) == {"train": 0, "eval": 0}  # the runner decides
-    assert ingest.shard_counts(0.25, 8) == {"train": 8, "eval": 2}
-    assert ingest.shard_counts(0.0, 3) == {"train": 3, "eval": 1}
+def test_split_fraction_rule():
     assert collections.Counter(ingest.is_eval(f"k{i}", 0.2) for i in range(5000))[True] in range(900, 1100)
+
+
+def test_every_registered_source_kind_has_a_planner_and_its_parameters_in_the_spec():
+    import importlib
+
+    from ganpipe.components import sources
+
+    names = [p.name for p in ingest.COMPONENT.parameters]
+    assert len(names) == len(set(names))
+    for kind in sources.KINDS.values():
+        assert callable(importlib.import_module(kind.module).plan)
+        assert {p.name for p in kind.parameters} <= set(names)
+        assert kind.syntax in next(p.help for p in ingest.COMPONENT.parameters if p.name == "source")

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from ganpipe.components import ingest, preprocess, sources
+from ganpipe.components import ingest, preprocess, beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.sources import example_pb2
+from ganpipe.components.beamio import example_pb2
 
 QUIET = dict(log=lambda line: None)
 GOOD_IMAGES = 30
@@ -19,8 +19,8 @@ GOOD_IMAGES = 30
 def read_processed(output_dir, split):
     """{key: feature map} of one split of Preprocess's output."""
     records = {}
-    for path in sources.shard_paths(os.path.join(output_dir, split)):
-        for serialized in sources.iter_tfrecords(path):
+    for path in beamio.shard_paths(os.path.join(output_dir, split)):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             records[feature["key"].bytes_list.value[0].decode()] = feature
     return records
@@ -238,7 +238,7 @@ def test_raw_pixels_of_the_wrong_shape_and_missing_images_are_rejected(tmp_path)
         {"bytes_features": [("image", [good.tobytes()])], "int_features": [("image_shape", [4, 4]), ("label", [7])]},
     ]
     with open(tmp_path / "in.tfrecord", "wb") as f:
-        sources.write_tfrecords(f, (sources.serialize_example(**r) for r in records))
+        beamio.write_tfrecords(f, (beamio.serialize_example(**r) for r in records))
     examples, output = str(tmp_path / "raw"), str(tmp_path / "out")
     ingest.run_ingest(f"tfrecord:{tmp_path}/in.tfrecord", examples, label_names=["a", "b"], **QUIET)
 
@@ -277,7 +277,8 @@ def test_component_executor_writes_each_output_to_its_own_directory(csv_examples
 def test_fixed_shard_counts_per_split(csv_examples, tmp_path):
     output = str(tmp_path / "sharded")
     result = preprocess.run_preprocess(csv_examples[1], output, num_shards=3, max_rejected_fraction=0.2, **QUIET)
-    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "statistics.json", "train"]
+    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "schema.pbtxt",
+                                          "statistics.json", "statistics.pb", "train"]
     for split in ingest.SPLITS:
         assert sorted(os.listdir(os.path.join(output, split))) == [
             f"data-{i:05d}-of-00003.tfrecord" for i in range(3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import json
 import os
 import re
 import time
@@ -18,6 +17,13 @@ from typing import Any, Callable
 
 # YAML 1.1 (PyYAML) reads 2e-4 and 1e3 as strings: its float rule wants a dot and a signed exponent.
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+from ganpipe.components import storage
+
+
+def absolute_path(path: str | None) -> str | None:
+    """A local path made absolute against the working directory at config time; URIs as given,
+    so a cache key names the same files whatever the working directory of a later run."""
+    return path if not path or not storage.is_local(path) else os.path.abspath(os.path.expanduser(path))
 
 
 class ComponentError(RuntimeError):
@@ -36,6 +42,12 @@ class Parameter:
     min: float | None = None
     max: float | None = None
     nullable: bool = False
+    # False for knobs that do not change the output (logging and checkpoint cadence): left out of
+    # the cache key, so changing them neither re-runs the step nor loses a resumable attempt.
+    semantic: bool = True
+    # Applied to a valid value at config time, e.g. making a path absolute so the cache key names
+    # the same files whatever the working directory of a later run.
+    normalize: Callable[[Any], Any] | None = None
 
     def validate(self, value: Any, where: str) -> Any:
         """Returns ``value`` (ints widened to float where a float is wanted) or raises ValueError."""
@@ -56,7 +68,7 @@ class Parameter:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
             raise ValueError(f"{where}: {value!r} is above the maximum {self.max}")
-        return value
+        return self.normalize(value) if self.normalize else value
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -102,17 +114,14 @@ class Artifact:
     id: int | None = None
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.uri, *parts)
+        return storage.join(self.uri, *parts)
 
     def read_json(self, name: str) -> Any:
-        with open(self.path(name), encoding="utf-8") as f:
-            return json.load(f)
+        return storage.read_json(self.path(name))
 
     def write_json(self, name: str, value: Any) -> str:
         target = self.path(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
+        storage.write_json(target, value)
         return target
 
 
@@ -185,9 +194,6 @@ class ExecutionContext:
     log: Callable[[str], None] = print
     # progress(description, total, unit) -> Progress; the runner gives a live bar on a terminal.
     progress: Callable[[str, int, str], Progress] | None = None
-    # Published artifacts of this pipeline of a type, newest first: lets Evaluate compare with the
-    # last blessed model without importing the metadata store.
-    find_artifacts: Callable[[str], list[Artifact]] = lambda artifact_type: []
 
     def __post_init__(self):
         if self.progress is None:
@@ -221,6 +227,16 @@ class Component:
     # TensorBoard run name -> log directory relative to the execution's outputs ("model/logs/train"):
     # the runner links them into the run's TensorBoard view while the component is still writing.
     tensorboard_logs: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Distributions whose installed versions shape the output: their versions are in the cache key.
+    dependencies: tuple[str, ...] = ()
+    # parameters -> JSON value fingerprinting what the step reads from outside the pipeline (source
+    # files, weights); computed before the cache key, so it must not import TensorFlow or Beam.
+    external_inputs: Callable[[dict[str, Any]], Any] | None = None
+
+    def semantic_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` without the ones declared not to affect the output."""
+        volatile = {p.name for p in self.parameters if not p.semantic}
+        return {key: value for key, value in params.items() if key not in volatile}
 
     def execute(self, inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict[str, Any],
                 ctx: ExecutionContext) -> None:

@@ -31,9 +31,11 @@ Outputs::
                               blessed, main_metric, main_metric_value, feature_space_id, num_samples
 
 Blessing: every configured threshold must pass and, with ``no_worse_than_last``, the main metric
-must be no worse (within ``regression_tolerance``) than that of the newest blessed Blessing of
-this pipeline with the same ``feature_space_id`` (a hash of the feature model's weights) and
-sample count; models measured differently are not compared.
+must be no worse (within ``regression_tolerance``) than that of the ``baseline`` input: the newest
+blessed Blessing of this pipeline measured the same way, which the pipeline resolves before the
+cache key (``ganpipe/pipeline/resolvers.py``), so a new baseline makes Evaluate run again. The
+baseline is used only if its ``feature_space_id`` (a hash of the feature model's weights) and
+sample count match; models measured differently are not compared.
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     evaluation, blessing_artifact = outputs["evaluation"], outputs["blessing"]
     report = evaluate_model(inputs["model"].uri, inputs["examples"].uri, schema, classifier.uri, evaluation.uri,
                             log=ctx.log, progress=ctx.progress, **params)
-    blessing = decide_blessing(report, params, ctx.find_artifacts("Blessing"))
+    blessing = decide_blessing(report, params, [inputs["baseline"]] if "baseline" in inputs else [])
     blessing_artifact.write_json("blessing.json", blessing)
     evaluation.properties.update(main_metric=report["main_metric"], feature_space=report["feature_space"],
                                  num_samples=report["num_samples"],
@@ -430,10 +432,11 @@ def _regression_check(report: dict, params: dict, earlier_blessings) -> tuple[di
     limit = previous + slack if lower else previous - slack
     passed = value is not None and (value <= limit if lower else value >= limit)
     shown = "nan/inf" if value is None else f"{value:.4g}"
+    # Named by fingerprint, not by id or path: blessing.json stays a function of its inputs.
     reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of the last blessed model "
-              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing artifact "
-              f"{last.id if last.id is not None else last.uri})")
-    compared_with = {"artifact_id": last.id, "uri": last.uri, "main_metric_value": previous}
+              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing "
+              f"{last.fingerprint[:12] or last.uri})")
+    compared_with = {"fingerprint": last.fingerprint, "main_metric_value": previous}
     return {**check, "limit": limit, "passed": bool(passed), "reason": reason}, compared_with
 
 

@@ -7,32 +7,37 @@ and keeps its ``key``. Bad records are listed in ``rejected.jsonl`` (key, split,
 silently dropped; the run fails when more than ``max_rejected_fraction`` of them are bad.
 
 Outputs: processed shards ``<examples>/{train,eval}/*.tfrecord`` and ``rejected.jsonl``,
-``<schema>/schema.json``, ``<statistics>/statistics.json`` (+ a TensorBoard text summary in
-``<statistics>/logs``). Statistics are computed with Beam combiners (Chan's parallel variance).
+``<schema>/schema.json`` + ``schema.pbtxt`` (TFMD Schema), ``<statistics>/statistics.json`` +
+``statistics.pb`` (TFMD DatasetFeatureStatisticsList) and a TensorBoard text summary in
+``<statistics>/logs``. The Beam job writes all of them itself (sinks, and a final step over the
+combined statistics); statistics are Beam combiners (Chan's parallel variance); the counts of
+the conservation check (read = written + rejected) are combines over the data, not metrics.
+Every record's data CRC is checked on read: a corrupt record is rejected with its shard and index.
 """
 from __future__ import annotations
 
+import collections
 import io
 import math
-import os
+import socket
+import time
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, UnidentifiedImageError
+from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.text.summary_v2 import text_pb
 
-from ganpipe.components import ingest, sources
+from ganpipe.components import beamio, ingest, storage, tfmd
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.sources import example_pb2
+from ganpipe.components.beamio import example_pb2
 
 SPLITS = ingest.SPLITS
 REJECTED_FILE = "rejected.jsonl"
 SCHEMA_FILE = "schema.json"
 STATISTICS_FILE = "statistics.json"
-_SUMMARY_FILE = ".summary.jsonl"  # the pipeline's small outputs, read by the driver
 RESIZE_METHODS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -161,13 +166,16 @@ class _Preprocess(beam.DoFn):
         self.decoder = decoder
         self.label_index = {name: i for i, name in enumerate(label_names)}
         self.num_classes = len(label_names)
-        self.read = Metrics.counter(sources.METRICS_NAMESPACE, "records_read")
+        self.read = Metrics.counter(beamio.METRICS_NAMESPACE, "records_read")
 
     def process(self, split_and_batch):
         split, batch = split_and_batch
         self.read.inc(len(batch))
         processed, kept, labels = [], [], []
         for serialized in batch:
+            if isinstance(serialized, beamio.Corrupt):
+                yield beam.pvalue.TaggedOutput("rejected", corrupt_rejection(serialized, split))
+                continue
             feature = example_pb2.Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0] if "key" in feature else b""
             try:
@@ -179,13 +187,16 @@ class _Preprocess(beam.DoFn):
                 )
                 continue
             bytes_features, float_features = self.decoder.encode(arrays)
-            processed.append(sources.serialize_example(
+            processed.append(beamio.serialize_example(
                 bytes_features=[("key", [key])] + bytes_features,
                 int_features=[("label", [label])],
                 float_features=float_features,
             ))
             kept.append(arrays)
             labels.append(label)
+        # What this batch read and wrote: the conservation check's counts (rejected ones are
+        # the difference, checked against the listing's own count).
+        yield beam.pvalue.TaggedOutput("tally", collections.Counter({"read": len(batch), f"written:{split}": len(processed)}))
         if processed:
             yield split, processed
             partial = partial_statistics(self.decoder.moments(kept), np.asarray(labels), self.num_classes)
@@ -202,6 +213,11 @@ class _Preprocess(beam.DoFn):
         return self.label_index[name]
 
 
+def corrupt_rejection(corrupt: beamio.Corrupt, split: str) -> dict:
+    return {"key": corrupt.key, "split": split, "path": corrupt.path, "index": corrupt.index,
+            "reason": "corrupt", "message": corrupt.message}
+
+
 # --------------------------------------------------------------------------- statistics
 def moments_from_histograms(histograms: np.ndarray) -> dict:
     """n, mean, m2 (sum of squared deviations), min, max per row of [K, 256] value counts."""
@@ -211,6 +227,7 @@ def moments_from_histograms(histograms: np.ndarray) -> dict:
     present = histograms > 0
     return {
         "n": int(n[0]),
+        "histogram": histograms,
         "mean": mean,
         "m2": (histograms * (values[None, :] - mean[:, None]) ** 2).sum(axis=1),
         "min": np.array([values[row].min() for row in present]),
@@ -232,7 +249,9 @@ def merge_statistics(a: dict, b: dict) -> dict:
     """Chan et al.'s pairwise update: exact and stable for any split of the data."""
     n = a["n"] + b["n"]
     delta = b["mean"] - a["mean"]
+    histogram = {"histogram": a["histogram"] + b["histogram"]} if "histogram" in a else {}
     return {
+        **histogram,
         "records": a["records"] + b["records"],
         "n": n,
         "mean": a["mean"] + delta * (b["n"] / n),
@@ -263,7 +282,9 @@ class StatisticsCombineFn(beam.CombineFn):
 
 
 def finalize_statistics(accumulator: dict) -> dict:
+    histogram = {"histogram": accumulator["histogram"].astype(int).tolist()} if "histogram" in accumulator else {}
     return {
+        **histogram,
         "count": int(accumulator["records"]),
         "mean": accumulator["mean"].tolist(),
         "std": np.sqrt(accumulator["m2"] / accumulator["n"]).tolist(),
@@ -282,7 +303,8 @@ def empty_statistics(num_classes: int) -> dict:
 # -------------------------------------------------------------------------- composite
 class PreprocessExamples(beam.PTransform):
     """(split, batch of raw examples) -> {'examples': (split, batch of processed examples),
-    'rejected': dicts (key, split, reason), 'statistics': (split, statistics dict)}.
+    'rejected': dicts (key, split, reason...), 'statistics': (split, statistics dict),
+    'tally': Counters of records read and written per split}.
 
     All splits go through one branch: every transform has a fixed cost on the DirectRunner,
     so a branch per split would double it."""
@@ -293,10 +315,11 @@ class PreprocessExamples(beam.PTransform):
 
     def expand(self, batches):
         outputs = batches | "DecodeAndValidate" >> beam.ParDo(self.process).with_outputs(
-            "rejected", "statistics", main="examples"
+            "rejected", "statistics", "tally", main="examples"
         )
         statistics = outputs.statistics | "CombineStatistics" >> beam.CombinePerKey(StatisticsCombineFn())
-        return {"examples": outputs.examples, "rejected": outputs.rejected, "statistics": statistics}
+        return {"examples": outputs.examples, "rejected": outputs.rejected, "statistics": statistics,
+                "tally": outputs.tally}
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -332,64 +355,83 @@ def run_preprocess(
         decoder = ImageDecoder(image_size, channels, resize_method, center_crop, lowres_factor)
     else:
         decoder = VectorDecoder(metadata["feature_names"])
+    pipeline = beamio.make_pipeline(beam_args)
     for split in SPLITS:
-        if sources.shard_paths(os.path.join(output_dir, split)):
+        if beamio.shard_paths(storage.join(output_dir, split)):
             raise ComponentError(f"{output_dir}/{split} already holds shards; write to an empty directory")
     log(f"Preprocess: {examples_dir} ({kind}) -> {output_dir}")
 
-    rejected_path = os.path.join(output_dir, REJECTED_FILE)
-    summary_path = os.path.join(output_dir, _SUMMARY_FILE)
-    pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
-    # Ingest's shards come from our own writer: the length CRCs still guard the framing; the
-    # data CRCs (half of this pipeline's CRC work, ~7 us per 3 KB record) are not checked.
-    patterns = {split: os.path.join(examples_dir, split, "*.tfrecord") for split in SPLITS}
-    raw = pipeline | "ReadShards" >> sources.ReadTFRecordShards(patterns, verify_data=False)
+    rejected_path = storage.join(output_dir, REJECTED_FILE)
+    patterns = {split: beamio.shard_pattern(storage.join(examples_dir, split)) for split in SPLITS}
+    raw = pipeline | "ReadShards" >> beamio.ReadTFRecordBatches(patterns)
     outputs = raw | "Preprocess" >> PreprocessExamples(decoder, label_names)
-    writer = sources.WriteTFRecordShards(
-        {split: os.path.join(output_dir, split) for split in SPLITS}, {split: num_shards for split in SPLITS}
+    writer = beamio.WriteSplitShards(output_dir, SPLITS, num_shards)
+    outputs["examples"] | "WriteShards" >> writer
+    outputs["rejected"] | "WriteRejected" >> beamio.WriteJsonLines(rejected_path)
+    rejected_tally = outputs["rejected"] | "CountRejected" >> beam.Map(lambda _: collections.Counter(rejected=1))
+    tally = (outputs["tally"], rejected_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
+    summary = Summary(metadata, decoder, channels, schema_dir, statistics_dir)
+    pipeline | "WriteSchemaAndStatistics" >> beamio.Finalize(
+        summary.write, tally=beam.pvalue.AsSingleton(tally), statistics=beam.pvalue.AsDict(outputs["statistics"])
     )
-    files = outputs["examples"] | "WriteShards" >> writer
-    small_outputs = {"files": files, "rejected": outputs["rejected"], "statistics": outputs["statistics"]}
-    small_outputs | "WriteSummary" >> sources.WriteTaggedJsonLines(summary_path)
-    result = sources.run_pipeline(pipeline)
+    beamio.run(pipeline, "Preprocess")
+    storage.delete([writer.temp_directory])
 
-    summary = sources.read_tagged_json_lines(summary_path, small_outputs)
-    FileSystems.delete([summary_path])
-    writer.publish(summary["files"])
-    sources.write_json_lines(summary["rejected"], rejected_path)
-    counts = {s: sources.count_tfrecords(sources.shard_paths(os.path.join(output_dir, s))) for s in SPLITS}
-    records = _check_conservation(metadata, result, counts, len(summary["rejected"]), rejected_path)
-    split_statistics = {split: empty_statistics(len(label_names)) for split in SPLITS}
-    split_statistics.update(dict(summary["statistics"]))
-
-    schema = build_schema(metadata, decoder, counts, split_statistics)
-    statistics_doc = {
-        "kind": kind,
-        "names": metadata["feature_names"] if kind == "vector" else channel_names(channels),
-        "label_names": label_names,
-        "records": records,
-        "splits": split_statistics,
-    }
-    Artifact("Schema", schema_dir).write_json(SCHEMA_FILE, schema)
-    Artifact("Statistics", statistics_dir).write_json(STATISTICS_FILE, statistics_doc)
-    write_statistics_summary(statistics_doc, os.path.join(statistics_dir, "logs"))
-    log(f"Preprocess: wrote {counts['train']} train + {counts['eval']} eval, rejected {records['rejected']}")
+    schema = storage.read_json(storage.join(schema_dir, SCHEMA_FILE))
+    statistics_doc = storage.read_json(storage.join(statistics_dir, STATISTICS_FILE))
+    records = statistics_doc["records"]
+    _check_conservation(metadata, records, rejected_path)
+    if kind == "vector" and schema["normalization"] is None:
+        raise ComponentError("Preprocess: no valid train records, cannot compute the normalization")
+    log(f"Preprocess: wrote {records['written']} records ({schema['counts']}), rejected {records['rejected']}")
     _check_rejected_fraction(records, max_rejected_fraction, rejected_path)
     return {"schema": schema, "statistics": statistics_doc, "rejected_path": rejected_path}
 
 
-def _check_conservation(metadata, result, counts, rejected: int, rejected_path: str) -> dict:
-    written = sum(counts.values())
-    expected = sum(metadata["counts"].values())
-    read = sources.counter_value(result, "records_read")
-    if read is not None and read != expected:
-        raise ComponentError(f"Preprocess: Ingest wrote {expected} records but {read} were read")
-    if expected != written + rejected:
+class Summary:
+    """Writes the job's summary files from its combined values, on a worker, at the end of the
+    job: schema.json + schema.pbtxt, statistics.json + statistics.pb and a TensorBoard text
+    summary of the statistics (``<statistics>/logs``)."""
+
+    def __init__(self, metadata: dict, decoder, channels: int, schema_dir: str, statistics_dir: str):
+        self.metadata, self.decoder, self.channels = metadata, decoder, channels
+        self.schema_dir, self.statistics_dir = schema_dir, statistics_dir
+
+    def write(self, tally, statistics) -> None:
+        label_names = self.metadata["label_names"]
+        split_statistics = {split: empty_statistics(len(label_names)) for split in SPLITS}
+        split_statistics.update(statistics)
+        counts = {split: tally[f"written:{split}"] for split in SPLITS}
+        records = {"read": tally["read"], "written": sum(counts.values()), "rejected": tally["rejected"]}
+        schema = build_schema(self.metadata, self.decoder, counts, split_statistics)
+        kind = self.metadata["kind"]
+        statistics_doc = {
+            "kind": kind,
+            "names": self.metadata["feature_names"] if kind == "vector" else channel_names(self.channels),
+            "label_names": label_names,
+            "records": records,
+            "splits": split_statistics,
+        }
+        storage.write_json(storage.join(self.schema_dir, SCHEMA_FILE), schema)
+        storage.write_bytes(storage.join(self.schema_dir, tfmd.SCHEMA_PROTO_FILE), tfmd.schema_text(schema))
+        storage.write_json(storage.join(self.statistics_dir, STATISTICS_FILE), statistics_doc)
+        storage.write_bytes(storage.join(self.statistics_dir, tfmd.STATISTICS_PROTO_FILE),
+                            tfmd.statistics_bytes(statistics_doc))
+        write_statistics_summary(statistics_doc, storage.join(self.statistics_dir, "logs"))
+
+
+def _check_conservation(metadata: dict, records: dict, rejected_path: str) -> None:
+    """Counts from the data: Ingest's records = read here = written + rejected."""
+    expected, read = sum(metadata["counts"].values()), records["read"]
+    written, rejected = records["written"], records["rejected"]
+    if read != expected:
+        raise ComponentError(f"Preprocess: Ingest wrote {expected} records but {read} were read "
+                             f"(a shard is cut off or unreadable: see {rejected_path})")
+    if read != written + rejected:
         raise ComponentError(
-            f"Preprocess: read {expected} records but wrote {written} and rejected {rejected} "
-            f"({rejected_path}); {expected - written - rejected} were lost"
+            f"Preprocess: read {read} records but wrote {written} and rejected {rejected} "
+            f"({rejected_path}); {read - written - rejected} were lost"
         )
-    return {"read": expected, "written": written, "rejected": rejected}
 
 
 def _check_rejected_fraction(records: dict, max_fraction: float, rejected_path: str) -> None:
@@ -422,23 +464,21 @@ def build_schema(metadata: dict, decoder, counts: dict, split_statistics: dict) 
             schema["lowres_shape"] = [decoder.lowres_size, decoder.lowres_size, decoder.channels]
         return schema
     train = split_statistics["train"]
-    if train["count"] == 0:
-        raise ComponentError("Preprocess: no valid train records, cannot compute the normalization")
     schema.update(
         shape=[len(decoder.feature_names)],
         dtype="float32",
         channels=None,
         feature_names=decoder.feature_names,
-        # A constant feature gets std 1 so standardising never divides by zero.
-        normalization={"mean": train["mean"], "std": [s if s > 0 else 1.0 for s in train["std"]]},
     )
+    if train["count"]:  # else the driver fails: no normalization without train records
+        # A constant feature gets std 1 so standardising never divides by zero.
+        schema["normalization"] = {"mean": train["mean"], "std": [s if s > 0 else 1.0 for s in train["std"]]}
     return schema
 
 
 def write_statistics_summary(statistics: dict, logdir: str) -> None:
-    """The statistics as a Markdown table, a TensorBoard text summary (tag ``statistics``)."""
-    import tensorflow as tf
-
+    """The statistics as a Markdown table, a TensorBoard text summary (tag ``statistics``),
+    written as an event file through the filesystem layer (any scheme, no TensorFlow needed)."""
     lines = [f"records: {statistics['records']}", ""]
     for split, stats in statistics["splits"].items():
         lines += [f"**{split}**: {stats['count']} records, {stats['unlabelled']} unlabelled", "",
@@ -448,10 +488,10 @@ def write_statistics_summary(statistics: dict, logdir: str) -> None:
                 lines.append("| {} | {:.4g} | {:.4g} | {:.4g} | {:.4g} |".format(*row))
         histogram = ", ".join(f"{name}: {count}" for name, count in zip(statistics["label_names"], stats["label_counts"]))
         lines += ["", f"labels: {histogram or 'none'}", ""]
-    writer = tf.summary.create_file_writer(logdir)
-    with writer.as_default():
-        tf.summary.text("statistics", "\n".join(lines), step=0)
-    writer.close()
+    events = [event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"),
+              event_pb2.Event(wall_time=time.time(), step=0, summary=text_pb("statistics", "\n".join(lines)))]
+    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.ganpipe"
+    storage.write_bytes(storage.join(logdir, name), b"".join(beamio.frame(e.SerializeToString()) for e in events))
 
 
 # ------------------------------------------------------------------------------ component

@@ -4,54 +4,54 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
-from ganpipe.components.base import Component, Parameter, check_keys, did_you_mean
+from ganpipe.components import fingerprints, sources
+from ganpipe.components.base import Component, ComponentError, Parameter, absolute_path, check_keys, did_you_mean
+
+FILE_SOURCE_KINDS = tuple(name for name, kind in sources.KINDS.items() if kind.takes_path)
+
+
+def absolute_source(source: str) -> str:
+    kind, separator, location = source.partition(":")
+    return f"{kind}:{absolute_path(location)}" if kind in FILE_SOURCE_KINDS and location else source
+
+
+def absolute_weights(network: dict) -> dict:
+    """Train's ``network`` options with ``vgg_weights`` (a file) made absolute."""
+    return {**network, "vgg_weights": absolute_path(network["vgg_weights"])} if network.get("vgg_weights") else network
+
+
+def ingest_inputs(params: dict) -> dict:
+    """What Ingest reads besides its parameters: the files behind a file source, or the prepared
+    TFDS data (built-in sources come from a package: its version is in the dependencies)."""
+    kind, _, location = params["source"].partition(":")
+    if kind in FILE_SOURCE_KINDS and location:
+        return {"files": fingerprints.source_files(kind, location)}
+    if kind == "tfds" and location:
+        return fingerprints.tfds_data(location, params["tfds_data_dir"])
+    return {}
+
 
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming")  # preprocess maps them to PIL filters
 
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
-    Parameter("source", str, "digits",
-              "digits | photos | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
+    Parameter("source", str, "digits", sources.source_syntax(), normalize=absolute_source),
     Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
               min=0.0, max=0.9),
-    Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
+    Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
               min=0, max=10000),
-    Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
-              nullable=True),
-    Parameter("tfds_download", bool, False, "let tfds download and prepare the data set"),
-    Parameter("tfds_split", str, "train", "tfds split to read, e.g. train or train[:10%]"),
-    Parameter("image_feature", str, "image",
-              "tfds/tfrecord feature holding the image (bytes) or vector (float/int list)"),
-    Parameter("label_feature", str, "label", "tfds/tfrecord label feature; empty: no labels",
-              nullable=True),
-    Parameter("label_column", str, None, "csv column / npz array holding labels", nullable=True),
-    Parameter("features_key", str, "x", "npz array holding the data"),
     Parameter("label_names", list, None,
               "fixed label vocabulary; other labels are rejected (default: from the source)",
               nullable=True),
-    Parameter("csv_delimiter", str, ",", "csv field delimiter"),
-    Parameter("patch_size", int, 64, "photos: side of the square patches in pixels", min=4),
-    Parameter("patch_stride", int, 32, "photos: step between patches (< patch_size: overlapping)", min=1),
-)
-
-# kind -> whether it takes an argument (``images:<dir>``) or must stand alone (``digits``).
-SOURCE_KINDS = {"digits": False, "photos": False, "images": True, "tfds": True, "tfrecord": True, "npz": True,
-                "csv": True}
-
+) + sources.source_parameters()  # each source kind declares its own (components/sources)
 
 def check_source(params: dict, section: str) -> dict:
-    """``ingest.source`` has a known kind and the form that kind needs, checked before anything runs."""
-    source = params["source"]
-    kind, colon, argument = source.partition(":")
-    where = f"{section}.source"
-    forms = ", ".join(f"{k}:<...>" if needs else k for k, needs in SOURCE_KINDS.items())
-    if kind not in SOURCE_KINDS:
-        raise ValueError(f"{where}: unknown source kind {kind!r} in {source!r}{did_you_mean(kind, SOURCE_KINDS)}; "
-                         f"use one of {forms}")
-    if SOURCE_KINDS[kind] and not argument.strip():
-        raise ValueError(f"{where}: {kind!r} needs a path or name: {kind}:<...>")
-    if not SOURCE_KINDS[kind] and colon:
-        raise ValueError(f"{where}: {kind!r} takes no argument, got {source!r}")
+    """``ingest.source`` has a registered kind and the form that kind needs, checked before anything runs."""
+    try:
+        sources.parse_source(params["source"])
+    except ComponentError as error:
+        kind = params["source"].partition(":")[0]
+        raise ValueError(f"{error}{did_you_mean(kind, sources.KINDS) if kind not in sources.KINDS else ''}") from None
     return params
 
 
@@ -63,6 +63,8 @@ INGEST = Component(
     executor="ganpipe.components.ingest:run",
     description="Reads a source into raw tf.Example TFRecord shards, split train/eval by key hash.",
     check=check_source,
+    dependencies=("apache-beam", "tensorflow", "numpy", "pillow", "scikit-learn", "tensorflow-datasets"),
+    external_inputs=ingest_inputs,
 )
 
 # -------------------------------------------------------------------------------------- preprocess
@@ -85,6 +87,7 @@ PREPROCESS = Component(
     outputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
     parameters=PREPROCESS_PARAMETERS,
     executor="ganpipe.components.preprocess:run",
+    dependencies=("apache-beam", "tensorflow", "numpy", "pillow"),
     description="Decodes, validates and normalises examples; writes schema and statistics.",
 )
 
@@ -99,7 +102,7 @@ CLASSIFIER_PARAMETERS = (
     Parameter("seed", int, 0, "seeds weights and data order"),
     Parameter("inception_weights", str, None,
               "path to Keras InceptionV3 weights (.h5, with or without top): use Inception features (FID) "
-              "instead of a trained classifier; never downloaded", nullable=True),
+              "instead of a trained classifier; never downloaded", nullable=True, normalize=absolute_path),
 )
 
 CLASSIFIER = Component(
@@ -108,6 +111,8 @@ CLASSIFIER = Component(
     outputs={"classifier": "FeatureModel"},
     parameters=CLASSIFIER_PARAMETERS,
     executor="ganpipe.components.classifier:run",
+    dependencies=("tensorflow", "keras", "numpy"),
+    external_inputs=lambda params: {"inception_weights": fingerprints.file_content(params["inception_weights"])},
     description="Trains the domain classifier whose features the GAN metrics use (or loads InceptionV3).",
 )
 
@@ -193,7 +198,8 @@ TRAIN_PARAMETERS = (
               "specs.register_family"),
     Parameter("latent_dim", int, 64, "size of the generator's noise vector z", min=1),
     Parameter("network", dict, {},
-              "options of the family's networks, merged with its defaults (`ganpipe config train` lists them)"),
+              "options of the family's networks, merged with its defaults (`ganpipe config train` lists them)",
+              normalize=absolute_weights),
     Parameter("steps", int, None, f"generator updates; wins over epochs; {DEFAULT_STEPS} if both are empty",
               min=1, nullable=True),
     Parameter("epochs", (int, float), None, "passes over the train split, used when steps is empty",
@@ -224,10 +230,12 @@ TRAIN_PARAMETERS = (
     Parameter("jit_compile", bool, False, "compile the train step with XLA"),
     Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
-    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1),
-    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1),
-    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1),
-    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1),
+    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1, semantic=False),
+    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1,
+              semantic=False),
+    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1,
+              semantic=False),
+    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1, semantic=False),
 )
 
 TRAIN = Component(
@@ -241,6 +249,8 @@ TRAIN = Component(
     resumable=True,
     check=check_network,
     tensorboard_logs={"train": "model/logs/train"},
+    dependencies=("tensorflow", "keras", "numpy"),
+    external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
 )
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -275,10 +285,15 @@ EVALUATE_PARAMETERS = (
 
 EVALUATE = Component(
     name="Evaluate",
-    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel"},
+    # baseline: the last blessed model's Blessing measured the same way, resolved by the pipeline
+    # before the cache key (absent when there is none), so a new baseline re-runs the blessing.
+    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel",
+            "baseline": "Blessing"},
     outputs={"evaluation": "Evaluation", "blessing": "Blessing"},
     parameters=EVALUATE_PARAMETERS,
     executor="ganpipe.components.evaluate:run",
+    optional_inputs=("baseline",),
+    dependencies=("tensorflow", "keras", "numpy", "scipy"),
     description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
     tensorboard_logs={"eval": "evaluation/logs/eval"},
 )
@@ -290,6 +305,9 @@ EXPORT_PARAMETERS = (
               "a relative path is resolved against the pipeline root", nullable=True),
     Parameter("force", bool, False, "export even if the model was not blessed"),
     Parameter("use_ema", bool, True, "export generator_ema.keras when the model has one"),
+    Parameter("max_generate_samples", int, 1024, "largest num_samples the generate signature accepts (a "
+              "bigger request fails with InvalidArgument instead of exhausting the server's memory); "
+              "recorded in the model card", min=1),
 )
 
 EXPORT = Component(
@@ -298,5 +316,6 @@ EXPORT = Component(
     outputs={"pushed_model": "PushedModel"},
     parameters=EXPORT_PARAMETERS,
     executor="ganpipe.components.export:run",
+    dependencies=("tensorflow", "keras"),
     description="Writes the blessed generator as a versioned SavedModel with serving signatures.",
 )

@@ -16,7 +16,7 @@ import click
 
 from ganpipe import __version__
 from ganpipe.pipeline import console, dag
-from ganpipe.pipeline.config import ConfigError, default_root, load_config
+from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
 from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
                                        ExecutionRecord, MetadataStore)
@@ -78,10 +78,11 @@ def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root)
     try:
         config = load_config(config_file, overrides)
         if root:
-            config.root = os.path.abspath(root)
+            config.root, config.metadata = resolve_locations(root)
         runner = LocalRunner(config.root, config.name, config.nodes, config.parameters,
                              config.beam_args + list(beam_args), echo=console.component_logger("").info,
-                             config={**config.as_dict(), "config_file": config_file}, display=display)
+                             config={**config.as_dict(), "config_file": config_file}, metadata=config.metadata,
+                             display=display)
         runner.plan(until, force)  # unknown component names fail here, before anything runs
     except (ConfigError, dag.PipelineError) as error:
         raise UsageFailure(str(error)) from error
@@ -355,19 +356,31 @@ def sample(model_dir, count, out, fmt, seed) -> None:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--keep-last", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Newest artifacts kept per component output (with their lineage).")
+@click.option("--older-than", metavar="AGE", default=None,
+              help="Only delete what is older than AGE (e.g. 90s, 30m, 12h, 7d, 2w).")
+@click.option("--include-partial", is_flag=True,
+              help="Also delete resumable partial attempts (a killed Train's checkpoints).")
 @root_option
-def gc(dry_run, root) -> None:
+def gc(dry_run, keep_last, older_than, include_partial, root) -> None:
     """Delete superseded artifacts, unfinished attempts and unrecorded outputs under the root.
 
-    For each component output the newest artifact and its whole upstream lineage are kept;
+    Kept with their whole upstream lineage: the newest artifacts of each component output, the
+    newest blessed Blessing, every model version still served. Safe beside a running pipeline;
     deleted artifacts stay in the metadata store, marked deleted.
     """
-    from ganpipe.pipeline.gc import RunInProgress, collect_garbage
+    from ganpipe.pipeline.gc import GcInProgress, Policy, collect_garbage, parse_age
 
     root = _existing_root(root)
     try:
-        garbage = collect_garbage(root, dry_run)
-    except RunInProgress as error:
+        policy = Policy(keep_last=keep_last, older_than=parse_age(older_than) if older_than else None,
+                        include_partial=include_partial)
+    except ValueError as error:
+        raise UsageFailure(str(error)) from error
+    try:
+        garbage = collect_garbage(root, dry_run, policy)
+    except GcInProgress as error:
         echo(f"Error: {error}", err=True)
         sys.exit(1)
     verb = "would delete" if dry_run else "deleted"
@@ -375,6 +388,21 @@ def gc(dry_run, root) -> None:
         echo(f"{verb}  {_megabytes(item.bytes):>9}  {item.reason:<32} {item.path}")
     total = sum(item.bytes for item in garbage)
     echo(f"{len(garbage)} item(s), {_megabytes(total)} {'would be ' if dry_run else ''}freed")
+
+
+@main.command()
+@root_option
+def verify(root) -> None:
+    """Recompute the fingerprints of all live artifacts and report any that changed or vanished
+    (exit 1), and served versions that are gone. Read-only."""
+    from ganpipe.pipeline.verify import verify as verify_root
+
+    checked, problems = verify_root(_existing_root(root))
+    for problem in problems:
+        echo(f"{problem.problem}: artifact {problem.artifact_id} {problem.path}")
+    echo(f"{checked} live artifact(s) checked, {len(problems)} problem(s)")
+    if problems:
+        sys.exit(1)
 
 
 def _existing_root(root: str | None) -> str:
@@ -385,11 +413,9 @@ def _existing_root(root: str | None) -> str:
 
 
 def _open_store(root: str | None) -> MetadataStore:
-    """Opens an existing store and marks runs whose process died, so states shown are true."""
+    """Opens an existing store read-only; runs whose process died show as ABANDONED."""
     root = _existing_root(root)
-    store = MetadataStore(root)
-    store.reap_abandoned(run_is_alive(root))
-    return store
+    return MetadataStore(root, read_only=True, is_alive=run_is_alive(root))
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple]) -> None:

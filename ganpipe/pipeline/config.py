@@ -14,12 +14,13 @@ from typing import Any, Iterable
 
 import yaml
 
+from ganpipe.components import storage
 from ganpipe.components.base import check_keys, did_you_mean
 from ganpipe.pipeline import dag
 
 DEFAULT_ROOT = "./ganpipe_runs"
 ROOT_ENV = "GANPIPE_ROOT"  # the default pipeline root when neither config nor --root gives one
-PIPELINE_DEFAULTS = {"name": "digits_dcgan", "root": None, "dag": dag.DEFAULT_DAG}
+PIPELINE_DEFAULTS = {"name": "digits_dcgan", "root": None, "metadata": None, "dag": dag.DEFAULT_DAG}
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -30,7 +31,8 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class PipelineConfig:
     name: str
-    root: str  # absolute
+    root: str  # artifacts: an absolute local path or a URI (gs://bucket/runs)
+    metadata: str  # the metadata store and locks: an absolute local path
     dag: str
     beam_args: list[str]
     nodes: tuple[dag.Node, ...]
@@ -38,7 +40,7 @@ class PipelineConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved configuration, as recorded with each run."""
-        return {"pipeline": {"name": self.name, "root": self.root, "dag": self.dag},
+        return {"pipeline": {"name": self.name, "root": self.root, "metadata": self.metadata, "dag": self.dag},
                 "beam": {"args": list(self.beam_args)}, **self.parameters}
 
 
@@ -76,9 +78,25 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (),
             parameters[section] = node.component.resolve_parameters(given, section)
         except ValueError as error:
             raise ConfigError(str(error)) from error
-    return PipelineConfig(name=pipeline["name"], root=os.path.abspath(pipeline["root"] or default_root()),
+    root, metadata = resolve_locations(pipeline["root"] or default_root(), pipeline["metadata"])
+    return PipelineConfig(name=pipeline["name"], root=root, metadata=metadata,
                           dag=pipeline["dag"], beam_args=beam_args, nodes=tuple(nodes),
                           parameters=parameters)
+
+
+def resolve_locations(root: str, metadata: str | None = None) -> tuple[str, str]:
+    """(artifact root, metadata directory). The root may be any URI an installed filesystem
+    serves; the metadata store (SQLite) and locks need a local disk: by default the root itself
+    when it is local, else ``$GANPIPE_ROOT`` or ./ganpipe_runs."""
+    try:
+        root = storage.normalize_root(root)
+    except storage.UnsupportedScheme as error:
+        raise ConfigError(f"pipeline.root: {error}") from error
+    if metadata is not None and not storage.is_local(metadata):
+        raise ConfigError(f"pipeline.metadata: {metadata!r} must be a local directory (SQLite and file locks)")
+    if metadata is None:
+        metadata = root if storage.is_local(root) else default_root()
+    return root, os.path.abspath(storage.local_path(metadata))
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -127,8 +145,8 @@ def _pipeline_section(given: Any) -> dict[str, Any]:
     _reject_unknown(given, PIPELINE_DEFAULTS, "pipeline")
     section = {**PIPELINE_DEFAULTS, **given}
     for key, value in section.items():
-        if key == "root" and value is None:
-            continue  # falls back to $GANPIPE_ROOT, then ./ganpipe_runs
+        if key in ("root", "metadata") and value is None:
+            continue  # root falls back to $GANPIPE_ROOT, then ./ganpipe_runs; metadata see resolve_locations
         if not isinstance(value, str) or not value:
             raise ConfigError(f"pipeline.{key}: expected a non-empty string, got {value!r}")
     if not _NAME_PATTERN.match(section["name"]):
@@ -166,8 +184,10 @@ def describe(config: PipelineConfig, section: str | None = None) -> str:
     blocks = []
     if section in (None, "pipeline"):
         blocks.append(_block("pipeline", [("name", config.name, "names the pipeline's directory under root"),
-                                          ("root", config.root, f"artifacts and metadata; ${ROOT_ENV} or "
+                                          ("root", config.root, f"artifacts (a path or URI); ${ROOT_ENV} or "
                                                                 f"{DEFAULT_ROOT} when empty"),
+                                          ("metadata", config.metadata, "local directory of the metadata store "
+                                                                        "and locks; the root when it is local"),
                                           ("dag", config.dag, "the components and their wiring (module:NODES)")]))
     if section in (None, "beam"):
         blocks.append(_block("beam", [("args", config.beam_args, "Beam pipeline options, e.g. --runner=...")]))
