@@ -24,7 +24,7 @@ from kfp.local import placeholder_utils  # noqa: E402
 
 from ganpipe.pipeline import dag, execute  # noqa: E402
 from ganpipe.pipeline.config import load_config  # noqa: E402
-from ganpipe.pipeline.runner import directory_fingerprint  # noqa: E402
+from ganpipe.components.fingerprints import artifact_fingerprint  # noqa: E402
 from test_train import checkpoint_values  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -159,7 +159,7 @@ def test_compiled_steps_run_in_dag_order_give_the_outputs_of_ganpipe_run(compile
     # Data steps: byte-identical artifacts.
     for component, output in (("Ingest", "examples"), ("Preprocess", "examples"), ("Preprocess", "schema"),
                               ("Preprocess", "statistics")):
-        assert directory_fingerprint(local[component][output]) == directory_fingerprint(published(component, output)), \
+        assert artifact_fingerprint(local[component][output]) == artifact_fingerprint(published(component, output)), \
             f"{component}.{output}"
     # Train: the same weights, optimizer state and step.
     for name, value in checkpoint_values(published("Train", "model") + "/checkpoints").items():

@@ -35,7 +35,7 @@ from ganpipe import ganmodels
 from ganpipe.components import monitoring, preemption
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 
 # Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
 GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
@@ -46,7 +46,8 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     schema = inputs["schema"].read_json("schema.json")
     statistics = inputs["statistics"].read_json("statistics.json") if inputs.get("statistics") else None
     model = outputs["model"]
-    info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log, **params)
+    info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log,
+                       progress=ctx.progress, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
                                 final_metrics=info["final_metrics"])
@@ -56,7 +57,7 @@ COMPONENT = specs.TRAIN
 
 
 def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics: dict | None = None,
-                log=print, **params) -> dict:
+                log=print, progress=None, **params) -> dict:
     """Trains (or resumes training) into ``output_dir``; returns what it wrote to model.json.
 
     ``params`` are this component's parameters (missing ones take their defaults). Raises
@@ -69,6 +70,7 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
     return ``{}``.
     """
     params = COMPONENT.resolve_parameters(params, "train")
+    progress = progress or functools.partial(Progress, log)
     strategy = make_strategy(params["strategy"])
     writes_here = strategy.extended.should_checkpoint
     work_dir = output_dir if writes_here else tempfile.mkdtemp(prefix="ganpipe-worker-")
@@ -87,7 +89,7 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             total_steps = resolve_steps(params, schema)
             probe = sample_probe(gan, examples_uri, schema)
             seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
-                                         total_steps, statistics, log)
+                                         total_steps, statistics, log, progress)
             if not writes_here:
                 return {}
             return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
@@ -104,7 +106,8 @@ def restore_latest(gan, checkpoint_dir: str, log) -> None:
         log(f"resumed from {latest} at step {monitoring.current_step(gan)}")
 
 
-def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log):
+def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log,
+        progress):
     """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
     metrics' means over the last logging window."""
     done = monitoring.current_step(gan)
@@ -113,7 +116,7 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "train"))
     monitor = monitoring.TensorBoardMonitor(
         writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
-        images_per_step=images_per_step, probe=probe, hparams=hparams_record(params), statistics=statistics, log=log)
+        images_per_step=images_per_step, probe=probe, statistics=statistics)
     started = time.perf_counter()
     with contextlib.closing(writer), preemption.TerminationRequest() as termination:
         boundary = preemption.BoundaryCheckpointer(manager, strategy, termination, guard,
@@ -123,8 +126,9 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
-            gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, callbacks=callbacks, verbose=0,
-                    shuffle=False)
+            with progress("step", total_steps, "steps") as bar:
+                gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
+                        callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
     step = monitoring.current_step(gan)
     if guard.diverged_at is None and preemption.saved_step(manager) != step and guard.state_is_finite(gan):
         manager.save(checkpoint_number=step)
@@ -196,12 +200,7 @@ def synchronize_batch_norm(gan, option: bool | None, replicas: int) -> None:
 
 def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
     """The family's GAN from ``ganmodels.build_gan`` under the requested dtype policy, compiled."""
-    network = dict(params["network"])
-    for key in network:
-        if key in ("l1", "l2"):
-            raise ValueError(f"train.network.{key}: set train.d_{key} / train.g_{key} instead")
-        if key in GAN_PARAMETERS:
-            raise ValueError(f"train.network.{key}: set train.{key} instead")
+    network = dict(params["network"])  # checked against the family's options by specs.check_network
     keras.utils.set_random_seed(params["seed"])
     with dtype_policy(params["precision"]):
         gan = ganmodels.build_gan(
@@ -280,11 +279,6 @@ def sample_probe(gan, examples_uri: str, schema: dict):
 
 def gan_name(params: dict) -> str:
     return f"{params['family']} ({params['precision']}, {params['strategy']} strategy)"
-
-
-def hparams_record(params: dict) -> dict:
-    """Parameters as the hparams plugin wants them: bool, int, float or str."""
-    return {name: value if isinstance(value, (bool, int, float, str)) else str(value) for name, value in params.items()}
 
 
 def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,
