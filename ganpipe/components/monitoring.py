@@ -124,6 +124,10 @@ class Checkpointer(keras.callbacks.Callback):
             self.next_save = (step // self.every + 1) * self.every
 
 
+# Shown in the progress line when the GAN's loss reports them (the metrics differ per loss).
+PROGRESS_METRICS = ("d_loss", "g_loss", "d_accuracy", "d_real", "d_fake", "wasserstein_estimate")
+
+
 class TensorBoardMonitor(keras.callbacks.Callback):
     """Writes the training run's TensorBoard summaries, all on the GAN's ``step``.
 
@@ -201,7 +205,7 @@ class TensorBoardMonitor(keras.callbacks.Callback):
             images_per_second = (now["step"] - before["step"]) * self.images_per_step / seconds
             tf.summary.scalar("images_per_second", images_per_second)
         self.window_start = now
-        shown = ", ".join(f"{name} {means[name]:.4f}" for name in ("d_loss", "g_loss", "d_real", "d_fake") if name in means)
+        shown = ", ".join(f"{name} {means[name]:.4f}" for name in PROGRESS_METRICS if name in means)
         self.log(f"step {step}/{self.total_steps}: {shown}, {images_per_second:.0f} images/s")
 
     def write_samples(self, step: int):
