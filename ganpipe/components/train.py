@@ -287,7 +287,8 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
     gan.generator.save(os.path.join(output_dir, "generator.keras"))
     gan.discriminator.save(os.path.join(output_dir, "discriminator.keras"))
     if params["ema_decay"] is not None:
-        gan.ema_generator().save(os.path.join(output_dir, "generator_ema.keras"))
+        # SRGAN's G needs low-resolution images to recompute BatchNorm statistics: the probe's
+        gan.ema_generator(getattr(probe, "lowres", None)).save(os.path.join(output_dir, "generator_ema.keras"))
     grid = monitoring.write_png(probe.render(gan).grids["samples"], os.path.join(output_dir, "samples.png"))
     info = {
         "family": params["family"],
