@@ -54,6 +54,7 @@ def join(base: str, *parts: str) -> str:
 def normalize_root(uri: str) -> str:
     """An absolute local path, or the URI without a trailing slash; fails for an unsupported
     scheme, naming it and what would support it."""
+    uri = os.fspath(uri)
     if is_local(uri):
         return os.path.abspath(local_path(uri))
     check_supported(uri)
@@ -104,6 +105,13 @@ def exists(uri: str) -> bool:
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.exists(uri)
+
+
+def directory_exists(uri: str) -> bool:
+    """A local directory; on an object store (no directories) some object lies under ``uri``."""
+    if is_local(uri):
+        return os.path.isdir(local_path(uri))
+    return bool(glob(join(uri, "**")))
 
 
 def makedirs(uri: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from ganpipe.components.base import ComponentError, Parameter
+from ganpipe.components.base import ComponentError, Parameter, absolute_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,11 @@ class SourceKind:
     argument: str | None  # how to write the part after "kind:" (e.g. "<dir>"); None: no argument
     parameters: tuple[Parameter, ...]
     module: str  # provides plan(argument, params) -> SourcePlan
+
+    @property
+    def takes_path(self) -> bool:
+        """The argument names files (made absolute at config time, fingerprinted in the key)."""
+        return self.argument in ("<dir>", "<glob>", "<file>")
 
     @property
     def syntax(self) -> str:
@@ -55,7 +60,7 @@ KINDS: dict[str, SourceKind] = {
         SourceKind("images", "<dir>", (), f"{__name__}.images"),
         SourceKind("tfds", "<name>", (
             Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
-                      nullable=True),
+                      nullable=True, normalize=absolute_path),
             Parameter("tfds_download", bool, False, "let tfds download and prepare the data set"),
             Parameter("tfds_split", str, "train", "tfds split to read, e.g. train or train[:10%]"),
             IMAGE_FEATURE,
