@@ -107,7 +107,10 @@ class ImageDecoder:
     def _from_file(self, data: bytes) -> Image.Image:
         if not data:
             raise Rejected("not_an_image", "zero-byte file")
-        Image.MAX_IMAGE_PIXELS = self.max_pixels  # Pillow's own guard, checked when a file is opened
+        # Pillow refuses files over twice its own (process-wide) limit before _check_size sees them:
+        # raise that limit for a larger max_image_pixels, never lower it for other code in the process.
+        if self.max_pixels > (Image.MAX_IMAGE_PIXELS or math.inf):
+            Image.MAX_IMAGE_PIXELS = self.max_pixels
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
