@@ -36,12 +36,13 @@ RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming"
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
     Parameter("source", str, "digits", sources.source_syntax(), normalize=absolute_source),
-    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
+    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by split_key hash)",
               min=0.0, max=0.9),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
               min=0, max=10000),
     Parameter("label_names", list, None,
-              "fixed label vocabulary; other labels are rejected (default: from the source)",
+              "fixed label vocabulary (scalars coerced to names); other labels are rejected "
+              "(default: the names seen, in natural order)",
               nullable=True),
     Parameter("split_key", str, "path", "what the train/eval split hashes: path (the record's name relative "
               "to the source root) or content; identical records always share a split",
