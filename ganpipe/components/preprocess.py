@@ -3,8 +3,9 @@
 Images become ``image`` (raw uint8 H*W*C, row-major) at ``image_size`` x ``image_size`` with
 ``channels`` channels, plus ``image_lowres`` when ``lowres_factor`` is set; vectors become
 ``features`` (float32 list, raw values). Every record gets ``label`` (int64, -1 if unlabelled)
-and keeps its ``key``. Bad records are listed in ``rejected.jsonl`` (key, split, reason), never
-silently dropped; the run fails when more than ``max_rejected_fraction`` of them are bad.
+and keeps its ``key``. Bad records are listed in ``rejected.jsonl`` (key, split, path, index,
+reason class, message), never silently dropped; the run fails when more than
+``max_rejected_fraction`` of them are bad, and always when none is usable or train is empty.
 
 Outputs: processed shards ``<examples>/{train,eval}/*.tfrecord`` and ``rejected.jsonl``,
 ``<schema>/schema.json`` + ``schema.pbtxt`` (TFMD Schema), ``<statistics>/statistics.json`` +
