@@ -22,7 +22,7 @@ kfp = pytest.importorskip("kfp")
 from kfp import components as kfp_components  # noqa: E402
 from kfp.local import placeholder_utils  # noqa: E402
 
-from ganpipe.pipeline import dag, execute  # noqa: E402
+from ganpipe.pipeline import execute  # noqa: E402
 from ganpipe.pipeline.config import load_config  # noqa: E402
 from ganpipe.components.fingerprints import artifact_fingerprint  # noqa: E402
 from test_train import checkpoint_values  # noqa: E402
@@ -77,7 +77,7 @@ def test_compiled_spec_loads_back_with_the_dag_parameters_and_wiring_of_the_pipe
         assert params == json.loads(json.dumps(config.parameters[node.section])), node.name
         assert task.caching_options.enable_cache is False
         component = spec.components[task.component_ref.name]
-        assert set(component.output_definitions.artifacts) == set(node.component.outputs)
+        assert set(component.output_definitions.artifacts) == {*node.component.outputs, "execution_record"}
         container = executors[component.executor_label]["container"]
         assert container["image"] == IMAGE
         assert container["command"][:4] == ["ganpipe", "execute", "--component", node.name]
@@ -177,8 +177,8 @@ def test_compiled_steps_run_in_dag_order_give_the_outputs_of_ganpipe_run(compile
     assert kfp_report["main_metric"] == run_report["main_metric"]
     # Every step wrote a COMPLETE execution record beside its outputs.
     for component, outputs in local.items():
-        first = next(iter(dag.find_node(compiled["config"].nodes, component).component.outputs))
-        assert execute.read_record(outputs[first] + execute.RECORD_SUFFIX)["state"] == execute.COMPLETE
+        record = execute.read_record(outputs["execution_record"])
+        assert record["state"] == execute.COMPLETE and record["component"] == component
     # Export: a SavedModel under the serving root the spec was compiled with.
     with open(os.path.join(local["Export"]["pushed_model"], "pushed.json")) as f:
         pushed = json.load(f)
