@@ -182,8 +182,8 @@ def op_determinism(enabled: bool):
 
 def give_logs_a_batch_axis(gan) -> None:
     """Keras 3.15 averages a multi-worker step's logs with ``strategy.reduce(MEAN, axis=0)``, which
-    fails on the scalar metrics a GAN returns ("Invalid reduction dimension 0"); a length-1 axis
-    reduces to the same scalar."""
+    fails on the scalar metrics a GAN returns ("Invalid reduction dimension 0", reported as
+    tensorflow/tensorflow#72388); a length-1 axis reduces to the same scalar."""
     train_step = gan.train_step
     gan.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
