@@ -22,12 +22,15 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from ganpipe.components.base import Artifact
 
 TRIAL_RUN = "hparams"
+# The trial's metric tags: a group that sorts after the training curves ("gan/") on TensorBoard's
+# Time Series page, so the final numbers do not open it.
+METRIC_GROUP = "metrics"
 
 
 def write_trial(view: str, trial_id: str, parameters: dict[str, Any], metrics: dict[str, float],
                 step: int = 0) -> str:
     """Writes the session (``parameters`` flattened: ``network.width``) and one scalar per metric
-    into ``<view>/hparams/``; returns that directory."""
+    (``metrics/<name>``) into ``<view>/hparams/``; returns that directory."""
     logdir = os.path.join(view, TRIAL_RUN)
     os.makedirs(logdir, exist_ok=True)
     writer = EventFileWriter(logdir)
@@ -35,7 +38,8 @@ def write_trial(view: str, trial_id: str, parameters: dict[str, Any], metrics: d
     session = hparams_summary.hparams_pb(hparams_values(parameters), trial_id=trial_id, start_time_secs=now)
     writer.add_event(event_pb2.Event(wall_time=now, step=step, summary=session))
     for name, value in sorted(metrics.items()):
-        writer.add_event(event_pb2.Event(wall_time=now, step=step, summary=scalar_summary.scalar_pb(name, value)))
+        summary = scalar_summary.scalar_pb(f"{METRIC_GROUP}/{name}", value)
+        writer.add_event(event_pb2.Event(wall_time=now, step=step, summary=summary))
     writer.close()
     return logdir
 
