@@ -259,5 +259,5 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
-    log(f"trained {info['steps']} steps; samples: {grid}")
+    log(f"trained {info['steps']} steps")  # the run's summary names the published samples.png
     return info
