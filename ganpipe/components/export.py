@@ -365,11 +365,12 @@ def _serving_howto(info: dict, model_name: str, version: int, count: int) -> str
         python.append('highres = model.signatures["upscale"](lowres=lowres_uint8_batch)["images"]')
     else:
         latent = f"<{info.get('latent_dim')} floats>"
-        label = ', "label": 3' if info.get("num_classes") else ""
+        last_class = int(info.get("num_classes") or 0) - 1
+        label = f', "label": {last_class}' if last_class >= 0 else ""
         rest = ['{"signature_name": "serving_default",',
                 f' "instances": [{{"latent": {latent}{label}}}, {{"latent": {latent}{label}}}]}}',
                 f'{{"signature_name": "generate", "inputs": {{"num_samples": {count}, "seed": 7}}}}']
-        label_arg = ", label=tf.constant([3, 3], tf.int64)" if info.get("num_classes") else ""
+        label_arg = f", label=tf.constant([0, {last_class}], tf.int64)" if last_class >= 0 else ""
         python += [f'out = model.signatures["serving_default"](latent=tf.random.normal([2, {info.get("latent_dim")}])'
                    f'{label_arg})',
                    f'same = model.signatures["generate"](num_samples=tf.constant({count}), seed=tf.constant(7, tf.int64))']
