@@ -55,9 +55,10 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     assert metadata["counts"] == {"train": len(train), "eval": len(evaluation)}
     assert len(train) + len(evaluation) == 1797
     assert 0.07 < len(evaluation) / 1797 < 0.13
-    assert all(ingest.is_eval(key, 0.1) for key in evaluation)
-    assert not any(ingest.is_eval(key, 0.1) for key in train)
-
+    assert metadata["split"]["split_key"] == "path" and metadata["split"]["salt"] == ""
+    records = {**train, **evaluation}
+    expected = documented_split({key: key for key in records}, {k: f["image"].bytes_list.value[0] for k, f in records.items()}, 0.1)
+    assert {key: "eval" if key in evaluation else "train" for key in records} == expected
     images, labels = load_digits_reference()
     assert metadata["label_names"] == [str(i) for i in range(10)]
     assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
@@ -66,6 +67,19 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
     np.testing.assert_array_equal(pixels, images[0])
     assert label_of(feature) == str(labels[0])
+
+
+def documented_split(names: dict, contents: dict, eval_fraction: float, salt: str = "") -> dict:
+    """{key: split} by the README's rule: eval iff blake2b-128(salt NUL name) < eval_fraction * 2**128,
+    a group of identical contents following its smallest hash."""
+    import hashlib
+
+    hashes = {key: int.from_bytes(hashlib.blake2b(salt.encode() + b"\0" + name.encode(), digest_size=16).digest(), "big")
+              for key, name in names.items()}
+    group = {}
+    for key, content in contents.items():
+        group[content] = min(group.get(content, hashes[key]), hashes[key])
+    return {key: "eval" if group[contents[key]] < eval_fraction * 2**128 else "train" for key in names}
 
 
 def load_digits_reference():
@@ -183,17 +197,50 @@ def test_image_folder_labels_from_subfolders(tmp_path):
         assert "image_shape" not in feature
 
 
-def test_tfds_source_through_mock_data(tmp_path):
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    """A real (prepared on disk, two shards) TFDS data set of 8x8 PNG images in three classes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    COUNT = 30
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(8, 8, 1)),
+            "label": tfds.features.ClassLabel(names=["circle", "square", "triangle"]),
+        })
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(self.COUNT):
+            yield i, {"image": self.pixels(i), "label": i % 3}
+
+    @staticmethod
+    def pixels(i):
+        return np.full((8, 8, 1), 7 * i, np.uint8)
+
+
+def test_tfds_source_reads_shards_and_keeps_the_encoded_images(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    TinyShapes(data_dir=data_dir, config=None).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(max_examples_per_split=None, num_shards=2)
+    )
     output = str(tmp_path / "out")
-    with tfds.testing.mock_data(num_examples=12):
-        metadata = ingest.run_ingest("tfds:mnist", output, **QUIET)
+    metadata = ingest.run_ingest("tfds:tiny_shapes", output, tfds_data_dir=data_dir, eval_fraction=0.2, **QUIET)
     records = {**read_split(output, "train"), **read_split(output, "eval")}
-    assert len(records) == 12 and sum(metadata["counts"].values()) == 12
-    assert metadata["label_names"] == [str(i) for i in range(10)]
+    assert len(records) == TinyShapes.COUNT == sum(metadata["counts"].values())
+    assert metadata["label_names"] == ["circle", "square", "triangle"]
+    seen = set()
     for feature in records.values():
-        assert list(feature["image_shape"].int64_list.value) == [28, 28, 1]
-        assert len(feature["image"].bytes_list.value[0]) == 28 * 28
-        assert label_of(feature) in metadata["label_names"]
+        assert "image_shape" not in feature  # the stored PNG, not decoded pixels
+        pixels = np.asarray(Image.open(io.BytesIO(feature["image"].bytes_list.value[0])))
+        i = int(pixels[0, 0]) // 7
+        np.testing.assert_array_equal(pixels, TinyShapes.pixels(i)[..., 0])
+        assert label_of(feature) == metadata["label_names"][i % 3]
+        seen.add(i)
+    assert seen == set(range(TinyShapes.COUNT))
 
 
 def test_tfds_missing_data_fails_fast_without_download(tmp_path):
@@ -284,7 +331,7 @@ def test_csv_rows_bad_rows_become_error_records(tmp_path):
         "14": "line 14: missing value in column 'b'",
         "15": "line 15: column 'b': 'abc' is not a number",
         "16": "line 16: 2 cells, expected 3",
-        "17": "unknown label 'z': not in label_names",
+        "17": "label 'z' is not in label_names",
     }
     nan_row = records[f"{path}:18"]  # NaN parses; Preprocess rejects it
     assert np.isnan(nan_row["features"].float_list.value[1])
@@ -335,7 +382,11 @@ def test_component_executor_and_parameters(tmp_path):
 
 
 def test_split_fraction_rule():
-    assert collections.Counter(ingest.is_eval(f"k{i}", 0.2) for i in range(5000))[True] in range(900, 1100)
+    from ganpipe.components.sources.splits import Splitter, digest
+
+    splitter = Splitter(0.2)
+    splits = collections.Counter(splitter.split_of_hash(digest("", f"k{i}".encode())) for i in range(5000))
+    assert splits["eval"] in range(900, 1100)
 
 
 def test_every_registered_source_kind_has_a_planner_and_its_parameters_in_the_spec():

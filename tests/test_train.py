@@ -276,7 +276,7 @@ def test_overflowing_state_stops_before_it_reaches_a_checkpoint(digits, tmp_path
     """Adam moves each of D's weights by ~lr per step: with lr=1e5 the gradients and Adam's second
     moments overflow within a few steps while the losses may still be finite."""
     root, schema = digits
-    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_steps": 1, "gradient_penalty": 0.0,
+    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_steps": 1, "gradient_penalty": 1e-6,
               "d_learning_rate": 1e5, "checkpoint_every": 1}
     with pytest.raises(ComponentError, match=r"training diverged at step (\d+): ") as failure:
         train.train_model(root, schema, str(tmp_path), log=lambda message: None, **params)
@@ -331,8 +331,10 @@ def test_wasserstein_loss_alone_takes_its_defaults(digits):
     build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}, "train"))  # noqa: E731
     wgan = build(loss="wasserstein")
     assert (wgan.d_steps, wgan.gradient_penalty) == (5, 10.0)
-    explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=0.0)
-    assert (explicit.d_steps, explicit.gradient_penalty) == (2, 0.0)
+    explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=1.0)
+    assert (explicit.d_steps, explicit.gradient_penalty) == (2, 1.0)
+    with pytest.raises(ValueError, match="loss='wasserstein' needs a Lipschitz critic"):
+        build(loss="wasserstein", gradient_penalty=0.0)
     plain = build()
     assert (plain.d_steps, plain.gradient_penalty) == (1, 0.0)
     with pytest.raises(ValueError, match="train.network.loss: set train.loss instead"):

@@ -131,6 +131,10 @@ class Checkpointer(keras.callbacks.Callback):
             self.next_save = (step // self.every + 1) * self.every
 
 
+# Shown in the progress output when the GAN's loss reports them (the metrics differ per loss).
+PROGRESS_METRICS = ("d_loss", "g_loss", "d_accuracy", "d_real", "d_fake", "wasserstein_estimate")
+
+
 class TensorBoardMonitor(keras.callbacks.Callback):
     """Writes the training run's TensorBoard summaries, all on the GAN's ``step``.
 
@@ -227,9 +231,7 @@ class TensorBoardMonitor(keras.callbacks.Callback):
 
 class ProgressReporter(keras.callbacks.Callback):
     """Feeds a ``Progress`` (a live bar, or a plain line every tenth of the run) with the step and
-    the compact metrics of the monitor's last window: losses, D(x), D(G(z))."""
-
-    SHOWN = ("d_loss", "g_loss", "d_real", "d_fake")
+    the compact metrics of the monitor's last window (those the GAN's loss reports)."""
 
     def __init__(self, progress, monitor: TensorBoardMonitor):
         super().__init__()
@@ -237,7 +239,7 @@ class ProgressReporter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         means = self.monitor.last_means
-        self.progress.update(current_step(self.model), **{name: means[name] for name in self.SHOWN if name in means})
+        self.progress.update(current_step(self.model), **{name: means[name] for name in PROGRESS_METRICS if name in means})
 
 
 def gan_layout():

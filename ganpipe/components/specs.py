@@ -36,13 +36,18 @@ RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming"
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
     Parameter("source", str, "digits", sources.source_syntax(), normalize=absolute_source),
-    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
+    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by split_key hash)",
               min=0.0, max=0.9),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
               min=0, max=10000),
     Parameter("label_names", list, None,
-              "fixed label vocabulary; other labels are rejected (default: from the source)",
+              "fixed label vocabulary (scalars coerced to names); other labels are rejected "
+              "(default: the names seen, in natural order)",
               nullable=True),
+    Parameter("split_key", str, "path", "what the train/eval split hashes: path (the record's name relative "
+              "to the source root) or content; identical records always share a split",
+              choices=("path", "content")),
+    Parameter("split_salt", str, "", "mixed into the split hash: another salt, another (stable) split"),
 ) + sources.source_parameters()  # each source kind declares its own (components/sources)
 
 def check_source(params: dict, section: str) -> dict:
@@ -79,6 +84,15 @@ PREPROCESS_PARAMETERS = (
     Parameter("max_rejected_fraction", float, 0.01, "fail when more records than this are bad",
               min=0.0, max=1.0),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses", min=0, max=10000),
+    Parameter("unlabelled", str, "reject", "a record without a label in a labelled data set: reject it, or "
+              "keep it with label -1", choices=("reject", "keep")),
+    Parameter("background", (int, list), 255, "images with transparency are composited over this grey level "
+              "or [R, G, B] (0..255)"),
+    Parameter("wide_modes", str, "rescale", "16/32-bit integer and float images: rescale to 8 bits (integers "
+              "as 16-bit, floats from [0, 1]; other values rejected) or reject", choices=("rescale", "reject")),
+    Parameter("max_image_pixels", int, 89_478_485, "reject images decoding to more pixels (decompression-bomb "
+              "guard; Pillow's default)", min=1),
+    Parameter("min_image_size", int, 0, "reject images whose shorter side is smaller (0 = off)", min=0),
 )
 
 PREPROCESS = Component(
@@ -241,6 +255,12 @@ TRAIN_PARAMETERS = (
     Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1,
               semantic=False),
     Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1, semantic=False),
+    Parameter("checkpoint_every_seconds", float, None, "also checkpoint at the first step after this much wall "
+              "time since the last save (preemptible machines); empty = by steps only", min=1.0, nullable=True,
+              semantic=False),
+    Parameter("deterministic", bool, False, "TF op determinism: bit-identical resume on GPUs too (slower there)"),
+    Parameter("sync_batch_norm", bool, None, "BatchNorm statistics over the global batch across replicas; "
+              "empty = on with more than one replica", nullable=True),
 )
 
 TRAIN = Component(

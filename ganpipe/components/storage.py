@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 from typing import Any
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -40,6 +41,7 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
+    uri = os.fspath(uri)
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
@@ -56,7 +58,7 @@ def normalize_root(uri: str) -> str:
     if is_local(uri):
         return os.path.abspath(local_path(uri))
     check_supported(uri)
-    return uri.rstrip("/")
+    return os.fspath(uri).rstrip("/")
 
 
 def check_supported(uri: str) -> None:
@@ -103,6 +105,13 @@ def exists(uri: str) -> bool:
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.exists(uri)
+
+
+def directory_exists(uri: str) -> bool:
+    """A local directory; on an object store (no directories) some object lies under ``uri``."""
+    if is_local(uri):
+        return os.path.isdir(local_path(uri))
+    return bool(glob(join(uri, "**")))
 
 
 def makedirs(uri: str) -> None:
@@ -163,14 +172,24 @@ def glob(pattern: str) -> list[str]:
 
 
 def delete(uris: list[str]) -> None:
-    if not uris:
-        return
-    if _uses_tensorflow(uris[0]):
-        import tensorflow as tf
+    """Deletes files and whole trees; a missing one is not an error."""
+    for uri in uris:
+        if is_local(uri):
+            path = local_path(uri)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        elif _uses_tensorflow(uri):
+            import tensorflow as tf
 
-        for uri in uris:
-            tf.io.gfile.rmtree(uri) if tf.io.gfile.isdir(uri) else tf.io.gfile.remove(uri)
-        return
-    from apache_beam.io.filesystems import FileSystems
+            if tf.io.gfile.isdir(uri):
+                tf.io.gfile.rmtree(uri)
+            elif tf.io.gfile.exists(uri):
+                tf.io.gfile.remove(uri)
+        else:  # an object store has objects, not directories
+            from apache_beam.io.filesystems import FileSystems
 
-    FileSystems.delete(uris)
+            objects = glob(uri) + glob(join(uri, "**"))
+            if objects:
+                FileSystems.delete(objects)

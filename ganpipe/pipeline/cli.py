@@ -15,7 +15,7 @@ import sys
 import click
 
 from ganpipe import __version__
-from ganpipe.pipeline import console, dag
+from ganpipe.pipeline import cluster_commands, console, dag
 from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
 from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
@@ -436,6 +436,11 @@ def _duration(started: float, ended: float | None, unit: str = " s") -> str:
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
+
+# Developer D's commands for running past one machine live in their own module.
+main.add_command(cluster_commands.execute_command)
+main.add_command(cluster_commands.compile_command)
+main.add_command(cluster_commands.worker_command)
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ganpipe.components import faults, fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
-from ganpipe.pipeline import cache, console, dag
+from ganpipe.pipeline import cache, console, dag, execute
 from ganpipe.pipeline.metadata import COMPLETE, FAILED, MetadataStore
 
 STAGING = ".staging"
@@ -252,7 +252,7 @@ class LocalRunner:
         try:
             with console.execution_log(log_file), self.display.native_stderr(log_file), \
                     self.display.step(component.name):
-                component.execute(inputs, outputs, dict(parameters), context)
+                execute.run_executor(component, inputs, outputs, parameters, context)
             faults.point(f"{component.name}:before-publish")
             if local:
                 publish(outputs, component_dir, execution_id, component.name)
@@ -334,9 +334,9 @@ def artifact_present(artifact: Artifact) -> bool:
     model, the served version it recorded (deleted by hand: Export must run again)."""
     properties = artifact.properties
     if properties.get("pushed") and properties.get("pushed_destination"):
-        if not storage.exists(properties["pushed_destination"]):
+        if not storage.directory_exists(properties["pushed_destination"]):
             return False
-    return storage.exists(artifact.uri)
+    return storage.directory_exists(artifact.uri)
 
 
 def _prepare_staging(component: Component, staging: str, fresh: bool) -> dict[str, Artifact]:
