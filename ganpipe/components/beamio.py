@@ -73,7 +73,9 @@ def serialize_example(*, bytes_features=(), int_features=(), float_features=()) 
     for name, values in float_features:
         if values is not None:
             feature[name].float_list.value.extend(values)
-    return example.SerializeToString()
+    # deterministic: the feature map's order would otherwise vary between processes, so the same
+    # data would give other bytes, another fingerprint, and re-run everything downstream
+    return example.SerializeToString(deterministic=True)
 
 
 # --------------------------------------------------------------------------- TFRecord framing
