@@ -27,6 +27,7 @@ from PIL import Image
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import api as hparams_api
 
+from ganpipe.components import faults
 from ganpipe.ganmodels import inner_optimizer
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
@@ -122,6 +123,7 @@ class Checkpointer(keras.callbacks.Callback):
                 self.writer.flush()
             self.manager.save(checkpoint_number=step)
             self.next_save = (step // self.every + 1) * self.every
+            faults.point("Train:after-checkpoint")  # fault-injection tests kill mid-training here
 
 
 class TensorBoardMonitor(keras.callbacks.Callback):
