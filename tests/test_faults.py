@@ -85,6 +85,8 @@ def snapshot(root):
     model_root = os.path.join(root, "serving", PIPELINE)
     served = {}
     for name in sorted(os.listdir(model_root)) if os.path.isdir(model_root) else []:
+        if not name.isdigit():  # TF Serving loads integer versions only
+            continue
         with open(os.path.join(model_root, name, "assets.extra", "export.json")) as f:
             served[name] = json.load(f)["model_fingerprint"]
     return {"live": live, "served": served}
