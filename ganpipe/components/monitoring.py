@@ -28,6 +28,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
+from ganpipe.components import faults
 from ganpipe.ganmodels import inner_optimizer
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
@@ -129,6 +130,7 @@ class Checkpointer(keras.callbacks.Callback):
                 self.writer.flush()
             self.manager.save(checkpoint_number=step)
             self.next_save = (step // self.every + 1) * self.every
+            faults.point("Train:after-checkpoint")  # fault-injection tests kill mid-training here
 
 
 # Shown in the progress output when the GAN's loss reports them (the metrics differ per loss).
