@@ -10,7 +10,7 @@ noise through the updated D, non-saturating loss) on networks of identical archi
   ganpipe  ``GAN.fit`` on a ``tf.data`` pipeline with ganpipe's defaults (``compile()`` as is),
            and with explicit settings for comparison
 
-Each configuration is timed in interleaved rounds and its best round is kept (load from other
+Each configuration (and the matmul rate) is timed in interleaved rounds and its best round is kept (load from other
 processes only ever slows a round down). Also printed: FLOP per iteration (dense layers; a backward
 pass costs 2x forward where weight gradients are needed, 1x where only input gradients are) and
 the achieved fraction of this machine's fp32 matmul rate, measured in the same run.
@@ -141,16 +141,18 @@ def main():
         "plain loop, XLA": lambda: PlainLoop(data, args.chunk, jit=True),
         "plain loop, no XLA": lambda: PlainLoop(data, args.chunk, jit=False),
         "GAN.fit defaults": lambda: GanpipeFit(data),
-        "GAN.fit spe=1": lambda: GanpipeFit(data, steps_per_execution=1),
-        "GAN.fit spe=100, XLA": lambda: GanpipeFit(data, steps_per_execution=100, jit_compile=True),
+        "GAN.fit spe=1, no XLA": lambda: GanpipeFit(data, steps_per_execution=1, jit_compile=False),
+        "GAN.fit spe=100, no XLA": lambda: GanpipeFit(data, steps_per_execution=100, jit_compile=False),
     }
     runners = {name: make() for name, make in configs.items()}
     seconds = {name: [] for name in configs}
+    peaks, layer_rates = [], []
     for _ in range(args.rounds):
         for name, runner in runners.items():
             seconds[name].append(runner.time(args.iterations))
-    peak = matmul_gflops(2048, 20)
-    layer_rate = matmul_gflops(400, 400)
+        peaks.append(matmul_gflops(2048, 20))
+        layer_rates.append(matmul_gflops(400, 400))
+    peak, layer_rate = max(peaks), max(layer_rates)
     flops = iteration_flops(*networks())
     base = min(seconds["plain loop, XLA"])
     print(f"PacGAN4 MLP pair, batch {PACKS} packs x {PACKING}; {flops / 1e9:.2f} GFLOP/iteration; "
