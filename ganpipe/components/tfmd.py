@@ -127,4 +127,4 @@ def schema_text(schema: dict) -> bytes:
 
 
 def statistics_bytes(statistics: dict) -> bytes:
-    return statistics_proto(statistics).SerializeToString()
+    return statistics_proto(statistics).SerializeToString(deterministic=True)
