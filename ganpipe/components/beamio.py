@@ -90,8 +90,8 @@ def frame(data: bytes) -> bytes:
 
 
 def write_tfrecords(stream, records: Iterable[bytes]) -> None:
-    for record in records:
-        stream.write(frame(record))
+    """Writes ``records`` framed, one write call per batch (a write per record costs more)."""
+    stream.write(b"".join(map(frame, records)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,9 +120,7 @@ class ImageDecoder:
                 image = Image.open(io.BytesIO(data))
             self._check_size(image)
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            upright.format = image.format  # the upright copy forgets it; the statistics report it
-            image = upright
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of every upright image
         except UnidentifiedImageError:
             raise Rejected("not_an_image", "not an image (unrecognised format)") from None
         except Image.DecompressionBombError as e:
