@@ -26,8 +26,12 @@ setup(
     extras_require={
         # gs:// pipeline roots through Beam's GCS filesystem
         "gcp": ["apache-beam[gcp]>=2.60"],
-        # the runner/filesystem tests: a local GCS emulator for the gs:// root
-        "test": ["pytest>=8", "apache-beam[gcp]>=2.60", "gcp-storage-emulator>=2024.8"],
+        # ganpipe compile --target kubeflow. kfp 2.17 needs protobuf>=6.31.1,<7 (TF 2.21 has 6.33) and
+        # pins requests==2.33.0 and urllib3==2.8.0; pip check is clean beside TF 2.21 and Beam 2.77.
+        "kubeflow": ["kfp>=2.17,<3"],
+        # the runner/filesystem tests: a local GCS emulator for the gs:// root;
+        # kfp: tests/test_kubeflow.py reads compiled specs back
+        "test": ["pytest>=8", "apache-beam[gcp]>=2.60", "gcp-storage-emulator>=2024.8", "kfp>=2.17,<3"],
     },
     entry_points={"console_scripts": ["ganpipe=ganpipe.pipeline.cli:main"]},
 )

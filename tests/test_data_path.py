@@ -241,3 +241,28 @@ def test_statistics_and_schema_protos_read_without_ganpipe(baseline):
     assert {f.name: f.type for f in schema.feature} == {
         "key": schema_pb2.BYTES, "label": schema_pb2.INT, "image": schema_pb2.BYTES}
     assert schema.feature[1].int_domain.max == 9
+
+
+@pytest.mark.slow
+def test_pipeline_run_with_a_gs_root_publishes_there(gcs_emulator, tmp_path):
+    """The local runner with pipeline.root on gs://: outputs written under their execution id,
+    recorded in the local store, a second run all cache hits."""
+    from ganpipe.pipeline.runner import LocalRunner
+
+    config = load_config(None, [f"pipeline.root={gcs_emulator}/runs", f"pipeline.metadata={tmp_path}/meta",
+                                f"preprocess.image_size={IMAGE_SIZE}"])
+    runner = LocalRunner(config.root, config.name, config.nodes, config.parameters, echo=lambda line: None,
+                         metadata=config.metadata)
+    first = runner.run(until="Preprocess")
+    assert first.state == "COMPLETE", first.error
+    for step in first.steps:
+        for output, artifact in step.outputs.items():
+            expected = f"{gcs_emulator}/runs/{config.name}/{step.component}/{output}/{step.execution_id}"
+            assert artifact.uri == expected and storage.glob(storage.join(artifact.uri, "**"))
+    schema_uri = first.steps[1].outputs["schema"].uri
+    assert storage.read_json(f"{schema_uri}/schema.json")["shape"] == [IMAGE_SIZE, IMAGE_SIZE, 1]
+    assert "metadata.sqlite" in os.listdir(tmp_path / "meta") and not os.path.exists("gs:")
+    second = runner.run(until="Preprocess")
+    assert [step.status for step in second.steps] == ["cached", "cached"]
+    assert [s.outputs["examples"].fingerprint for s in second.steps] == [
+        s.outputs["examples"].fingerprint for s in first.steps]

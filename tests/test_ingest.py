@@ -55,8 +55,23 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     assert metadata["counts"] == {"train": len(train), "eval": len(evaluation)}
     assert len(train) + len(evaluation) == 1797
     assert 0.07 < len(evaluation) / 1797 < 0.13
-    assert all(ingest.is_eval(key, 0.1) for key in evaluation)
-    assert not any(ingest.is_eval(key, 0.1) for key in train)
+    assert metadata["split"]["split_key"] == "path" and metadata["split"]["salt"] == ""
+    records = {**train, **evaluation}
+    expected = documented_split({key: key for key in records}, {k: f["image"].bytes_list.value[0] for k, f in records.items()}, 0.1)
+    assert {key: "eval" if key in evaluation else "train" for key in records} == expected
+
+
+def documented_split(names: dict, contents: dict, eval_fraction: float, salt: str = "") -> dict:
+    """{key: split} by the README's rule: eval iff blake2b-128(salt NUL name) < eval_fraction * 2**128,
+    a group of identical contents following its smallest hash."""
+    import hashlib
+
+    hashes = {key: int.from_bytes(hashlib.blake2b(salt.encode() + b"\0" + name.encode(), digest_size=16).digest(), "big")
+              for key, name in names.items()}
+    group = {}
+    for key, content in contents.items():
+        group[content] = min(group.get(content, hashes[key]), hashes[key])
+    return {key: "eval" if group[contents[key]] < eval_fraction * 2**128 else "train" for key in names}
 
     images, labels = load_digits_reference()
     assert metadata["label_names"] == [str(i) for i in range(10)]
@@ -284,7 +299,7 @@ def test_csv_rows_bad_rows_become_error_records(tmp_path):
         "14": "line 14: missing value in column 'b'",
         "15": "line 15: column 'b': 'abc' is not a number",
         "16": "line 16: 2 cells, expected 3",
-        "17": "unknown label 'z': not in label_names",
+        "17": "label 'z' is not in label_names",
     }
     nan_row = records[f"{path}:18"]  # NaN parses; Preprocess rejects it
     assert np.isnan(nan_row["features"].float_list.value[1])
@@ -335,7 +350,11 @@ def test_component_executor_and_parameters(tmp_path):
 
 
 def test_split_fraction_rule():
-    assert collections.Counter(ingest.is_eval(f"k{i}", 0.2) for i in range(5000))[True] in range(900, 1100)
+    from ganpipe.components.sources.splits import Splitter, digest
+
+    splitter = Splitter(0.2)
+    splits = collections.Counter(splitter.split_of_hash(digest("", f"k{i}".encode())) for i in range(5000))
+    assert splits["eval"] in range(900, 1100)
 
 
 def test_every_registered_source_kind_has_a_planner_and_its_parameters_in_the_spec():

@@ -1,4 +1,5 @@
 """LocalRunner and metadata store on toy pure-Python components that write real files."""
+import logging
 import os
 import sqlite3
 
@@ -85,8 +86,14 @@ def statuses(result):
     return {step.component: step.status for step in result.steps}
 
 
-def test_runs_in_dependency_order_and_publishes_outputs(tmp_path, toys):
-    result = run(tmp_path, toys)
+def test_runs_in_dependency_order_and_publishes_outputs(tmp_path, toys, caplog):
+    caplog.set_level("INFO", logger="ganpipe")
+    logger = logging.getLogger("ganpipe")
+    logger.addHandler(caplog.handler)  # component messages go through logging (the CLI's logger does not propagate)
+    try:
+        result = run(tmp_path, toys)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert result.state == COMPLETE
     order = [step.component for step in result.steps]
     assert order.index("Source") < order.index("Square") < order.index("Total")
@@ -99,7 +106,7 @@ def test_runs_in_dependency_order_and_publishes_outputs(tmp_path, toys):
     assert report.properties["report"] == report.path("report.json")
     staging = os.listdir(os.path.join(tmp_path, PIPELINE, "Square", ".staging"))
     assert [name for name in staging if not name.endswith(".lock")] == []  # published, nothing left behind
-    assert any("Source | writing 4 values" in line for line in result.lines)
+    assert ("ganpipe.Source", logging.INFO, "writing 4 values") in caplog.record_tuples
 
 
 def test_lineage_is_recorded_both_ways(tmp_path, toys):

@@ -73,8 +73,8 @@ def serialize_example(*, bytes_features=(), int_features=(), float_features=()) 
     for name, values in float_features:
         if values is not None:
             feature[name].float_list.value.extend(values)
-    # deterministic: the feature map's order would otherwise vary between processes, so the same
-    # data would give other bytes, another fingerprint, and re-run everything downstream
+    # Deterministic: map order otherwise differs between processes, and shards (and the cache
+    # fingerprints over them) must not depend on which worker wrote them.
     return example.SerializeToString(deterministic=True)
 
 

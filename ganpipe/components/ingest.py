@@ -15,14 +15,14 @@ patch wide) is held out and eval patches never overlap train patches.
 from __future__ import annotations
 
 import collections
-import hashlib
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from ganpipe.components import beamio, sources, storage
-from ganpipe.components.sources.common import RawRecord, SourcePlan
+from ganpipe.components.sources import labels
+from ganpipe.components.sources.common import RawRecord, Rejected, SourcePlan
+from ganpipe.components.sources.splits import DuplicateGroups, Splitter
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 
@@ -31,32 +31,6 @@ METADATA_FILE = "metadata.json"
 
 
 # --------------------------------------------------------------------------- split + encode
-def is_eval(key: str, eval_fraction: float) -> bool:
-    """Deterministic split: the first 8 bytes of md5(key) as a fraction of 2**64."""
-    digest = hashlib.md5(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") < eval_fraction * 2**64
-
-
-def resolve_label(label: Any, label_names: list[str] | None) -> tuple[str | None, str | None]:
-    """(label name or None, error or None). Integers index ``label_names`` when it is given."""
-    if isinstance(label, float) and label.is_integer():
-        label = int(label)
-    if label is None or label == -1:
-        return None, None
-    if isinstance(label, int):
-        if label < 0:
-            return None, f"unknown label {label}: negative (-1 means unlabelled)"
-        if label_names is None:
-            return str(label), None
-        if label >= len(label_names):
-            return None, f"unknown label {label}: label_names has {len(label_names)} entries"
-        return label_names[label], None
-    label = str(label)
-    if label_names is not None and label not in label_names:
-        return None, f"unknown label {label!r}: not in label_names"
-    return label, None
-
-
 def serialize_raw(record: RawRecord) -> bytes:
     return beamio.serialize_example(
         bytes_features=[
@@ -64,30 +38,33 @@ def serialize_raw(record: RawRecord) -> bytes:
             ("image", None if record.image is None else [record.image]),
             ("label", None if record.label is None else [record.label.encode("utf-8")]),
             ("error", None if record.error is None else [record.error.encode("utf-8")]),
+            ("reason", None if record.reason is None else [record.reason.encode("utf-8")]),
+            ("source_path", [record.path.encode("utf-8")]),
         ],
-        int_features=[("image_shape", record.image_shape)],
+        int_features=[("image_shape", record.image_shape),
+                      ("source_index", None if record.index is None else [record.index])],
         float_features=[("features", record.features)],
     )
 
 
 class _SplitAndEncode(beam.DoFn):
-    def __init__(self, eval_fraction: float, label_names: list[str] | None):
-        self.eval_fraction = eval_fraction
-        self.label_names = label_names
+    def __init__(self, splitter: Splitter, label_names: list[str] | None):
+        self.splitter = splitter
+        self.declared = None if label_names is None else frozenset(label_names)
         self.errors = Metrics.counter(beamio.METRICS_NAMESPACE, "records_with_error")
 
-    def process(self, batch):
+    def process(self, batch, duplicates=None):
         by_split = {split: [] for split in SPLITS}
         tally = collections.Counter(read=len(batch))
         for record in batch:
-            record.label, error = resolve_label(record.label, self.label_names)
-            record.error = record.error or error
+            if not record.error:
+                self._apply_label_rule(record)
             if record.error:
                 self.errors.inc()
                 tally["with_error"] += 1
             elif record.label is not None:
                 tally[f"label:{record.label}"] += 1
-            split = record.split or ("eval" if is_eval(record.key, self.eval_fraction) else "train")
+            split = self.splitter.split_of(record, duplicates)
             by_split[split].append(serialize_raw(record))
         for split, records in by_split.items():
             if records:
@@ -95,31 +72,40 @@ class _SplitAndEncode(beam.DoFn):
                 yield split, records
         yield beam.pvalue.TaggedOutput("tally", tally)
 
+    def _apply_label_rule(self, record: RawRecord) -> None:
+        """The label as a canonical name (``sources.labels``), or the record rejected."""
+        raw, record.label = record.label, None
+        try:
+            name = labels.canonical_label(raw)
+        except labels.BadLabel as e:
+            record.reject(Rejected("bad_label", str(e)))
+            return
+        if name is not None and self.declared is not None and name not in self.declared:
+            record.reject(Rejected("unknown_label", f"label {name!r} is not in label_names"))
+            return
+        record.label = name
+
 
 class SplitAndEncode(beam.PTransform):
     """Batches of RawRecord -> {'examples': (split, batch of serialized tf.Examples),
     'tally': a Counter per batch of records read, sent to each split (``written:<split>``),
     carrying a source error and per label name (``label:<name>``)}."""
 
-    def __init__(self, eval_fraction: float, label_names: list[str] | None = None):
+    def __init__(self, splitter: Splitter, label_names: list[str] | None = None):
         super().__init__()
-        self.split = _SplitAndEncode(eval_fraction, label_names)
+        self.splitter = splitter
+        self.split = _SplitAndEncode(splitter, label_names)
 
     def expand(self, batches):
-        outputs = batches | "Encode" >> beam.ParDo(self.split).with_outputs("tally", main="examples")
+        side_inputs = {}
+        if self.splitter.split_key == "path":
+            duplicates = batches | "DuplicateGroups" >> DuplicateGroups(self.splitter)
+            side_inputs["duplicates"] = beam.pvalue.AsDict(duplicates)
+        outputs = batches | "Encode" >> beam.ParDo(self.split, **side_inputs).with_outputs("tally", main="examples")
         return {"examples": outputs.examples, "tally": outputs.tally}
 
 
 # ------------------------------------------------------------------------------- the driver
-def discovered_vocabulary(label_counts: dict[str, int]) -> list[str]:
-    """Label names seen in the data: 0..max when all are integers (so the index is the value),
-    else sorted."""
-    names = list(label_counts)
-    if names and all(name.isdigit() for name in names):
-        return [str(i) for i in range(max(int(name) for name in names) + 1)]
-    return sorted(names)
-
-
 def _check_output_empty(output_dir: str) -> None:
     for split in SPLITS:
         if beamio.shard_paths(storage.join(output_dir, split)):
@@ -141,6 +127,10 @@ def run_ingest(
     features_key: str = "x",
     label_names: list[str] | None = None,
     csv_delimiter: str = ",",
+    csv_encoding: str = "utf-8-sig",
+    compression: str = "auto",
+    split_key: str = "path",
+    split_salt: str = "",
     patch_size: int = 64,
     patch_stride: int = 32,
     beam_args=(),
@@ -151,20 +141,21 @@ def run_ingest(
     checks the counts in it."""
     if not output_dir:
         raise ComponentError("run_ingest: output_dir is required")
-    params = dict(locals())
+    params = dict(locals(), label_names=labels.declared_label_names(label_names))
     plan = sources.plan_source(source, params)
+    splitter = Splitter(eval_fraction, split_key, split_salt)
     pipeline = beamio.make_pipeline(beam_args)
     _check_output_empty(output_dir)
     log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards per split: {num_shards or 'runner decides'}")
 
     writer = beamio.WriteSplitShards(output_dir, SPLITS, num_shards)
     records = pipeline | "Read" >> plan.read
-    encoded = records | "SplitAndEncode" >> SplitAndEncode(eval_fraction, plan.label_names)
+    encoded = records | "SplitAndEncode" >> SplitAndEncode(splitter, plan.label_names)
     files = encoded["examples"] | "WriteShards" >> writer
     shard_tally = files | "CountShards" >> beam.Map(lambda file: collections.Counter({f"shards:{file.destination}": 1}))
     tally = (encoded["tally"], shard_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
     static = {"source": source, "kind": plan.kind, "label_names": plan.label_names,
-              "feature_names": plan.feature_names, "eval_fraction": eval_fraction}
+              "feature_names": plan.feature_names, "eval_fraction": eval_fraction, "split": splitter.rule()}
     pipeline | "WriteMetadata" >> beamio.Finalize(
         lambda tally: storage.write_json(storage.join(output_dir, METADATA_FILE), build_metadata(static, tally)),
         tally=beam.pvalue.AsSingleton(tally),
@@ -174,6 +165,7 @@ def run_ingest(
 
     metadata = load_metadata(output_dir)
     _check_conservation(source, plan, metadata)
+    _check_train_split(source, metadata)
     counts = metadata["counts"]
     log(f"Ingest: wrote {counts['train']} train + {counts['eval']} eval records"
         f" ({metadata['records_with_error']} unreadable, to be rejected by Preprocess)")
@@ -185,7 +177,7 @@ def build_metadata(static: dict, tally: collections.Counter) -> dict:
     label_counts = {key[len("label:"):]: n for key, n in sorted(tally.items()) if key.startswith("label:")}
     return {
         **static,
-        "label_names": static["label_names"] or discovered_vocabulary(label_counts),
+        "label_names": static["label_names"] or labels.vocabulary(label_counts),
         "labels_declared": static["label_names"] is not None,
         "label_counts": label_counts,
         "counts": {split: tally[f"written:{split}"] for split in SPLITS},
@@ -203,6 +195,16 @@ def _check_conservation(source: str, plan: SourcePlan, metadata: dict) -> None:
         raise ComponentError(f"Ingest {source}: read {read} records but wrote {written}; records were lost")
     if written == 0:
         raise ComponentError(f"Ingest {source}: empty source, no records read")
+
+
+def _check_train_split(source: str, metadata: dict) -> None:
+    if metadata["counts"]["train"] == 0:
+        split = metadata["split"]
+        raise ComponentError(
+            f"Ingest {source}: the train split is empty: all {metadata['counts']['eval']} records went to eval "
+            f"under the split rule ({split['rule']}; key: {split['key']}, eval_fraction {split['eval_fraction']}, "
+            f"salt {split['salt']!r}); lower ingest.eval_fraction or change ingest.split_salt"
+        )
 
 
 def load_metadata(examples_dir: str) -> dict:

@@ -19,19 +19,22 @@ from __future__ import annotations
 import collections
 import io
 import math
+import struct
+import warnings
 import socket
 import time
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.text.summary_v2 import text_pb
 
 from ganpipe.components import beamio, ingest, storage, tfmd
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.sources.common import Rejected
 from ganpipe.components.beamio import example_pb2
 
 SPLITS = ingest.SPLITS
@@ -49,33 +52,48 @@ RESIZE_METHODS = {
 _PIXEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # by channel count
 
 
-class Rejected(Exception):
-    """A record that fails validation; the message is the reason written to the listing."""
+WIDE_MODES = ("rescale", "reject")
+_WIDE_MODES = {"F": "32-bit float", "I": "32-bit integer", "I;16": "16-bit", "I;16B": "16-bit",
+               "I;16L": "16-bit", "I;16N": "16-bit"}
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-# ----------------------------------------------------------------------------- decoding
 class ImageDecoder:
-    """Raw image feature -> uint8 [S, S, C] (and the low-resolution copy), or ``Rejected``."""
+    """Raw image feature -> uint8 [S, S, C] (and the low-resolution copy), or ``Rejected``.
 
-    def __init__(self, image_size, channels, resize_method, center_crop, lowres_factor):
+    Files are turned upright by their EXIF orientation; transparency is composited over
+    ``background`` (a grey level or [R, G, B]); 16-bit and 32-bit integer images are scaled to
+    8 bits (values above 65535 are refused) and float images in [0, 1] are scaled by 255 (other
+    ranges refused), or all of these are refused with ``wide_modes: reject``.
+    ``max_image_pixels`` refuses images that would decode to more pixels (a decompression
+    bomb); ``min_image_size`` refuses images whose shorter side is smaller.
+    """
+
+    def __init__(self, image_size, channels, resize_method, center_crop, lowres_factor,
+                 background=255, wide_modes="rescale", max_image_pixels=Image.MAX_IMAGE_PIXELS,
+                 min_image_size=0):
         self.size = image_size
         self.mode = "L" if channels == 1 else "RGB"
         self.channels = channels
         self.resample = RESIZE_METHODS[resize_method]
         self.center_crop = center_crop
         self.lowres_size = image_size // lowres_factor if lowres_factor else 0
+        self.background = _background(background)
+        if wide_modes not in WIDE_MODES:
+            raise ComponentError(f"preprocess.wide_modes: {wide_modes!r} is not one of {', '.join(WIDE_MODES)}")
+        self.wide_modes = wide_modes
+        self.max_pixels, self.min_size = max_image_pixels, min_image_size
 
     def decode(self, feature) -> dict[str, bytes]:
         """Raw pixel bytes (row-major [S, S, C]) of ``image`` and optional ``image_lowres``."""
         if "image" not in feature:
-            raise Rejected("no image in the record")
+            raise Rejected("bad_shape", "no image in the record")
         data = feature["image"].bytes_list.value[0]
         if "image_shape" in feature:
             image = _from_pixels(data, tuple(feature["image_shape"].int64_list.value))
         else:
-            image = _from_file(data)
-        if image.mode != self.mode:
-            image = image.convert(self.mode)
+            image = self._from_file(data)
+        image = self._to_mode(image)
         if self.center_crop:
             image = _crop_to_square(image)
         if image.size != (self.size, self.size):
@@ -85,6 +103,61 @@ class ImageDecoder:
             small = image.resize((self.lowres_size, self.lowres_size), Image.Resampling.BICUBIC)
             pixels["image_lowres"] = small.tobytes()
         return pixels
+
+    def _from_file(self, data: bytes) -> Image.Image:
+        if not data:
+            raise Rejected("not_an_image", "zero-byte file")
+        Image.MAX_IMAGE_PIXELS = self.max_pixels  # Pillow's own guard, checked when a file is opened
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+                image = Image.open(io.BytesIO(data))
+            self._check_size(image)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except UnidentifiedImageError:
+            raise Rejected("not_an_image", "not an image (unrecognised format)") from None
+        except Image.DecompressionBombError as e:
+            raise Rejected("too_large", f"{e}; raise preprocess.max_image_pixels if the image is genuine") from None
+        except (OSError, SyntaxError, ValueError, EOFError, KeyError, struct.error) as e:
+            raise Rejected("undecodable", f"undecodable image: {e}") from None
+        return image
+
+    def _check_size(self, image: Image.Image) -> None:
+        width, height = image.size
+        if self.max_pixels and width * height > self.max_pixels:
+            raise Rejected("too_large", f"{width}x{height} image: {width * height} pixels is over "
+                           f"preprocess.max_image_pixels {self.max_pixels} (decompression-bomb guard)")
+        if min(width, height) < self.min_size:
+            raise Rejected("too_small", f"{width}x{height} image: smaller than preprocess.min_image_size "
+                           f"{self.min_size}")
+
+    def _to_mode(self, image: Image.Image) -> Image.Image:
+        """``image`` in the output mode: wide modes scaled to 8 bits, transparency composited."""
+        if image.mode in _WIDE_MODES:
+            image = self._to_8_bits(image)
+        if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            backdrop = Image.new("RGBA", rgba.size, self.background + (255,))
+            image = Image.alpha_composite(backdrop, rgba).convert("RGB")
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def _to_8_bits(self, image: Image.Image) -> Image.Image:
+        if self.wide_modes == "reject":
+            raise Rejected("bad_mode", f"{_WIDE_MODES[image.mode]} image (mode {image.mode}); "
+                           f"set preprocess.wide_modes: rescale to scale it to 8 bits")
+        values = np.asarray(image)
+        if image.mode == "F":
+            finite = bool(np.isfinite(values).all())
+            low, high = (float(values.min()), float(values.max())) if finite else (math.nan, math.nan)
+            if not 0.0 <= low <= high <= 1.0:
+                raise Rejected("bad_mode", f"float image with values in [{low:.4g}, {high:.4g}]; only [0, 1] "
+                               f"is scaled to 8 bits")
+            return Image.fromarray(np.round(values * 255.0).astype(np.uint8))
+        if values.min() < 0 or values.max() > 65535:
+            raise Rejected("bad_mode", f"32-bit integer image with values in [{values.min()}, {values.max()}]; "
+                           f"only 0..65535 (16-bit) is scaled to 8 bits")
+        return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8))
 
     def moments(self, decoded: list[dict]) -> dict:
         """Per-channel moments of a batch's pixels, from 256-bin histograms (exact, and much
@@ -98,26 +171,20 @@ class ImageDecoder:
         return [(name, [data]) for name, data in decoded.items()], []
 
 
-def _from_file(data: bytes) -> Image.Image:
-    if not data:
-        raise Rejected("zero-byte file")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except UnidentifiedImageError:
-        raise Rejected("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise Rejected(f"undecodable image: {e}") from None
-    if image.mode.startswith("I;16"):  # 16-bit greyscale: keep the high byte
-        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
-    return image
+def _background(value) -> tuple[int, int, int]:
+    """``preprocess.background``: a grey level or [R, G, B], each 0..255."""
+    rgb = [value] * 3 if isinstance(value, int) else list(value)
+    if len(rgb) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb):
+        raise ComponentError(f"preprocess.background: {value!r} is not a grey level 0..255 or [R, G, B]")
+    return tuple(rgb)
 
 
 def _from_pixels(data: bytes, shape: tuple[int, ...]) -> Image.Image:
     """Raw uint8 pixels of shape [H, W] or [H, W, C] with C in 1, 3, 4."""
     channels = shape[2] if len(shape) == 3 else 1
     if len(shape) not in (2, 3) or channels not in _PIXEL_MODES or math.prod(shape) != len(data):
-        raise Rejected(f"wrongly shaped: {len(data)} bytes of pixels for shape {list(shape)}")
+        raise Rejected("bad_shape", f"{len(data)} bytes of pixels for shape {list(shape)}; expected "
+                       f"[H, W] or [H, W, C] with C = 1, 3 or 4")
     pixels = np.frombuffer(data, np.uint8).reshape(shape[:2] if channels == 1 else shape)
     return Image.fromarray(pixels, _PIXEL_MODES[channels])
 
@@ -139,10 +206,10 @@ class VectorDecoder:
         values = np.asarray(feature["features"].float_list.value, np.float32) if "features" in feature else None
         if values is None or len(values) != len(self.feature_names):
             got = 0 if values is None else len(values)
-            raise Rejected(f"wrongly shaped: {got} values, expected {len(self.feature_names)}")
+            raise Rejected("bad_shape", f"{got} values, expected {len(self.feature_names)}")
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
-            raise Rejected(f"NaN or infinite value in column {self.feature_names[bad[0]]!r}")
+            raise Rejected("bad_value", f"NaN or infinite value in column {self.feature_names[bad[0]]!r}")
         return {"features": values}
 
     @staticmethod
@@ -162,8 +229,9 @@ class _Preprocess(beam.DoFn):
     """(split, batch of raw examples) -> (split, processed examples), rejections and partial
     statistics keyed by split."""
 
-    def __init__(self, decoder, label_names: list[str]):
+    def __init__(self, decoder, label_names: list[str], unlabelled: str = "reject"):
         self.decoder = decoder
+        self.unlabelled = unlabelled
         self.label_index = {name: i for i, name in enumerate(label_names)}
         self.num_classes = len(label_names)
         self.read = Metrics.counter(beamio.METRICS_NAMESPACE, "records_read")
@@ -179,12 +247,11 @@ class _Preprocess(beam.DoFn):
             feature = example_pb2.Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0] if "key" in feature else b""
             try:
-                label = self._label(feature)
+                _raise_ingest_error(feature)
                 arrays = self.decoder.decode(feature)
-            except Rejected as reason:
-                yield beam.pvalue.TaggedOutput(
-                    "rejected", {"key": key.decode("utf-8", "replace"), "split": split, "reason": str(reason)}
-                )
+                label = self._label(feature)
+            except Rejected as rejected:
+                yield beam.pvalue.TaggedOutput("rejected", rejection(feature, split, rejected))
                 continue
             bytes_features, float_features = self.decoder.encode(arrays)
             processed.append(beamio.serialize_example(
@@ -203,14 +270,34 @@ class _Preprocess(beam.DoFn):
             yield beam.pvalue.TaggedOutput("statistics", (split, partial))
 
     def _label(self, feature) -> int:
-        if "error" in feature:
-            raise Rejected(feature["error"].bytes_list.value[0].decode("utf-8", "replace"))
         if "label" not in feature:
+            if self.label_index and self.unlabelled == "reject":
+                raise Rejected("unlabelled", f"no label in a labelled data set ({len(self.label_index)} classes; an "
+                               f"image directly in the root of a folder tree has none); set "
+                               f"preprocess.unlabelled: keep to keep such records as label -1")
             return -1
         name = feature["label"].bytes_list.value[0].decode("utf-8", "replace")
         if name not in self.label_index:
-            raise Rejected(f"unknown label {name!r}")
+            raise Rejected("unknown_label", f"label {name!r} is not in the vocabulary")
         return self.label_index[name]
+
+
+def _raise_ingest_error(feature) -> None:
+    """A record the source could not read (Ingest recorded why) is rejected with that reason."""
+    if "error" in feature:
+        reason = feature["reason"].bytes_list.value[0].decode() if "reason" in feature else "unreadable"
+        raise Rejected(reason, feature["error"].bytes_list.value[0].decode("utf-8", "replace"))
+
+
+def rejection(feature, split: str, rejected: Rejected) -> dict:
+    """A line of the rejected listing: what (reason class, message) and where (source file and
+    line or record index, as Ingest recorded them)."""
+    def text(name):
+        return feature[name].bytes_list.value[0].decode("utf-8", "replace") if name in feature else ""
+
+    index = list(feature["source_index"].int64_list.value) if "source_index" in feature else []
+    return {"key": text("key"), "split": split, "path": text("source_path"), "index": index[0] if index else None,
+            "reason": rejected.reason, "message": rejected.message}
 
 
 def corrupt_rejection(corrupt: beamio.Corrupt, split: str) -> dict:
@@ -309,9 +396,9 @@ class PreprocessExamples(beam.PTransform):
     All splits go through one branch: every transform has a fixed cost on the DirectRunner,
     so a branch per split would double it."""
 
-    def __init__(self, decoder, label_names: list[str]):
+    def __init__(self, decoder, label_names: list[str], unlabelled: str = "reject"):
         super().__init__()
-        self.process = _Preprocess(decoder, label_names)
+        self.process = _Preprocess(decoder, label_names, unlabelled)
 
     def expand(self, batches):
         outputs = batches | "DecodeAndValidate" >> beam.ParDo(self.process).with_outputs(
@@ -336,6 +423,11 @@ def run_preprocess(
     lowres_factor: int = 0,
     max_rejected_fraction: float = 0.01,
     num_shards: int = 0,
+    unlabelled: str = "reject",
+    background: int | list[int] = 255,
+    wide_modes: str = "rescale",
+    max_image_pixels: int = Image.MAX_IMAGE_PIXELS,
+    min_image_size: int = 0,
     beam_args=(),
     log=print,
 ) -> dict:
@@ -352,7 +444,8 @@ def run_preprocess(
             raise ComponentError(
                 f"preprocess.lowres_factor: {lowres_factor} does not divide image_size {image_size}"
             )
-        decoder = ImageDecoder(image_size, channels, resize_method, center_crop, lowres_factor)
+        decoder = ImageDecoder(image_size, channels, resize_method, center_crop, lowres_factor,
+                               background, wide_modes, max_image_pixels, min_image_size)
     else:
         decoder = VectorDecoder(metadata["feature_names"])
     pipeline = beamio.make_pipeline(beam_args)
@@ -364,7 +457,7 @@ def run_preprocess(
     rejected_path = storage.join(output_dir, REJECTED_FILE)
     patterns = {split: beamio.shard_pattern(storage.join(examples_dir, split)) for split in SPLITS}
     raw = pipeline | "ReadShards" >> beamio.ReadTFRecordBatches(patterns)
-    outputs = raw | "Preprocess" >> PreprocessExamples(decoder, label_names)
+    outputs = raw | "Preprocess" >> PreprocessExamples(decoder, label_names, unlabelled)
     writer = beamio.WriteSplitShards(output_dir, SPLITS, num_shards)
     outputs["examples"] | "WriteShards" >> writer
     outputs["rejected"] | "WriteRejected" >> beamio.WriteJsonLines(rejected_path)
@@ -381,8 +474,7 @@ def run_preprocess(
     statistics_doc = storage.read_json(storage.join(statistics_dir, STATISTICS_FILE))
     records = statistics_doc["records"]
     _check_conservation(metadata, records, rejected_path)
-    if kind == "vector" and schema["normalization"] is None:
-        raise ComponentError("Preprocess: no valid train records, cannot compute the normalization")
+    _check_usable(metadata, schema["counts"], records, rejected_path)
     log(f"Preprocess: wrote {records['written']} records ({schema['counts']}), rejected {records['rejected']}")
     _check_rejected_fraction(records, max_rejected_fraction, rejected_path)
     return {"schema": schema, "statistics": statistics_doc, "rejected_path": rejected_path}
@@ -431,6 +523,20 @@ def _check_conservation(metadata: dict, records: dict, rejected_path: str) -> No
         raise ComponentError(
             f"Preprocess: read {read} records but wrote {written} and rejected {rejected} "
             f"({rejected_path}); {read - written - rejected} were lost"
+        )
+
+
+def _check_usable(metadata: dict, counts: dict, records: dict, rejected_path: str) -> None:
+    """Zero good records, or none in train, can never be right, whatever max_rejected_fraction says."""
+    if records["written"] == 0:
+        raise ComponentError(f"Preprocess: all {records['read']} records were rejected, none is usable; "
+                             f"see {rejected_path}")
+    if counts["train"] == 0:
+        rule = metadata.get("split", {})
+        raise ComponentError(
+            f"Preprocess: the train split is empty ({counts['eval']} eval records kept) under the split rule "
+            f"{rule.get('rule', 'of Ingest')} (key: {rule.get('key')}, eval_fraction {metadata.get('eval_fraction')}); "
+            f"see {rejected_path} for the rejected train records, or lower ingest.eval_fraction"
         )
 
 

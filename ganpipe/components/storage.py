@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 from typing import Any
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -105,6 +106,13 @@ def exists(uri: str) -> bool:
     return FileSystems.exists(uri)
 
 
+def directory_exists(uri: str) -> bool:
+    """A local directory; on an object store (no directories) some object lies under ``uri``."""
+    if is_local(uri):
+        return os.path.isdir(local_path(uri))
+    return bool(glob(join(uri, "**")))
+
+
 def makedirs(uri: str) -> None:
     """Creates a directory and its parents (object stores have none: nothing to do)."""
     if is_local(uri):
@@ -163,14 +171,24 @@ def glob(pattern: str) -> list[str]:
 
 
 def delete(uris: list[str]) -> None:
-    if not uris:
-        return
-    if _uses_tensorflow(uris[0]):
-        import tensorflow as tf
+    """Deletes files and whole trees; a missing one is not an error."""
+    for uri in uris:
+        if is_local(uri):
+            path = local_path(uri)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        elif _uses_tensorflow(uri):
+            import tensorflow as tf
 
-        for uri in uris:
-            tf.io.gfile.rmtree(uri) if tf.io.gfile.isdir(uri) else tf.io.gfile.remove(uri)
-        return
-    from apache_beam.io.filesystems import FileSystems
+            if tf.io.gfile.isdir(uri):
+                tf.io.gfile.rmtree(uri)
+            elif tf.io.gfile.exists(uri):
+                tf.io.gfile.remove(uri)
+        else:  # an object store has objects, not directories
+            from apache_beam.io.filesystems import FileSystems
 
-    FileSystems.delete(uris)
+            objects = glob(uri) + glob(join(uri, "**"))
+            if objects:
+                FileSystems.delete(objects)

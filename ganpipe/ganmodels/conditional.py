@@ -56,6 +56,11 @@ class ConditionalGAN(GAN):
         z, labels = inputs
         return self.generate(z, labels, training=training)
 
+    def generator_inputs(self, n, seed=0):
+        """``[z, labels]`` with the classes in turn (equal shares)."""
+        labels = ops.arange(n, dtype="int32") % self.num_classes
+        return [keras.random.normal((n, self.latent_dim), seed=seed), labels]
+
     def grid_labels(self, per_class: int):
         """Labels ``0,0,..,1,1,..`` (``per_class`` of each): one row per class in a sample grid."""
         return ops.repeat(ops.arange(self.num_classes, dtype="int32"), per_class)

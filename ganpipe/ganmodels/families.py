@@ -19,8 +19,6 @@ GAN_OPTIONS = ("loss", "d_steps", "label_flip", "label_smoothing", "gradient_pen
                "reuse_fakes", "seed")
 SRGAN_OPTIONS = ("adversarial_weight", "pixel_weight", "feature_weight", "vgg_weights", "vgg_layer",
                  "pretrain_steps")
-# WGAN-GP (Gulrajani et al. 2017): penalty weight 10, five critic steps per generator step.
-WASSERSTEIN_DEFAULTS = {"d_steps": 5, "gradient_penalty": 10.0}
 
 
 def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=None, **options) -> GAN:
@@ -34,15 +32,13 @@ def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=Non
 
     ``options`` holds GAN options (``GAN_OPTIONS``, plus ``SRGAN_OPTIONS`` for srgan) and the
     family's network sizes (see its builder's docstring); an unknown name is an error naming the
-    allowed ones. A ``None`` value means "the default", so a caller can pass unset config keys:
-    with ``loss="wasserstein"`` the defaults become ``d_steps=5`` and ``gradient_penalty=10``.
+    allowed ones. A ``None`` value means "the default", so a caller can pass unset config keys
+    (``d_steps`` and ``gradient_penalty`` default per loss, see ``GAN``).
 
     Weight penalties: ``l1`` / ``l2`` apply to both networks; ``d_l1``, ``d_l2``, ``g_l1``,
     ``g_l2`` to one each. The initial weights do not depend on the penalties.
     """
     options = {name: value for name, value in options.items() if value is not None}
-    if options.get("loss") == "wasserstein":
-        options = {**WASSERSTEIN_DEFAULTS, **options}
     model_keys = GAN_OPTIONS + (SRGAN_OPTIONS if family == "srgan" else ())
     model_options = {name: options.pop(name) for name in model_keys if name in options}
     if family == "srgan":

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ganpipe.components import faults, fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
-from ganpipe.pipeline import cache, dag
+from ganpipe.pipeline import cache, console, dag, execute
 from ganpipe.pipeline.metadata import COMPLETE, FAILED, MetadataStore
 
 STAGING = ".staging"
@@ -39,6 +39,7 @@ RESUMABLE_MARK = ".resumable"  # in a resumable component's staging/<key>/: gc k
 LOCKS = ".locks"
 GC_LOCK = "gc.lock"  # one `ganpipe gc` at a time; runs do not take it (gc works beside them)
 TENSORBOARD_VIEWS = "tensorboard"  # <root>/<pipeline>/tensorboard/run-<id>/: symlinks to log dirs
+EXECUTION_LOGS = "logs"  # <root>/<pipeline>/<Component>/logs/<execution id>.log: each execution's messages
 
 
 @dataclasses.dataclass
@@ -134,7 +135,7 @@ class LocalRunner:
     def __init__(self, root: str, pipeline: str, nodes: Sequence[dag.Node],
                  parameters: dict[str, dict[str, Any]] | None = None, beam_args: Iterable[str] = (),
                  echo: Callable[[str], None] = print, config: dict[str, Any] | None = None,
-                 metadata: str | None = None):
+                 metadata: str | None = None, display: console.PlainDisplay | None = None):
         # Artifacts live under ``root`` (a local path or a URI); the store and the locks under the
         # local ``metadata`` directory (default: the root, which must then be local).
         self.root = storage.normalize_root(root)
@@ -147,6 +148,7 @@ class LocalRunner:
         self.beam_args = list(beam_args)
         self.echo = echo
         self.config = config or {}
+        self.display = display or console.PlainDisplay()
 
     def plan(self, until: str | None = None, force: Iterable[str] = ()) -> tuple[list[dag.Node], set[str]]:
         """The nodes to run in order and the names to force; raises PipelineError on bad names."""
@@ -170,21 +172,24 @@ class LocalRunner:
             config = {**self.config, "until": until, "force": sorted(forced)}
             run_id = store.start_run(self.pipeline, config, lock_name)
             self.echo(f"Run {run_id} of pipeline {self.pipeline} in {self.root}")
+            view = tensorboard_view_dir(self.root, self.pipeline, run_id)
+            if view:
+                self.echo(f"TensorBoard (live): tensorboard --logdir {view}")
             try:
-                return self._run_nodes(store, run_id, ordered, forced, started)
+                return self._run_nodes(store, run_id, ordered, forced, started, view)
             except BaseException as error:  # Ctrl-C or a bug here: the run must not stay RUNNING
-                store.finish_run(run_id, FAILED, f"{type(error).__name__}: {error}")
+                store.finish_run(run_id, FAILED, failure_text(error))
                 raise
             finally:
                 run_lock.release(remove=True)
 
     def _run_nodes(self, store: MetadataStore, run_id: int, ordered: list[dag.Node], forced: set[str],
-                   started: float) -> RunResult:
+                   started: float, view: str | None = None) -> RunResult:
         steps: list[StepResult] = []
         produced: dict[str, Artifact] = {}
         for position, node in enumerate(ordered, 1):
             self.echo(f"[{position}/{len(ordered)}] {node.name}")
-            step = self._run_node(store, run_id, node, produced, node.name in forced)
+            step = self._run_node(store, run_id, node, produced, node.name in forced, view)
             steps.append(step)
             if step.status == "failed":
                 error = f"{node.name} failed: {step.error}"
@@ -195,7 +200,7 @@ class LocalRunner:
         return RunResult(run_id, COMPLETE, steps, time.time() - started)
 
     def _run_node(self, store: MetadataStore, run_id: int, node: dag.Node, produced: dict[str, Artifact],
-                  forced: bool) -> StepResult:
+                  forced: bool, view: str | None = None) -> StepResult:
         component = node.component
         parameters = self.parameters.get(node.section) or component.resolve_parameters({}, node.section)
         upstream = {name: produced[reference] for name, reference in node.wiring.items()}
@@ -217,17 +222,18 @@ class LocalRunner:
             if hit:
                 source, outputs, execution_id = hit
                 self.echo(f"      cached: reusing execution {source.id} (run {source.run_id})")
+                link_tensorboard_logs(view, component, outputs)
                 return StepResult(component.name, "cached", execution_id, time.time() - started, outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key,
                                                  cache.code_fingerprint(component), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
-            return self._execute(store, component, inputs, parameters, staging, execution_id, forced, started)
+            return self._execute(store, component, inputs, parameters, staging, execution_id, forced, started, view)
         finally:
             key_lock.release()
 
     def _execute(self, store: MetadataStore, component: Component, inputs: dict[str, Artifact],
                  parameters: dict[str, Any], staging: str, execution_id: int, forced: bool,
-                 started: float) -> StepResult:
+                 started: float, view: str | None = None) -> StepResult:
         """Runs the executor into staging, publishes, commits; a failure is recorded, not raised."""
         local = storage.is_local(self.root)
         component_dir = storage.join(self.root, self.pipeline, component.name)
@@ -235,19 +241,26 @@ class LocalRunner:
             outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
         else:
             outputs = _remote_outputs(component, component_dir, execution_id)
+        log = console.component_logger(component.name).info
         context = ExecutionContext(
             pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
-            beam_args=list(self.beam_args), pipeline_root=self.root,
-            log=lambda message: self.echo(f"      {component.name} | {message}"))
+            beam_args=list(self.beam_args), pipeline_root=self.root, log=log,
+            progress=lambda description, total, unit: self.display.progress(description, total, unit, log))
+        link_tensorboard_logs(view, component, outputs, create=True)
+        log_file = execution_log_path(self.metadata, self.pipeline, component.name, execution_id)
         try:
-            component.execute(inputs, outputs, dict(parameters), context)
+            with console.execution_log(log_file), self.display.native_stderr(log_file), \
+                    self.display.step(component.name):
+                execute.run_executor(component, inputs, outputs, parameters, context)
             faults.point(f"{component.name}:before-publish")
             if local:
                 publish(outputs, component_dir, execution_id, component.name)
+                link_tensorboard_logs(view, component, outputs)
             else:
                 _fingerprint_remote(outputs)
         except BaseException as error:
-            store.fail_execution(execution_id, traceback.format_exc())
+            store.fail_execution(execution_id, failure_text(error, component.resumable) + "\n"
+                                 + traceback.format_exc() + f"log: {log_file}")
             if not isinstance(error, Exception):
                 raise
             self.echo(f"      failed: {type(error).__name__}: {error}")
@@ -261,14 +274,61 @@ class LocalRunner:
         return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
 
 
+def failure_text(error: BaseException, resumable: bool = True) -> str:
+    """What the store records for a failed execution or run; Ctrl-C says how to go on."""
+    if isinstance(error, KeyboardInterrupt):
+        again = "run it again to resume from the last checkpoint" if resumable else "run it again to resume"
+        return f"interrupted (Ctrl-C); resumable: {again}"
+    return f"{type(error).__name__}: {error}"
+
+
+def execution_log_path(metadata: str, pipeline: str, component: str, execution_id: int) -> str:
+    """Each execution's log file, beside its component's outputs on a local root (under the local
+    metadata directory for a remote one); outside the outputs, so it never changes a fingerprint."""
+    return os.path.join(metadata, pipeline, component, EXECUTION_LOGS, f"{execution_id}.log")
+
+
+def tensorboard_view_dir(root: str, pipeline: str, run_id: int) -> str | None:
+    """``<root>/<pipeline>/tensorboard/run-<id>/``, created at the start of the run (local roots:
+    the view is symlinks)."""
+    if not storage.is_local(root):
+        return None
+    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
+    os.makedirs(view, exist_ok=True)
+    return view
+
+
+def link_tensorboard_logs(view: str | None, component: Component, outputs: dict[str, Artifact],
+                          create: bool = False) -> None:
+    """Points the view's entries for ``component.tensorboard_logs`` at those log directories of
+    ``outputs`` (staging while the step runs, published after): TensorBoard reads the live logs
+    and keeps the run name when the link is re-pointed on publish."""
+    for label, relative in component.tensorboard_logs.items():
+        output, _, inside = relative.partition("/")
+        if view is None or output not in outputs:
+            continue
+        target = os.path.join(outputs[output].uri, inside)
+        if create:  # in staging, before the component writes its first event
+            os.makedirs(target, exist_ok=True)
+        if os.path.isdir(target):
+            replace_symlink(target, os.path.join(view, label))
+
+
+def replace_symlink(target: str, link: str) -> None:
+    """Creates or re-points ``link`` atomically: a reader sees the old target or the new one."""
+    temporary = f"{link}.{uuid.uuid4().hex}.tmp"
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
 def artifact_present(artifact: Artifact) -> bool:
     """The files a cache hit would hand on are there: the artifact's directory and, for a pushed
     model, the served version it recorded (deleted by hand: Export must run again)."""
     properties = artifact.properties
     if properties.get("pushed") and properties.get("pushed_destination"):
-        if not storage.exists(properties["pushed_destination"]):
+        if not storage.directory_exists(properties["pushed_destination"]):
             return False
-    return storage.exists(artifact.uri)
+    return storage.directory_exists(artifact.uri)
 
 
 def _prepare_staging(component: Component, staging: str, fresh: bool) -> dict[str, Artifact]:
@@ -385,11 +445,7 @@ def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[
             found[name if name not in found else f"{component.lower()}-{name}"] = target
     if not found:
         return None
-    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
-    os.makedirs(view, exist_ok=True)
+    view = tensorboard_view_dir(root, pipeline, run_id)
     for label, target in found.items():
-        link = os.path.join(view, label)
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(target, link)
+        replace_symlink(target, os.path.join(view, label))
     return view

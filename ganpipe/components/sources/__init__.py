@@ -66,7 +66,12 @@ KINDS: dict[str, SourceKind] = {
             IMAGE_FEATURE,
             LABEL_FEATURE,
         ), f"{__name__}.tfds"),
-        SourceKind("tfrecord", "<glob>", (IMAGE_FEATURE, LABEL_FEATURE), f"{__name__}.tfrecord"),
+        SourceKind("tfrecord", "<glob>", (
+            IMAGE_FEATURE,
+            LABEL_FEATURE,
+            Parameter("compression", str, "auto", "tfrecord files: auto (by extension, .gz = gzip) | none | gzip",
+                      choices=("auto", "none", "gzip")),
+        ), f"{__name__}.tfrecord"),
         SourceKind("npz", "<file>", (
             Parameter("features_key", str, "x", "npz array holding the data"),
             LABEL_COLUMN,
@@ -74,6 +79,8 @@ KINDS: dict[str, SourceKind] = {
         SourceKind("csv", "<file>", (
             LABEL_COLUMN,
             Parameter("csv_delimiter", str, ",", "csv field delimiter"),
+            Parameter("csv_encoding", str, "utf-8-sig", "csv text encoding (utf-8-sig: UTF-8, byte-order mark "
+                      "skipped); an undecodable row is a rejected record"),
         ), f"{__name__}.csv"),
     )
 }

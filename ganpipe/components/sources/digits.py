@@ -33,6 +33,8 @@ class _DigitsChunk(beam.DoFn):
         yield [
             RawRecord(
                 key=f"digits/{i:04d}",
+                name=f"digits/{i:04d}",
+                index=i,
                 image=self.images[i].tobytes(),
                 image_shape=self.images[i].shape,
                 label=str(self.labels[i]),

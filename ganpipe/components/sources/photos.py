@@ -90,8 +90,10 @@ class _PhotoPatches(beam.DoFn):
     def _record(self, patch: Patch) -> RawRecord:
         name, pixels = self.photos[patch.photo]
         square = pixels[patch.top : patch.top + patch.size, patch.left : patch.left + patch.size]
+        key = f"photos/{name}/{patch.size}px/y{patch.top:03d}-x{patch.left:03d}"
         return RawRecord(
-            key=f"photos/{name}/{patch.size}px/y{patch.top:03d}-x{patch.left:03d}",
+            key=key,
+            name=key,
             image=square.tobytes(),
             image_shape=square.shape,
             split=patch.split,

@@ -6,7 +6,7 @@ import numpy as np
 
 from ganpipe.components.base import ComponentError
 from ganpipe.components.beamio import batched
-from ganpipe.components.sources.common import CountRead, RawRecord, SourcePlan
+from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan
 
 
 def plan(name, params) -> SourcePlan:
@@ -18,9 +18,9 @@ def plan(name, params) -> SourcePlan:
             f"ingest.image_feature: tfds:{name} has no feature {params['image_feature']!r}; "
             f"it has {', '.join(features.keys())}"
         )
-    read = ReadTFDS(name, params["tfds_data_dir"], split, params["image_feature"], params["label_feature"])
-    names = params["label_names"] or tfds_label_names(builder, params["label_feature"])
-    return SourcePlan(read, "image", None, names)
+    class_names = tfds_label_names(builder, params["label_feature"])
+    read = ReadTFDS(name, params["tfds_data_dir"], split, params["image_feature"], params["label_feature"], class_names)
+    return SourcePlan(read, "image", None, params["label_names"] or class_names)
 
 
 def open_tfds_builder(name: str, data_dir: str | None, download: bool, split: str):
@@ -56,9 +56,9 @@ def tfds_label_names(builder, label_feature: str | None) -> list[str] | None:
 
 
 class _ReadTFDS(beam.DoFn):
-    def __init__(self, name, data_dir, split, image_feature, label_feature):
+    def __init__(self, name, data_dir, split, image_feature, label_feature, class_names):
         self.name, self.data_dir, self.split = name, data_dir, split
-        self.image_feature, self.label_feature = image_feature, label_feature
+        self.image_feature, self.label_feature, self.class_names = image_feature, label_feature, class_names
 
     def process(self, _):
         import tensorflow_datasets as tfds
@@ -75,19 +75,28 @@ class _ReadTFDS(beam.DoFn):
 
     def _record(self, index, example, has_label) -> RawRecord:
         key = example.get("tfds_id", f"{self.name}/{self.split}/{index}".encode()).decode()
+        record = RawRecord(key=key, name=key, path=f"tfds:{self.name}/{self.split}", index=index)
+        record.label = self._label(example[self.label_feature]) if has_label else None
         image = np.asarray(example[self.image_feature])
-        label = int(example[self.label_feature]) if has_label else None
         if image.dtype != np.uint8:
-            return RawRecord(key=key, label=label, error=f"image dtype {image.dtype}, expected uint8")
-        return RawRecord(key=key, image=image.tobytes(), image_shape=image.shape, label=label)
+            return record.reject(Rejected("bad_shape", f"{key}: image dtype {image.dtype}, expected uint8"))
+        record.image, record.image_shape = image.tobytes(), image.shape
+        return record
+
+    def _label(self, value):
+        """A ClassLabel index becomes its class name; other values go to the label rule as they are."""
+        value = np.asarray(value).item() if np.ndim(value) == 0 else value
+        if self.class_names and isinstance(value, int) and 0 <= value < len(self.class_names):
+            return self.class_names[value]
+        return value
 
 
 class ReadTFDS(beam.PTransform):
     """A TensorFlow Datasets split; the builder must be prepared (see ``open_tfds_builder``)."""
 
-    def __init__(self, name, data_dir, split, image_feature="image", label_feature="label"):
+    def __init__(self, name, data_dir, split, image_feature="image", label_feature="label", class_names=None):
         super().__init__()
-        self.read = _ReadTFDS(name, data_dir, split, image_feature, label_feature)
+        self.read = _ReadTFDS(name, data_dir, split, image_feature, label_feature, class_names)
 
     def expand(self, pipeline):
         return (
