@@ -231,6 +231,23 @@ def test_sigterm_during_train_saves_at_the_next_step_and_a_rerun_ends_with_unint
                         checkpoint_values(os.path.join(uninterrupted, "checkpoints")), 0)
 
 
+def test_checkpoint_every_seconds_adds_wall_clock_checkpoints_to_the_step_schedule(data, tmp_path):
+    """The first step (tracing) alone takes over a second, so a 1 s clock saves after it; the step
+    schedule (every 1000) alone saves only the final state."""
+    with open(os.path.join(data, "schema.json")) as f:
+        schema = json.load(f)
+    saved = {}
+    for seconds in (None, 1.0):
+        model_dir = str(tmp_path / f"every-{seconds}")
+        train.train_model(data, schema, model_dir, log=lambda message: None,
+                          **{**PARAMS, "steps": 8, "checkpoint_every": 1000, "keep_checkpoints": 100,
+                             "checkpoint_every_seconds": seconds})
+        state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+        saved[seconds] = [train.checkpoint_step(path) for path in state.all_model_checkpoint_paths]
+    assert saved[None] == [8]
+    assert saved[1.0][-1] == 8 and saved[1.0][0] < 8
+
+
 SYNC_BATCH_NORM = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -362,8 +379,8 @@ def test_runner_gives_a_multi_worker_train_its_own_process_and_a_worker_joins_it
     assert worker.returncode == 0, worker_output[-3000:]
     model = result.steps[1].outputs["model"]
     assert model.properties["steps"] == 4 and os.path.isfile(os.path.join(model.uri, "generator.keras"))
-    assert any("Train | trained 4 steps" in line for line in lines)
-    assert "step 4/4" in worker_output and "trained" not in worker_output
+    assert "training dcgan (float32, multi_worker strategy) for steps 1..4" in worker_output
+    assert "trained" not in worker_output  # the chief alone writes the model
     assert not os.path.exists(execute.handoff_path(root, "p", "Train"))
 
 

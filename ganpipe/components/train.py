@@ -6,6 +6,7 @@ The artifact (``outputs["model"].uri``)::
     checkpoints/     tf.train.CheckpointManager over GAN.checkpoint(): both networks, both
                      optimizers, EMA weights, the step counter (the noise is a function of it)
     logs/train/      TensorBoard (see monitoring.TensorBoardMonitor)
+    generator_best.keras, best.json   with keep_best: the generator of the best quality-curve point
     samples.png      the final ``samples`` grid: 8 x 8 samples from the fixed monitoring noise
                      (SRGAN: rows of bicubic | SRGAN | real for 8 fixed eval images)
     model.json       what Evaluate/Export/the CLI need to use the model
@@ -32,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption
+from ganpipe.components import monitoring, preemption, quality
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
@@ -46,8 +47,9 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     schema = inputs["schema"].read_json("schema.json")
     statistics = inputs["statistics"].read_json("statistics.json") if inputs.get("statistics") else None
     model = outputs["model"]
+    classifier = inputs["classifier"].uri if inputs.get("classifier") else None
     info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log,
-                       progress=ctx.progress, **params)
+                       progress=ctx.progress, classifier_dir=classifier, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
                                 final_metrics=info["final_metrics"])
@@ -57,10 +59,11 @@ COMPONENT = specs.TRAIN
 
 
 def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics: dict | None = None,
-                log=print, progress=None, **params) -> dict:
+                log=print, progress=None, classifier_dir: str | None = None, **params) -> dict:
     """Trains (or resumes training) into ``output_dir``; returns what it wrote to model.json.
 
-    ``params`` are this component's parameters (missing ones take their defaults). Raises
+    ``params`` are this component's parameters (missing ones take their defaults). With a
+    Classifier artifact (``classifier_dir``) the quality curve is measured (``quality.py``). Raises
     ComponentError if a loss turns NaN/Inf, keeping the last good checkpoint, and
     ``preemption.Preempted`` after saving a checkpoint on SIGTERM.
 
@@ -89,7 +92,7 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             total_steps = resolve_steps(params, schema)
             probe = sample_probe(gan, examples_uri, schema)
             seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
-                                         total_steps, statistics, log, progress)
+                                         total_steps, statistics, log, progress, classifier_dir)
             if not writes_here:
                 return {}
             return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
@@ -107,7 +110,7 @@ def restore_latest(gan, checkpoint_dir: str, log) -> None:
 
 
 def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log,
-        progress):
+        progress, classifier_dir=None):
     """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
     metrics' means over the last logging window."""
     done = monitoring.current_step(gan)
@@ -123,6 +126,8 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
                                                    params["checkpoint_every_seconds"], writer)
         callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer),
                      boundary]
+        curve = quality.quality_curve(writer, classifier_dir, examples_uri, schema, params, gan, work_dir, log)
+        callbacks += [curve] if curve else []
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
@@ -182,8 +187,8 @@ def op_determinism(enabled: bool):
 
 def give_logs_a_batch_axis(gan) -> None:
     """Keras 3.15 averages a multi-worker step's logs with ``strategy.reduce(MEAN, axis=0)``, which
-    fails on the scalar metrics a GAN returns ("Invalid reduction dimension 0"); a length-1 axis
-    reduces to the same scalar."""
+    fails on the scalar metrics a GAN returns ("Invalid reduction dimension 0", reported as
+    tensorflow/tensorflow#72388); a length-1 axis reduces to the same scalar."""
     train_step = gan.train_step
     gan.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
@@ -307,7 +312,8 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "ema": params["ema_decay"] is not None,
         "training_seconds": round(seconds, 1),
         "sample_grid": grid,
+        "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
-    log(f"trained {info['steps']} steps; samples: {grid}")
+    log(f"trained {info['steps']} steps")  # the run's summary names the published samples.png
     return info

@@ -3,7 +3,7 @@
 Each node becomes a container step running ``ganpipe execute`` in the user's image; its inputs
 are the upstream steps' output artifacts and its outputs are KFP artifacts under the pipeline
 root, passed to ``ganpipe execute`` as local paths (KFP mounts or stages them there), so the steps
-need no object-store client. The node's resolved parameters are one constant JSON parameter
+need no object-store client; the execution record is one more output artifact. The node's resolved parameters are one constant JSON parameter
 (``params``), which the compiled spec shows and a run may override. KFP's step caching is on or
 off for every step alike; ganpipe's own cache is not used there (no metadata store).
 
@@ -21,6 +21,9 @@ from ganpipe.pipeline import dag
 from ganpipe.pipeline.config import PipelineConfig
 
 PARAMS_INPUT = "params"
+# `ganpipe execute`'s execution record as a KFP artifact of its own, so the orchestrator keeps it
+# (a file beside the outputs would stay on the step's disk where KFP stages artifacts).
+RECORD_OUTPUT = "execution_record"
 _KFP_NAME = re.compile(r"[^a-z0-9-]+")
 
 
@@ -40,6 +43,7 @@ def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[st
         command += ["--input", {"concat": [f"{name}=", {"inputPath": name}]}]
     for name in component.outputs:
         command += ["--output", {"concat": [f"{name}=", {"outputPath": name}]}]
+    command += ["--record", {"outputPath": RECORD_OUTPUT}]
     if serving_root:
         command += ["--pipeline-root", serving_root]
     command += [f"--beam-arg={arg}" for arg in beam_args]
@@ -48,7 +52,8 @@ def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[st
         "description": component.description,
         "inputs": [{"name": name, "type": component.inputs[name]} for name in node.wiring]
                   + [{"name": PARAMS_INPUT, "type": "String"}],
-        "outputs": [{"name": name, "type": artifact_type} for name, artifact_type in component.outputs.items()],
+        "outputs": [{"name": name, "type": artifact_type} for name, artifact_type in component.outputs.items()]
+                   + [{"name": RECORD_OUTPUT, "type": "ExecutionRecord"}],
         "implementation": {"container": {"image": image, "command": command}},
     }
 
