@@ -239,10 +239,21 @@ TRAIN_PARAMETERS = (
     Parameter("ema_decay", float, None, "keep an EMA of G's weights with this decay (e.g. 0.999); empty = off",
               min=0.0, max=1.0, nullable=True),
     Parameter("reuse_fakes", bool, False, "G step reuses D's last fakes (faster, simultaneous gradients)"),
+    Parameter("packing", int, 1, "PacGAN: D judges packs of this many samples (mlp, dcgan, maxout_mlp); "
+              "1 = off", min=1, max=64),
+    Parameter("r1", float, 0.0, "R1 zero-centred gradient penalty weight gamma on real samples; 0 = off", min=0.0),
+    Parameter("r2", float, 0.0, "R2 zero-centred gradient penalty weight gamma on fakes; 0 = off", min=0.0),
+    Parameter("r1_interval", int, 1, "lazy regularisation: R1/R2 every this many D updates, weighted by it",
+              min=1, max=1000),
+    Parameter("diffaugment", str, None, "DiffAugment policy for images, e.g. color,translation,cutout; "
+              "empty = off", nullable=True),
     Parameter("seed", int, 0, "seeds initial weights, noise and data order"),
     Parameter("precision", str, "float32", "Keras dtype policy of the networks", choices=PRECISIONS),
-    Parameter("jit_compile", bool, False, "compile the train step with XLA"),
-    Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
+    Parameter("jit_compile", bool, None, "compile the train step with XLA; empty = auto (on for dense-only "
+              "networks, off with convolutions, where XLA is slower on CPU)", nullable=True),
+    Parameter("steps_per_execution", int, None, "train steps per call into the compiled function; empty = auto: "
+              "the largest divisor <= 100 of log_every, sample_every, checkpoint_every and the steps to run, so "
+              "every event stays on its step", min=1, nullable=True),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
     Parameter("eval_every", int, 500, "steps between points of the quality curve (Fréchet distance, precision, "
               "recall in the Classifier's feature space, TensorBoard quality/*); 0 = off", min=0),
