@@ -22,6 +22,7 @@ setup(
         "scikit-learn>=1.4",  # ships the offline default data set (8x8 digits)
         "scipy>=1.11",  # matrix square root for Fréchet distances, KS statistics
         "pyyaml>=6",  # pipeline configs
+        "rich>=13",  # live progress bars on a terminal (Keras brings it; ganpipe imports it itself)
     ],
     extras_require={
         # gs:// pipeline roots through Beam's GCS filesystem

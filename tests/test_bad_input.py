@@ -5,8 +5,6 @@ For each case: the exact rejected count and reason class, every good record kept
 and read = written + rejected. Inputs are written and outputs read with TensorFlow's own
 TFRecord reader and writer and Pillow/numpy, not with ganpipe's code.
 """
-import csv
-import gzip
 import io
 import json
 import os
@@ -253,13 +251,14 @@ def test_npz_compressed_archive_read_by_ranges(tmp_path):
 @pytest.fixture(scope="module")
 def tfrecord_run(tmp_path_factory):
     """One file: good PNG records with float labels, a duplicate, a fractional label, a record
-    that is not a tf.Example, a protobuf cut short and a record whose data CRC fails."""
+    that is not a tf.Example, a protobuf cut short and a record whose data CRC fails; a second
+    file cut off in its last record."""
     tmp_path = tmp_path_factory.mktemp("tfrecord")
     rng = np.random.default_rng(1)
     good = [png(rng.integers(0, 255, (4, 4), np.uint8)) for _ in range(6)]
     records = [example(image=data, label=float(i % 2)) for i, data in enumerate(good)]
     records.append(records[0])  # an identical record: kept twice, under two keys
-    expected = {i: (good[i], str(i % 2)) for i in range(6)} | {6: (good[0], "0")}
+    expected = {("part-0", i): (good[i], str(i % 2)) for i in range(6)} | {("part-0", 6): (good[0], "0")}
     records.append(example(image=good[0], label=1.5))  # 7: bad_label
     records.append(b"\xff\xff\xff\xff")  # 8: not a tf.Example
     records.append(example(image=good[1], label=1.0)[:-3])  # 9: protobuf cut short
@@ -269,6 +268,11 @@ def tfrecord_run(tmp_path_factory):
     data = bytearray(path.read_bytes())
     data[-6] ^= 0xFF  # a byte of the last record's data
     path.write_bytes(bytes(data))
+    cut = tmp_path / "part-1.tfrecord"
+    write_tfrecord(cut, [example(image=good[3], label=1.0), example(image=good[4], label=0.0),
+                         example(image=good[5], label=1.0)])
+    cut.write_bytes(cut.read_bytes()[:-10])
+    expected |= {("part-1", 0): (good[3], "1"), ("part-1", 1): (good[4], "0")}
     outcome = run(f"tfrecord:{tmp_path}/*.tfrecord", tmp_path, ingest_params={"eval_fraction": 0.3},
                   image_size=4)
     return path, expected, outcome
@@ -277,20 +281,27 @@ def tfrecord_run(tmp_path_factory):
 def test_tfrecord_float_labels_and_duplicate_records_kept_bit_for_bit(tfrecord_run):
     path, expected, (metadata, records, _, _) = tfrecord_run
     assert metadata["label_names"] == ["0", "1"]
-    kept = {int(key.rsplit("#", 1)[1]): feature for key, (_, feature) in records.items()}
-    assert sorted(kept) == sorted(expected)
+    kept = {file_and_index(key): feature for key, (_, feature) in records.items()}
+    assert sorted(kept, key=str) == sorted(expected, key=str)
     for index, (data, label) in expected.items():
         pixels = np.asarray(Image.open(io.BytesIO(data)))
         assert kept[index]["image"].bytes_list.value[0] == pixels.tobytes()
         assert label_name(kept[index], metadata["label_names"]) == label
 
 
+def file_and_index(key):
+    path, index = key.rsplit("#", 1)
+    return os.path.basename(path).split(".")[0], int(index)
+
+
 def test_tfrecord_bad_records_rejected_with_file_index_and_reason(tfrecord_run):
     path, _, (_, _, rejected, _) = tfrecord_run
-    assert sorted((e["index"], e["reason"]) for e in rejected) == [
-        (7, "bad_label"), (8, "bad_record"), (9, "bad_record"), (10, "corrupt"),
+    assert sorted((file_and_index(e["key"]), e["reason"]) for e in rejected) == [
+        (("part-0", 7), "bad_label"), (("part-0", 8), "bad_record"), (("part-0", 9), "bad_record"),
+        (("part-0", 10), "corrupt"), (("part-1", 2), "corrupt"),
     ]
-    assert all(e["path"] == str(path) and e["key"] == f"{path}#{e['index']}" for e in rejected)
+    assert all(e["key"] == f"{e['path']}#{e['index']}" for e in rejected)
+    assert "truncated" in next(e["message"] for e in rejected if e["path"].endswith("part-1.tfrecord"))
     assert all("tf.train.Example" in e["message"] for e in rejected if e["reason"] == "bad_record")
 
 
@@ -464,3 +475,15 @@ def test_content_split_key_follows_the_pictures_not_their_names(tmp_path):
     assert len(by_content) == 24 and all(len(splits) == 1 for splits in by_content.values())
     assert {next(iter(s)) for s in by_content.values()} == {"train", "eval"}
     assert metadata["split"]["split_key"] == "content" and metadata["split"]["key"] == "record content"
+
+
+@pytest.mark.parametrize("label_names, message", [
+    ([1, "1"], r"ingest.label_names: '1' given more than once"),
+    ([0, 0.5], r"ingest.label_names: label 0.5 is not an integer"),
+    (["a", ""], r"ingest.label_names: '' means 'no label' and cannot name a class"),
+])
+def test_label_names_are_checked_before_anything_runs(tmp_path, label_names, message):
+    np.savez(tmp_path / "data.npz", x=np.ones((2, 2)), y=np.array([0, 1]))
+    with pytest.raises(ComponentError, match=message):
+        ingest.run_ingest(f"npz:{tmp_path}/data.npz", str(tmp_path / "out"), label_column="y",
+                          label_names=label_names, **QUIET)

@@ -118,6 +118,26 @@ def test_conditional_image_gan_trains_and_reloads(g_mode, d_mode, tmp_path):
         gan.train_step(tf.constant(images[:32]))
 
 
+def test_projection_discriminator_with_spectral_norm_normalises_every_layer_as_in_the_paper(tmp_path):
+    """Miyato & Koyama: spectral norm on all of D's layers, the output layer psi and the class
+    embedding V included; the logit is psi(phi(x)) + <V y, phi(x)>."""
+    keras.utils.set_random_seed(0)
+    gan = build_gan("cgan", (2,), latent_dim=4, num_classes=3, hidden=(8,), spectral_norm=True)
+    d = gan.discriminator
+    wrapped = {layer.layer.name for layer in d.layers if isinstance(layer, keras.layers.SpectralNormalization)}
+    dense = {layer.name for layer in d._flatten_layers() if isinstance(layer, keras.layers.Dense)}
+    assert {"unconditional_logit", "class_projection"} <= wrapped and dense == wrapped
+    x, y = np.random.default_rng(0).normal(size=(5, 2)).astype("float32"), np.array([0, 1, 2, 1, 0])
+    phi = keras.Model(d.inputs, d.get_layer("projection").input[1])([x, y]).numpy()
+    psi = keras.Model(d.inputs, d.get_layer("logit").input[0])([x, y]).numpy()
+    v = next(layer for layer in d.layers if getattr(layer, "layer", None) is not None
+             and layer.layer.name == "class_projection").layer.kernel.numpy()
+    np.testing.assert_allclose(d([x, y]).numpy()[:, 0], psi[:, 0] + np.sum(v[y] * phi, axis=1), rtol=1e-5, atol=1e-6)
+    labels = np.random.default_rng(1).integers(0, 3, 64)
+    fit(gan, tf.data.Dataset.from_tensor_slices((x[labels % 5], labels)).repeat().batch(16), steps=2)
+    assert_same_after_reload(d, [x, y], tmp_path / "d.keras")
+
+
 # --------------------------------------------------------------------- losses
 
 
@@ -126,7 +146,7 @@ def test_each_loss_trains_with_finite_losses(loss):
     points = np.random.default_rng(0).normal(size=(512, 2)).astype("float32")
     gan = build_gan("mlp", (2,), latent_dim=4, hidden=(16,), loss=loss, d_steps=2 if loss == "wasserstein" else None)
     history = fit(gan, tf.data.Dataset.from_tensor_slices(points).repeat().batch(64), steps=3)
-    assert all(np.isfinite(history[name][-1]) for name in ("d_loss", "g_loss", "d_accuracy"))
+    assert set(history) == set(gan.metric_names) and all(np.isfinite(history[name][-1]) for name in history)
     if loss == "wasserstein":
         assert (gan.d_steps, gan.gradient_penalty) == (2, 10.0)
 
@@ -139,7 +159,7 @@ def test_gradient_penalty_is_float32_under_mixed_float16():
         keras.mixed_precision.set_dtype_policy("float32")
     assert gan.uses_float16()
     real = tf.random.uniform((16, 8, 8, 1), -1.0, 1.0)
-    fake = gan.generate(gan.sample_latent(16, draw=0))
+    fake = gan.generate(gan.sample_latent(16, "d_latent"))
     assert fake.dtype == tf.float32
     penalty = gan.gradient_penalty_value(real, fake, None)
     assert penalty.dtype == tf.float32 and np.isfinite(float(penalty))
@@ -265,8 +285,8 @@ def test_srgan_vgg_feature_loss_from_a_local_weights_file(tmp_path):
     gan = build_gan("srgan", (32, 32, 1), vgg_weights=str(weights), vgg_layer="block2_conv2", **options)
     real, fake = tf.random.uniform((4, 32, 32, 1), -1.0, 1.0), tf.random.uniform((4, 32, 32, 1), -1.0, 1.0)
     pixel_only = build_gan("srgan", (32, 32, 1), **options)
-    with_features = gan.generator_extra_loss(real, fake, None).numpy()
-    assert with_features.shape == (4,) and np.all(with_features > pixel_only.generator_extra_loss(real, fake, None).numpy())
+    with_features = gan.content_loss(real, fake).numpy()
+    assert with_features.shape == (4,) and np.all(with_features > pixel_only.content_loss(real, fake).numpy())
     low = tf.image.resize(real, (16, 16), "area")
     history = fit(gan, tf.data.Dataset.from_tensor_slices((low, real)).repeat().batch(2), steps=2)
     assert np.isfinite(history["g_loss"][-1])

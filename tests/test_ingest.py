@@ -59,6 +59,14 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     records = {**train, **evaluation}
     expected = documented_split({key: key for key in records}, {k: f["image"].bytes_list.value[0] for k, f in records.items()}, 0.1)
     assert {key: "eval" if key in evaluation else "train" for key in records} == expected
+    images, labels = load_digits_reference()
+    assert metadata["label_names"] == [str(i) for i in range(10)]
+    assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
+    feature = train.get("digits/0000") or evaluation["digits/0000"]
+    assert list(feature["image_shape"].int64_list.value) == [8, 8, 1]
+    pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
+    np.testing.assert_array_equal(pixels, images[0])
+    assert label_of(feature) == str(labels[0])
 
 
 def documented_split(names: dict, contents: dict, eval_fraction: float, salt: str = "") -> dict:
@@ -72,15 +80,6 @@ def documented_split(names: dict, contents: dict, eval_fraction: float, salt: st
     for key, content in contents.items():
         group[content] = min(group.get(content, hashes[key]), hashes[key])
     return {key: "eval" if group[contents[key]] < eval_fraction * 2**128 else "train" for key in names}
-
-    images, labels = load_digits_reference()
-    assert metadata["label_names"] == [str(i) for i in range(10)]
-    assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
-    feature = train.get("digits/0000") or evaluation["digits/0000"]
-    assert list(feature["image_shape"].int64_list.value) == [8, 8, 1]
-    pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
-    np.testing.assert_array_equal(pixels, images[0])
-    assert label_of(feature) == str(labels[0])
 
 
 def load_digits_reference():
@@ -198,17 +197,50 @@ def test_image_folder_labels_from_subfolders(tmp_path):
         assert "image_shape" not in feature
 
 
-def test_tfds_source_through_mock_data(tmp_path):
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    """A real (prepared on disk, two shards) TFDS data set of 8x8 PNG images in three classes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    COUNT = 30
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(8, 8, 1)),
+            "label": tfds.features.ClassLabel(names=["circle", "square", "triangle"]),
+        })
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(self.COUNT):
+            yield i, {"image": self.pixels(i), "label": i % 3}
+
+    @staticmethod
+    def pixels(i):
+        return np.full((8, 8, 1), 7 * i, np.uint8)
+
+
+def test_tfds_source_reads_shards_and_keeps_the_encoded_images(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    TinyShapes(data_dir=data_dir, config=None).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(max_examples_per_split=None, num_shards=2)
+    )
     output = str(tmp_path / "out")
-    with tfds.testing.mock_data(num_examples=12):
-        metadata = ingest.run_ingest("tfds:mnist", output, **QUIET)
+    metadata = ingest.run_ingest("tfds:tiny_shapes", output, tfds_data_dir=data_dir, eval_fraction=0.2, **QUIET)
     records = {**read_split(output, "train"), **read_split(output, "eval")}
-    assert len(records) == 12 and sum(metadata["counts"].values()) == 12
-    assert metadata["label_names"] == [str(i) for i in range(10)]
+    assert len(records) == TinyShapes.COUNT == sum(metadata["counts"].values())
+    assert metadata["label_names"] == ["circle", "square", "triangle"]
+    seen = set()
     for feature in records.values():
-        assert list(feature["image_shape"].int64_list.value) == [28, 28, 1]
-        assert len(feature["image"].bytes_list.value[0]) == 28 * 28
-        assert label_of(feature) in metadata["label_names"]
+        assert "image_shape" not in feature  # the stored PNG, not decoded pixels
+        pixels = np.asarray(Image.open(io.BytesIO(feature["image"].bytes_list.value[0])))
+        i = int(pixels[0, 0]) // 7
+        np.testing.assert_array_equal(pixels, TinyShapes.pixels(i)[..., 0])
+        assert label_of(feature) == metadata["label_names"][i % 3]
+        seen.add(i)
+    assert seen == set(range(TinyShapes.COUNT))
 
 
 def test_tfds_missing_data_fails_fast_without_download(tmp_path):

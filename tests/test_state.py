@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganpipe.components import evaluate, fingerprints, specs
-from ganpipe.components.base import Artifact, Component, Parameter
+from ganpipe.components.base import Component, Parameter
 from ganpipe.pipeline import cache, gc
 from ganpipe.pipeline.cli import main
 from ganpipe.pipeline.config import load_config
@@ -221,10 +221,12 @@ def test_ingest_really_reruns_when_an_image_is_added(tmp_path):
 def test_relative_paths_are_made_absolute_at_config_time(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(None, ["ingest.source=images:faces", "classifier.inception_weights=w/inception.h5",
-                                "train.network={width: 8, vgg_weights: vgg.h5}", "ingest.tfds_data_dir=tfds"])
+                                "train.family=srgan", "train.network={width: 8, vgg_weights: vgg.h5}",
+                                "ingest.tfds_data_dir=tfds"])
     assert config.parameters["ingest"]["source"] == f"images:{tmp_path / 'faces'}"
     assert config.parameters["classifier"]["inception_weights"] == str(tmp_path / "w" / "inception.h5")
-    assert config.parameters["train"]["network"] == {"width": 8, "vgg_weights": str(tmp_path / "vgg.h5")}
+    network = config.parameters["train"]["network"]  # vgg_weights is an srgan option
+    assert (network["width"], network["vgg_weights"]) == (8, str(tmp_path / "vgg.h5"))
     assert config.parameters["ingest"]["tfds_data_dir"] == str(tmp_path / "tfds")
     assert load_config(None, ["ingest.source=tfds:mnist"]).parameters["ingest"]["source"] == "tfds:mnist"
     assert load_config(None, ["ingest.source=tfrecord:gs://b/x-*"]).parameters["ingest"]["source"] == \
@@ -240,7 +242,7 @@ def test_weight_files_tfds_data_and_versions_are_in_the_key(tmp_path):
     assert cache.cache_key(specs.CLASSIFIER, params, {}) != before
     vgg = tmp_path / "vgg.h5"
     vgg.write_bytes(b"a")
-    train = specs.TRAIN.resolve_parameters({"network": {"width": 8, "vgg_weights": str(vgg)}})
+    train = specs.TRAIN.resolve_parameters({"family": "srgan", "network": {"width": 8, "vgg_weights": str(vgg)}})
     before = cache.cache_key(specs.TRAIN, train, {})
     vgg.write_bytes(b"b")
     assert cache.cache_key(specs.TRAIN, train, {}) != before

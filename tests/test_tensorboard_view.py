@@ -45,11 +45,12 @@ def fit(inputs, outputs, params, ctx):
     gan.fit(tf.data.Dataset.from_tensor_slices(real).repeat().batch(8), epochs=1, steps_per_epoch=6,
             callbacks=[monitor], verbose=0)
     writer.close()
+    outputs["model"].write_json("model.json", {"lr": params["lr"]})
     outputs["model"].properties.update(family="mlp", steps=6)
 
 
 def judge(inputs, outputs, params, ctx):
-    fcd = 10.0 * inputs["model"].properties["steps"] / (1 + ctx.execution_id)
+    fcd = 1000.0 * inputs["model"].read_json("model.json")["lr"]
     report = {"main_metric": "fcd", "metrics": {
         name: {"value": value, "baseline": 1.0, "better": "lower"}
         for name, value in {"fcd": fcd, "kid": 0.5, "precision": 0.75, "recall": 0.25, "coverage": 0.5}.items()}}
@@ -125,18 +126,18 @@ def test_one_hparams_trial_per_run_with_the_train_parameters_and_eval_metrics(bo
     hparams = {info["name"] for info in experiment["hparamInfos"]}
     assert {"lr", "width", "network.depth", "family", "steps"} <= hparams
     metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-    assert metrics == {"fcd", "kid", "precision", "recall", "coverage"}  # no training curves, no baselines
+    assert metrics == {f"metrics/{name}" for name in ("fcd", "kid", "precision", "recall", "coverage")}  # no curves
     groups = post(url, "/data/plugin/hparams/session_groups", {
         "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "startIndex": 0,
         "sliceSize": 10, "includeMetrics": True,
-        "colParams": [{"hparam": "lr"}, {"hparam": "network.depth"}, {"metric": {"tag": "fcd", "group": ""}}]})
+        "colParams": [{"hparam": "lr"}, {"hparam": "network.depth"}, {"metric": {"tag": "metrics/fcd", "group": ""}}]})
     sessions = {group["sessions"][0]["name"]: group for group in groups["sessionGroups"]}
     assert sorted(sessions) == ["run-1/hparams", "run-2/hparams"]  # one trial per pipeline run
     first, second = sessions["run-1/hparams"], sessions["run-2/hparams"]
     assert (first["hparams"]["lr"], first["hparams"]["network.depth"]) == (0.001, 2)
     assert (second["hparams"]["lr"], second["hparams"]["width"], second["hparams"]["network.depth"]) == (0.002, 16, 3)
-    fcd = {name: [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "fcd"] for name, group in sessions.items()}
-    assert fcd == {"run-1/hparams": [pytest.approx(20.0)], "run-2/hparams": [pytest.approx(12.0)]}  # 60/(1+2), 60/(1+4)
+    fcd = {name: [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "metrics/fcd"] for name, group in sessions.items()}
+    assert fcd == {"run-1/hparams": [pytest.approx(1.0)], "run-2/hparams": [pytest.approx(2.0)]}  # 1000 lr
 
 
 def test_gan_layout_and_the_curves_it_names(board):
@@ -156,9 +157,9 @@ def test_gan_layout_and_the_curves_it_names(board):
     assert [point[1:] for point in half] == [[2, 0.5], [4, 0.5], [6, 0.5]]
     log4 = get(url, "/data/plugin/scalars/scalars", run="run-1/train", tag="reference/value_equilibrium")
     assert log4[0][2] == pytest.approx(-1.3862944)
-    # Training curves sort before everything else on the Time Series page (groups sort by prefix).
-    groups = sorted({tag.split("/")[0] for tag in tags})
-    assert groups[0] == "gan"
+    # Training curves open the Time Series page: its groups (the part before '/') sort by name.
+    every_tag = {tag for run_tags in get(url, "/data/plugin/scalars/tags").values() for tag in run_tags}
+    assert "metrics/fcd" in every_tag and min(tag.split("/")[0] for tag in every_tag) == "gan"
 
 
 def test_views_link_the_published_logs_and_print_tensorboard_at_the_start(board):

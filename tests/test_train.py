@@ -276,7 +276,7 @@ def test_overflowing_state_stops_before_it_reaches_a_checkpoint(digits, tmp_path
     """Adam moves each of D's weights by ~lr per step: with lr=1e5 the gradients and Adam's second
     moments overflow within a few steps while the losses may still be finite."""
     root, schema = digits
-    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_steps": 1, "gradient_penalty": 0.0,
+    params = {**TINY_MLP, "steps": 50, "loss": "wasserstein", "d_steps": 1, "gradient_penalty": 1e-6,
               "d_learning_rate": 1e5, "checkpoint_every": 1}
     with pytest.raises(ComponentError, match=r"training diverged at step (\d+): ") as failure:
         train.train_model(root, schema, str(tmp_path), log=lambda message: None, **params)
@@ -331,8 +331,10 @@ def test_wasserstein_loss_alone_takes_its_defaults(digits):
     build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}, "train"))  # noqa: E731
     wgan = build(loss="wasserstein")
     assert (wgan.d_steps, wgan.gradient_penalty) == (5, 10.0)
-    explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=0.0)
-    assert (explicit.d_steps, explicit.gradient_penalty) == (2, 0.0)
+    explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=1.0)
+    assert (explicit.d_steps, explicit.gradient_penalty) == (2, 1.0)
+    with pytest.raises(ValueError, match="loss='wasserstein' needs a Lipschitz critic"):
+        build(loss="wasserstein", gradient_penalty=0.0)
     plain = build()
     assert (plain.d_steps, plain.gradient_penalty) == (1, 0.0)
     with pytest.raises(ValueError, match="train.network.loss: set train.loss instead"):
@@ -382,7 +384,7 @@ def test_lapgan_trains_logs_every_level_and_resumes_with_tensorboard_purged(digi
     assert len(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))) == 2
     events = plugin_event_accumulator.EventAccumulator(logdir, size_guidance={plugin_event_accumulator.TENSORS: 0})
     events.Reload()
-    for tag in ("gan/d_loss", "gan/level_0/d_loss", "gan/level_2/js", "learning_rate/g"):
+    for tag in ("gan/d_loss", "gan/level_0/d_loss", "gan/level_2/js_lower_bound", "learning_rate/g"):
         assert steps_of(events, tag) == [3, 6], tag
     for k, side in enumerate((4, 8, 16)):
         assert steps_of(events, f"gan/samples/level_{k}") == [0, 3, 6]

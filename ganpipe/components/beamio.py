@@ -195,9 +195,8 @@ class WriteSplitShards(beam.PTransform):
     Beam's ``fileio.WriteToFiles`` (temporary files, moved into place inside the pipeline).
 
     ``num_shards`` 0 lets the runner decide (one file per bundle: no shuffle of the data, the
-    fast path); N writes exactly N shards per split (Beam's round-robin over batches).
-    ``splits``: every split gets at least one shard (an empty one when no record went there),
-    so readers can tell an empty split from a missing one.
+    fast path, and a split without records gets no file); N writes exactly N shards per split,
+    empty ones too (Beam's round-robin over batches).
     Outputs the written files as ``fileio.FileResult``.
     """
 
@@ -211,25 +210,15 @@ class WriteSplitShards(beam.PTransform):
     def expand(self, split_batches):
         for split in self.splits:  # local renames need the parent; object stores ignore this
             storage.makedirs(storage.join(self.directory, split))
-        pipeline = split_batches.pipeline
         if self.num_shards:
             # N empty batches per split, emitted together, take N consecutive shard numbers of
             # Beam's round-robin: every shard is written, empty or not.
             markers = [(split, []) for split in self.splits for _ in range(self.num_shards)]
-            empty = pipeline | "EmptyShards" >> beam.Create([None]) | "Markers" >> beam.FlatMap(lambda _: markers)
-        else:
-            present = (
-                split_batches
-                | "Splits" >> beam.Map(lambda split_and_batch: split_and_batch[0])
-                | "DistinctSplits" >> beam.Distinct()
-            )
-            empty = pipeline | "EmptySplits" >> beam.Create([None]) | "EmptyShard" >> beam.FlatMap(
-                lambda _, present, splits=self.splits: [(split, []) for split in splits if split not in present],
-                present=beam.pvalue.AsList(present),
-            )
+            empty = (split_batches.pipeline | "EmptyShards" >> beam.Create([None])
+                     | "Markers" >> beam.FlatMap(lambda _: markers))
+            split_batches = (split_batches, empty) | "WithEmptyShards" >> beam.Flatten()
         return (
-            (split_batches, empty)
-            | "WithEmptyShards" >> beam.Flatten()
+            split_batches
             | "WriteFiles" >> fileio.WriteToFiles(
                 self.directory,
                 file_naming=_split_shard_name,
@@ -292,28 +281,24 @@ def add_tallies(tallies: Iterable[collections.Counter]) -> collections.Counter:
 
 
 class SumTallies(beam.PTransform):
-    """``Counter`` elements -> one ``Counter`` (empty when there are none)."""
+    """``Counter`` elements -> one ``Counter`` (nothing when there are none)."""
 
     def expand(self, tallies):
-        return tallies | "Sum" >> beam.CombineGlobally(add_tallies)
+        return tallies | "Sum" >> beam.CombineGlobally(add_tallies).without_defaults()
 
 
 class Finalize(beam.PTransform):
-    """Runs ``function(**side_inputs)`` once, on a worker, after every side input is complete:
-    how a job writes its own summary files (metadata, schema, statistics) from combined values,
-    instead of the driver gathering worker outputs after the job."""
+    """Applied to a one-element PCollection (a summed tally): runs ``function(element,
+    **side_inputs)`` once, on a worker, after every side input is complete. This is how a job
+    writes its own summary files (metadata, schema, statistics) from combined values, instead
+    of the driver gathering worker outputs after the job."""
 
     def __init__(self, function, **side_inputs):
         super().__init__()
         self.function, self.inputs = function, side_inputs
 
-    def expand(self, pipeline):
-        function = self.function
-        return (
-            pipeline
-            | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(lambda _, **values: function(**values), **self.inputs)
-        )
+    def expand(self, single):
+        return single | "Write" >> beam.Map(self.function, **self.inputs)
 
 
 class WriteJsonLines(beam.PTransform):

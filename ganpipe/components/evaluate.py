@@ -54,6 +54,7 @@ from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
+from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.components.reader import make_dataset
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
 from ganpipe.ganmodels import metrics
@@ -71,7 +72,6 @@ THRESHOLDS = (
     ("psnr_above", "psnr", "above"),
     ("d_accuracy_within", "d_accuracy", "within"),
 )
-FRECHET_NAMES = {"classifier": "fcd", "inception": "fid", "pixels": "fd", "raw": "fd"}
 
 
 

@@ -323,12 +323,11 @@ def model_card(model_name, version, info, schema, blessing, result, generator_fi
         f"# {model_name}, version {version}",
         f"A {info.get('family', '?')} GAN generator ({generator_file}) exported by ganpipe {ganpipe.__version__}; "
         f"{result['reason']}.",
-        "## Serving\n\n" + _signature_table(info) + limit + "\n\n```python\nimport tensorflow as tf\n"
-        f"model = tf.saved_model.load({result['destination']!r})\n" + _usage(info) + "```",
+        "## Serving\n\n" + _signature_table(info) + limit + "\n\n" + _serving_howto(info, model_name, version, min(16, max_generate_samples)),
         "## Data\n\n" + _bullets(_data_facts(schema)),
         "## Training\n\n" + _bullets({key: info[key] for key in ("family", "latent_dim", "num_classes", "steps",
-                                                                   "precision", "seed", "ema", "training_seconds",
-                                                                   "final_metrics") if key in info}),
+                                                                   "precision", "seed", "ema", "final_metrics")
+                                 if key in info}),
         "## Evaluation\n\n" + _metrics_section(blessing),
         "## Lineage\n\n" + _bullets(_lineage_facts(lineage, model_name)),
     ]
@@ -356,10 +355,32 @@ def _signature_table(info: dict) -> str:
     return "\n".join(rows)
 
 
-def _usage(info: dict) -> str:
+def _serving_howto(info: dict, model_name: str, version: int, count: int) -> str:
+    """How to call the signatures in Python and over TF Serving's REST API; paths are relative to
+    the version directory (the one holding saved_model.pb; this card is in its assets.extra/)."""
+    python = ["import tensorflow as tf", "", 'model = tf.saved_model.load(".")  # run in the version directory']
     if info.get("family") == "srgan":
-        return 'highres = model.signatures["upscale"](lowres=lowres_uint8_batch)["images"]\n'
-    return ('out = model.signatures["generate"](num_samples=tf.constant(16), seed=tf.constant(0, tf.int64))\n')
+        rest = [f'{{"signature_name": "upscale", "instances": [{{"lowres": <uint8 [{", ".join(map(str, _lowres_shape(info)))}] '
+                'nested lists>}]}']
+        python.append('highres = model.signatures["upscale"](lowres=lowres_uint8_batch)["images"]')
+    else:
+        latent = f"<{info.get('latent_dim')} floats>"
+        last_class = int(info.get("num_classes") or 0) - 1
+        label = f', "label": {last_class}' if last_class >= 0 else ""
+        rest = ['{"signature_name": "serving_default",',
+                f' "instances": [{{"latent": {latent}{label}}}, {{"latent": {latent}{label}}}]}}',
+                f'{{"signature_name": "generate", "inputs": {{"num_samples": {count}, "seed": 7}}}}']
+        label_arg = f", label=tf.constant([0, {last_class}], tf.int64)" if last_class >= 0 else ""
+        python += [f'out = model.signatures["serving_default"](latent=tf.random.normal([2, {info.get("latent_dim")}])'
+                   f'{label_arg})',
+                   f'same = model.signatures["generate"](num_samples=tf.constant({count}), seed=tf.constant(7, tf.int64))']
+    serve = (f"docker run -p 8501:8501 -v \"$(cd .. && pwd)\":/models/{model_name} -e MODEL_NAME={model_name} "
+             "tensorflow/serving   # from this version directory; serves every version beside it")
+    return ("Python (no ganpipe needed):\n\n```python\n" + "\n".join(python) + "\n```\n\n"
+            "TF Serving REST (`POST http://localhost:8501/v1/models/" + model_name + f"/versions/{version}:predict`): "
+            "the row form (`instances`, one object per sample, answered as `predictions`) for batched "
+            "signatures, the columnar form (`inputs`, answered as `outputs`) for `generate`, whose inputs are "
+            "scalars:\n\n```json\n" + "\n".join(rest) + "\n```\n\n```bash\n" + serve + "\n```")
 
 
 def _data_facts(schema: dict) -> dict:

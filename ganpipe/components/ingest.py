@@ -3,14 +3,17 @@
 Output layout (``output_dir``): ``train/data-*.tfrecord``, ``eval/data-*.tfrecord`` and
 ``metadata.json`` (kind, label vocabulary, feature names, counts). Raw example features:
 ``key`` (bytes, stable id), ``image`` (encoded file, or raw uint8 pixels when ``image_shape``
-[H, W(, C)] is set) or ``features`` (float list), ``label`` (bytes: label name) and ``error``
-(bytes: why the source could not read the record; Preprocess lists it as rejected).
+[H, W(, C)] is set) or ``features`` (float list), ``label`` (bytes: the canonical label name,
+``sources.labels``), ``source_path`` and ``source_index`` (where the record came from) and, for a
+record that cannot be used, ``reason`` and ``error`` (its class and message; Preprocess lists it
+as rejected).
 
-The split is deterministic: a record goes to eval when the hash of its key falls below
-``eval_fraction``, so re-running on the same source gives the same split. The ``photos`` source
-splits by region instead: overlapping patches hashed at random would put the same pixels in
-both splits, so a strip on the right of each photo (``eval_fraction`` of its width, at least one
-patch wide) is held out and eval patches never overlap train patches.
+The split is stable (``sources.splits``): a 128-bit hash of the record's name relative to the
+source root, or of its content, against ``eval_fraction``; identical records share a split; the
+rule and salt are recorded in ``metadata.json``. The ``photos`` source splits by region instead:
+overlapping patches hashed at random would put the same pixels in both splits, so a strip on
+the right of each photo (``eval_fraction`` of its width, at least one patch wide) is held out and
+eval patches never overlap train patches.
 """
 from __future__ import annotations
 
@@ -156,9 +159,8 @@ def run_ingest(
     tally = (encoded["tally"], shard_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
     static = {"source": source, "kind": plan.kind, "label_names": plan.label_names,
               "feature_names": plan.feature_names, "eval_fraction": eval_fraction, "split": splitter.rule()}
-    pipeline | "WriteMetadata" >> beamio.Finalize(
-        lambda tally: storage.write_json(storage.join(output_dir, METADATA_FILE), build_metadata(static, tally)),
-        tally=beam.pvalue.AsSingleton(tally),
+    tally | "WriteMetadata" >> beamio.Finalize(
+        lambda tally: storage.write_json(storage.join(output_dir, METADATA_FILE), build_metadata(static, tally))
     )
     beamio.run(pipeline, "Ingest")
     storage.delete([writer.temp_directory])

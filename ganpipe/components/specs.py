@@ -36,12 +36,13 @@ RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming"
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
     Parameter("source", str, "digits", sources.source_syntax(), normalize=absolute_source),
-    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
+    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by split_key hash)",
               min=0.0, max=0.9),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
               min=0, max=10000),
     Parameter("label_names", list, None,
-              "fixed label vocabulary; other labels are rejected (default: from the source)",
+              "fixed label vocabulary (scalars coerced to names); other labels are rejected "
+              "(default: the names seen, in natural order)",
               nullable=True),
     Parameter("split_key", str, "path", "what the train/eval split hashes: path (the record's name relative "
               "to the source root) or content; identical records always share a split",
@@ -238,11 +239,27 @@ TRAIN_PARAMETERS = (
     Parameter("ema_decay", float, None, "keep an EMA of G's weights with this decay (e.g. 0.999); empty = off",
               min=0.0, max=1.0, nullable=True),
     Parameter("reuse_fakes", bool, False, "G step reuses D's last fakes (faster, simultaneous gradients)"),
+    Parameter("packing", int, 1, "PacGAN: D judges packs of this many samples (mlp, dcgan, maxout_mlp); "
+              "1 = off", min=1, max=64),
+    Parameter("r1", float, 0.0, "R1 zero-centred gradient penalty weight gamma on real samples; 0 = off", min=0.0),
+    Parameter("r2", float, 0.0, "R2 zero-centred gradient penalty weight gamma on fakes; 0 = off", min=0.0),
+    Parameter("r1_interval", int, 1, "lazy regularisation: R1/R2 every this many D updates, weighted by it",
+              min=1, max=1000),
+    Parameter("diffaugment", str, None, "DiffAugment policy for images, e.g. color,translation,cutout; "
+              "empty = off", nullable=True),
     Parameter("seed", int, 0, "seeds initial weights, noise and data order"),
     Parameter("precision", str, "float32", "Keras dtype policy of the networks", choices=PRECISIONS),
-    Parameter("jit_compile", bool, False, "compile the train step with XLA"),
-    Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
+    Parameter("jit_compile", bool, None, "compile the train step with XLA; empty = auto (on for dense-only "
+              "networks, off with convolutions, where XLA is slower on CPU)", nullable=True),
+    Parameter("steps_per_execution", int, None, "train steps per call into the compiled function; empty = auto: "
+              "the largest divisor <= 100 of log_every, sample_every, checkpoint_every and the steps to run, so "
+              "every event stays on its step", min=1, nullable=True),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
+    Parameter("eval_every", int, 500, "steps between points of the quality curve (Fréchet distance, precision, "
+              "recall in the Classifier's feature space, TensorBoard quality/*); 0 = off", min=0),
+    Parameter("eval_samples", int, 500, "generated (and real) samples per quality-curve point", min=10),
+    Parameter("keep_best", bool, False, "keep the generator of the best quality-curve Fréchet distance as "
+              "generator_best.keras (with best.json)"),
     Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1, semantic=False),
     Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1,
               semantic=False),
@@ -259,12 +276,12 @@ TRAIN_PARAMETERS = (
 
 TRAIN = Component(
     name="Train",
-    inputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
+    inputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics", "classifier": "FeatureModel"},
     outputs={"model": "Model"},
     parameters=TRAIN_PARAMETERS,
     executor="ganpipe.components.train:run",
-    optional_inputs=("statistics",),
-    description="Trains a GAN with TensorBoard monitoring, checkpoints and exact resume.",
+    optional_inputs=("statistics", "classifier"),
+    description="Trains a GAN with TensorBoard monitoring, a quality curve, checkpoints and exact resume.",
     resumable=True,
     check=check_network,
     tensorboard_logs={"train": "model/logs/train"},

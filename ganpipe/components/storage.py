@@ -41,6 +41,7 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
+    uri = os.fspath(uri)
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
@@ -57,7 +58,7 @@ def normalize_root(uri: str) -> str:
     if is_local(uri):
         return os.path.abspath(local_path(uri))
     check_supported(uri)
-    return uri.rstrip("/")
+    return os.fspath(uri).rstrip("/")
 
 
 def check_supported(uri: str) -> None:

@@ -6,6 +6,7 @@ The artifact (``outputs["model"].uri``)::
     checkpoints/     tf.train.CheckpointManager over GAN.checkpoint(): both networks, both
                      optimizers, EMA weights, the step counter (the noise is a function of it)
     logs/train/      TensorBoard (see monitoring.TensorBoardMonitor)
+    generator_best.keras, best.json   with keep_best: the generator of the best quality-curve point
     samples.png      the final ``samples`` grid: 8 x 8 samples from the fixed monitoring noise
                      (SRGAN: rows of bicubic | SRGAN | real for 8 fixed eval images)
     model.json       what Evaluate/Export/the CLI need to use the model
@@ -32,22 +33,24 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption
+from ganpipe.components import monitoring, preemption, quality
+from ganpipe.ganmodels.fast_loop import auto_steps_per_execution, has_convolutions
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 
 # Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
 GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
-                  "g_l2", "ema_decay", "reuse_fakes", "seed")
+                  "g_l2", "ema_decay", "reuse_fakes", "seed", "packing", "r1", "r2", "r1_interval", "diffaugment")
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
     schema = inputs["schema"].read_json("schema.json")
     statistics = inputs["statistics"].read_json("statistics.json") if inputs.get("statistics") else None
     model = outputs["model"]
+    classifier = inputs["classifier"].uri if inputs.get("classifier") else None
     info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log,
-                       progress=ctx.progress, **params)
+                       progress=ctx.progress, classifier_dir=classifier, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
                                 final_metrics=info["final_metrics"])
@@ -57,10 +60,11 @@ COMPONENT = specs.TRAIN
 
 
 def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics: dict | None = None,
-                log=print, progress=None, **params) -> dict:
+                log=print, progress=None, classifier_dir: str | None = None, **params) -> dict:
     """Trains (or resumes training) into ``output_dir``; returns what it wrote to model.json.
 
-    ``params`` are this component's parameters (missing ones take their defaults). Raises
+    ``params`` are this component's parameters (missing ones take their defaults). With a
+    Classifier artifact (``classifier_dir``) the quality curve is measured (``quality.py``). Raises
     ComponentError if a loss turns NaN/Inf, keeping the last good checkpoint, and
     ``preemption.Preempted`` after saving a checkpoint on SIGTERM.
 
@@ -89,7 +93,7 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             total_steps = resolve_steps(params, schema)
             probe = sample_probe(gan, examples_uri, schema)
             seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
-                                         total_steps, statistics, log, progress)
+                                         total_steps, statistics, log, progress, classifier_dir)
             if not writes_here:
                 return {}
             return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
@@ -107,7 +111,7 @@ def restore_latest(gan, checkpoint_dir: str, log) -> None:
 
 
 def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log,
-        progress):
+        progress, classifier_dir=None):
     """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
     metrics' means over the last logging window."""
     done = monitoring.current_step(gan)
@@ -123,9 +127,12 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
                                                    params["checkpoint_every_seconds"], writer)
         callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer),
                      boundary]
+        curve = quality.quality_curve(writer, classifier_dir, examples_uri, schema, params, gan, work_dir, log)
+        callbacks += [curve] if curve else []
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
+            gan.set_steps_per_execution(steps_per_execution(params, done, total_steps))
             with progress("step", total_steps, "steps") as bar:
                 gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
                         callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
@@ -207,11 +214,25 @@ def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
             params["family"], schema["shape"], latent_dim=params["latent_dim"],
             num_classes=schema.get("num_classes", 0), lowres_shape=schema.get("lowres_shape"), **network,
             **{name: params[name] for name in GAN_PARAMETERS})
+    jit_compile = params["jit_compile"]
+    if jit_compile is None:  # auto: XLA pays for dense layers on CPU, not for convolutions
+        jit_compile = not has_convolutions(gan.generator, gan.discriminator)
     gan.compile(
         d_optimizer=ganmodels.default_optimizer(params["d_learning_rate"], params["d_beta_1"], params["d_beta_2"]),
         g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
-        jit_compile=params["jit_compile"], steps_per_execution=params["steps_per_execution"])
+        jit_compile=jit_compile, steps_per_execution=params["steps_per_execution"] or 1)
     return gan
+
+
+def steps_per_execution(params: dict, done: int, total_steps: int) -> int:
+    """The set value, or (auto) the largest k <= 100 dividing every callback cadence, the steps
+    done and the steps to run: executions then end exactly on every log, sample grid and
+    checkpoint step, and a resume starts on an execution boundary."""
+    if params["steps_per_execution"] is not None:
+        return params["steps_per_execution"]
+    cadences = [params[name] for name in ("log_every", "sample_every", "checkpoint_every", "eval_every")
+                if params.get(name)]
+    return auto_steps_per_execution(*cadences, done, total_steps - done)
 
 
 @contextlib.contextmanager
@@ -287,7 +308,8 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
     gan.generator.save(os.path.join(output_dir, "generator.keras"))
     gan.discriminator.save(os.path.join(output_dir, "discriminator.keras"))
     if params["ema_decay"] is not None:
-        gan.ema_generator().save(os.path.join(output_dir, "generator_ema.keras"))
+        # SRGAN's G needs low-resolution images to recompute BatchNorm statistics: the probe's
+        gan.ema_generator(getattr(probe, "lowres", None)).save(os.path.join(output_dir, "generator_ema.keras"))
     grid = monitoring.write_png(probe.render(gan).grids["samples"], os.path.join(output_dir, "samples.png"))
     info = {
         "family": params["family"],
@@ -306,7 +328,8 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "ema": params["ema_decay"] is not None,
         "training_seconds": round(seconds, 1),
         "sample_grid": grid,
+        "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
-    log(f"trained {info['steps']} steps; samples: {grid}")
+    log(f"trained {info['steps']} steps")  # the run's summary names the published samples.png
     return info

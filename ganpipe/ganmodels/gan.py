@@ -3,29 +3,40 @@
 One ``train_step`` = ``d_steps`` discriminator updates, then one generator update:
 
     for each of the k D steps (its own slice of the real batch, fresh noise):
-        D learns real (label 1, or 1 - smoothing, or 0 when flipped) vs G(z) (label 0)
-    G step (fresh noise): G learns to make D say "real"; D is frozen (only G's variables change)
+        D learns real (target 1, or 1 - smoothing, or 0 when flipped) vs G(z) (target 0)
+    G step (fresh noise): G learns to make D say "real"; D is frozen (nothing of D changes)
+
+With ``reuse_fakes`` the last D step and the G step become one simultaneous update on the same
+fakes (``joint_step``).
 
 Losses are averaged over the *global* batch (per-replica mean / replicas), because the optimizers
 sum gradients across replicas under ``tf.distribute``. Under a ``mixed_float16`` policy both
 optimizers are wrapped in ``LossScaleOptimizer`` and each tape differentiates the scaled loss;
 ``scale_loss`` is a no-op on plain optimizers, so one code path serves every precision.
+
+Randomness comes from named streams (``noise_seed``): each draw's seed folds the run's seed, the
+replica, the step, the stream's name and an index together, so a restored checkpoint continues
+with exactly the noise an uninterrupted run would have drawn, and adding a stream changes no other.
 """
 from __future__ import annotations
 
-import math
+import contextlib
+import zlib
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from ganpipe.ganmodels import diffaugment as diff_augmentation
 from ganpipe.ganmodels import losses as gan_losses
+from ganpipe.ganmodels import penalties
+from ganpipe.ganmodels.fast_loop import AUTO, ChunkedTraining
+from ganpipe.ganmodels.packing import packing_of
 
-METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "d_accuracy", "value", "js")
-LOG4 = math.log(4.0)
-# Random draws of one step are numbered: latent noise 0..d_steps, label flips and penalty
-# interpolation from these offsets (d_steps <= 100).
-FLIP_DRAWS, PENALTY_DRAWS, DRAWS_PER_STEP = 200, 400, 1024
+# The metrics of the default loss (``GAN.metric_names`` has each model's own).
+METRIC_NAMES = gan_losses.get("non_saturating").metric_names
+# EMA warm-up: the decay used at step t is min(ema_decay, (1 + t) / (10 + t)).
+EMA_WARMUP = 10.0
 
 
 def default_optimizer(learning_rate=2e-4, beta_1=0.5, beta_2=0.999):
@@ -38,7 +49,7 @@ def inner_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-class GAN(keras.Model):
+class GAN(ChunkedTraining, keras.Model):
     """Generator + discriminator trained by alternating updates in a custom ``train_step``.
 
     Args:
@@ -46,59 +57,97 @@ class GAN(keras.Model):
       discriminator: maps samples to one logit each, float32 output.
       latent_dim: size of ``z`` ~ N(0, I).
       loss: one of ``losses.LOSSES`` (default ``non_saturating``).
-      d_steps: k discriminator updates per generator update. The incoming batch of size B is cut
-        into k slices of B / k: D step i trains on slice i with fresh noise (each D step sees its
-        own real minibatch, as in Goodfellow et al.'s Algorithm 1), and the G step uses B / k
-        noise vectors. Feed batches of k x your minibatch size.
-      label_flip: probability of flipping a real label to 0 in D's step.
-      label_smoothing: one-sided smoothing, real target 1 - label_smoothing (fakes stay 0).
-      gradient_penalty: weight of the WGAN-GP penalty (Gulrajani et al. 2017), 0 = off; the
-        penalty is computed in float32 even under mixed precision.
-      ema_decay: keep an exponential moving average of G's weights (``ema_generator()``).
-      reuse_fakes: speed option. The G step reuses the last D step's fakes, D's forward pass on
-        them and (where exact) D's backward pass, instead of fresh noise through the updated D: a
-        simultaneous-gradient update, as TF-GAN does. Saves a G forward and a D forward and
-        backward pass per step; off by default.
-      seed: noise is drawn statelessly from (seed, step, draw, replica), so a restored
-        checkpoint continues with exactly the noise an uninterrupted run would have drawn.
+      d_steps: k discriminator updates per generator update (default 5 for ``wasserstein``, as
+        in WGAN-GP, else 1). The incoming batch of size B is cut into k slices of B // k rows
+        (the last B mod k rows are not used): D step i trains on slice i with fresh noise (its
+        own real minibatch, as in Goodfellow et al.'s Algorithm 1), and the G step uses B // k
+        noise vectors. Feed batches of k x your minibatch size. A batch of fewer than k rows
+        (e.g. the last one of ``fit(x.batch(64))``) gives k one-row slices taking its rows in turn.
+      label_flip: probability of flipping a real target to 0 in D's step (losses with targets).
+      label_smoothing: one-sided smoothing, real target 1 - label_smoothing (losses with targets).
+      gradient_penalty: weight of the WGAN-GP penalty (Gulrajani et al. 2017), computed in
+        float32 even under mixed precision. Default (None): 10 for ``wasserstein``, else 0.
+        ``wasserstein`` with 0 needs spectral normalisation in D (another Lipschitz constraint).
+      ema_decay: keep an exponential moving average of G's weights (``ema_generator()``), with
+        warm-up: the decay at step t is min(ema_decay, (1 + t) / (10 + t)).
+      reuse_fakes: speed option, a simultaneous-gradient update (as TF-GAN's): the last D step's
+        fakes and D's forward pass on them also give G's update, instead of fresh noise through
+        the updated D. Saves a G forward and a D forward pass per step, and D's second backward
+        pass where that is exact (see ``joint_step``).
+      r1, r2: weights gamma of the zero-centred gradient penalties gamma/2 E||grad D||^2 on real
+        samples (R1) and on fakes (R2) (Mescheder et al. 2018), in float32; see ``penalties``.
+      r1_interval: lazy regularisation (Karras et al. 2020): R1/R2 every this many D updates,
+        weighted by it.
+      diffaugment: DiffAugment policy (Zhao et al. 2020) for image GANs, e.g.
+        ``"color,translation,cutout"``: every sample D sees in the game, real or fake, is
+        augmented differentiably (own parameters per sample, stream ``diffaugment/<stream>``).
+      seed: the run's seed for every noise stream.
+
+    Packing (PacGAN) and minibatch standard deviation are parts of the discriminator network
+    (``packing.packed_discriminator``, ``packing.MinibatchStdDev``; ``build_gan(packing=m)``).
     """
 
-    def __init__(self, generator, discriminator, latent_dim, *, loss="non_saturating", d_steps=1,
-                 label_flip=0.0, label_smoothing=0.0, gradient_penalty=0.0, ema_decay=None,
-                 reuse_fakes=False, seed=0, **kwargs):
+    def __init__(self, generator, discriminator, latent_dim, *, loss="non_saturating", d_steps=None,
+                 label_flip=0.0, label_smoothing=0.0, gradient_penalty=None, ema_decay=None,
+                 reuse_fakes=False, r1=0.0, r2=0.0, r1_interval=1, diffaugment=None, seed=0, **kwargs):
         super().__init__(**kwargs)
+        self.gan_loss = gan_losses.get(loss)
+        if d_steps is None:
+            d_steps = 5 if self.gan_loss.needs_lipschitz else 1
+        if gradient_penalty is None:
+            gradient_penalty = 10.0 if self.gan_loss.needs_lipschitz else 0.0
         _check_range("d_steps", d_steps, 1, 100)
         _check_range("label_flip", label_flip, 0.0, 1.0)
         _check_range("label_smoothing", label_smoothing, 0.0, 0.5)
+        _check_range("gradient_penalty", gradient_penalty, 0.0, float("inf"))
         if ema_decay is not None:
             _check_range("ema_decay", ema_decay, 0.0, 1.0)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(latent_dim)
-        self.gan_loss = gan_losses.get(loss)
         self.d_steps = int(d_steps)
         self.label_flip = float(label_flip)
         self.label_smoothing = float(label_smoothing)
         self.gradient_penalty = float(gradient_penalty)
         self.reuse_fakes = bool(reuse_fakes)
-        self.single_backward = True  # see joint_step_single_backward; False forces two passes
         self.seed = int(seed)
         self.ema_decay = ema_decay
+        self.zero_centred = penalties.ZeroCentredPenalty(r1, r2, r1_interval)
+        self.diffaugment = diff_augmentation.parse_policy(diffaugment) if diffaugment else ()
+        if self.diffaugment and len(generator.output_shape) != 4:
+            raise ValueError(f"diffaugment={diffaugment!r} transforms images; this generator makes samples of "
+                             f"shape {tuple(generator.output_shape[1:])}")
+        self.packing = packing_of(discriminator)
+        self.check_options_fit_the_loss()
+        self.metric_names = self.gan_loss.metric_names
         # Generator updates so far: the global step for logs and noise, saved in checkpoints.
         self.step = keras.Variable(0, dtype="int64", trainable=False, name="step",
                                    aggregation="only_first_replica")
         # Copies of the values: keras.Variable(a_variable) would alias it.
         self.ema_weights = [
             keras.Variable(w.numpy(), trainable=False, name=f"ema_{i}", aggregation="only_first_replica")
-            for i, w in enumerate(generator.weights)
+            for i, w in enumerate(generator.trainable_weights)
         ] if ema_decay is not None else []
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
         self.built = True  # both networks are built; stops fit() from tracing call() on real data
+
+    def check_options_fit_the_loss(self):
+        """An option the loss would ignore is an error naming both."""
+        loss = self.gan_loss.name
+        if not self.gan_loss.uses_targets:
+            for name in ("label_flip", "label_smoothing"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}={getattr(self, name)} has no effect with loss={loss!r} (it has no "
+                                     "real targets); use it with non_saturating, minimax or least_squares")
+        if self.gan_loss.needs_lipschitz and not self.gradient_penalty and not _has_spectral_norm(self.discriminator):
+            raise ValueError(f"loss={loss!r} needs a Lipschitz critic: set gradient_penalty > 0 (default 10) "
+                             "or use spectral normalisation in the discriminator, not gradient_penalty=0")
 
     # ----------------------------------------------------------------- compile
 
-    def compile(self, d_optimizer=None, g_optimizer=None, *, jit_compile=False, steps_per_execution=1, **kwargs):
-        """Sets both optimizers (default Adam(2e-4, 0.5, 0.999)); float16 wraps them in loss scaling."""
+    def compile(self, d_optimizer=None, g_optimizer=None, *, jit_compile=AUTO, steps_per_execution=AUTO, **kwargs):
+        """Sets both optimizers (default Adam(2e-4, 0.5, 0.999)); float16 wraps them in loss scaling.
+        ``"auto"`` steps per execution and XLA: see ``fast_loop``."""
         super().compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs)
         d_optimizer = d_optimizer or default_optimizer()
         g_optimizer = g_optimizer or default_optimizer()
@@ -106,6 +155,9 @@ class GAN(keras.Model):
             d_optimizer = _loss_scaled(d_optimizer)
             g_optimizer = _loss_scaled(g_optimizer)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    def networks_for_auto_jit(self):
+        return [self.generator, self.discriminator]
 
     def uses_float16(self) -> bool:
         return any(net.dtype_policy.name == "mixed_float16" for net in (self.generator, self.discriminator))
@@ -133,9 +185,33 @@ class GAN(keras.Model):
     def discriminate(self, samples, condition=None, training=False):
         return self.discriminator(samples, training=training)
 
-    def generator_extra_loss(self, real, fake, condition):
-        """Per-example terms added to G's adversarial loss (e.g. SRGAN's content loss)."""
-        return 0.0
+    def discriminator_input(self, samples, condition, stream):
+        """What D sees of a batch in the game (all D calls of D's and G's steps, not the penalty):
+        the place for transforms such as augmentation or packing; ``stream`` names the draw."""
+        if self.diffaugment:
+            samples = diff_augmentation.diff_augment(samples, self.noise_seed(f"diffaugment/{stream}"), self.diffaugment)
+        return samples, condition
+
+    def generator_loss(self, real, fake, fake_logits, condition):
+        """G's loss, mean over examples: the adversarial loss (+ a family's extra terms)."""
+        return ops.mean(self.gan_loss.generator(fake_logits))
+
+    def discriminator_penalty(self, real, fake, condition, index):
+        """Terms added to D's loss: the WGAN-GP gradient penalty and R1/R2."""
+        total = 0.0
+        if self.gradient_penalty:
+            total = self.gradient_penalty * self.gradient_penalty_value(real, fake, condition, index)
+        if self.zero_centred.active:
+            scale = self.d_optimizer.dynamic_scale if self.uses_float16() else 1.0
+            total += self.zero_centred(lambda x: self.discriminate(x, condition, training=True), real, fake,
+                                       d_update=ops.cast(self.step, "int64") * self.d_steps + index,
+                                       packing=self.packing, loss_scale=scale)
+        return total
+
+    def penalty_reads_fakes(self) -> bool:
+        """Whether ``discriminator_penalty`` depends on the fakes (then D's gradient at the fakes
+        is not only its loss's, and ``joint_step`` needs its second backward pass)."""
+        return self.gradient_penalty > 0.0 or self.zero_centred.r2 > 0.0
 
     def call(self, z, training=False):
         return self.generate(z, training=training)
@@ -144,146 +220,140 @@ class GAN(keras.Model):
 
     def train_step(self, data):
         real, condition = self.unpack(data)
-        minibatch = ops.shape(real)[0] // self.d_steps if self.d_steps > 1 else None
-        for k in range(self.d_steps):
-            real_k, cond_k = _slice(real, k, minibatch), _slice(condition, k, minibatch)
+        slices = self.discriminator_slices(real, condition)
+        for k, (real_k, condition_k) in enumerate(slices):
             if self.reuse_fakes and k == self.d_steps - 1:
-                stats = self.joint_step(real_k, cond_k, draw=k)
+                stats = self.joint_step(real_k, condition_k, k)
             else:
-                stats = self.discriminator_step(real_k, cond_k, draw=k)
+                stats = self.discriminator_step(real_k, condition_k, k)
         if not self.reuse_fakes:
-            z = self.sample_latent(ops.shape(real_k)[0], draw=self.d_steps)
-            stats["g_loss"] = self.generator_step(_slice(real, 0, minibatch), z, _slice(condition, 0, minibatch))
-        if self.ema_weights:
-            self.update_ema()
+            stats["g_loss"] = self.generator_step(*slices[0])
+        self.update_ema()
         self.step.assign_add(1)
         return self.record(stats)
 
-    def discriminator_step(self, real, condition, draw):
+    def discriminator_step(self, real, condition, index):
         """One D update: ``real`` (target 1) vs fresh fakes (target 0); only D's variables change."""
-        fake = self.generate(self.sample_latent(ops.shape(real)[0], draw), condition, training=True)
+        fake = self.generate(self.sample_latent(ops.shape(real)[0], "d_latent", index), condition, training=True)
         with tf.GradientTape() as tape:
-            real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
-            d_total = self.discriminator_objective(d_loss, real, fake, condition, draw)
+            real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, index)
+            d_total = self.discriminator_objective(d_loss, real, fake, condition, index)
         _apply(self.d_optimizer, tape.gradient(d_total, self.discriminator.trainable_variables),
                self.discriminator.trainable_variables)
-        return {"d_loss": d_loss, **_discriminator_stats(real_logits, fake_logits)}
+        return {"d_loss": d_loss, **self.gan_loss.training_metrics(real_logits, fake_logits)}
 
-    def generator_step(self, real, z, condition):
-        """One G update through the (just updated, frozen) discriminator."""
-        with tf.GradientTape() as tape:
+    def generator_step(self, real, condition):
+        """One G update through the just-updated D, which stays exactly as it is (``frozen_state``)."""
+        z = self.sample_latent(ops.shape(real)[0], "g_latent")
+        with frozen_state(self.discriminator), tf.GradientTape() as tape:
             fake = self.generate(z, condition, training=True)
-            fake_logits = self.discriminate(fake, condition, training=True)
+            fake_logits = self.discriminate(*self.discriminator_input(fake, condition, "g_fake"), training=True)
             g_loss = self.generator_loss(real, fake, fake_logits, condition)
             g_total = self.generator_objective(g_loss)
         _apply(self.g_optimizer, tape.gradient(g_total, self.generator.trainable_variables),
                self.generator.trainable_variables)
         return g_loss
 
-    def joint_step(self, real, condition, draw):
-        """``reuse_fakes``: one G and one D forward pass feed both updates (simultaneous gradients)."""
-        if self.single_backward and self.gradient_penalty <= 0.0 and not self.uses_float16():
-            return self.joint_step_single_backward(real, condition, draw)
-        z = self.sample_latent(ops.shape(real)[0], draw)
-        with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            fake = self.generate(z, condition, training=True)
-            real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
-            d_total = self.discriminator_objective(d_loss, real, fake, condition, draw)
-            g_loss = self.generator_loss(real, fake, fake_logits, condition)
-            g_total = self.generator_objective(g_loss)
-        d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
-        d_grads, g_grads = d_tape.gradient(d_total, d_vars), g_tape.gradient(g_total, g_vars)
-        _apply(self.d_optimizer, d_grads, d_vars)
-        _apply(self.g_optimizer, g_grads, g_vars)
-        return {"d_loss": d_loss, "g_loss": g_loss, **_discriminator_stats(real_logits, fake_logits)}
+    def joint_step(self, real, condition, index):
+        """``reuse_fakes``: one G forward and one D forward pass feed both updates (simultaneous
+        gradients, D and G both differentiated at the current weights).
 
-    def joint_step_single_backward(self, real, condition, draw):
-        """``joint_step`` with one backward pass through D instead of two.
-
-        For sample i with logit l_i, D's backward pass gives dL_D/dfake_i = a_i * dl_i/dfake_i with
-        a_i = dL_D/dl_i; G needs b_i * dl_i/dfake_i with b_i = dL_G/dl_i: the same per-sample
-        Jacobian, so G's upstream gradient is dL_D/dfake_i * b_i / a_i. Exact while a_i does not
-        underflow (a logit below about -87 for the BCE losses): such a sample gives G no gradient.
-        Not used with the gradient penalty (it depends on the fakes too) or float16.
+        G's gradient is J^T b, J = d(fake logits)/d(fakes), b_i = dG_loss/dl_i. D's backward pass
+        already gives its gradient at the fakes, J^T a with a_i = dD_loss/dl_i, so where each
+        logit depends only on its own sample (``single_backward_is_exact``: no BatchNorm or
+        other cross-sample layer in D, no penalty on the fakes, float32) and a_i is non-zero
+        wherever b_i is (the loss's ``d_slope_never_zero``), J^T b = (J^T a) b / a: one backward
+        pass through D instead of two. Within that, a step where some a_i is too small relative
+        to b_i for float32 (a BCE fake logit below about -57) takes the second pass too.
         """
-        z = self.sample_latent(ops.shape(real)[0], draw)
+        z = self.sample_latent(ops.shape(real)[0], "d_latent", index)
         with tf.GradientTape() as g_tape:
             fake = self.generate(z, condition, training=True)
-            content = ops.mean(self.generator_extra_loss(real, fake, condition))
-            extra_total = self.generator_objective(content)
-        with tf.GradientTape() as d_tape:
-            d_tape.watch(fake)
-            real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, draw)
-            d_total = self.discriminator_objective(d_loss, real, fake, condition, draw)
+            with tf.GradientTape(persistent=True) as d_tape:
+                d_tape.watch(fake)
+                real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, index)
+                d_total = self.discriminator_objective(d_loss, real, fake, condition, index)
+            # G's loss on the same logits, cut from D's graph: b = dG_loss/dl from a small tape
+            logits_for_g = tf.stop_gradient(fake_logits)
+            with tf.GradientTape() as b_tape:
+                b_tape.watch(logits_for_g)
+                g_loss = self.generator_loss(real, fake, logits_for_g, condition)
+                g_total = self.generator_objective(g_loss)
+        b = b_tape.gradient(g_total, logits_for_g)
         d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
-        *d_grads, fake_grad = d_tape.gradient(d_total, d_vars + [fake])
-        ratio = self.logit_gradient_ratio(fake_logits)
-        upstream = fake_grad * ops.reshape(ratio, (-1,) + (1,) * (len(fake.shape) - 1))
-        g_grads = g_tape.gradient([fake, extra_total], g_vars, output_gradients=[upstream, ops.ones_like(extra_total)])
+        if self.single_backward_is_exact():
+            *d_grads, d_at_fakes = d_tape.gradient(d_total, d_vars + [fake])
+            a = d_tape.gradient(d_total, fake_logits)
+            g_at_fakes = tf.cond(_ratio_is_safe(a, b), lambda: d_at_fakes * _per_sample(b / a, fake),
+                                 lambda: d_tape.gradient(fake_logits, fake, output_gradients=b))
+        else:
+            d_grads = d_tape.gradient(d_total, d_vars)
+            g_at_fakes = d_tape.gradient(fake_logits, fake, output_gradients=b)
+        del d_tape
+        # g_total's own path to G's weights (content loss, weight penalties) plus D's part J^T b
+        g_grads = g_tape.gradient([fake, g_total], g_vars, output_gradients=[g_at_fakes, ops.ones_like(g_total)])
         _apply(self.d_optimizer, d_grads, d_vars)
         _apply(self.g_optimizer, g_grads, g_vars)
-        g_loss = ops.mean(self.gan_loss.generator(fake_logits)) + content
-        return {"d_loss": d_loss, "g_loss": g_loss, **_discriminator_stats(real_logits, fake_logits)}
+        return {"d_loss": d_loss, "g_loss": g_loss, **self.gan_loss.training_metrics(real_logits, fake_logits)}
 
-    def discriminator_objective(self, d_loss, real, fake, condition, draw):
-        """What D's tape differentiates: loss + gradient penalty + D's weight penalties, as this
-        replica's loss-scaled share of the global batch."""
-        total = d_loss + self.penalty_terms(real, fake, condition, draw) + _regularization(self.discriminator)
+    def single_backward_is_exact(self) -> bool:
+        """Whether ``joint_step`` may read G's gradient off D's backward pass (its docstring)."""
+        return (self.gan_loss.d_slope_never_zero and not self.penalty_reads_fakes()
+                and not _couples_samples(self.discriminator)
+                and self.discriminator.dtype_policy.compute_dtype == "float32")
+
+    def discriminator_slices(self, real, condition):
+        """The k (real, condition) slices of the batch, B // k rows each. A batch of fewer than k
+        rows (a last partial batch) gives one-row slices that take its rows in turn."""
+        if self.d_steps == 1:
+            return [(real, condition)]
+        rows = ops.shape(real)[0]
+        if isinstance(rows, int) and rows >= self.d_steps:  # static shapes: plain slices
+            size = rows // self.d_steps
+            return [(_rows(real, k * size, size), _rows(condition, k * size, size)) for k in range(self.d_steps)]
+        size = ops.maximum(rows // self.d_steps, 1)
+        picks = [(k * size + ops.arange(size)) % rows for k in range(self.d_steps)]
+        return [(_take(real, pick), _take(condition, pick)) for pick in picks]
+
+    def discriminator_objective(self, d_loss, real, fake, condition, index):
+        """What D's tape differentiates: loss + penalties + D's weight penalties, as this replica's
+        loss-scaled share of the global batch."""
+        total = d_loss + self.discriminator_penalty(real, fake, condition, index) + _regularization(self.discriminator)
         return self.d_optimizer.scale_loss(_global_share(total))
 
     def generator_objective(self, g_loss):
         """What G's tape differentiates: ``g_loss`` + G's weight penalties, scaled like D's."""
         return self.g_optimizer.scale_loss(_global_share(g_loss + _regularization(self.generator)))
 
-    def logit_gradient_ratio(self, fake_logits):
-        """b_i / a_i: d(scaled G loss)/dl_i over d(scaled D loss)/dl_i per fake logit (0 where a_i is 0)."""
-        logits = tf.stop_gradient(ops.cast(fake_logits, "float32"))
-        n = ops.shape(logits)[0]
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(logits)
-            _, fake_term = self.gan_loss.discriminator(ops.zeros_like(logits), logits, ops.ones((n,)))
-            d_part = self.d_optimizer.scale_loss(_global_share(ops.mean(fake_term)))
-            g_part = self.g_optimizer.scale_loss(_global_share(ops.mean(self.gan_loss.generator(logits))))
-        a, b = ops.reshape(tape.gradient(d_part, logits), (-1,)), ops.reshape(tape.gradient(g_part, logits), (-1,))
-        del tape
-        safe_a = ops.where(a == 0.0, 1.0, a)
-        return ops.where(a == 0.0, 0.0, b / safe_a)
-
-    def discriminator_loss(self, real, fake, condition, draw):
-        real_logits, fake_logits = self.discriminate_pair(real, fake, condition)
-        targets = self.real_targets(ops.shape(real)[0], draw)
+    def discriminator_loss(self, real, fake, condition, index):
+        real_logits, fake_logits = self.discriminate_pair(real, fake, condition, index)
+        targets = self.real_targets(ops.shape(real_logits)[0], index)
         real_term, fake_term = self.gan_loss.discriminator(real_logits, fake_logits, targets)
         return real_logits, fake_logits, ops.mean(real_term) + ops.mean(fake_term)
 
-    def generator_loss(self, real, fake, fake_logits, condition):
-        per_example = self.gan_loss.generator(fake_logits) + self.generator_extra_loss(real, fake, condition)
-        return ops.mean(per_example)
-
-    def discriminate_pair(self, real, fake, condition):
+    def discriminate_pair(self, real, fake, condition, index):
         """D on real and fake in one batched call (one pass over D's weights, better utilisation)."""
-        both = ops.concatenate([ops.cast(real, fake.dtype), fake], axis=0)
-        both_cond = None if condition is None else ops.concatenate([condition, condition], axis=0)
-        logits = ops.cast(self.discriminate(both, both_cond, training=True), "float32")
+        real, real_condition = self.discriminator_input(ops.cast(real, fake.dtype), condition, f"d_real/{index}")
+        fake, fake_condition = self.discriminator_input(fake, condition, f"d_fake/{index}")
+        both = ops.concatenate([real, fake], axis=0)
+        both_condition = None if condition is None else ops.concatenate([real_condition, fake_condition], axis=0)
+        logits = ops.cast(self.discriminate(both, both_condition, training=True), "float32")
         n = ops.shape(real)[0]
         return logits[:n], logits[n:]
 
-    def real_targets(self, n, draw):
+    def real_targets(self, n, index):
         """1 - label_smoothing for real samples; 0 with probability label_flip."""
         targets = ops.full((n,), 1.0 - self.label_smoothing)
         if self.label_flip > 0.0:
-            keep = tf.random.stateless_uniform((n,), seed=self.noise_seed(FLIP_DRAWS + draw)) >= self.label_flip
-            targets = targets * ops.cast(keep, "float32")
+            draws = tf.random.stateless_uniform((n,), seed=self.noise_seed("label_flip", index))
+            targets = targets * ops.cast(draws >= self.label_flip, "float32")
         return targets
 
-    def penalty_terms(self, real, fake, condition, draw):
-        if self.gradient_penalty <= 0.0:
-            return 0.0
-        return self.gradient_penalty * self.gradient_penalty_value(real, fake, condition, draw)
-
-    def gradient_penalty_value(self, real, fake, condition, draw=0):
+    def gradient_penalty_value(self, real, fake, condition, index=0):
         """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat uniformly between real and fake, in float32."""
         n = ops.shape(real)[0]
-        eps = tf.random.stateless_uniform((n,) + (1,) * (len(real.shape) - 1), seed=self.noise_seed(PENALTY_DRAWS + draw))
+        shape = (n,) + (1,) * (len(real.shape) - 1)
+        eps = tf.random.stateless_uniform(shape, seed=self.noise_seed("gradient_penalty", index))
         mixed = eps * ops.cast(real, "float32") + (1.0 - eps) * ops.cast(fake, "float32")
         with tf.GradientTape() as tape:
             tape.watch(mixed)
@@ -294,32 +364,53 @@ class GAN(keras.Model):
 
     # ------------------------------------------------------------ randomness
 
-    def noise_seed(self, draw):
-        """A stateless seed unique to (seed, step, draw, replica): reproducible and resumable."""
+    def noise_seed(self, stream: str, index=0):
+        """A stateless seed for draw ``index`` of the named ``stream`` at this step and replica."""
         replica = tf.distribute.get_replica_context()
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
-        first = ops.cast(self.seed * 1009 + replica_id, "int64")
-        second = ops.cast(self.step, "int64") * DRAWS_PER_STEP + draw
-        return ops.stack([first, second])
+        key = ops.cast(ops.stack([self.seed, replica_id]), "int64")
+        for data in (ops.cast(self.step, "int64"), _stream_id(stream), index):
+            key = tf.random.experimental.stateless_fold_in(key, ops.cast(data, "int64"))
+        return key
 
-    def sample_latent(self, n, draw):
-        return tf.random.stateless_normal((n, self.latent_dim), seed=self.noise_seed(draw))
+    def sample_latent(self, n, stream, index=0):
+        return tf.random.stateless_normal((n, self.latent_dim), seed=self.noise_seed(stream, index))
 
     # -------------------------------------------------------------- EMA, metrics
 
-    def update_ema(self):
-        decay = self.ema_decay
-        for ema, weight in zip(self.ema_weights, self.generator.weights):
-            target = weight.value if not weight.trainable else decay * ema.value + (1.0 - decay) * weight.value
-            ema.assign(target)
+    def ema_decay_now(self):
+        """The EMA decay of this step: ``ema_decay``, lower early on (warm-up), so the average
+        forgets the random initialisation within the first few hundred steps."""
+        t = ops.cast(self.step, "float32")
+        return ops.minimum(float(self.ema_decay), (1.0 + t) / (EMA_WARMUP + t))
 
-    def ema_generator(self):
-        """A copy of the generator carrying the EMA weights (BN statistics copied as they are)."""
+    def update_ema(self):
+        if not self.ema_weights:
+            return
+        decay = self.ema_decay_now()
+        for ema, weight in zip(self.ema_weights, self.generator.trainable_weights):
+            ema.assign(decay * ema.value + (1.0 - decay) * weight.value)
+
+    def ema_generator(self, calibration_inputs=None):
+        """A copy of the generator carrying the EMA weights. Its BatchNorm statistics are
+        recomputed from one training-mode pass of the copy itself over ``calibration_inputs``
+        (default: ``generator_inputs(1024)``), the statistics its inference mode then uses."""
         if not self.ema_weights:
             raise ValueError("this GAN was built without ema_decay")
         clone = keras.models.clone_model(self.generator)
-        clone.set_weights([ops.convert_to_numpy(w.value) for w in self.ema_weights])
+        clone.set_weights(self.generator.get_weights())
+        for variable, ema in zip(clone.trainable_weights, self.ema_weights):
+            variable.assign(ema.value)
+        norms = [layer for layer in _all_layers(clone) if isinstance(layer, keras.layers.BatchNormalization)]
+        if norms:
+            if calibration_inputs is None:
+                calibration_inputs = self.generator_inputs(1024)
+            recompute_batch_statistics(clone, norms, calibration_inputs)
         return clone
+
+    def generator_inputs(self, n, seed=0):
+        """Inputs for ``n`` generated samples (here z ~ N(0, I)); families override."""
+        return keras.random.normal((n, self.latent_dim), seed=seed)
 
     def record(self, stats):
         for name, tracker in self.trackers.items():
@@ -332,19 +423,72 @@ class GAN(keras.Model):
                                    ema_weights=list(self.ema_weights))
 
 
-def _discriminator_stats(real_logits, fake_logits):
-    """D(x), D(G(z)), accuracy at 0.5, V(D, G) and its Jensen-Shannon estimate (V + log 4) / 2."""
-    real_logits = ops.reshape(real_logits, (-1,))
-    fake_logits = ops.reshape(fake_logits, (-1,))
-    value = -ops.mean(ops.softplus(-real_logits)) - ops.mean(ops.softplus(fake_logits))
-    correct = ops.concatenate([ops.cast(real_logits > 0, "float32"), ops.cast(fake_logits < 0, "float32")], axis=0)
-    return {
-        "d_real": ops.mean(ops.sigmoid(real_logits)),
-        "d_fake": ops.mean(ops.sigmoid(fake_logits)),
-        "d_accuracy": ops.mean(correct),
-        "value": value,
-        "js": (value + LOG4) / 2.0,
-    }
+@contextlib.contextmanager
+def frozen_state(network):
+    """Keeps every variable of ``network`` as it is across the block, though the block runs it
+    in training mode: BatchNorm keeps its moving statistics, Keras' SpectralNormalization its
+    power-iteration vector u and its kernel (which it rewrites as W / sigma(W) on every
+    training-mode call). Inside, BatchNorm normalises with the batch's statistics and spectral
+    norm takes one power-iteration step, as in D's own step."""
+    written = _variables_written_by_forward(network)
+    saved = [ops.copy(variable.value) for variable in written]
+    yield
+    for variable, value in zip(written, saved):
+        variable.assign(value)
+
+
+def recompute_batch_statistics(model, norms, inputs):
+    """Sets each BatchNorm's moving mean and variance to its batch statistics over ``inputs``
+    in one training-mode pass (momentum 0 for that pass)."""
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    try:
+        model(inputs, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def _variables_written_by_forward(network):
+    written = []
+    for layer in _all_layers(network):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            written += [layer.moving_mean, layer.moving_variance]
+        elif isinstance(layer, keras.layers.SpectralNormalization):
+            written += [layer.vector_u, layer.kernel]
+    return written
+
+
+def _all_layers(model):
+    """Every layer of ``model``, nested models and wrapped layers included."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def _couples_samples(network) -> bool:
+    """Whether one sample's output can depend on other samples of the batch: BatchNorm, or a
+    layer that declares ``couples_samples = True`` (e.g. minibatch statistics)."""
+    return any(isinstance(layer, keras.layers.BatchNormalization) or getattr(layer, "couples_samples", False)
+               for layer in _all_layers(network))
+
+
+def _has_spectral_norm(network) -> bool:
+    return any(isinstance(layer, keras.layers.SpectralNormalization) for layer in _all_layers(network))
+
+
+def _ratio_is_safe(a, b):
+    """a_i * J cannot underflow where it matters: |a_i| >= 1e-25 |b_i| for every sample."""
+    return ops.all(ops.abs(a) >= 1e-25 * ops.abs(b))
+
+
+def _per_sample(values, like):
+    """[N] values shaped to broadcast over ``like``'s non-batch axes."""
+    return ops.reshape(values, (-1,) + (1,) * (len(like.shape) - 1))
+
+
+def _stream_id(name: str) -> int:
+    """A fixed integer per stream name (CRC-32), so streams need no central numbering."""
+    return zlib.crc32(name.encode())
 
 
 def _regularization(network):
@@ -361,11 +505,12 @@ def _apply(optimizer, grads, variables):
     optimizer.apply_gradients(zip(grads, variables))
 
 
-def _slice(tensor, k, size):
-    """Slice k of ``size`` rows; the whole tensor when size is None (keeps static shapes)."""
-    if tensor is None or size is None:
-        return tensor
-    return tensor[k * size:(k + 1) * size]
+def _rows(tensor, start, size):
+    return None if tensor is None else tensor[start:start + size]
+
+
+def _take(tensor, rows):
+    return None if tensor is None else ops.take(tensor, rows, axis=0)
 
 
 def _loss_scaled(optimizer):

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from ganpipe.ganmodels.gan import GAN, METRIC_NAMES
+from ganpipe.ganmodels.gan import GAN
 from ganpipe.ganmodels.networks import dcgan_discriminator_body, register_family, regularizer
 
 
@@ -123,7 +123,7 @@ class CoarseLevelGAN(GAN):
     average the levels step by step into its own trackers."""
 
     def record(self, stats):
-        return {**super().record(stats), **{STEP_VALUE + name: stats[name] for name in METRIC_NAMES}}
+        return {**super().record(stats), **{STEP_VALUE + name: stats[name] for name in self.metric_names}}
 
 
 class ResidualLevelGAN(CoarseLevelGAN):
@@ -149,8 +149,8 @@ class LAPGAN(GAN):
     own copy; ``self.d_optimizer`` / ``self.g_optimizer`` then name the finest level's (for logs).
     """
 
-    def __init__(self, generator, discriminator, latent_dim, *, loss="non_saturating", d_steps=1,
-                 label_flip=0.0, label_smoothing=0.0, gradient_penalty=0.0, ema_decay=None,
+    def __init__(self, generator, discriminator, latent_dim, *, loss="non_saturating", d_steps=None,
+                 label_flip=0.0, label_smoothing=0.0, gradient_penalty=None, ema_decay=None,
                  reuse_fakes=False, seed=0, **kwargs):
         super().__init__(generator, discriminator, latent_dim, loss=loss, d_steps=d_steps, label_flip=label_flip,
                          label_smoothing=label_smoothing, gradient_penalty=gradient_penalty,
@@ -191,9 +191,9 @@ class LAPGAN(GAN):
         self.step.assign_add(1)
         logs = self.record({name: ops.mean(ops.stack([ops.cast(log[STEP_VALUE + name], "float32")
                                                       for log in level_logs]))
-                            for name in METRIC_NAMES})
+                            for name in self.metric_names})
         for k, log in enumerate(level_logs):
-            logs.update({f"level_{k}_{name}": log[name] for name in METRIC_NAMES})
+            logs.update({f"level_{k}_{name}": log[name] for name in self.metric_names})
         return logs
 
     def level_images(self, z, generator=None):

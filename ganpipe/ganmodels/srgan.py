@@ -113,7 +113,7 @@ class SRGAN(GAN):
         lowres, highres = data
         return highres, lowres
 
-    def sample_latent(self, n, draw):
+    def sample_latent(self, n, stream, index=0):
         return None  # G is deterministic given the low-resolution image
 
     def generate(self, z, condition=None, training=False):
@@ -121,15 +121,18 @@ class SRGAN(GAN):
             raise ValueError("SRGAN generates from low-resolution images, got none")
         return self.generator(condition, training=training)
 
+    def generator_inputs(self, n, seed=0):
+        raise ValueError("SRGAN's generator needs low-resolution images: pass calibration_inputs to ema_generator")
+
     def call(self, lowres, training=False):
         return self.generator(lowres, training=training)
 
     def generator_loss(self, real, fake, fake_logits, condition):
+        """Content loss + ``adversarial_weight`` x the adversarial loss (0 during ``pretrain_steps``)."""
         weight = self.adversarial_weight * ops.cast(self.step >= self.pretrain_steps, "float32")
-        adversarial = weight * self.gan_loss.generator(fake_logits)
-        return ops.mean(adversarial + self.generator_extra_loss(real, fake, condition))
+        return ops.mean(weight * self.gan_loss.generator(fake_logits) + self.content_loss(real, fake))
 
-    def generator_extra_loss(self, real, fake, condition):
+    def content_loss(self, real, fake):
         """Content loss per example: log pixel MSE, plus VGG feature MSE when a weights file was given."""
         real, fake = ops.cast(real, "float32"), ops.cast(fake, "float32")
         content = self.pixel_weight * ops.log(_per_example_mse(real, fake) + PIXEL_MSE_FLOOR)

@@ -73,7 +73,7 @@ DEFAULT_NODES: tuple[Node, ...] = (
          {"examples": "Preprocess.examples", "schema": "Preprocess.schema"}),
     Node("Train", _component_module("Train"),
          {"examples": "Preprocess.examples", "schema": "Preprocess.schema",
-          "statistics": "Preprocess.statistics"}),
+          "statistics": "Preprocess.statistics", "classifier": "Classifier.classifier"}),
     Node("Evaluate", _component_module("Evaluate"),
          {"model": "Train.model", "examples": "Preprocess.examples", "schema": "Preprocess.schema",
           "classifier": "Classifier.classifier"},

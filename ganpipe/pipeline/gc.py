@@ -257,7 +257,8 @@ def _dead_views(store: MetadataStore, root: str, deleting: list[str]) -> list[Ga
         views = os.path.join(root, pipeline, TENSORBOARD_VIEWS)
         for name in sorted(os.listdir(views)) if os.path.isdir(views) else []:
             view = os.path.join(views, name)
-            if not any(survives(os.path.join(view, link)) for link in os.listdir(view)):
+            links = [os.path.join(view, entry) for entry in os.listdir(view)]  # plus the run's hparams/ trial
+            if not any(survives(link) for link in links if os.path.islink(link)):
                 garbage.append(Garbage(view, "TensorBoard view of deleted logs", 0))
     return garbage
 

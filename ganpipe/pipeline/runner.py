@@ -182,6 +182,7 @@ class LocalRunner:
                 raise
             finally:
                 run_lock.release(remove=True)
+                _remove_if_empty(view)
 
     def _run_nodes(self, store: MetadataStore, run_id: int, ordered: list[dag.Node], forced: set[str],
                    started: float, view: str | None = None) -> RunResult:
@@ -298,6 +299,12 @@ def tensorboard_view_dir(root: str, pipeline: str, run_id: int) -> str | None:
     return view
 
 
+def _remove_if_empty(view: str | None) -> None:
+    """A run none of whose steps has TensorBoard logs leaves no view behind."""
+    if view and os.path.isdir(view) and not os.listdir(view):
+        os.rmdir(view)
+
+
 def link_tensorboard_logs(view: str | None, component: Component, outputs: dict[str, Artifact],
                           create: bool = False) -> None:
     """Points the view's entries for ``component.tensorboard_logs`` at those log directories of
@@ -311,6 +318,7 @@ def link_tensorboard_logs(view: str | None, component: Component, outputs: dict[
         if create:  # in staging, before the component writes its first event
             os.makedirs(target, exist_ok=True)
         if os.path.isdir(target):
+            os.makedirs(view, exist_ok=True)  # `ganpipe gc` may have taken the still empty view
             replace_symlink(target, os.path.join(view, label))
 
 

@@ -5,7 +5,7 @@ import apache_beam as beam
 import numpy as np
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import batched
+from ganpipe.components.beamio import BATCH_SIZE
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan
 
 
@@ -19,7 +19,7 @@ def plan(name, params) -> SourcePlan:
             f"it has {', '.join(features.keys())}"
         )
     class_names = tfds_label_names(builder, params["label_feature"])
-    read = ReadTFDS(name, params["tfds_data_dir"], split, params["image_feature"], params["label_feature"], class_names)
+    read = ReadTFDS(builder, split, params["image_feature"], params["label_feature"], class_names)
     return SourcePlan(read, "image", None, params["label_names"] or class_names)
 
 
@@ -55,29 +55,26 @@ def tfds_label_names(builder, label_feature: str | None) -> list[str] | None:
     return list(feature.names) if feature is not None and hasattr(feature, "names") else None
 
 
-class _ReadTFDS(beam.DoFn):
-    def __init__(self, name, data_dir, split, image_feature, label_feature, class_names):
-        self.name, self.data_dir, self.split = name, data_dir, split
-        self.image_feature, self.label_feature, self.class_names = image_feature, label_feature, class_names
+class _ToRecords(beam.DoFn):
+    """A batch of TFDS examples (numpy) -> RawRecords: encoded image files are kept as they are
+    stored (Preprocess decodes them), other image features become raw uint8 pixels."""
 
-    def process(self, _):
-        import tensorflow_datasets as tfds
+    def __init__(self, name, split, image_feature, label_feature, class_names):
+        self.name, self.split, self.class_names = name, split, class_names
+        self.image_feature, self.label_feature = image_feature, label_feature
 
-        builder = tfds.builder(self.name, data_dir=self.data_dir)
-        has_label = bool(self.label_feature) and self.label_feature in builder.info.features
-        dataset = builder.as_dataset(
-            split=self.split, shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True)
-        )
-        records = (
-            self._record(i, example, has_label) for i, example in enumerate(tfds.as_numpy(dataset))
-        )
-        yield from batched(records)
+    def process(self, examples):
+        yield [self._record(example) for example in examples]
 
-    def _record(self, index, example, has_label) -> RawRecord:
-        key = example.get("tfds_id", f"{self.name}/{self.split}/{index}".encode()).decode()
-        record = RawRecord(key=key, name=key, path=f"tfds:{self.name}/{self.split}", index=index)
-        record.label = self._label(example[self.label_feature]) if has_label else None
-        image = np.asarray(example[self.image_feature])
+    def _record(self, example) -> RawRecord:
+        key = example["tfds_id"].decode()
+        record = RawRecord(key=key, name=key, path=f"tfds:{self.name}/{self.split}")
+        record.label = self._label(example[self.label_feature]) if self.label_feature else None
+        image = example[self.image_feature]
+        if isinstance(image, bytes):
+            record.image = image
+            return record
+        image = np.asarray(image)
         if image.dtype != np.uint8:
             return record.reject(Rejected("bad_shape", f"{key}: image dtype {image.dtype}, expected uint8"))
         record.image, record.image_shape = image.tobytes(), image.shape
@@ -92,18 +89,28 @@ class _ReadTFDS(beam.DoFn):
 
 
 class ReadTFDS(beam.PTransform):
-    """A TensorFlow Datasets split; the builder must be prepared (see ``open_tfds_builder``)."""
+    """A split of a prepared TFDS data set through ``tfds.beam.ReadFromTFDS``: one read per
+    shard of the data set, spread over the workers. An ``Image`` feature is read without
+    decoding (``SkipDecoding``): the encoded PNG/JPEG bytes travel, not the pixels."""
 
-    def __init__(self, name, data_dir, split, image_feature="image", label_feature="label", class_names=None):
+    def __init__(self, builder, split, image_feature="image", label_feature="label", class_names=None):
         super().__init__()
-        self.read = _ReadTFDS(name, data_dir, split, image_feature, label_feature, class_names)
+        self.builder, self.split, self.image_feature = builder, split, image_feature
+        has_label = bool(label_feature) and label_feature in builder.info.features
+        self.convert = _ToRecords(builder.name, split, image_feature, label_feature if has_label else None, class_names)
 
     def expand(self, pipeline):
+        import tensorflow_datasets as tfds
+
+        encoded = isinstance(self.builder.info.features[self.image_feature], tfds.features.Image)
+        decoders = {self.image_feature: tfds.decode.SkipDecoding()} if encoded else None
         return (
             pipeline
-            | "Start" >> beam.Create([None])
-            | "ReadTFDS" >> beam.ParDo(self.read)
-            | "Redistribute" >> beam.Reshuffle()
+            | "ReadFromTFDS" >> tfds.beam.ReadFromTFDS(
+                self.builder, self.split, read_config=tfds.ReadConfig(add_tfds_id=True), decoders=decoders
+            )
+            | "ToNumpy" >> beam.Map(tfds.as_numpy)
+            | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
+            | "ToRecords" >> beam.ParDo(self.convert)
             | "CountRead" >> beam.ParDo(CountRead())
         )
-
