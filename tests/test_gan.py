@@ -157,9 +157,9 @@ def test_bad_options_name_the_option():
 @pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (32, 3), (64, 3), (128, 1)])
 def test_dcgan_shapes(size, channels):
     generator, discriminator = ganmodels.build_networks("dcgan", (size, size, channels), latent_dim=16, width=8)
-    fake = generator(tf.random.normal((2, 16)))
+    fake = generator(tf.random.normal((2, 16)) * 1000.0)  # saturates a tanh output, far beyond 1 without it
     assert fake.shape == (2, size, size, channels)
-    assert float(tf.reduce_max(tf.abs(fake))) <= 1.0
+    assert 0.9 < float(tf.reduce_max(tf.abs(fake))) <= 1.0
     assert discriminator(fake).shape == (2, 1)
 
 
