@@ -58,7 +58,6 @@ def fit(inputs, outputs, params, ctx):
     _control("Fit")
     with open(inputs["numbers"].path("numbers.txt")) as f:
         total = sum(int(n) for n in f.read().split()) * params["scale"]
-    os.makedirs(model.path("logs", "train"), exist_ok=True)
     with open(model.path("logs", "train", "events.txt"), "w") as f:
         f.write("loss 0.5")
     with open(model.path("grid.png"), "wb") as f:
@@ -77,7 +76,7 @@ def publish(inputs, outputs, params, ctx):
 NODES = [
     Node.of(Component("Make", {}, {"numbers": "Numbers"}, (Parameter("n", int, 3, min=1),), make)),
     Node.of(Component("Fit", {"numbers": "Numbers"}, {"model": "Model"}, (Parameter("scale", int, 1),), fit,
-                      resumable=True), {"numbers": "Make.numbers"}),
+                      resumable=True, tensorboard_logs={"train": "model/logs/train"}), {"numbers": "Make.numbers"}),
     Node.of(Component("Publish", {"model": "Model"}, {"pushed_model": "PushedModel"}, (), publish),
             {"model": "Fit.model"}),
 ]
@@ -157,7 +156,7 @@ def test_runs_show_and_lineage(env):
     shown = cli("show", "2", "--root", env.root).stdout
     assert "Run 2  pipeline toy  COMPLETE" in shown
     rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.split()[:1] in (["Make"], ["Fit"], ["Publish"])}
-    assert rows["Make"][1] == "cached" and rows["Make"][3:] == ["4", "(reuses", "1)"]
+    assert rows["Make"][1] == "cached" and rows["Make"][3:6] == ["4", "(reuses", "1)"]
     assert rows["Fit"][1] == "ran"
     assert "loss=0.5" in shown and "total=9" in shown and "pushed=True" in shown
     assert cli("show", "99", "--root", env.root, expect=2).stderr.startswith("Error: no run 99")
@@ -216,6 +215,9 @@ def test_gc_deletes_superseded_artifacts_and_keeps_lineage(env):
     cli("run", env.path, "--root", env.root, "--set", "fit.scale=3")  # Make cached, Fit 5, Publish 6
     old_model = os.path.join(env.root, "toy", "Fit", "model", "2")
     old_push = os.path.join(env.root, "toy", "Publish", "pushed_model", "3")
+    # the first run's version is still served: its push and whole lineage stay
+    assert cli("gc", "--dry-run", "--root", env.root).stdout.startswith("0 item(s)")
+    shutil.rmtree(os.path.join(env.root, "serving", "3"))  # withdrawn from serving
     dry = cli("gc", "--dry-run", "--root", env.root).stdout
     assert f"superseded Fit.model" in dry and old_model in dry and old_push in dry
     assert os.path.join(env.root, "toy", "Make", "numbers", "1") not in dry  # upstream of the newest
@@ -412,3 +414,149 @@ def test_sample_conditional_labels_and_format_errors(generators, tmp_path):
     result = cli("sample", generators["image"], "-n", "2", "-o", str(tmp_path / "x.csv"), "--format", "csv", expect=2)
     assert "--format csv does not suit image data; use one of png, grid, tfrecord" in result.stderr
     assert "neither generator.keras" in cli("sample", str(tmp_path), "-n", "1", "-o", str(tmp_path / "y"), expect=2).stderr
+
+
+# ------------------------------------------------------------- what a user sees (issue 15)
+
+
+def test_json_of_runs_and_show(env):
+    cli("run", env.path, "--root", env.root)
+    runs = json.loads(cli("runs", "--json", "--root", env.root).stdout)
+    assert [(r["id"], r["pipeline"], r["state"]) for r in runs] == [(1, "toy", "COMPLETE")]
+    shown = json.loads(cli("show", "1", "--json", "--root", env.root).stdout)
+    assert [(s["component"], s["status"]) for s in shown["steps"]] == [("Make", "ran"), ("Fit", "ran"), ("Publish", "ran")]
+    fit = shown["steps"][1]
+    assert fit["parameters"] == {"scale": 2} and fit["outputs"]["model"]["properties"]["total"] == 6
+    assert shown["steps"][2]["export"]["pushed"] is True
+
+
+def test_each_execution_has_a_log_file_and_the_view_exists_from_the_start(env):
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    _wait_for(env.controls / "Fit.started", process)
+    view = os.path.join(env.root, "toy", "tensorboard", "run-1")
+    live = os.path.realpath(os.path.join(view, "train"))
+    assert live.startswith(os.path.join(env.root, "toy", "Fit", ".staging") + os.sep)
+    assert live.endswith(os.path.join("model", "logs", "train")) and os.path.isdir(live)
+    (env.controls / "Fit.hold").unlink()
+    code, out, err = _finish(process)
+    assert code == 0, err
+    assert out.index(f"TensorBoard (live): tensorboard --logdir {view}") < out.index("[1/3] Make")
+    published = os.path.join(env.root, "toy", "Fit", "model", "2", "logs", "train")
+    assert os.readlink(os.path.join(view, "train")) == published  # re-pointed on publish
+    assert [name for name in os.listdir(view)] == ["train"]  # no temporary links left behind
+    with open(os.path.join(env.root, "toy", "Make", "logs", "1.log")) as f:
+        assert "ganpipe.Make: making 3 numbers" in f.read()
+
+
+def test_closed_stdout_never_fails_a_step(env):
+    """`ganpipe run | head -1`: the reader goes away while Fit runs; the run still completes."""
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    assert process.stdout.readline().startswith("Run 1 of pipeline toy")
+    _wait_for(env.controls / "Fit.started", process)
+    process.stdout.close()  # as head does after its line
+    (env.controls / "Fit.hold").unlink()
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    assert "BrokenPipeError" not in process.stderr.read()
+    with MetadataStore(env.root) as store:
+        assert store.run(1).state == COMPLETE
+        assert [e.state for e in store.executions(1)] == [COMPLETE] * 3
+    assert os.path.exists(os.path.join(env.root, "serving", "3"))
+
+
+def test_ctrl_c_exits_130_and_the_run_resumes(env):
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    _wait_for(env.controls / "Fit.started", process)
+    process.send_signal(signal.SIGINT)
+    code, out, err = _finish(process)
+    assert code == 130 and "Interrupted" in err and "Traceback" not in err
+    with MetadataStore(env.root) as store:
+        run = store.run(1)
+        assert run.state == "FAILED" and "interrupted (Ctrl-C); resumable" in run.error
+        fit = [e for e in store.executions(1) if e.component == "Fit"][0]
+        assert fit.state == "FAILED" and fit.error.startswith("interrupted (Ctrl-C); resumable: run it again "
+                                                               "to resume from the last checkpoint")
+    (env.controls / "Fit.hold").unlink()
+    result = cli("run", env.path, "--root", env.root).stdout
+    assert [row[0] for row in summary(result).values()] == ["cached", "ran", "ran"]
+    with MetadataStore(env.root) as store:
+        model = store.execution_artifacts([e for e in store.executions(2) if e.component == "Fit"][0].id, "output")
+        assert model["model"].properties["resumed"] is True
+
+
+def test_dry_run_says_cached_or_will_run_and_why(env):
+    def plan(*args):
+        lines = cli("run", env.path, "--root", env.root, "--dry-run", *args).stdout.splitlines()
+        at, why = lines[0].index("PLAN"), lines[0].index("WHY")
+        return {line.split()[1]: [line[at:why].strip(), line[why:]] for line in lines[1:]}
+
+    assert plan()["Make"][1].startswith("no runs yet")
+    assert not os.path.exists(os.path.join(env.root, "toy"))  # nothing ran
+    cli("run", env.path, "--root", env.root)
+    first = plan()
+    assert [first[c][0] for c in ("Make", "Fit", "Publish")] == ["cached"] * 3
+    assert first["Fit"][1].startswith("same parameters, inputs and code as execution 2 (run 1)")
+    changed = plan("--set", "fit.scale=5")
+    assert changed["Make"][0] == "cached"
+    assert changed["Fit"] == ["will run", "parameters changed since execution 2: scale 2 -> 5"]
+    assert changed["Publish"] == ["will run", "if the new output of Fit differs"]
+    assert plan("--force", "Make")["Make"] == ["will run", "forced (--force)"]
+    with MetadataStore(env.root) as store:
+        assert len(store.runs()) == 1  # dry runs record nothing
+
+
+def test_config_prints_yaml_with_help_that_loads_back(tmp_path):
+    out = cli("config", "--set", "train.network.width=48", "--set", "train.d_learning_rate=1e-4").stdout
+    assert "  d_learning_rate: 0.0001  # Adam learning rate of the discriminator" in out
+    assert "    width: 48  # D's first conv width" in out
+    assert "  loss: non_saturating  # GAN loss [non_saturating | minimax | wasserstein | hinge | least_squares]" in out
+    (tmp_path / "all.yaml").write_text(out)
+    from ganpipe.pipeline.config import load_config
+    reloaded = load_config(str(tmp_path / "all.yaml"))
+    assert reloaded.parameters == load_config(None, ["train.network.width=48", "train.d_learning_rate=1e-4"]).parameters
+    only = cli("config", "evaluate", "--defaults", "--set", "evaluate.num_samples=50").stdout
+    assert only.splitlines()[1] == "evaluate:" and "num_samples: 2000" in only and "train:" not in only
+    assert "did you mean 'train'" in cli("config", "trian", expect=2).stderr
+
+
+def test_gc_beside_a_training_run(env):
+    """gc while a run trains: it deletes superseded artifacts but not what the run has claimed as
+    a cache hit (here an older Make output), nor the run's staging; the run then completes."""
+    cli("run", env.path, "--root", env.root, "--set", "make.n=4")
+    cli("run", env.path, "--root", env.root, "--set", "make.n=5")
+    shutil.rmtree(os.path.join(env.root, "serving", "3"))  # the first run's version is withdrawn
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root, "--set", "make.n=4", "--set", "fit.scale=7")
+    _wait_for(env.controls / "Fit.started", process)
+    make_n4 = os.path.join(env.root, "toy", "Make", "numbers", "1")
+    fit_n4 = os.path.join(env.root, "toy", "Fit", "model", "2")
+    staging = os.path.join(env.root, "toy", "Fit", ".staging")
+    attempt = [name for name in os.listdir(staging) if not name.endswith(".lock")]
+    done = cli("gc", "--include-partial", "--root", env.root).stdout
+    assert fit_n4 in done and not os.path.exists(fit_n4)  # superseded and unused: deleted
+    assert make_n4 not in done and os.path.isdir(make_n4)  # the running run's cache hit: kept
+    assert [name for name in os.listdir(staging) if not name.endswith(".lock")] == attempt  # in use: kept
+    (env.controls / "Fit.hold").unlink()
+    code, out, err = _finish(process)
+    assert code == 0, err
+    assert [row[0] for row in summary(out).values()] == ["cached", "ran", "ran"]
+    assert "0 problem(s)" in cli("verify", "--root", env.root).stdout
+
+
+def test_gc_keeps_a_killed_trainings_checkpoints_unless_asked(env):
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    _wait_for(env.controls / "Fit.started", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    staging = os.path.join(env.root, "toy", "Fit", ".staging")
+    attempt = [name for name in os.listdir(staging) if not name.endswith(".lock")]
+    assert "0 item(s)" in cli("gc", "--root", env.root).stdout
+    assert [name for name in os.listdir(staging) if not name.endswith(".lock")] == attempt
+    assert "partial resumable attempt" in cli("gc", "--dry-run", "--include-partial", "--root", env.root).stdout
+    (env.controls / "Fit.hold").unlink()
+    cli("run", env.path, "--root", env.root)
+    with MetadataStore(env.root) as store:
+        assert store.artifacts(type="Model")[0].artifact.properties["resumed"] is True

@@ -74,8 +74,8 @@ train:
 
 
 @pytest.mark.parametrize("text, overrides, message", [
-    ("trian: {steps: 3}", (), "unknown section 'trian'; allowed sections are pipeline, beam, train, export"),
-    ("train: {stepz: 3}", (), "train.stepz: unknown key; allowed keys are hidden, learning_rate, loss, seed, steps"),
+    ("trian: {steps: 3}", (), "unknown section 'trian' (did you mean 'train'?); allowed sections are pipeline, beam, train, export"),
+    ("train: {stepz: 3}", (), "train.stepz: unknown key (did you mean 'steps'?); allowed keys are hidden, learning_rate, loss, seed, steps"),
     ("train: {steps: many}", (), "train.steps: expected int, got str 'many'"),
     ("train: {steps: true}", (), "train.steps: expected int, got True"),
     ("train: {steps: 0}", (), "train.steps: 0 is below the minimum 1"),
@@ -85,7 +85,7 @@ train:
     ("train: [1, 2]", (), "train: must be a mapping"),
     ("- a\n- b", (), "the top level must be a mapping"),
     ("train: {steps: [1", (), "not valid YAML"),
-    ("pipeline: {nme: x}", (), "pipeline.nme: unknown key; allowed keys are name, root, dag"),
+    ("pipeline: {nme: x}", (), "pipeline.nme: unknown key (did you mean 'name'?); allowed keys are dag, metadata, name, root"),
     ("pipeline: {name: 'a/b'}", (), "pipeline.name: 'a/b' must be letters"),
     ("pipeline: {name: 3}", (), "pipeline.name: expected a non-empty string"),
     ("beam: {args: --x}", (), "beam.args: expected a list of strings"),
@@ -130,3 +130,96 @@ def test_config_errors_do_not_import_tensorflow(tmp_path):
                          cwd=os.path.dirname(os.path.dirname(__file__))).stdout.split("\n")
     assert "unknown section 'nosuch'" in out[0] and "ingest, preprocess, classifier, train" in out[0]
     assert out[1] == "False"
+
+
+# ----------------------------------------------------------------- the real pipeline's specs
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.family=dcgann"], "train.family: unknown family 'dcgann' (did you mean 'dcgan'?)"),
+    (["train.network={widthh: 3}"], "train.network.widthh: unknown key (did you mean 'width'?)"),
+    (["train.network={width: 0}"], "train.network.width: 0 is below the minimum 1"),
+    (["train.network.width=0"], "train.network.width: 0 is below the minimum 1"),
+    (["train.family=cgan", "train.network.generator_conditioning=multiplyy"],
+     "train.network.generator_conditioning: 'multiplyy' is not one of concat, multiply (did you mean 'multiply'?)"),
+    (["train.family=mlp", "train.network.width=8"], "train.network.width: unknown key; allowed keys are dropout"),
+    (["evaluate.main_metric=foo"], "evaluate.main_metric: 'foo' is not one of auto, fcd"),
+    (["evaluate.main_metric=fcdd"], "(did you mean 'fcd'?)"),
+    (["ingest.source=imagez:/x"], "ingest.source: unknown source kind 'imagez' in 'imagez:/x'; use one of digits"),
+    (["ingest.source=imagez:/x"], "csv:<file> (did you mean 'images'?)"),
+    (["ingest.source=csv"], "ingest.source: 'csv' needs a path or name: csv:<file>"),
+    (["ingest.source=digits:/x"], "ingest.source: 'digits' takes no argument"),
+    (["train.stepz=3"], "train.stepz: unknown key (did you mean 'steps'?)"),
+    (["trian.steps=3"], "unknown section 'trian' (did you mean 'train'?)"),
+    (["pipeline.nmae=x"], "pipeline.nmae: unknown key (did you mean 'name'?)"),
+    (["train.steps=1.5"], "train.steps: expected int, got float 1.5"),
+    (["train.d_learning_rate=2e-4x"], "train.d_learning_rate: expected float, got str '2e-4x'"),
+    (["train.steps=-1e3"], "train.steps: -1000 is below the minimum 1"),
+])
+def test_default_pipeline_rejects_before_anything_runs(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, overrides)
+    assert message in str(error.value)
+
+
+def test_floats_in_e_notation_and_dotted_overrides():
+    config = load_config(None, ["train.d_learning_rate=2e-4", "train.g_learning_rate=1E-3", "train.steps=1e3",
+                                "train.epochs=2.5e0", "evaluate.num_samples=1000.0", "train.network.width=64"])
+    train = config.parameters["train"]
+    assert (train["d_learning_rate"], train["g_learning_rate"]) == (0.0002, 0.001)
+    assert train["steps"] == 1000 and isinstance(train["steps"], int)
+    assert train["epochs"] == 2.5 and config.parameters["evaluate"]["num_samples"] == 1000
+    assert train["network"] == {"width": 64, "dropout": 0.0, "spectral_norm": False}
+
+
+def test_network_is_deep_merged_with_the_family_defaults(tmp_path):
+    path = write(tmp_path, "train:\n  family: lapgan\n  network: {spectral_norm: true}\n")
+    network = load_config(path, ["train.network.levels=2"]).parameters["train"]["network"]
+    assert network == {"levels": 2, "width": 32, "hidden": [512, 512], "dropout": 0.0, "spectral_norm": True}
+    with pytest.raises(ConfigError, match="train.network: must be a mapping"):
+        load_config(write(tmp_path, "train: {network: 3}\n"), ["train.network.width=64"])
+
+
+def test_a_registered_family_is_accepted(monkeypatch):
+    from ganpipe.components import specs
+
+    monkeypatch.setitem(specs.FAMILY_NETWORKS, "tiny", (Parameter("units", int, 8, min=1),))
+    assert load_config(None, ["train.family=tiny"]).parameters["train"]["network"] == {"units": 8}
+    with pytest.raises(ConfigError, match="train.network.units: expected int"):
+        load_config(None, ["train.family=tiny", "train.network.units=many"])
+
+
+def test_family_schemas_match_the_builders():
+    """Every option a schema allows is one the family's builder (or GAN class) takes, with its default
+    (width aside: 32 for CPU-sized runs), and every builder option but the weight penalties is listed."""
+    import inspect
+
+    from ganpipe import ganmodels
+    from ganpipe.components import specs
+    from ganpipe.ganmodels.srgan import SRGAN
+
+    assert set(specs.FAMILY_NETWORKS) == set(ganmodels.FAMILIES)
+    for family, schema in specs.FAMILY_NETWORKS.items():
+        signature = dict(inspect.signature(ganmodels.FAMILIES[family]).parameters)
+        if family == "srgan":
+            signature.update(inspect.signature(SRGAN.__init__).parameters)
+        options = {name: p.default for name, p in signature.items()
+                   if name not in ("self", "data_shape", "latent_dim", "num_classes", "l1", "l2", "generator",
+                                   "discriminator", "kwargs")}
+        defaults = {p.name: p.default for p in schema}
+        assert set(defaults) == set(options), family
+        for name, default in defaults.items():
+            builder = options[name]
+            expected = 32 if name == "width" else None if name == "scale" else (
+                list(builder) if isinstance(builder, tuple) else builder)
+            assert default == expected, (family, name)
+
+
+def test_main_metric_choices_are_the_metrics_evaluate_can_compare():
+    from ganpipe.components import specs
+    from ganpipe.components.evaluate import FRECHET_NAMES, rename
+    from ganpipe.ganmodels import metrics
+
+    comparable = {rename(key, space) for key, way in metrics.DIRECTIONS.items() if way != "neither"
+                  for space in FRECHET_NAMES}
+    assert set(specs.MAIN_METRICS) == comparable | {"auto"}

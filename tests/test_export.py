@@ -46,6 +46,11 @@ FRESH_PROCESS = textwrap.dedent("""
             for key, value in outputs.items():
                 np.save(f"{out_dir}/{name}-{signature}-{key}.npy", value.numpy())
         if "generate" in model.signatures:
+            try:
+                model.signatures["generate"](num_samples=tf.constant(case["limit"] + 1), seed=tf.constant(1, tf.int64))
+                report[name + "-over-limit"] = "accepted"
+            except tf.errors.InvalidArgumentError as error:
+                report[name + "-over-limit"] = error.message
             for tag, seed in (("a", 1), ("b", 1), ("c", 2)):
                 outputs = model.signatures["generate"](num_samples=tf.constant(5), seed=tf.constant(seed, tf.int64))
                 for key, value in outputs.items():
@@ -72,8 +77,8 @@ def json_artifact(kind, directory, name, content):
     return artifact
 
 
-def run_export(model_dir, schema, tmp_path_factory, blessing=BLESSING, **params):
-    inputs = {"model": Artifact("Model", model_dir, id=11, fingerprint="f-model"),
+def run_export(model_dir, schema, tmp_path_factory, blessing=BLESSING, model_fingerprint="f-model", **params):
+    inputs = {"model": Artifact("Model", model_dir, id=11, fingerprint=model_fingerprint),
               "schema": json_artifact("Schema", tmp_path_factory.mktemp("schema"), "schema.json", schema),
               "blessing": json_artifact("Blessing", tmp_path_factory.mktemp("blessing"), "blessing.json", blessing)}
     inputs["blessing"].id = 12
@@ -83,6 +88,7 @@ def run_export(model_dir, schema, tmp_path_factory, blessing=BLESSING, **params)
     return outputs["pushed_model"]
 
 
+GENERATE_LIMIT = 5  # the fresh process asks for exactly this many, then one more
 IMAGE_SCHEMA = {"kind": "image", "shape": [8, 8, 1], "num_classes": 0, "label_names": [],
                 "counts": {"train": 1497, "eval": 300}}
 
@@ -120,7 +126,8 @@ def serving(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(models, serving, tmp_path_factory):
-    return {name: run_export(model_dir, schema, tmp_path_factory, export_base=serving, model_name=name)
+    return {name: run_export(model_dir, schema, tmp_path_factory, export_base=serving, model_name=name,
+                             max_generate_samples=GENERATE_LIMIT)
             for name, (model_dir, _, schema) in models.items()}
 
 
@@ -141,7 +148,8 @@ def fresh(models, exported, tmp_path_factory):
              "cgan": {"serving_default": {"latent": paths["latent"], "label": paths["label"]}},
              "vector": {"serving_default": {"latent": paths["latent"]}},
              "srgan": {"serving_default": {"lowres": paths["lowres"]}, "upscale": {"lowres": paths["lowres_one"]}}}
-    cases = {name: {"dir": exported[name].properties["pushed_destination"], "calls": calls[name]} for name in models}
+    cases = {name: {"dir": exported[name].properties["pushed_destination"], "calls": calls[name],
+                    "limit": GENERATE_LIMIT} for name in models}
     env = {**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(cases), str(work)], cwd=str(work),
                           env=env, capture_output=True, text=True, timeout=300)
@@ -224,6 +232,16 @@ def test_generate_is_reproducible_per_seed(models, fresh):
                                + NORMALIZATION["mean"], rtol=1e-5, atol=1e-5)
 
 
+def test_generate_rejects_more_samples_than_the_recorded_bound(fresh, exported, serving):
+    report, _, _ = fresh
+    for name in ("dcgan", "cgan", "vector"):
+        assert f"num_samples must be at most {GENERATE_LIMIT}" in report[f"{name}-over-limit"], report[f"{name}-over-limit"]
+    card = open(exported["dcgan"].path("README.md")).read()
+    assert f"`generate` accepts `num_samples` from 0 to {GENERATE_LIMIT}" in card
+    info = json.load(open(os.path.join(serving, "dcgan", "1", "assets.extra", "model.json")))
+    assert info["max_generate_samples"] == GENERATE_LIMIT
+
+
 def load_generator(model_dir, name):
     return keras.saving.load_model(os.path.join(model_dir, name), compile=False)
 
@@ -232,21 +250,23 @@ def test_pushed_artifact_and_model_card(exported, serving):
     pushed = exported["dcgan"]
     destination = os.path.join(serving, "dcgan", "1")
     assert pushed.properties == {"pushed": True, "pushed_destination": destination, "version": 1,
-                                 "model_name": "dcgan", "reason": "blessed"}
+                                 "model_name": "dcgan", "reason": "blessed", "already_served": False}
     assert pushed.read_json("pushed.json")["signatures"] == ["serving_default", "generate"]
     assert sorted(os.listdir(os.path.join(serving, "dcgan"))) == ["1"]  # no .incoming-* left behind
-    assets = json.load(open(os.path.join(destination, "assets", "model.json")))
+    # extras live in assets.extra/, nothing but the SavedModel at the version's top level
+    assert sorted(os.listdir(destination)) == ["assets", "assets.extra", "fingerprint.pb", "saved_model.pb",
+                                              "variables"]
+    assets = json.load(open(os.path.join(destination, "assets.extra", "model.json")))
     assert assets["generator_file"] == "generator_ema.keras" and assets["family"] == "dcgan"
-    with open(os.path.join(destination, "README.md")) as f:
+    with open(os.path.join(destination, "assets.extra", "README.md")) as f:
         card = f.read()
     assert card == open(pushed.path("README.md")).read()
     assert card.startswith("# dcgan, version 1") and "generator_ema.keras" in card
     for section in ("## Serving", "## Data", "## Training", "## Evaluation", "## Lineage"):
         assert section in card
     assert "| fcd | 3.2 | 0.9 | lower |" in card and "| class_kl_real | inf / nan | 0.01 | lower |" in card
-    assert "model artifact: id 11" in card and "fingerprint f-model" in card and "blessing artifact: id 12" in card
-    assert "export execution: 13" in card and "`generate` | `num_samples` int32, `seed` int64" in card
-    labels = json.load(open(os.path.join(serving, "cgan", "1", "assets", "model.json")))["label_names"]
+    assert "model artifact fingerprint: f-model" in card and "`generate` | `num_samples` int32, `seed` int64" in card
+    labels = json.load(open(os.path.join(serving, "cgan", "1", "assets.extra", "model.json")))["label_names"]
     assert labels == ["a", "b", "c"]
 
 
@@ -254,11 +274,25 @@ def test_versions_increase(models, tmp_path, tmp_path_factory):
     model_dir, _, schema = models["vector"]
     os.makedirs(tmp_path / "vec" / "7")
     os.makedirs(tmp_path / "vec" / "notes")
-    versions = [run_export(model_dir, schema, tmp_path_factory, export_base=str(tmp_path), model_name="vec")
-                .properties["version"] for _ in range(2)]
+    versions = [run_export(model_dir, schema, tmp_path_factory, export_base=str(tmp_path), model_name="vec",
+                           model_fingerprint=fingerprint).properties["version"] for fingerprint in ("f-1", "f-2")]
     assert versions == [8, 9]
     assert sorted(os.listdir(tmp_path / "vec")) == ["7", "8", "9", "notes"]
     assert os.path.isfile(tmp_path / "vec" / "9" / "saved_model.pb")
+
+
+def test_an_already_served_model_is_not_pushed_again(models, tmp_path, tmp_path_factory):
+    model_dir, _, schema = models["vector"]
+    first = run_export(model_dir, schema, tmp_path_factory, export_base=str(tmp_path), model_name="vec")
+    again = run_export(model_dir, schema, tmp_path_factory, export_base=str(tmp_path), model_name="vec")
+    assert sorted(os.listdir(tmp_path / "vec")) == ["1"]
+    assert again.properties["version"] == first.properties["version"] == 1
+    assert again.properties["already_served"] is True and "already served as version 1" in again.properties["reason"]
+    assert open(again.path("README.md")).read() == open(first.path("README.md")).read()
+    # other export settings make another SavedModel: a new version
+    other = run_export(model_dir, schema, tmp_path_factory, export_base=str(tmp_path), model_name="vec",
+                       max_generate_samples=7)
+    assert other.properties["version"] == 2 and other.properties["already_served"] is False
 
 
 def test_unblessed_model_is_not_pushed_unless_forced(models, tmp_path, tmp_path_factory):
@@ -266,7 +300,8 @@ def test_unblessed_model_is_not_pushed_unless_forced(models, tmp_path, tmp_path_
     refused = {**BLESSING, "blessed": False, "reasons": ["fcd 30 is not below 10.0 (fcd_below)"]}
     pushed = run_export(model_dir, schema, tmp_path_factory, blessing=refused, export_base=str(tmp_path))
     assert pushed.properties == {"pushed": False, "pushed_destination": None, "version": None,
-                                 "model_name": "digits", "reason": "not blessed: fcd 30 is not below 10.0 (fcd_below)"}
+                                 "model_name": "digits", "reason": "not blessed: fcd 30 is not below 10.0 (fcd_below)",
+                                 "already_served": False}
     assert pushed.read_json("pushed.json")["pushed"] is False
     assert os.listdir(tmp_path) == [] and not os.path.exists(pushed.path("README.md"))
     forced = run_export(model_dir, schema, tmp_path_factory, blessing=refused, export_base=str(tmp_path), force=True)

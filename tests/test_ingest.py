@@ -10,9 +10,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ganpipe.components import ingest, sources
+from ganpipe.components import ingest, beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.sources import example_pb2
+from ganpipe.components.beamio import example_pb2
 
 QUIET = dict(log=lambda line: None)
 
@@ -20,8 +20,8 @@ QUIET = dict(log=lambda line: None)
 def read_split(output_dir, split):
     """{key: feature map} of every record in a split's shards."""
     records = {}
-    for path in sources.shard_paths(os.path.join(output_dir, split)):
-        for serialized in sources.iter_tfrecords(path):
+    for path in beamio.shard_paths(os.path.join(output_dir, split)):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0].decode()
             assert key not in records, f"duplicate record {key}"
@@ -55,9 +55,10 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     assert metadata["counts"] == {"train": len(train), "eval": len(evaluation)}
     assert len(train) + len(evaluation) == 1797
     assert 0.07 < len(evaluation) / 1797 < 0.13
-    assert all(ingest.is_eval(key, 0.1) for key in evaluation)
-    assert not any(ingest.is_eval(key, 0.1) for key in train)
-
+    assert metadata["split"]["split_key"] == "path" and metadata["split"]["salt"] == ""
+    records = {**train, **evaluation}
+    expected = documented_split({key: key for key in records}, {k: f["image"].bytes_list.value[0] for k, f in records.items()}, 0.1)
+    assert {key: "eval" if key in evaluation else "train" for key in records} == expected
     images, labels = load_digits_reference()
     assert metadata["label_names"] == [str(i) for i in range(10)]
     assert metadata["label_counts"] == {str(i): int(n) for i, n in enumerate(np.bincount(labels))}
@@ -66,6 +67,19 @@ def test_digits_counts_pixels_labels_and_split(digits_dir):
     pixels = np.frombuffer(feature["image"].bytes_list.value[0], np.uint8).reshape(8, 8, 1)
     np.testing.assert_array_equal(pixels, images[0])
     assert label_of(feature) == str(labels[0])
+
+
+def documented_split(names: dict, contents: dict, eval_fraction: float, salt: str = "") -> dict:
+    """{key: split} by the README's rule: eval iff blake2b-128(salt NUL name) < eval_fraction * 2**128,
+    a group of identical contents following its smallest hash."""
+    import hashlib
+
+    hashes = {key: int.from_bytes(hashlib.blake2b(salt.encode() + b"\0" + name.encode(), digest_size=16).digest(), "big")
+              for key, name in names.items()}
+    group = {}
+    for key, content in contents.items():
+        group[content] = min(group.get(content, hashes[key]), hashes[key])
+    return {key: "eval" if group[contents[key]] < eval_fraction * 2**128 else "train" for key in names}
 
 
 def load_digits_reference():
@@ -91,7 +105,7 @@ def test_multi_threading_runner_never_loses_records_silently(digits_dir, tmp_pat
     except ComponentError as error:  # acceptable: the loss was detected and reported
         assert "lost" in str(error)
         return
-    assert len(sources.shard_paths(os.path.join(output, "train"))) == 4
+    assert len(beamio.shard_paths(os.path.join(output, "train"))) == 4
     for split in ingest.SPLITS:  # same split as the default runner, every record once
         assert set(read_split(output, split)) == set(read_split(digits_dir, split))
         assert metadata["counts"][split] == len(read_split(output, split))
@@ -183,17 +197,50 @@ def test_image_folder_labels_from_subfolders(tmp_path):
         assert "image_shape" not in feature
 
 
-def test_tfds_source_through_mock_data(tmp_path):
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    """A real (prepared on disk, two shards) TFDS data set of 8x8 PNG images in three classes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    COUNT = 30
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(8, 8, 1)),
+            "label": tfds.features.ClassLabel(names=["circle", "square", "triangle"]),
+        })
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(self.COUNT):
+            yield i, {"image": self.pixels(i), "label": i % 3}
+
+    @staticmethod
+    def pixels(i):
+        return np.full((8, 8, 1), 7 * i, np.uint8)
+
+
+def test_tfds_source_reads_shards_and_keeps_the_encoded_images(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    TinyShapes(data_dir=data_dir, config=None).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(max_examples_per_split=None, num_shards=2)
+    )
     output = str(tmp_path / "out")
-    with tfds.testing.mock_data(num_examples=12):
-        metadata = ingest.run_ingest("tfds:mnist", output, **QUIET)
+    metadata = ingest.run_ingest("tfds:tiny_shapes", output, tfds_data_dir=data_dir, eval_fraction=0.2, **QUIET)
     records = {**read_split(output, "train"), **read_split(output, "eval")}
-    assert len(records) == 12 and sum(metadata["counts"].values()) == 12
-    assert metadata["label_names"] == [str(i) for i in range(10)]
+    assert len(records) == TinyShapes.COUNT == sum(metadata["counts"].values())
+    assert metadata["label_names"] == ["circle", "square", "triangle"]
+    seen = set()
     for feature in records.values():
-        assert list(feature["image_shape"].int64_list.value) == [28, 28, 1]
-        assert len(feature["image"].bytes_list.value[0]) == 28 * 28
-        assert label_of(feature) in metadata["label_names"]
+        assert "image_shape" not in feature  # the stored PNG, not decoded pixels
+        pixels = np.asarray(Image.open(io.BytesIO(feature["image"].bytes_list.value[0])))
+        i = int(pixels[0, 0]) // 7
+        np.testing.assert_array_equal(pixels, TinyShapes.pixels(i)[..., 0])
+        assert label_of(feature) == metadata["label_names"][i % 3]
+        seen.add(i)
+    assert seen == set(range(TinyShapes.COUNT))
 
 
 def test_tfds_missing_data_fails_fast_without_download(tmp_path):
@@ -205,7 +252,7 @@ def test_tfds_missing_data_fails_fast_without_download(tmp_path):
 
 def write_examples(path, examples):
     with open(path, "wb") as f:
-        sources.write_tfrecords(f, (sources.serialize_example(**e) for e in examples))
+        beamio.write_tfrecords(f, (beamio.serialize_example(**e) for e in examples))
 
 
 def test_tfrecord_source_with_custom_feature_names(tmp_path):
@@ -284,7 +331,7 @@ def test_csv_rows_bad_rows_become_error_records(tmp_path):
         "14": "line 14: missing value in column 'b'",
         "15": "line 15: column 'b': 'abc' is not a number",
         "16": "line 16: 2 cells, expected 3",
-        "17": "unknown label 'z': not in label_names",
+        "17": "label 'z' is not in label_names",
     }
     nan_row = records[f"{path}:18"]  # NaN parses; Preprocess rejects it
     assert np.isnan(nan_row["features"].float_list.value[1])
@@ -334,8 +381,22 @@ def test_component_executor_and_parameters(tmp_path):
     assert os.path.exists(examples.path("metadata.json")) and lines
 
 
-def test_shard_count_rules():
-    assert ingest.shard_counts(0.1, 0) == {"train": 0, "eval": 0}  # the runner decides
-    assert ingest.shard_counts(0.25, 8) == {"train": 8, "eval": 2}
-    assert ingest.shard_counts(0.0, 3) == {"train": 3, "eval": 1}
-    assert collections.Counter(ingest.is_eval(f"k{i}", 0.2) for i in range(5000))[True] in range(900, 1100)
+def test_split_fraction_rule():
+    from ganpipe.components.sources.splits import Splitter, digest
+
+    splitter = Splitter(0.2)
+    splits = collections.Counter(splitter.split_of_hash(digest("", f"k{i}".encode())) for i in range(5000))
+    assert splits["eval"] in range(900, 1100)
+
+
+def test_every_registered_source_kind_has_a_planner_and_its_parameters_in_the_spec():
+    import importlib
+
+    from ganpipe.components import sources
+
+    names = [p.name for p in ingest.COMPONENT.parameters]
+    assert len(names) == len(set(names))
+    for kind in sources.KINDS.values():
+        assert callable(importlib.import_module(kind.module).plan)
+        assert {p.name for p in kind.parameters} <= set(names)
+        assert kind.syntax in next(p.help for p in ingest.COMPONENT.parameters if p.name == "source")

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from ganpipe.components import ingest, preprocess, sources
+from ganpipe.components import ingest, preprocess, beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.sources import example_pb2
+from ganpipe.components.beamio import example_pb2
 
 QUIET = dict(log=lambda line: None)
 GOOD_IMAGES = 30
@@ -19,8 +19,8 @@ GOOD_IMAGES = 30
 def read_processed(output_dir, split):
     """{key: feature map} of one split of Preprocess's output."""
     records = {}
-    for path in sources.shard_paths(os.path.join(output_dir, split)):
-        for serialized in sources.iter_tfrecords(path):
+    for path in beamio.shard_paths(os.path.join(output_dir, split)):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             records[feature["key"].bytes_list.value[0].decode()] = feature
     return records
@@ -90,6 +90,8 @@ def folder_run(image_folder, tmp_path_factory):
 def expected_image(path, size, mode, method):
     image = Image.open(path)
     image.load()
+    if image.mode == "RGBA":  # transparency is composited over the default white background
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
     image = image.convert(mode)
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
@@ -101,11 +103,13 @@ def test_bad_files_are_listed_with_reasons_and_good_ones_all_kept(image_folder, 
     root, output, result = folder_run
     rejected = read_rejected(output)
     assert {os.path.relpath(key, root) for key in rejected} == set(image_folder[2])
-    reasons = {os.path.relpath(key, root): entry["reason"] for key, entry in rejected.items()}
-    assert reasons["class_0/empty.png"] == "zero-byte file"
-    assert reasons["class_0/truncated.png"].startswith("undecodable image")
-    assert reasons["class_1/fake.jpg"] == "not an image (unrecognised format)"
-    assert reasons["class_1/notes.txt"] == "not an image (unrecognised format)"
+    reasons = {os.path.relpath(key, root): (entry["reason"], entry["message"]) for key, entry in rejected.items()}
+    assert reasons["class_0/empty.png"] == ("not_an_image", "zero-byte file")
+    assert reasons["class_0/truncated.png"][0] == "undecodable"
+    assert reasons["class_0/truncated.png"][1].startswith("undecodable image")
+    assert reasons["class_1/fake.jpg"] == ("not_an_image", "not an image (unrecognised format)")
+    assert reasons["class_1/notes.txt"] == ("not_an_image", "not an image (unrecognised format)")
+    assert all(entry["path"] == key and entry["index"] is None for key, entry in rejected.items())
 
     kept = {**read_processed(output, "train"), **read_processed(output, "eval")}
     assert len(kept) == GOOD_IMAGES and not set(kept) & set(rejected)
@@ -203,15 +207,17 @@ def test_vectors_rejects_nan_missing_and_bad_rows_and_normalises(csv_examples, t
     output = str(tmp_path / "processed")
     result = preprocess.run_preprocess(examples, output, max_rejected_fraction=0.2, **QUIET)
 
-    reasons = {key.rsplit(":", 1)[1]: entry["reason"] for key, entry in read_rejected(output).items()}
+    rejected = read_rejected(output)
+    reasons = {key.rsplit(":", 1)[1]: (entry["reason"], entry["message"]) for key, entry in rejected.items()}
     assert reasons == {
-        "42": "NaN or infinite value in column 'y'",
-        "43": "line 43: missing value in column 'y'",
-        "44": "line 44: column 'z': 'zz' is not a number",
-        "45": "line 45: 3 cells, expected 4",
-        "46": "unknown label 'c': not in label_names",
-        "47": "NaN or infinite value in column 'x'",
+        "42": ("bad_value", "NaN or infinite value in column 'y'"),
+        "43": ("bad_value", "line 43: missing value in column 'y'"),
+        "44": ("bad_value", "line 44: column 'z': 'zz' is not a number"),
+        "45": ("bad_row", "line 45: 3 cells, expected 4"),
+        "46": ("unknown_label", "label 'c' is not in label_names"),
+        "47": ("bad_value", "NaN or infinite value in column 'x'"),
     }
+    assert all(entry["index"] == int(key.rsplit(":", 1)[1]) for key, entry in rejected.items())
     train = read_processed(output, "train")
     rows = {int(key.rsplit(":", 1)[1]) - 2: feature for key, feature in train.items()}
     train_values = values[sorted(rows)].astype(np.float32)
@@ -238,22 +244,22 @@ def test_raw_pixels_of_the_wrong_shape_and_missing_images_are_rejected(tmp_path)
         {"bytes_features": [("image", [good.tobytes()])], "int_features": [("image_shape", [4, 4]), ("label", [7])]},
     ]
     with open(tmp_path / "in.tfrecord", "wb") as f:
-        sources.write_tfrecords(f, (sources.serialize_example(**r) for r in records))
+        beamio.write_tfrecords(f, (beamio.serialize_example(**r) for r in records))
     examples, output = str(tmp_path / "raw"), str(tmp_path / "out")
-    ingest.run_ingest(f"tfrecord:{tmp_path}/in.tfrecord", examples, label_names=["a", "b"], **QUIET)
+    ingest.run_ingest(f"tfrecord:{tmp_path}/in.tfrecord", examples, label_names=[0, 1], **QUIET)
 
     result = preprocess.run_preprocess(examples, output, image_size=4, max_rejected_fraction=1.0, **QUIET)
 
-    reasons = sorted(entry["reason"] for entry in read_rejected(output).values())
-    assert reasons == [
-        "no feature 'image'",
-        "unknown label 7: label_names has 2 entries",
-        "wrongly shaped: 16 bytes of pixels for shape [4, 4, 3]",
-        "wrongly shaped: 32 bytes of pixels for shape [4, 4, 2]",
-    ]
+    rejected = {entry["index"]: (entry["reason"], entry["message"]) for entry in read_rejected(output).values()}
+    assert rejected == {
+        1: ("bad_shape", "16 bytes of pixels for shape [4, 4, 3]; expected [H, W] or [H, W, C] with C = 1, 3 or 4"),
+        2: ("bad_shape", "32 bytes of pixels for shape [4, 4, 2]; expected [H, W] or [H, W, C] with C = 1, 3 or 4"),
+        3: ("bad_record", f"record 3 of {tmp_path}/in.tfrecord has no feature 'image'"),
+        4: ("unknown_label", "label '7' is not in label_names"),
+    }
     (kept,) = {**read_processed(output, "train"), **read_processed(output, "eval")}.values()
     np.testing.assert_array_equal(image_of(kept, (4, 4, 1)), good)
-    assert label_of(kept) == 1 and result["schema"]["label_names"] == ["a", "b"]
+    assert label_of(kept) == 1 and result["schema"]["label_names"] == ["0", "1"]
 
 
 def test_component_executor_writes_each_output_to_its_own_directory(csv_examples, tmp_path):
@@ -277,7 +283,8 @@ def test_component_executor_writes_each_output_to_its_own_directory(csv_examples
 def test_fixed_shard_counts_per_split(csv_examples, tmp_path):
     output = str(tmp_path / "sharded")
     result = preprocess.run_preprocess(csv_examples[1], output, num_shards=3, max_rejected_fraction=0.2, **QUIET)
-    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "statistics.json", "train"]
+    assert sorted(os.listdir(output)) == ["eval", "logs", "rejected.jsonl", "schema.json", "schema.pbtxt",
+                                          "statistics.json", "statistics.pb", "train"]
     for split in ingest.SPLITS:
         assert sorted(os.listdir(os.path.join(output, split))) == [
             f"data-{i:05d}-of-00003.tfrecord" for i in range(3)

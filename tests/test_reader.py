@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ganpipe.components import ingest, preprocess, reader, sources
-from ganpipe.components.sources import example_pb2
+from ganpipe.components import ingest, preprocess, reader, beamio
+from ganpipe.components.beamio import example_pb2
 
 QUIET = dict(log=lambda line: None)
 
@@ -14,8 +14,8 @@ QUIET = dict(log=lambda line: None)
 def processed_records(output, split):
     """(images or vectors, labels) of a split in shard order, decoded with numpy."""
     values, labels = [], []
-    for path in sources.shard_paths(os.path.join(output, split)):
-        for serialized in sources.iter_tfrecords(path):
+    for path in beamio.shard_paths(os.path.join(output, split)):
+        for serialized in beamio.iter_records(path):
             feature = example_pb2.Example.FromString(serialized).features.feature
             if "image" in feature:
                 values.append(np.frombuffer(feature["image"].bytes_list.value[0], np.uint8))

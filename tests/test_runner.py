@@ -1,4 +1,5 @@
 """LocalRunner and metadata store on toy pure-Python components that write real files."""
+import logging
 import os
 import sqlite3
 
@@ -8,7 +9,8 @@ from ganpipe.components.base import Artifact, Component, Parameter
 from ganpipe.pipeline import dag
 from ganpipe.pipeline.dag import Node, PipelineError
 from ganpipe.pipeline.metadata import CACHED, COMPLETE, FAILED, MetadataStore
-from ganpipe.pipeline.runner import LocalRunner, directory_fingerprint, source_fingerprint, tensorboard_view
+from ganpipe.components.fingerprints import artifact_fingerprint
+from ganpipe.pipeline.runner import LocalRunner, tensorboard_view
 
 PIPELINE = "toy"
 
@@ -72,10 +74,9 @@ def toys():
     return Toys()
 
 
-def run(root, toys, parameters=None, source_root=None, resumable_square=False, **kwargs):
+def run(root, toys, parameters=None, resumable_square=False, **kwargs):
     lines = []
-    runner = LocalRunner(root, PIPELINE, toys.nodes(resumable_square), parameters or {}, echo=lines.append,
-                         **({"source_root": source_root} if source_root else {}))
+    runner = LocalRunner(root, PIPELINE, toys.nodes(resumable_square), parameters or {}, echo=lines.append)
     result = runner.run(**kwargs)
     result.lines = lines
     return result
@@ -85,8 +86,14 @@ def statuses(result):
     return {step.component: step.status for step in result.steps}
 
 
-def test_runs_in_dependency_order_and_publishes_outputs(tmp_path, toys):
-    result = run(tmp_path, toys)
+def test_runs_in_dependency_order_and_publishes_outputs(tmp_path, toys, caplog):
+    caplog.set_level("INFO", logger="ganpipe")
+    logger = logging.getLogger("ganpipe")
+    logger.addHandler(caplog.handler)  # component messages go through logging (the CLI's logger does not propagate)
+    try:
+        result = run(tmp_path, toys)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert result.state == COMPLETE
     order = [step.component for step in result.steps]
     assert order.index("Source") < order.index("Square") < order.index("Total")
@@ -99,7 +106,7 @@ def test_runs_in_dependency_order_and_publishes_outputs(tmp_path, toys):
     assert report.properties["report"] == report.path("report.json")
     staging = os.listdir(os.path.join(tmp_path, PIPELINE, "Square", ".staging"))
     assert [name for name in staging if not name.endswith(".lock")] == []  # published, nothing left behind
-    assert any("Source | writing 4 values" in line for line in result.lines)
+    assert ("ganpipe.Source", logging.INFO, "writing 4 values") in caplog.record_tuples
 
 
 def test_lineage_is_recorded_both_ways(tmp_path, toys):
@@ -109,7 +116,7 @@ def test_lineage_is_recorded_both_ways(tmp_path, toys):
     with MetadataStore(str(tmp_path)) as store:
         record = store.artifact_at(numbers.path("numbers.txt"))
         assert record.artifact.id == numbers.id and record.component == "Source"
-        assert record.artifact.fingerprint == directory_fingerprint(numbers.uri)
+        assert record.artifact.fingerprint == artifact_fingerprint(numbers.uri)
         assert {e.component for e in store.consumers(numbers.id)} == {"Square", "Side"}
         square_inputs = store.execution_artifacts(steps["Square"].execution_id, "input")
         assert square_inputs["numbers"].id == numbers.id
@@ -148,18 +155,39 @@ def test_input_change_reruns_downstream_and_identical_output_does_not(tmp_path, 
     assert statuses(same_output) == {"Source": "ran", "Side": "cached", "Square": "cached", "Total": "cached"}
 
 
-def test_code_change_misses_the_cache(tmp_path, toys):
-    package = tmp_path / "package"
-    (package / "sub").mkdir(parents=True)
-    (package / "sub" / "helper.py").write_text("SCALE = 1\n")
-    root = tmp_path / "root"
-    before = source_fingerprint(str(package))
-    run(root, toys, source_root=str(package))
-    (package / "notes.txt").write_text("not code")
-    assert source_fingerprint(str(package)) == before
-    assert set(statuses(run(root, toys, source_root=str(package))).values()) == {"cached"}
-    (package / "sub" / "helper.py").write_text("SCALE = 2\n")  # an edit to a helper module, not a component
-    assert set(statuses(run(root, toys, source_root=str(package))).values()) == {"ran"}
+def test_code_key_is_the_executors_import_closure(tmp_path, monkeypatch):
+    """Editing a module the executor imports re-runs it; editing one it does not is a cache hit."""
+    package = tmp_path / "src" / "toypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("SCALE = 1\n")
+    (package / "unrelated.py").write_text("OTHER = 1\n")
+    (package / "steps.py").write_text(
+        "from . import helper\n\n\ndef make(inputs, outputs, params, ctx):\n"
+        "    with open(outputs['out'].path('x.txt'), 'w') as f:\n        f.write(str(helper.SCALE))\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    nodes = [Node.of(Component("Make", {}, {"out": "Numbers"}, (), "toypkg.steps:make"))]
+
+    def status():
+        return LocalRunner(tmp_path / "root", PIPELINE, nodes, echo=lambda line: None).run().steps[0].status
+
+    assert status() == "ran"
+    (package / "unrelated.py").write_text("OTHER = 2\n")
+    assert status() == "cached"
+    (package / "helper.py").write_text("SCALE = 2\n")
+    assert status() == "ran"
+
+
+def test_default_components_hash_only_what_they_import():
+    """A one-line change to cli.py must not retrain: Train's closure is train.py and what it imports."""
+    from ganpipe.components import specs
+    from ganpipe.pipeline import cache
+
+    train = cache.code_closure(specs.TRAIN)
+    assert {"ganpipe.components.train", "ganpipe.ganmodels.gan", "ganpipe.ganmodels.losses"} <= set(train)
+    assert not {"ganpipe.pipeline.cli", "ganpipe.pipeline.runner", "ganpipe.components.export"} & set(train)
+    ingest = cache.code_closure(specs.INGEST)
+    assert "ganpipe.components.sources" in ingest and "ganpipe.ganmodels.gan" not in ingest
 
 
 def test_crash_leaves_no_published_artifact_and_rerun_completes(tmp_path, toys):
@@ -228,7 +256,9 @@ def test_wiring_errors_are_named(toys):
 def test_default_dag_is_wired_in_order():
     names = [node.name for node in dag.topological_order(dag.DEFAULT_NODES)]
     assert names == ["Ingest", "Preprocess", "Classifier", "Train", "Evaluate", "Export"]
-    assert [n.name for n in dag.upstream_closure(dag.DEFAULT_NODES, "train")] == ["Ingest", "Preprocess", "Train"]
+    # Train reads the Classifier's feature space for its quality curve.
+    assert [n.name for n in dag.upstream_closure(dag.DEFAULT_NODES, "train")] == ["Ingest", "Preprocess", "Classifier",
+                                                                                  "Train"]
 
 
 def test_store_is_a_valid_wal_database(tmp_path, toys):

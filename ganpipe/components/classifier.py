@@ -24,6 +24,7 @@ The artifact (``outputs["classifier"].uri``)::
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -31,7 +32,7 @@ import keras
 from keras import layers
 
 from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.reader import make_dataset
 
 MODEL_FILE, INFO_FILE = "classifier.keras", "classifier.json"
@@ -43,7 +44,8 @@ MAX_PIXEL_SIDE = 16  # pixel feature space: pool larger images down to this side
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
     schema = inputs["schema"].read_json("schema.json")
-    info = build_feature_model(inputs["examples"].uri, schema, outputs["classifier"].uri, log=ctx.log, **params)
+    info = build_feature_model(inputs["examples"].uri, schema, outputs["classifier"].uri, log=ctx.log,
+                               progress=ctx.progress, **params)
     outputs["classifier"].properties.update(
         feature_space=info["feature_space"], feature_dim=info["feature_dim"], eval_accuracy=info["eval_accuracy"])
 
@@ -51,7 +53,8 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
 COMPONENT = specs.CLASSIFIER
 
 
-def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log=print, **params) -> dict:
+def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log=print, progress=None,
+                        **params) -> dict:
     """Writes classifier.keras and classifier.json into ``output_dir``; returns classifier.json."""
     params = COMPONENT.resolve_parameters(params, "classifier")
     keras.utils.set_random_seed(params["seed"])
@@ -63,7 +66,8 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
         model, has_top = inception_model(params["inception_weights"], shape)
         info.update(feature_space="inception", num_classes=1000 if has_top else 0)
     elif num_classes >= 2:
-        model, accuracies = train_classifier(examples_uri, schema, params, log)
+        model, accuracies = train_classifier(examples_uri, schema, params, log,
+                                             progress or functools.partial(Progress, log))
         info.update(feature_space="classifier", num_classes=num_classes,
                     label_names=list(schema.get("label_names") or []), **accuracies)
     else:
@@ -90,7 +94,7 @@ def load_feature_model(classifier_dir: str) -> tuple[keras.Model, dict]:
 # ---------------------------------------------------------------------------- trained classifier
 
 
-def train_classifier(examples_uri: str, schema: dict, params: dict, log) -> tuple[keras.Model, dict]:
+def train_classifier(examples_uri: str, schema: dict, params: dict, log, progress) -> tuple[keras.Model, dict]:
     """Fits the conv net (images) or MLP (vectors) on the train split; accuracy on both splits."""
     shape, num_classes = tuple(schema["shape"]), int(schema["num_classes"])
     body = conv_body if schema["kind"] == "image" else mlp_body
@@ -107,8 +111,11 @@ def train_classifier(examples_uri: str, schema: dict, params: dict, log) -> tupl
                             seed=params["seed"], repeat=training, with_labels=True, drop_remainder=False)
 
     steps_per_epoch = math.ceil(schema["counts"]["train"] / params["batch_size"])
-    classifier.fit(split("train", training=True), epochs=params["epochs"], steps_per_epoch=steps_per_epoch,
-                   shuffle=False, verbose=0)
+    with progress("epoch", params["epochs"], "epochs") as bar:
+        report = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(
+            epoch + 1, loss=float(logs["loss"]), accuracy=float(logs["accuracy"])))
+        classifier.fit(split("train", training=True), epochs=params["epochs"], steps_per_epoch=steps_per_epoch,
+                       shuffle=False, verbose=0, callbacks=[report])
     accuracies = {f"{name}_accuracy": _accuracy(classifier, split(name), schema["counts"][name], params["batch_size"])
                   for name in ("train", "eval") if schema["counts"].get(name, 0)}
     log(f"classifier: train accuracy {accuracies['train_accuracy']:.3f}, "

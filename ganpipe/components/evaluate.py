@@ -23,24 +23,24 @@ Outputs::
                               better}}, feature space, sample counts, model}; a non-finite value
                               (e.g. class_kl_real = inf) is written as null
     evaluation/samples.png    the sample grid (one row per class for conditional models)
-    evaluation/logs/eval/     TensorBoard: scalars evaluation/<name> and baseline/<name>, the
-                              markdown table (text evaluation/report), the grid (image
-                              evaluation/samples), and an hparams session (model.json settings)
-                              whose metrics the hparams dashboard infers from those scalars
+    evaluation/logs/eval/     TensorBoard: scalars quality/<name> and real_vs_real/<name>, the
+                              markdown table (text quality/report), the grid (image
+                              quality/samples); the run's HParams trial is written by the
+                              pipeline (ganpipe.pipeline.trial) with Train's parameters
     blessing/blessing.json    {"blessed", "reasons", "checks", main metric, metrics, ...}; properties
                               blessed, main_metric, main_metric_value, feature_space_id, num_samples
 
 Blessing: every configured threshold must pass and, with ``no_worse_than_last``, the main metric
-must be no worse (within ``regression_tolerance``) than that of the newest blessed Blessing of
-this pipeline with the same ``feature_space_id`` (a hash of the feature model's weights) and
-sample count; models measured differently are not compared.
-
-The hparams experiment config is deliberately not written: TensorBoard accepts one per logdir,
-and a pipeline's TensorBoard view holds many runs.
+must be no worse (within ``regression_tolerance``) than that of the ``baseline`` input: the newest
+blessed Blessing of this pipeline measured the same way, which the pipeline resolves before the
+cache key (``ganpipe/pipeline/resolvers.py``), so a new baseline makes Evaluate run again. The
+baseline is used only if its ``feature_space_id`` (a hash of the feature model's weights) and
+sample count match; models measured differently are not compared.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -49,12 +49,12 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
 
 from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
 from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
+from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.components.reader import make_dataset
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
 from ganpipe.ganmodels import metrics
@@ -72,7 +72,6 @@ THRESHOLDS = (
     ("psnr_above", "psnr", "above"),
     ("d_accuracy_within", "d_accuracy", "within"),
 )
-FRECHET_NAMES = {"classifier": "fcd", "inception": "fid", "pixels": "fd", "raw": "fd"}
 
 
 
@@ -81,8 +80,8 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     classifier = inputs["classifier"]
     evaluation, blessing_artifact = outputs["evaluation"], outputs["blessing"]
     report = evaluate_model(inputs["model"].uri, inputs["examples"].uri, schema, classifier.uri, evaluation.uri,
-                            log=ctx.log, **params)
-    blessing = decide_blessing(report, params, ctx.find_artifacts("Blessing"))
+                            log=ctx.log, progress=ctx.progress, **params)
+    blessing = decide_blessing(report, params, [inputs["baseline"]] if "baseline" in inputs else [])
     blessing_artifact.write_json("blessing.json", blessing)
     evaluation.properties.update(main_metric=report["main_metric"], feature_space=report["feature_space"],
                                  num_samples=report["num_samples"],
@@ -108,7 +107,7 @@ class Split:
 
 
 def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_dir: str, output_dir: str, *,
-                   log=print, **params) -> dict:
+                   log=print, progress=None, **params) -> dict:
     """Measures the model in ``model_dir`` and writes the report into ``output_dir``; returns it.
 
     ``params`` are this component's parameters (missing ones take their defaults). Pass the
@@ -124,12 +123,15 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     n = sample_count(schema, params["num_samples"])
     reference = read_split(examples_uri, schema, "train", n, params, superres)
     held_out = read_split(examples_uri, schema, "eval", n, params, superres)
-    fakes = generate(generator, held_out, n, params)
-    _check_finite(fakes, os.path.join(model_dir, generator_file))
     log(f"evaluating {generator_file} on {n} samples in the {feature_info['feature_space']} feature space")
-
-    values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x, params)
-    values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"]))
+    # Samples through a model: generated, then three sets embedded, then two through D.
+    with (progress or functools.partial(Progress, log))("samples through G, the feature model and D", MODEL_PASSES * n, "samples") as bar:
+        counted = SampleCounter(bar)
+        fakes = generate(generator, held_out, n, params, counted)
+        _check_finite(fakes, os.path.join(model_dir, generator_file))
+        values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x,
+                                            params, counted)
+        values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"], counted))
     if superres:
         quality, bicubic = upscaling_quality(held_out, fakes, info)
         values.update(quality)
@@ -191,20 +193,34 @@ def read_split(examples_uri: str, schema: dict, split: str, n: int, params: dict
     return Split(x=second, lowres=first) if superres else Split(x=first, labels=second)
 
 
-def generate(generator: keras.Model, held_out: Split, n: int, params: dict) -> np.ndarray:
+MODEL_PASSES = 6  # generator 1, feature model 3 (reference, fakes, held-out), discriminator 2
+
+
+class SampleCounter:
+    """Adds each batch a model call has done to a Progress."""
+
+    def __init__(self, progress):
+        self.progress, self.done = progress, 0
+
+    def __call__(self, count: int) -> None:
+        self.done += count
+        self.progress.update(self.done)
+
+
+def generate(generator: keras.Model, held_out: Split, n: int, params: dict, counted=None) -> np.ndarray:
     """n fakes: from seeded noise (with the held-out labels if conditional) or upscaled low-res."""
     if held_out.lowres is not None:
-        return batched_call(generator, [held_out.lowres], params["batch_size"])
+        return batched_call(generator, [held_out.lowres], params["batch_size"], counted)
     latent = np.random.default_rng([SAMPLE_NOISE_SEED, params["seed"]]).standard_normal(
         (n, generator.inputs[0].shape[-1])).astype("float32")
     if len(generator.inputs) == 1:
-        return batched_call(generator, [latent], params["batch_size"])
+        return batched_call(generator, [latent], params["batch_size"], counted)
     if held_out.labels.min() < 0:
         raise ComponentError("evaluate: a conditional generator needs labelled eval examples, found label -1")
-    return batched_call(generator, [latent, held_out.labels.astype("int32")], params["batch_size"])
+    return batched_call(generator, [latent, held_out.labels.astype("int32")], params["batch_size"], counted)
 
 
-def batched_call(model: keras.Model, arrays: list[np.ndarray], batch_size: int):
+def batched_call(model: keras.Model, arrays: list[np.ndarray], batch_size: int, counted=None):
     """``model`` in inference mode over batches; an array, or a dict of arrays for dict outputs.
 
     ``training=False`` always: a nested model called with training=None runs its batch norm in
@@ -215,14 +231,16 @@ def batched_call(model: keras.Model, arrays: list[np.ndarray], batch_size: int):
         batch = [array[start:start + batch_size] for array in arrays]
         outputs.append(keras.tree.map_structure(np.asarray,
                                                 model(batch if len(batch) > 1 else batch[0], training=False)))
+        if counted:
+            counted(len(batch[0]))
     if isinstance(outputs[0], dict):
         return {key: np.concatenate([output[key] for output in outputs]) for key in outputs[0]}
     return np.concatenate(outputs)
 
 
-def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_out, params):
+def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_out, params, counted=None):
     """The feature-space (and, for vectors, tabular) metrics and their real-vs-real baselines."""
-    extract = lambda x: batched_call(feature_model, [x], params["batch_size"])  # noqa: E731
+    extract = lambda x: batched_call(feature_model, [x], params["batch_size"], counted)  # noqa: E731
     real, fake, other = extract(reference), extract(fakes), extract(held_out)
     names = ["frechet", "kernel", "precision_recall", "density_coverage"]
     if "probabilities" in real:
@@ -242,13 +260,14 @@ def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_
     return metrics.compute(names, real, fake, **options), metrics.real_vs_real(names, real, other, **options)
 
 
-def held_out_discriminator_accuracy(discriminator, held_out: Split, fakes, batch_size: int) -> dict[str, float]:
+def held_out_discriminator_accuracy(discriminator, held_out: Split, fakes, batch_size: int,
+                                    counted=None) -> dict[str, float]:
     """D on real eval samples (never trained on) vs the fakes, with labels for conditional D."""
     conditional = len(discriminator.inputs) == 2
     real_inputs = [held_out.x] + ([held_out.labels.astype("int32")] if conditional else [])
     fake_inputs = [fakes] + ([held_out.labels.astype("int32")] if conditional else [])
-    return metrics.compute_discriminator_accuracy(batched_call(discriminator, real_inputs, batch_size),
-                                                  batched_call(discriminator, fake_inputs, batch_size))
+    return metrics.compute_discriminator_accuracy(batched_call(discriminator, real_inputs, batch_size, counted),
+                                                  batched_call(discriminator, fake_inputs, batch_size, counted))
 
 
 def upscaling_quality(held_out: Split, fakes: np.ndarray, info: dict) -> tuple[dict, dict]:
@@ -316,24 +335,14 @@ def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) ->
     monitoring.write_png(grid, evaluation.path("samples.png"))
     writer = tf.summary.create_file_writer(evaluation.path("logs", "eval"))
     with writer.as_default(step=int(info.get("steps") or 0)):
-        hparams_api.hparams(hparams_record(info, report))
         for name, entry in report["metrics"].items():
             if entry["value"] is not None:
-                tf.summary.scalar(f"evaluation/{name}", entry["value"])
+                tf.summary.scalar(f"{monitoring.QUALITY}/{name}", entry["value"])
             if entry["baseline"] is not None:
-                tf.summary.scalar(f"baseline/{name}", entry["baseline"])
-        tf.summary.text("evaluation/report", markdown_table(report))
-        tf.summary.image("evaluation/samples", grid[np.newaxis])
+                tf.summary.scalar(f"{monitoring.BASELINE}/{name}", entry["baseline"])
+        tf.summary.text(f"{monitoring.QUALITY}/report", markdown_table(report))
+        tf.summary.image(f"{monitoring.QUALITY}/samples", grid[np.newaxis])
     writer.close()
-
-
-def hparams_record(info: dict, report: dict) -> dict:
-    """model.json's settings (the run's hyper-parameters as far as Evaluate can see them)."""
-    keys = ("family", "latent_dim", "num_classes", "steps", "precision", "seed", "ema", "data_kind")
-    record = {key: info[key] for key in keys if isinstance(info.get(key), (bool, int, float, str))}
-    record.update(generator=report["model"]["generator"], feature_space=report["feature_space"],
-                  num_samples=report["num_samples"])
-    return record
 
 
 def markdown_table(report: dict) -> str:
@@ -423,10 +432,11 @@ def _regression_check(report: dict, params: dict, earlier_blessings) -> tuple[di
     limit = previous + slack if lower else previous - slack
     passed = value is not None and (value <= limit if lower else value >= limit)
     shown = "nan/inf" if value is None else f"{value:.4g}"
+    # Named by fingerprint, not by id or path: blessing.json stays a function of its inputs.
     reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of the last blessed model "
-              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing artifact "
-              f"{last.id if last.id is not None else last.uri})")
-    compared_with = {"artifact_id": last.id, "uri": last.uri, "main_metric_value": previous}
+              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing "
+              f"{last.fingerprint[:12] or last.uri})")
+    compared_with = {"fingerprint": last.fingerprint, "main_metric_value": previous}
     return {**check, "limit": limit, "passed": bool(passed), "reason": reason}, compared_with
 
 

@@ -2,13 +2,21 @@
 
 Where it goes: ``<export_base>/<model_name>/<version>/``, TF Serving's layout, with integer
 versions counting up from 1 (the next after the largest present). ``export_base`` is a parameter
-(default ``<pipeline root>/serving``; a relative one is resolved against the pipeline root); ``model_name`` defaults to the pipeline's name. The SavedModel is written into a
-hidden ``.incoming-*`` directory next to the versions and renamed into place, so TF Serving (which
-only loads integer directories) never sees a half-written version. The ``pushed_model`` artifact
-itself is small: ``pushed.json`` (pushed, reason, destination, version, signatures) and a copy of
-the model card; properties ``pushed``, ``pushed_destination``, ``version``, ``model_name``,
-``reason``. Without a blessing (and without ``force``) nothing is written to ``export_base`` and
-the artifact records ``pushed: false`` and why.
+(default ``<pipeline root>/serving``; a relative one is resolved against the pipeline root);
+``model_name`` defaults to the pipeline's name. The ``pushed_model`` artifact itself is small:
+``pushed.json`` (pushed, reason, destination, version, signatures) and a copy of the model card;
+properties ``pushed``, ``pushed_destination``, ``version``, ``model_name``, ``reason``,
+``already_served``. Without a blessing (and without ``force``) nothing is written to
+``export_base`` and the artifact records ``pushed: false`` and why.
+
+Transactional and idempotent: everything (SavedModel, model card, ``assets.extra/``) is written
+into a hidden ``.incoming-<execution id>-*`` directory next to the versions, fsynced, and renamed
+to the version in one step, so TF Serving (which loads only integer directories) never sees a
+half-written or card-less version; a killed export leaves only the hidden directory, which
+``ganpipe gc`` removes. Each version records what it serves in ``assets.extra/export.json``
+(the Model artifact's fingerprint, ``use_ema``, ``max_generate_samples``); a model already served
+under ``<model_name>`` is not pushed again: its version is reported (``already_served``). So a
+re-run after a kill between the rename and the metadata commit adopts the version it made.
 
 Signatures (the EMA generator when the model has one and ``use_ema``):
 
@@ -22,13 +30,17 @@ Signatures (the EMA generator when the model has one and ``use_ema``):
   ``lowres_shape``) -> ``images`` uint8 [N, s*h, s*w, C] and ``images_float``; there is no noise,
   so no ``generate``.
 
-Next to ``saved_model.pb``: ``README.md`` (the model card: data, training settings, metrics,
-blessing, lineage) and ``assets/model.json`` (model.json plus label and feature names, which
-``ganpipe sample`` reads).
+``generate`` refuses ``num_samples`` above ``max_generate_samples`` (or below 0) with
+InvalidArgument, so one request cannot exhaust a model server's memory; the bound is in the card.
+
+Extra files, in ``assets.extra/`` (TF Serving's place for files the graph does not use):
+``README.md`` (the model card: serving, data, training settings, metrics, blessing, lineage by
+fingerprint), ``model.json`` (model.json plus label and feature names, which ``ganpipe sample``
+reads) and ``export.json``.
 """
 from __future__ import annotations
 
-import datetime
+import json
 import os
 import shutil
 import tempfile
@@ -37,27 +49,29 @@ import keras
 import tensorflow as tf
 
 import ganpipe
-from ganpipe.components import specs
+from ganpipe.components import faults, specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.fingerprints import artifact_fingerprint
 from ganpipe.components.evaluate import load_generator, read_model_info
 
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
-
+EXTRA = "assets.extra"
+INCOMING_PREFIX = ".incoming-"  # + "<execution id>-": gc removes those of executions not running
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
-    lineage = {"pipeline": ctx.pipeline_name, "execution_id": ctx.execution_id,
-               "artifacts": {name: {"id": artifact.id, "uri": artifact.uri, "fingerprint": artifact.fingerprint}
-                             for name, artifact in sorted(inputs.items())}}
+    lineage = {"pipeline": ctx.pipeline_name,
+               "fingerprints": {name: artifact.fingerprint for name, artifact in sorted(inputs.items())}}
     result = export_model(
         inputs["model"].uri, inputs["schema"].read_json("schema.json"), inputs["blessing"].read_json("blessing.json"),
         outputs["pushed_model"].uri, model_name=params["model_name"] or ctx.pipeline_name,
-        export_base=os.path.join(ctx.pipeline_root, params["export_base"] or "serving"), force=params["force"], use_ema=params["use_ema"], lineage=lineage,
-        log=ctx.log)
+        export_base=os.path.join(ctx.pipeline_root, params["export_base"] or "serving"), force=params["force"],
+        use_ema=params["use_ema"], max_generate_samples=params["max_generate_samples"], lineage=lineage,
+        model_fingerprint=inputs["model"].fingerprint, execution_id=ctx.execution_id, log=ctx.log)
     outputs["pushed_model"].properties.update(
         pushed=result["pushed"], pushed_destination=result["destination"], version=result["version"],
-        model_name=result["model_name"], reason=result["reason"])
+        model_name=result["model_name"], reason=result["reason"], already_served=result["already_served"])
 
 
 COMPONENT = specs.EXPORT
@@ -65,12 +79,14 @@ COMPONENT = specs.EXPORT
 
 def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",
                  export_base: str = "serving", force: bool = False, use_ema: bool = True,
-                 lineage: dict | None = None, log=print) -> dict:
-    """Exports if ``blessing["blessed"]`` or ``force``; writes pushed.json (and the model card)
-    into ``output_dir`` and returns pushed.json's content."""
+                 max_generate_samples: int = 1024, lineage: dict | None = None, model_fingerprint: str = "",
+                 execution_id: int = 0, log=print) -> dict:
+    """Exports if ``blessing["blessed"]`` or ``force`` (unless already served); writes pushed.json
+    (and the model card) into ``output_dir`` and returns pushed.json's content."""
     _check_model_name(model_name)
     blessed = bool(blessing and blessing.get("blessed"))
     result = {"pushed": False, "destination": None, "version": None, "model_name": model_name, "signatures": [],
+              "already_served": False,
               "reason": "blessed" if blessed else "forced (not blessed)" if force else "not blessed: " +
               "; ".join((blessing or {}).get("reasons") or ["no blessing"])}
     os.makedirs(output_dir, exist_ok=True)
@@ -80,33 +96,85 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
         artifact.write_json("pushed.json", result)
         return result
 
-    info = read_model_info(model_dir)
-    generator, generator_file = load_generator(model_dir, use_ema)
-    archive, signatures = build_archive(generator, info)
     model_root = os.path.join(os.path.abspath(export_base), model_name)
-    os.makedirs(model_root, exist_ok=True)
-    incoming = tempfile.mkdtemp(prefix=".incoming-", dir=model_root)
-    try:
-        archive.write_out(incoming, verbose=False)
-        assets = {**info, "label_names": schema.get("label_names") or [],
-                  "feature_names": schema.get("feature_names") or [], "generator_file": generator_file}
-        Artifact(type="SavedModel", uri=incoming).write_json(os.path.join("assets", "model.json"), assets)
-        version = publish_version(incoming, model_root)
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
-    destination = os.path.join(model_root, str(version))
-    result.update(pushed=True, destination=destination, version=version, signatures=signatures)
-    card = model_card(model_name, version, info, schema, blessing, result, generator_file, lineage or {})
-    for directory in (destination, output_dir):
-        with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as f:
-            f.write(card)
+    identity = {"model_fingerprint": model_fingerprint or artifact_fingerprint(model_dir), "use_ema": use_ema,
+                "max_generate_samples": max_generate_samples}
+    served = served_version(model_root, identity)
+    if served is not None:
+        destination = os.path.join(model_root, str(served))
+        result.update(pushed=True, destination=destination, version=served, already_served=True,
+                      signatures=_read_extra(destination, "export.json").get("signatures", []),
+                      reason=f"{result['reason']}; already served as version {served}")
+        card = _read_card(destination)
+        log(f"not pushed again: this model is already served as {destination}")
+    else:
+        card = _push(model_dir, schema, blessing, result, identity, model_root, lineage or {}, execution_id)
+        log(f"exported as {result['destination']} ({result['reason']})")
+    with open(artifact.path("README.md"), "w", encoding="utf-8") as f:
+        f.write(card)
     artifact.write_json("pushed.json", result)
-    log(f"exported {generator_file} as {destination} ({result['reason']})")
     return result
 
 
-def build_archive(generator: keras.Model, info: dict) -> tuple[keras.export.ExportArchive, list[str]]:
+def _push(model_dir, schema, blessing, result, identity, model_root, lineage, execution_id) -> str:
+    """Writes the complete version into a hidden directory and renames it into place; fills
+    ``result`` and returns the model card."""
+    info = read_model_info(model_dir)
+    generator, generator_file = load_generator(model_dir, identity["use_ema"])
+    archive, signatures = build_archive(generator, info, identity["max_generate_samples"])
+    os.makedirs(model_root, exist_ok=True)
+    incoming = tempfile.mkdtemp(prefix=f"{INCOMING_PREFIX}{execution_id}-", dir=model_root)
+    try:
+        archive.write_out(incoming, verbose=False)
+        extra = Artifact(type="SavedModel", uri=os.path.join(incoming, EXTRA))
+        extra.write_json("model.json", {**info, "label_names": schema.get("label_names") or [],
+                                        "feature_names": schema.get("feature_names") or [],
+                                        "generator_file": generator_file,
+                                        "max_generate_samples": identity["max_generate_samples"]})
+        extra.write_json("export.json", {**identity, "signatures": signatures})
+        result.update(pushed=True, signatures=signatures)
+
+        def write_card(version: int) -> str:
+            result.update(destination=os.path.join(model_root, str(version)), version=version)
+            card = model_card(result["model_name"], version, info, schema, blessing, result, generator_file,
+                              lineage, identity["max_generate_samples"])
+            with open(extra.path("README.md"), "w", encoding="utf-8") as f:
+                f.write(card)
+            return card
+
+        card = publish_version(incoming, model_root, write_card)
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    faults.point("Export:after-version")
+    return card
+
+
+def served_version(model_root: str, identity: dict) -> int | None:
+    """The version under ``model_root`` already serving ``identity`` (model fingerprint and
+    export settings), or None."""
+    for version in sorted(_versions(model_root)):
+        recorded = _read_extra(os.path.join(model_root, str(version)), "export.json")
+        if all(recorded.get(key) == value for key, value in identity.items()):
+            return version
+    return None
+
+
+def _read_extra(version_dir: str, name: str) -> dict:
+    try:
+        with open(os.path.join(version_dir, EXTRA, name), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_card(version_dir: str) -> str:
+    with open(os.path.join(version_dir, EXTRA, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def build_archive(generator: keras.Model, info: dict,
+                  max_generate_samples: int = 1024) -> tuple[keras.export.ExportArchive, list[str]]:
     """The ExportArchive with this model kind's endpoints, and their names."""
     archive = keras.export.ExportArchive()
     archive.track(generator)
@@ -127,6 +195,7 @@ def build_archive(generator: keras.Model, info: dict) -> tuple[keras.export.Expo
     generate_spec = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([], tf.int64, name="seed")]
 
     def noise(num_samples, seed):
+        num_samples = bounded(num_samples, max_generate_samples)
         return tf.random.stateless_normal(tf.stack([num_samples, latent_dim]),
                                           seed=tf.stack([seed, tf.constant(GENERATE_SEED_WORD, tf.int64)]))
 
@@ -154,6 +223,16 @@ def build_archive(generator: keras.Model, info: dict) -> tuple[keras.export.Expo
         archive.add_endpoint("serving_default", serve, input_signature=[latent_spec])
     archive.add_endpoint("generate", generate, input_signature=generate_spec)
     return archive, ["serving_default", "generate"]
+
+
+def bounded(num_samples, limit: int):
+    """``num_samples`` once checked to be in [0, limit]: a request outside fails with InvalidArgument."""
+    checks = [tf.debugging.assert_non_negative(num_samples, message="generate: num_samples must be >= 0"),
+              tf.debugging.assert_less_equal(num_samples, tf.constant(limit, num_samples.dtype),
+                                             message=f"generate: num_samples must be at most {limit} "
+                                                     "(export.max_generate_samples)")]
+    with tf.control_dependencies(checks):
+        return tf.identity(num_samples)
 
 
 def _lowres_shape(info: dict) -> list[int]:
@@ -184,21 +263,46 @@ def _without_float(outputs: dict) -> dict:
     return {key: value for key, value in outputs.items() if key != "images_float"}
 
 
-def publish_version(incoming: str, model_root: str) -> int:
-    """Renames ``incoming`` to the next integer version under ``model_root``; returns it."""
+def publish_version(incoming: str, model_root: str, before_rename) -> str:
+    """Renames the complete ``incoming`` to the next integer version under ``model_root``, after
+    ``before_rename(version)`` (which writes the card naming it) and an fsync of everything;
+    returns what ``before_rename`` returned for the version that was claimed."""
     version = next_version(model_root)
     for _ in range(VERSION_ATTEMPTS):
+        written = before_rename(version)
+        _sync_tree(incoming)
+        faults.point("Export:before-version")
         try:
             os.rename(incoming, os.path.join(model_root, str(version)))
-            return version
         except OSError:  # taken meanwhile (rename onto a non-empty directory fails)
             version = max(version + 1, next_version(model_root))
+            continue
+        _fsync(model_root, os.O_RDONLY | os.O_DIRECTORY)
+        return written
     raise ComponentError(f"{model_root}: could not claim a version directory after {VERSION_ATTEMPTS} attempts")
 
 
+def _versions(model_root: str) -> list[int]:
+    return [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
+
+
 def next_version(model_root: str) -> int:
-    versions = [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
-    return max(versions, default=0) + 1
+    return max(_versions(model_root), default=0) + 1
+
+
+def _sync_tree(path: str) -> None:
+    for directory, _, files in os.walk(path, topdown=False):
+        for name in files:
+            _fsync(os.path.join(directory, name), os.O_RDONLY)
+        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_model_name(name: str) -> None:
@@ -210,17 +314,20 @@ def _check_model_name(name: str) -> None:
 # -------------------------------------------------------------------------------- model card
 
 
-def model_card(model_name, version, info, schema, blessing, result, generator_file, lineage) -> str:
+def model_card(model_name, version, info, schema, blessing, result, generator_file, lineage,
+               max_generate_samples) -> str:
+    limit = ("" if info.get("family") == "srgan" else
+             f"\n\n`generate` accepts `num_samples` from 0 to {max_generate_samples} (`export.max_generate_samples`); "
+             "a larger request fails with InvalidArgument.")
     sections = [
         f"# {model_name}, version {version}",
-        f"A {info.get('family', '?')} GAN generator ({generator_file}) exported by ganpipe {ganpipe.__version__} "
-        f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {result['reason']}.",
-        "## Serving\n\n" + _signature_table(info) + "\n\n```python\nimport tensorflow as tf\n"
-        f"model = tf.saved_model.load({result['destination']!r})\n" + _usage(info) + "```",
+        f"A {info.get('family', '?')} GAN generator ({generator_file}) exported by ganpipe {ganpipe.__version__}; "
+        f"{result['reason']}.",
+        "## Serving\n\n" + _signature_table(info) + limit + "\n\n" + _serving_howto(info, model_name, version, min(16, max_generate_samples)),
         "## Data\n\n" + _bullets(_data_facts(schema)),
         "## Training\n\n" + _bullets({key: info[key] for key in ("family", "latent_dim", "num_classes", "steps",
-                                                                   "precision", "seed", "ema", "training_seconds",
-                                                                   "final_metrics") if key in info}),
+                                                                   "precision", "seed", "ema", "final_metrics")
+                                 if key in info}),
         "## Evaluation\n\n" + _metrics_section(blessing),
         "## Lineage\n\n" + _bullets(_lineage_facts(lineage, model_name)),
     ]
@@ -248,10 +355,32 @@ def _signature_table(info: dict) -> str:
     return "\n".join(rows)
 
 
-def _usage(info: dict) -> str:
+def _serving_howto(info: dict, model_name: str, version: int, count: int) -> str:
+    """How to call the signatures in Python and over TF Serving's REST API; paths are relative to
+    the version directory (the one holding saved_model.pb; this card is in its assets.extra/)."""
+    python = ["import tensorflow as tf", "", 'model = tf.saved_model.load(".")  # run in the version directory']
     if info.get("family") == "srgan":
-        return 'highres = model.signatures["upscale"](lowres=lowres_uint8_batch)["images"]\n'
-    return ('out = model.signatures["generate"](num_samples=tf.constant(16), seed=tf.constant(0, tf.int64))\n')
+        rest = [f'{{"signature_name": "upscale", "instances": [{{"lowres": <uint8 [{", ".join(map(str, _lowres_shape(info)))}] '
+                'nested lists>}]}']
+        python.append('highres = model.signatures["upscale"](lowres=lowres_uint8_batch)["images"]')
+    else:
+        latent = f"<{info.get('latent_dim')} floats>"
+        last_class = int(info.get("num_classes") or 0) - 1
+        label = f', "label": {last_class}' if last_class >= 0 else ""
+        rest = ['{"signature_name": "serving_default",',
+                f' "instances": [{{"latent": {latent}{label}}}, {{"latent": {latent}{label}}}]}}',
+                f'{{"signature_name": "generate", "inputs": {{"num_samples": {count}, "seed": 7}}}}']
+        label_arg = f", label=tf.constant([0, {last_class}], tf.int64)" if last_class >= 0 else ""
+        python += [f'out = model.signatures["serving_default"](latent=tf.random.normal([2, {info.get("latent_dim")}])'
+                   f'{label_arg})',
+                   f'same = model.signatures["generate"](num_samples=tf.constant({count}), seed=tf.constant(7, tf.int64))']
+    serve = (f"docker run -p 8501:8501 -v \"$(cd .. && pwd)\":/models/{model_name} -e MODEL_NAME={model_name} "
+             "tensorflow/serving   # from this version directory; serves every version beside it")
+    return ("Python (no ganpipe needed):\n\n```python\n" + "\n".join(python) + "\n```\n\n"
+            "TF Serving REST (`POST http://localhost:8501/v1/models/" + model_name + f"/versions/{version}:predict`): "
+            "the row form (`instances`, one object per sample, answered as `predictions`) for batched "
+            "signatures, the columnar form (`inputs`, answered as `outputs`) for `generate`, whose inputs are "
+            "scalars:\n\n```json\n" + "\n".join(rest) + "\n```\n\n```bash\n" + serve + "\n```")
 
 
 def _data_facts(schema: dict) -> dict:
@@ -282,10 +411,10 @@ def _metrics_section(blessing: dict | None) -> str:
 
 
 def _lineage_facts(lineage: dict, model_name: str) -> dict:
-    facts = {"pipeline": lineage.get("pipeline", model_name), "export execution": lineage.get("execution_id")}
-    for name, artifact in (lineage.get("artifacts") or {}).items():
-        facts[f"{name} artifact"] = (f"id {artifact.get('id')}, {artifact.get('uri')}, "
-                                     f"fingerprint {artifact.get('fingerprint') or '-'}")
+    """By content fingerprint (``ganpipe lineage <this directory>`` walks the store)."""
+    facts = {"pipeline": lineage.get("pipeline", model_name)}
+    for name, fingerprint in (lineage.get("fingerprints") or {}).items():
+        facts[f"{name} artifact fingerprint"] = fingerprint or "-"
     return facts
 
 

@@ -3,267 +3,115 @@
 Output layout (``output_dir``): ``train/data-*.tfrecord``, ``eval/data-*.tfrecord`` and
 ``metadata.json`` (kind, label vocabulary, feature names, counts). Raw example features:
 ``key`` (bytes, stable id), ``image`` (encoded file, or raw uint8 pixels when ``image_shape``
-[H, W(, C)] is set) or ``features`` (float list), ``label`` (bytes: label name) and ``error``
-(bytes: why the source could not read the record; Preprocess lists it as rejected).
+[H, W(, C)] is set) or ``features`` (float list), ``label`` (bytes: the canonical label name,
+``sources.labels``), ``source_path`` and ``source_index`` (where the record came from) and, for a
+record that cannot be used, ``reason`` and ``error`` (its class and message; Preprocess lists it
+as rejected).
 
-The split is deterministic: a record goes to eval when the hash of its key falls below
-``eval_fraction``, so re-running on the same source gives the same split. The ``photos`` source
-splits by region instead: overlapping patches hashed at random would put the same pixels in
-both splits, so a strip on the right of each photo (``eval_fraction`` of its width, at least one
-patch wide) is held out and eval patches never overlap train patches.
+The split is stable (``sources.splits``): a 128-bit hash of the record's name relative to the
+source root, or of its content, against ``eval_fraction``; identical records share a split; the
+rule and salt are recorded in ``metadata.json``. The ``photos`` source splits by region instead:
+overlapping patches hashed at random would put the same pixels in both splits, so a strip on
+the right of each photo (``eval_fraction`` of its width, at least one patch wide) is held out and
+eval patches never overlap train patches.
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
-import hashlib
-import math
-import os
-from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from ganpipe.components import sources
+from ganpipe.components import beamio, sources, storage
+from ganpipe.components.sources import labels
+from ganpipe.components.sources.common import RawRecord, Rejected, SourcePlan
+from ganpipe.components.sources.splits import DuplicateGroups, Splitter
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 
 SPLITS = ("train", "eval")
 METADATA_FILE = "metadata.json"
-_SUMMARY_FILE = ".summary.jsonl"  # the pipeline's small outputs, read by the driver
 
 
 # --------------------------------------------------------------------------- split + encode
-def is_eval(key: str, eval_fraction: float) -> bool:
-    """Deterministic split: the first 8 bytes of md5(key) as a fraction of 2**64."""
-    digest = hashlib.md5(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") < eval_fraction * 2**64
-
-
-def resolve_label(label: Any, label_names: list[str] | None) -> tuple[str | None, str | None]:
-    """(label name or None, error or None). Integers index ``label_names`` when it is given."""
-    if isinstance(label, float) and label.is_integer():
-        label = int(label)
-    if label is None or label == -1:
-        return None, None
-    if isinstance(label, int):
-        if label < 0:
-            return None, f"unknown label {label}: negative (-1 means unlabelled)"
-        if label_names is None:
-            return str(label), None
-        if label >= len(label_names):
-            return None, f"unknown label {label}: label_names has {len(label_names)} entries"
-        return label_names[label], None
-    label = str(label)
-    if label_names is not None and label not in label_names:
-        return None, f"unknown label {label!r}: not in label_names"
-    return label, None
-
-
-def serialize_raw(record: sources.RawRecord) -> bytes:
-    return sources.serialize_example(
+def serialize_raw(record: RawRecord) -> bytes:
+    return beamio.serialize_example(
         bytes_features=[
             ("key", [record.key.encode("utf-8")]),
             ("image", None if record.image is None else [record.image]),
             ("label", None if record.label is None else [record.label.encode("utf-8")]),
             ("error", None if record.error is None else [record.error.encode("utf-8")]),
+            ("reason", None if record.reason is None else [record.reason.encode("utf-8")]),
+            ("source_path", [record.path.encode("utf-8")]),
         ],
-        int_features=[("image_shape", record.image_shape)],
+        int_features=[("image_shape", record.image_shape),
+                      ("source_index", None if record.index is None else [record.index])],
         float_features=[("features", record.features)],
     )
 
 
 class _SplitAndEncode(beam.DoFn):
-    def __init__(self, eval_fraction: float, label_names: list[str] | None):
-        self.eval_fraction = eval_fraction
-        self.label_names = label_names
-        self.errors = Metrics.counter(sources.METRICS_NAMESPACE, "records_with_error")
+    def __init__(self, splitter: Splitter, label_names: list[str] | None):
+        self.splitter = splitter
+        self.declared = None if label_names is None else frozenset(label_names)
+        self.errors = Metrics.counter(beamio.METRICS_NAMESPACE, "records_with_error")
 
-    def process(self, batch):
+    def process(self, batch, duplicates=None):
         by_split = {split: [] for split in SPLITS}
-        label_counts = collections.Counter()
+        tally = collections.Counter(read=len(batch))
         for record in batch:
-            record.label, error = resolve_label(record.label, self.label_names)
-            record.error = record.error or error
+            if not record.error:
+                self._apply_label_rule(record)
             if record.error:
                 self.errors.inc()
+                tally["with_error"] += 1
             elif record.label is not None:
-                label_counts[record.label] += 1
-            split = record.split or ("eval" if is_eval(record.key, self.eval_fraction) else "train")
+                tally[f"label:{record.label}"] += 1
+            split = self.splitter.split_of(record, duplicates)
             by_split[split].append(serialize_raw(record))
         for split, records in by_split.items():
             if records:
+                tally[f"written:{split}"] += len(records)
                 yield split, records
-        if label_counts:
-            yield beam.pvalue.TaggedOutput("label_counts", label_counts)
+        yield beam.pvalue.TaggedOutput("tally", tally)
+
+    def _apply_label_rule(self, record: RawRecord) -> None:
+        """The label as a canonical name (``sources.labels``), or the record rejected."""
+        raw, record.label = record.label, None
+        try:
+            name = labels.canonical_label(raw)
+        except labels.BadLabel as e:
+            record.reject(Rejected("bad_label", str(e)))
+            return
+        if name is not None and self.declared is not None and name not in self.declared:
+            record.reject(Rejected("unknown_label", f"label {name!r} is not in label_names"))
+            return
+        record.label = name
 
 
 class SplitAndEncode(beam.PTransform):
     """Batches of RawRecord -> {'examples': (split, batch of serialized tf.Examples),
-    'label_counts': a Counter of label names per batch (sum them; a global combine here would
-    add nine transforms, each with a fixed cost on the DirectRunner)}."""
+    'tally': a Counter per batch of records read, sent to each split (``written:<split>``),
+    carrying a source error and per label name (``label:<name>``)}."""
 
-    def __init__(self, eval_fraction: float, label_names: list[str] | None = None):
+    def __init__(self, splitter: Splitter, label_names: list[str] | None = None):
         super().__init__()
-        self.split = _SplitAndEncode(eval_fraction, label_names)
+        self.splitter = splitter
+        self.split = _SplitAndEncode(splitter, label_names)
 
     def expand(self, batches):
-        outputs = batches | "Encode" >> beam.ParDo(self.split).with_outputs("label_counts", main="examples")
-        return {"examples": outputs.examples, "label_counts": outputs.label_counts}
-
-
-# --------------------------------------------------------------------------------- sources
-@dataclasses.dataclass
-class SourcePlan:
-    """What the driver learned about a source before the pipeline runs."""
-
-    read: beam.PTransform
-    kind: str  # "image" or "vector"
-    expected_count: int | None = None
-    label_names: list[str] | None = None
-    feature_names: list[str] | None = None
-
-
-def plan_source(source: str, params: dict) -> SourcePlan:
-    """Checks the source (missing, empty, unknown kind fail here) and picks its reader."""
-    kind, argument = sources.parse_source(source)
-    return _PLANNERS[kind](argument, params)
-
-
-def _plan_digits(_, params) -> SourcePlan:
-    count = sources.ReadDigits.COUNT
-    names = params["label_names"] or sources.ReadDigits.LABEL_NAMES
-    return SourcePlan(sources.ReadDigits(), "image", count, names)
-
-
-def _plan_photos(_, params) -> SourcePlan:
-    shapes = [pixels.shape for _, pixels in sources.load_sample_photos()]
-    size, eval_fraction = params["patch_size"], params["eval_fraction"]
-    height, width = min(shape[0] for shape in shapes), min(shape[1] for shape in shapes)
-    if size > height:
-        raise ComponentError(f"ingest.patch_size: {size} does not fit the {height}x{width} sample photos")
-    train_width = sources.eval_boundary(width, size, eval_fraction)
-    if train_width < size:
-        raise ComponentError(
-            f"ingest.eval_fraction: {eval_fraction} holds out {width - train_width} of the {width} px "
-            f"photo width for eval, leaving less than patch_size {size} px for train"
-        )
-    patches = sources.photo_patches(shapes, size, params["patch_stride"], eval_fraction)
-    return SourcePlan(sources.ReadPhotoPatches(patches), "image", len(patches), params["label_names"])
-
-
-def _plan_images(root, params) -> SourcePlan:
-    if not FileSystems.exists(root):
-        raise ComponentError(f"ingest.source images:{root}: directory does not exist")
-    paths = sources.list_image_files(root)
-    if not paths:
-        raise ComponentError(f"ingest.source images:{root}: empty source, no files in the directory")
-    folders = sorted({label for label in (sources.folder_label(root, p) for p in paths) if label})
-    names = params["label_names"] or folders or None
-    return SourcePlan(sources.ReadImageFolder(root, paths), "image", len(paths), names)
-
-
-def _plan_tfds(name, params) -> SourcePlan:
-    split = params["tfds_split"]
-    builder = sources.open_tfds_builder(name, params["tfds_data_dir"], params["tfds_download"], split)
-    features = builder.info.features
-    if params["image_feature"] not in features:
-        raise ComponentError(
-            f"ingest.image_feature: tfds:{name} has no feature {params['image_feature']!r}; "
-            f"it has {', '.join(features.keys())}"
-        )
-    read = sources.ReadTFDS(
-        name, params["tfds_data_dir"], split, params["image_feature"], params["label_feature"]
-    )
-    names = params["label_names"] or sources.tfds_label_names(builder, params["label_feature"])
-    return SourcePlan(read, "image", None, names)
-
-
-def _plan_tfrecord(pattern, params) -> SourcePlan:
-    metadata = FileSystems.match([pattern])[0].metadata_list
-    if not metadata:
-        raise ComponentError(f"ingest.source tfrecord:{pattern}: no files match")
-    paths = sorted(meta.path for meta in metadata)
-    first = sources.peek_example(paths)
-    if first is None:
-        raise ComponentError(f"ingest.source tfrecord:{pattern}: empty source, the files hold no records")
-    feature = params["image_feature"]
-    value_kind = sources.feature_kind(first, feature)
-    if value_kind is None:
-        raise ComponentError(
-            f"ingest.image_feature: the first record of {paths[0]} has no feature {feature!r}; "
-            f"it has {', '.join(sorted(first.features.feature))}"
-        )
-    kind = "image" if value_kind == "bytes_list" else "vector"
-    feature_names = None
-    if kind == "vector":
-        width = len(getattr(first.features.feature[feature], value_kind).value)
-        feature_names = [f"{feature}[{i}]" for i in range(width)]
-    read = sources.ReadTFExampleFiles(paths, feature, params["label_feature"])
-    return SourcePlan(read, kind, None, params["label_names"], feature_names)
-
-
-def _plan_npz(path, params) -> SourcePlan:
-    if not FileSystems.exists(path):
-        raise ComponentError(f"ingest.source npz:{path}: file does not exist")
-    data, _ = sources.load_npz_arrays(path, params["features_key"], params["label_column"])
-    if len(data) == 0:
-        raise ComponentError(f"ingest.source npz:{path}: empty source, array {params['features_key']!r} has no rows")
-    kind = "vector" if data.ndim == 2 else "image"
-    feature_names = [f"{params['features_key']}[{i}]" for i in range(data.shape[1])] if kind == "vector" else None
-    read = sources.ReadNpz(path, len(data), params["features_key"], params["label_column"])
-    return SourcePlan(read, kind, len(data), params["label_names"], feature_names)
-
-
-def _plan_csv(path, params) -> SourcePlan:
-    if not FileSystems.exists(path):
-        raise ComponentError(f"ingest.source csv:{path}: file does not exist")
-    header = sources.read_csv_header(path, params["csv_delimiter"])
-    label_column = params["label_column"]
-    if label_column and label_column not in header:
-        raise ComponentError(
-            f"ingest.label_column: {label_column!r} is not a column of {path}; columns: {', '.join(header)}"
-        )
-    feature_names = sources.csv_feature_columns(header, label_column)
-    if not feature_names:
-        raise ComponentError(f"ingest.source csv:{path}: no feature columns besides the label")
-    read = sources.ReadCsv(path, params["csv_delimiter"], label_column)
-    return SourcePlan(read, "vector", None, params["label_names"], feature_names)
-
-
-_PLANNERS = {
-    "digits": _plan_digits,
-    "photos": _plan_photos,
-    "images": _plan_images,
-    "tfds": _plan_tfds,
-    "tfrecord": _plan_tfrecord,
-    "npz": _plan_npz,
-    "csv": _plan_csv,
-}
+        side_inputs = {}
+        if self.splitter.split_key == "path":
+            duplicates = batches | "DuplicateGroups" >> DuplicateGroups(self.splitter)
+            side_inputs["duplicates"] = beam.pvalue.AsDict(duplicates)
+        outputs = batches | "Encode" >> beam.ParDo(self.split, **side_inputs).with_outputs("tally", main="examples")
+        return {"examples": outputs.examples, "tally": outputs.tally}
 
 
 # ------------------------------------------------------------------------------- the driver
-def discovered_vocabulary(label_counts: dict[str, int]) -> list[str]:
-    """Label names seen in the data: 0..max when all are integers (so the index is the value),
-    else sorted."""
-    names = list(label_counts)
-    if names and all(name.isdigit() for name in names):
-        return [str(i) for i in range(max(int(name) for name in names) + 1)]
-    return sorted(names)
-
-
-def shard_counts(eval_fraction: float, num_shards: int) -> dict[str, int]:
-    """``num_shards`` train shards and eval in proportion (at least one); 0: the runner decides."""
-    if not num_shards:
-        return {"train": 0, "eval": 0}
-    return {"train": num_shards, "eval": max(1, math.ceil(num_shards * eval_fraction))}
-
-
 def _check_output_empty(output_dir: str) -> None:
     for split in SPLITS:
-        if sources.shard_paths(os.path.join(output_dir, split)):
+        if beamio.shard_paths(storage.join(output_dir, split)):
             raise ComponentError(f"{output_dir}/{split} already holds shards; write to an empty directory")
 
 
@@ -282,82 +130,90 @@ def run_ingest(
     features_key: str = "x",
     label_names: list[str] | None = None,
     csv_delimiter: str = ",",
+    csv_encoding: str = "utf-8-sig",
+    compression: str = "auto",
+    split_key: str = "path",
+    split_salt: str = "",
     patch_size: int = 64,
     patch_stride: int = 32,
     beam_args=(),
     log=print,
 ) -> dict:
-    """Reads ``source`` into raw tf.Example shards under ``output_dir``; returns the metadata."""
+    """Reads ``source`` into raw tf.Example shards under ``output_dir`` (a path or URI); returns
+    the metadata. The Beam job writes everything, ``metadata.json`` included; the driver only
+    checks the counts in it."""
     if not output_dir:
         raise ComponentError("run_ingest: output_dir is required")
-    params = dict(locals())
-    plan = plan_source(source, params)
+    params = dict(locals(), label_names=labels.declared_label_names(label_names))
+    plan = sources.plan_source(source, params)
+    splitter = Splitter(eval_fraction, split_key, split_salt)
+    pipeline = beamio.make_pipeline(beam_args)
     _check_output_empty(output_dir)
-    shards = shard_counts(eval_fraction, num_shards)
-    log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards {shards}")
+    log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards per split: {num_shards or 'runner decides'}")
 
-    summary_path = os.path.join(output_dir, _SUMMARY_FILE)
-    writer = sources.WriteTFRecordShards({split: os.path.join(output_dir, split) for split in SPLITS}, shards)
-    pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
+    writer = beamio.WriteSplitShards(output_dir, SPLITS, num_shards)
     records = pipeline | "Read" >> plan.read
-    encoded = records | "SplitAndEncode" >> SplitAndEncode(eval_fraction, plan.label_names)
+    encoded = records | "SplitAndEncode" >> SplitAndEncode(splitter, plan.label_names)
     files = encoded["examples"] | "WriteShards" >> writer
-    {"files": files, "label_counts": encoded["label_counts"]} | "WriteSummary" >> sources.WriteTaggedJsonLines(
-        summary_path
+    shard_tally = files | "CountShards" >> beam.Map(lambda file: collections.Counter({f"shards:{file.destination}": 1}))
+    tally = (encoded["tally"], shard_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
+    static = {"source": source, "kind": plan.kind, "label_names": plan.label_names,
+              "feature_names": plan.feature_names, "eval_fraction": eval_fraction, "split": splitter.rule()}
+    tally | "WriteMetadata" >> beamio.Finalize(
+        lambda tally: storage.write_json(storage.join(output_dir, METADATA_FILE), build_metadata(static, tally))
     )
-    result = sources.run_pipeline(pipeline)
+    beamio.run(pipeline, "Ingest")
+    storage.delete([writer.temp_directory])
 
-    summary = sources.read_tagged_json_lines(summary_path, ("files", "label_counts"))
-    FileSystems.delete([summary_path])
-    writer.publish(summary["files"])
-    shard_files = {split: sources.shard_paths(os.path.join(output_dir, split)) for split in SPLITS}
-    counts = {split: sources.count_tfrecords(paths) for split, paths in shard_files.items()}
-    _check_conservation(source, plan, result, counts)
-    label_counts = _sum_counts(summary["label_counts"])
-    metadata = {
-        "source": source,
-        "kind": plan.kind,
-        "label_names": plan.label_names or discovered_vocabulary(label_counts),
-        "labels_declared": plan.label_names is not None,
-        "label_counts": label_counts,
-        "feature_names": plan.feature_names,
-        "counts": counts,
-        "num_shards": {split: len(paths) for split, paths in shard_files.items()},
-        "eval_fraction": eval_fraction,
-        "records_with_error": sources.counter_value(result, "records_with_error") or 0,
-    }
-    Artifact("Examples", output_dir).write_json(METADATA_FILE, metadata)
+    metadata = load_metadata(output_dir)
+    _check_conservation(source, plan, metadata)
+    _check_train_split(source, metadata)
+    counts = metadata["counts"]
     log(f"Ingest: wrote {counts['train']} train + {counts['eval']} eval records"
         f" ({metadata['records_with_error']} unreadable, to be rejected by Preprocess)")
     return metadata
 
 
-def _sum_counts(counters: list[dict[str, int]]) -> dict[str, int]:
-    total = sum(map(collections.Counter, counters), collections.Counter())
-    return dict(sorted(total.items()))
+def build_metadata(static: dict, tally: collections.Counter) -> dict:
+    """metadata.json from what the driver knew (``static``) and the job's summed tally."""
+    label_counts = {key[len("label:"):]: n for key, n in sorted(tally.items()) if key.startswith("label:")}
+    return {
+        **static,
+        "label_names": static["label_names"] or labels.vocabulary(label_counts),
+        "labels_declared": static["label_names"] is not None,
+        "label_counts": label_counts,
+        "counts": {split: tally[f"written:{split}"] for split in SPLITS},
+        "num_shards": {split: tally[f"shards:{split}"] for split in SPLITS},
+        "read": tally["read"],
+        "records_with_error": tally["with_error"],
+    }
 
 
-def _check_conservation(source: str, plan: SourcePlan, result, counts: dict[str, int]) -> None:
-    written = sum(counts.values())
-    read = sources.counter_value(result, "records_read")
-    if read is None:  # the runner reports no metrics: the driver's own count must do
-        read = plan.expected_count if plan.expected_count is not None else written
+def _check_conservation(source: str, plan: SourcePlan, metadata: dict) -> None:
+    read, written = metadata["read"], sum(metadata["counts"].values())
     if plan.expected_count is not None and read != plan.expected_count:
         raise ComponentError(f"Ingest {source}: listed {plan.expected_count} records but read {read}")
     if read != written:
-        raise ComponentError(
-            f"Ingest {source}: read {read} records but the shards hold {written}; records were lost "
-            f"(seen with --direct_running_mode=multi_threading on Beam 2.77)"
-        )
+        raise ComponentError(f"Ingest {source}: read {read} records but wrote {written}; records were lost")
     if written == 0:
         raise ComponentError(f"Ingest {source}: empty source, no records read")
 
 
+def _check_train_split(source: str, metadata: dict) -> None:
+    if metadata["counts"]["train"] == 0:
+        split = metadata["split"]
+        raise ComponentError(
+            f"Ingest {source}: the train split is empty: all {metadata['counts']['eval']} records went to eval "
+            f"under the split rule ({split['rule']}; key: {split['key']}, eval_fraction {split['eval_fraction']}, "
+            f"salt {split['salt']!r}); lower ingest.eval_fraction or change ingest.split_salt"
+        )
+
+
 def load_metadata(examples_dir: str) -> dict:
-    path = os.path.join(examples_dir, METADATA_FILE)
-    if not FileSystems.exists(path):
+    path = storage.join(examples_dir, METADATA_FILE)
+    if not storage.exists(path):
         raise ComponentError(f"{examples_dir}: no {METADATA_FILE}; is this the output of Ingest?")
-    return Artifact("Examples", examples_dir).read_json(METADATA_FILE)
+    return storage.read_json(path)
 
 
 # ------------------------------------------------------------------------------ component

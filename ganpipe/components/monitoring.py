@@ -25,11 +25,19 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 from tensorboard.compat.proto import event_pb2
-from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
+from ganpipe.components import faults
 from ganpipe.ganmodels import inner_optimizer
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
+# Tag groups. TensorBoard's Time Series page sorts cards by the group before the first '/', so
+# the training curves ("gan/") come first, the sample quality ("quality/", also Evaluate's) next,
+# and the real-vs-real baselines and chart reference lines after them.
+GAME, QUALITY, BASELINE, REFERENCE = "gan", "quality", "real_vs_real", "reference"
+EQUILIBRIUM_ACCURACY = 0.5  # D's accuracy when it cannot tell real from fake
+EQUILIBRIUM_VALUE = -math.log(4.0)  # V(D, G) at the game's equilibrium (D = 1/2 everywhere)
 SAMPLE_GRID_SIZE = 64  # an 8 x 8 grid
 SUPER_RESOLUTION_ROWS = 8  # rows of (bicubic, G's upscaling, real) in an SRGAN grid
 # Offsets the fixed sample noise from every training draw (those use the seed's first word
@@ -122,9 +130,10 @@ class Checkpointer(keras.callbacks.Callback):
                 self.writer.flush()
             self.manager.save(checkpoint_number=step)
             self.next_save = (step // self.every + 1) * self.every
+            faults.point("Train:after-checkpoint")  # fault-injection tests kill mid-training here
 
 
-# Shown in the progress line when the GAN's loss reports them (the metrics differ per loss).
+# Shown in the progress output when the GAN's loss reports them (the metrics differ per loss).
 PROGRESS_METRICS = ("d_loss", "g_loss", "d_accuracy", "d_real", "d_fake", "wasserstein_estimate")
 
 
@@ -138,18 +147,23 @@ class TensorBoardMonitor(keras.callbacks.Callback):
     - every ``sample_every`` steps: the ``probe``'s image grids (see ``NoiseProbe`` and
       ``SuperResolutionProbe``) and histograms of D's raw outputs (logits) on its real and fake
       batches;
-    - at the start of a run (not of a resume): the hyper-parameters (hparams plugin) and the
+    - at the start of a run (not of a resume): the custom-scalars layout (``gan_layout``) and the
       Preprocess statistics; at the start of every session: ``SessionLog.START`` (module doc).
+
+    Tags: ``gan/<metric>`` (LAPGAN levels ``gan/level_<k>/<metric>``), ``gan/samples``,
+    ``gan/d_logits_real`` / ``gan/d_logits_fake``, ``reference/*`` (the equilibrium lines of the
+    layout), ``learning_rate/*``, ``loss_scale/*``, ``images_per_second``. The hyper-parameters
+    go to the pipeline run's one HParams trial (``ganpipe.pipeline.trial``), not here.
     """
 
     def __init__(self, writer, *, total_steps: int, log_every: int, sample_every: int, images_per_step: int,
-                 probe, hparams: dict, statistics: dict | None = None, log=print):
+                 probe, statistics: dict | None = None):
         super().__init__()
         self.writer = writer
         self.total_steps, self.log_every, self.sample_every = total_steps, log_every, sample_every
         self.images_per_step = images_per_step
         self.probe = probe
-        self.hparams, self.statistics, self.log = hparams, statistics, log
+        self.statistics = statistics
         self.window_start = None
         self.last_means: dict[str, float] = {}
 
@@ -158,7 +172,7 @@ class TensorBoardMonitor(keras.callbacks.Callback):
         mark_session_start(self.writer, step + 1)
         if step == 0:
             with self.writer.as_default(step=0):
-                hparams_api.hparams(self.hparams)
+                tf.summary.experimental.write_raw_pb(gan_layout().SerializeToString(), step=0)
                 if self.statistics is not None:
                     tf.summary.text("preprocess/statistics", "```\n" + json.dumps(self.statistics, indent=2) + "\n```")
             self.write_samples(0)
@@ -197,7 +211,9 @@ class TensorBoardMonitor(keras.callbacks.Callback):
         gan = self.model
         with self.writer.as_default(step=step):
             for name, value in means.items():
-                tf.summary.scalar(name, value)
+                tf.summary.scalar(f"{GAME}/{name}", value)
+            tf.summary.scalar(f"{REFERENCE}/d_accuracy_equilibrium", EQUILIBRIUM_ACCURACY)
+            tf.summary.scalar(f"{REFERENCE}/value_equilibrium", EQUILIBRIUM_VALUE)
             for network, optimizer in (("d", gan.d_optimizer), ("g", gan.g_optimizer)):
                 tf.summary.scalar(f"learning_rate/{network}", scalar_value(inner_optimizer(optimizer).learning_rate))
                 if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
@@ -205,16 +221,56 @@ class TensorBoardMonitor(keras.callbacks.Callback):
             images_per_second = (now["step"] - before["step"]) * self.images_per_step / seconds
             tf.summary.scalar("images_per_second", images_per_second)
         self.window_start = now
-        shown = ", ".join(f"{name} {means[name]:.4f}" for name in PROGRESS_METRICS if name in means)
-        self.log(f"step {step}/{self.total_steps}: {shown}, {images_per_second:.0f} images/s")
 
     def write_samples(self, step: int):
         rendering = self.probe.render(self.model)
         with self.writer.as_default(step=step):
             for tag, grid in rendering.grids.items():
-                tf.summary.image(tag, grid[np.newaxis])
-            tf.summary.histogram("d_output/real", rendering.real_logits)
-            tf.summary.histogram("d_output/fake", rendering.fake_logits)
+                tf.summary.image(f"{GAME}/{tag}", grid[np.newaxis])
+            tf.summary.histogram(f"{GAME}/d_logits_real", rendering.real_logits)
+            tf.summary.histogram(f"{GAME}/d_logits_fake", rendering.fake_logits)
+
+
+class ProgressReporter(keras.callbacks.Callback):
+    """Feeds a ``Progress`` (a live bar, or a plain line every tenth of the run) with the step and
+    the compact metrics of the monitor's last window (those the GAN's loss reports)."""
+
+    def __init__(self, progress, monitor: TensorBoardMonitor):
+        super().__init__()
+        self.progress, self.monitor = progress, monitor
+
+    def on_train_batch_end(self, batch, logs=None):
+        means = self.monitor.last_means
+        self.progress.update(current_step(self.model), **{name: means[name] for name in PROGRESS_METRICS if name in means})
+
+
+def gan_layout():
+    """The custom-scalars dashboard for a GAN: D(x) against D(G(z)) and D's loss against G's on one
+    chart each, D's accuracy with its 50% equilibrium line, V(D, G) with -log 4 (BCE losses), the
+    Wasserstein estimate and hinge margins (those losses), and the sample
+    quality with its real-vs-real baseline. Tags are regular expressions, so LAPGAN's per-level
+    curves join the same charts."""
+    def chart(title: str, *tags: str):
+        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(tags)))
+
+    game = layout_pb2.Category(title="GAN game", chart=[
+        chart("D(x) and D(G(z)): mean D output on real and generated samples",
+              rf"^{GAME}/(level_\d+/)?d_real$", rf"^{GAME}/(level_\d+/)?d_fake$"),
+        chart("losses of D and G", rf"^{GAME}/(level_\d+/)?d_loss$", rf"^{GAME}/(level_\d+/)?g_loss$"),
+        chart("D accuracy (equilibrium 50%)", rf"^{GAME}/(level_\d+/)?d_accuracy$",
+              rf"^{REFERENCE}/d_accuracy_equilibrium$"),
+        chart("V(D, G) (equilibrium -log 4)", rf"^{GAME}/(level_\d+/)?value$", rf"^{REFERENCE}/value_equilibrium$"),
+        # the losses without a BCE value function report these instead (ganmodels/losses.py)
+        chart("Wasserstein estimate E[D(x)] - E[D(G(z))]", rf"^{GAME}/(level_\d+/)?wasserstein_estimate$"),
+        chart("hinge: shares of samples inside the margin",
+              rf"^{GAME}/(level_\d+/)?(real|fake)_inside_margin$"),
+    ])
+    quality = layout_pb2.Category(title="sample quality", chart=[
+        chart("Fréchet distance (lower is better) and its real-vs-real baseline",
+              rf"^{QUALITY}/(fcd|fid|fd)$", rf"^{BASELINE}/(fcd|fid|fd)$"),
+        chart("precision and recall", rf"^{QUALITY}/(precision|recall)$"),
+    ])
+    return custom_scalar_summary.pb(layout_pb2.Layout(category=[game, quality]))
 
 
 def mark_session_start(writer, step: int):

@@ -4,35 +4,61 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
-from ganpipe.components.base import Component, Parameter
+from ganpipe.components import fingerprints, sources
+from ganpipe.components.base import Component, ComponentError, Parameter, absolute_path, check_keys, did_you_mean
+
+FILE_SOURCE_KINDS = tuple(name for name, kind in sources.KINDS.items() if kind.takes_path)
+
+
+def absolute_source(source: str) -> str:
+    kind, separator, location = source.partition(":")
+    return f"{kind}:{absolute_path(location)}" if kind in FILE_SOURCE_KINDS and location else source
+
+
+def absolute_weights(network: dict) -> dict:
+    """Train's ``network`` options with ``vgg_weights`` (a file) made absolute."""
+    return {**network, "vgg_weights": absolute_path(network["vgg_weights"])} if network.get("vgg_weights") else network
+
+
+def ingest_inputs(params: dict) -> dict:
+    """What Ingest reads besides its parameters: the files behind a file source, or the prepared
+    TFDS data (built-in sources come from a package: its version is in the dependencies)."""
+    kind, _, location = params["source"].partition(":")
+    if kind in FILE_SOURCE_KINDS and location:
+        return {"files": fingerprints.source_files(kind, location)}
+    if kind == "tfds" and location:
+        return fingerprints.tfds_data(location, params["tfds_data_dir"])
+    return {}
+
 
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "hamming")  # preprocess maps them to PIL filters
 
 # -------------------------------------------------------------------------------------- ingest
 INGEST_PARAMETERS = (
-    Parameter("source", str, "digits",
-              "digits | photos | images:<dir> | tfds:<name> | tfrecord:<glob> | npz:<file> | csv:<file>"),
-    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by key hash)",
+    Parameter("source", str, "digits", sources.source_syntax(), normalize=absolute_source),
+    Parameter("eval_fraction", float, 0.1, "share of records in the eval split (by split_key hash)",
               min=0.0, max=0.9),
-    Parameter("num_shards", int, 0, "train shards (eval in proportion); 0 = as the runner chooses",
+    Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses",
               min=0, max=10000),
-    Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
-              nullable=True),
-    Parameter("tfds_download", bool, False, "let tfds download and prepare the data set"),
-    Parameter("tfds_split", str, "train", "tfds split to read, e.g. train or train[:10%]"),
-    Parameter("image_feature", str, "image",
-              "tfds/tfrecord feature holding the image (bytes) or vector (float/int list)"),
-    Parameter("label_feature", str, "label", "tfds/tfrecord label feature; empty: no labels",
-              nullable=True),
-    Parameter("label_column", str, None, "csv column / npz array holding labels", nullable=True),
-    Parameter("features_key", str, "x", "npz array holding the data"),
     Parameter("label_names", list, None,
-              "fixed label vocabulary; other labels are rejected (default: from the source)",
+              "fixed label vocabulary (scalars coerced to names); other labels are rejected "
+              "(default: the names seen, in natural order)",
               nullable=True),
-    Parameter("csv_delimiter", str, ",", "csv field delimiter"),
-    Parameter("patch_size", int, 64, "photos: side of the square patches in pixels", min=4),
-    Parameter("patch_stride", int, 32, "photos: step between patches (< patch_size: overlapping)", min=1),
-)
+    Parameter("split_key", str, "path", "what the train/eval split hashes: path (the record's name relative "
+              "to the source root) or content; identical records always share a split",
+              choices=("path", "content")),
+    Parameter("split_salt", str, "", "mixed into the split hash: another salt, another (stable) split"),
+) + sources.source_parameters()  # each source kind declares its own (components/sources)
+
+def check_source(params: dict, section: str) -> dict:
+    """``ingest.source`` has a registered kind and the form that kind needs, checked before anything runs."""
+    try:
+        sources.parse_source(params["source"])
+    except ComponentError as error:
+        kind = params["source"].partition(":")[0]
+        raise ValueError(f"{error}{did_you_mean(kind, sources.KINDS) if kind not in sources.KINDS else ''}") from None
+    return params
+
 
 INGEST = Component(
     name="Ingest",
@@ -41,6 +67,9 @@ INGEST = Component(
     parameters=INGEST_PARAMETERS,
     executor="ganpipe.components.ingest:run",
     description="Reads a source into raw tf.Example TFRecord shards, split train/eval by key hash.",
+    check=check_source,
+    dependencies=("apache-beam", "tensorflow", "numpy", "pillow", "scikit-learn", "tensorflow-datasets"),
+    external_inputs=ingest_inputs,
 )
 
 # -------------------------------------------------------------------------------------- preprocess
@@ -55,6 +84,15 @@ PREPROCESS_PARAMETERS = (
     Parameter("max_rejected_fraction", float, 0.01, "fail when more records than this are bad",
               min=0.0, max=1.0),
     Parameter("num_shards", int, 0, "shards per split; 0 = as the runner chooses", min=0, max=10000),
+    Parameter("unlabelled", str, "reject", "a record without a label in a labelled data set: reject it, or "
+              "keep it with label -1", choices=("reject", "keep")),
+    Parameter("background", (int, list), 255, "images with transparency are composited over this grey level "
+              "or [R, G, B] (0..255)"),
+    Parameter("wide_modes", str, "rescale", "16/32-bit integer and float images: rescale to 8 bits (integers "
+              "as 16-bit, floats from [0, 1]; other values rejected) or reject", choices=("rescale", "reject")),
+    Parameter("max_image_pixels", int, 89_478_485, "reject images decoding to more pixels (decompression-bomb "
+              "guard; Pillow's default)", min=1),
+    Parameter("min_image_size", int, 0, "reject images whose shorter side is smaller (0 = off)", min=0),
 )
 
 PREPROCESS = Component(
@@ -63,6 +101,7 @@ PREPROCESS = Component(
     outputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
     parameters=PREPROCESS_PARAMETERS,
     executor="ganpipe.components.preprocess:run",
+    dependencies=("apache-beam", "tensorflow", "numpy", "pillow"),
     description="Decodes, validates and normalises examples; writes schema and statistics.",
 )
 
@@ -77,7 +116,7 @@ CLASSIFIER_PARAMETERS = (
     Parameter("seed", int, 0, "seeds weights and data order"),
     Parameter("inception_weights", str, None,
               "path to Keras InceptionV3 weights (.h5, with or without top): use Inception features (FID) "
-              "instead of a trained classifier; never downloaded", nullable=True),
+              "instead of a trained classifier; never downloaded", nullable=True, normalize=absolute_path),
 )
 
 CLASSIFIER = Component(
@@ -86,6 +125,8 @@ CLASSIFIER = Component(
     outputs={"classifier": "FeatureModel"},
     parameters=CLASSIFIER_PARAMETERS,
     executor="ganpipe.components.classifier:run",
+    dependencies=("tensorflow", "keras", "numpy"),
+    external_inputs=lambda params: {"inception_weights": fingerprints.file_content(params["inception_weights"])},
     description="Trains the domain classifier whose features the GAN metrics use (or loads InceptionV3).",
 )
 
@@ -93,15 +134,86 @@ CLASSIFIER = Component(
 # Generator updates when neither steps nor epochs is set: the default digits run (DCGAN width 32,
 # 32x32x1, batch 64) trains in ~200 s on 2 CPU cores (FCD 117 at 3,000 steps vs 141 at 1,500).
 DEFAULT_STEPS = 3000
+
+# The options of each family's network builder and GAN class (ganmodels), so train.network is
+# checked and deep-merged with these defaults at config time, without importing TensorFlow.
+# Defaults are the builders' own (tests compare them), except a width of 32 for CPU-sized runs.
+_DROPOUT = Parameter("dropout", float, 0.0, "dropout rate in D", min=0.0, max=0.9)
+_SPECTRAL_NORM = Parameter("spectral_norm", bool, False, "spectral normalisation of D's layers")
+_WIDTH = Parameter("width", int, 32, "D's first conv width, doubled per stride-2 level; G mirrors D", min=1)
+
+
+def _hidden(default: tuple[int, ...]) -> Parameter:
+    return Parameter("hidden", list, list(default), "fully connected layer widths")
+
+
+FAMILY_NETWORKS: dict[str, tuple[Parameter, ...]] = {
+    "mlp": (_hidden((256, 256)), _DROPOUT,
+            Parameter("output_activation", str, "auto", "G's last Keras activation; auto: tanh for images, "
+                      "linear for vectors")),
+    "dcgan": (_WIDTH, _DROPOUT, _SPECTRAL_NORM),
+    "cgan": (_WIDTH, _hidden((256, 256)),
+             Parameter("embedding_dim", int, 16, "size of G's label embedding", min=1),
+             Parameter("generator_conditioning", str, "concat", "how G sees the label",
+                       choices=("concat", "multiply")),
+             Parameter("discriminator_conditioning", str, "projection", "how D sees the label",
+                       choices=("projection", "concat")),
+             _DROPOUT, _SPECTRAL_NORM),
+    "lapgan": (Parameter("levels", int, 3, "pyramid levels; the image side halves levels-1 times to >= 4", min=1),
+               _WIDTH, _hidden((512, 512)), _DROPOUT, _SPECTRAL_NORM),
+    "srgan": (Parameter("scale", int, None, "upscaling factor; empty = implied by the data", choices=(2, 4),
+                        nullable=True),
+              Parameter("residual_blocks", int, 16, "G's residual blocks", min=1),
+              Parameter("filters", int, 64, "G's channels", min=1),
+              Parameter("batch_norm", bool, True, "batch norm in G's residual blocks"),
+              Parameter("bicubic_skip", bool, True, "G learns the detail on top of bicubic upscaling"),
+              _WIDTH,
+              Parameter("stages", int, 4, "D's conv stages", min=1),
+              Parameter("dense_units", int, 1024, "D's dense layer width", min=1),
+              _SPECTRAL_NORM,
+              Parameter("adversarial_weight", float, 1e-3, "weight of the adversarial loss in G's loss", min=0.0),
+              Parameter("pixel_weight", float, 1.0, "weight of the pixel (log-MSE) content loss", min=0.0),
+              Parameter("feature_weight", float, 1.0, "weight of the VGG feature loss (with vgg_weights)", min=0.0),
+              Parameter("vgg_weights", str, None, "path to VGG19 weights for the feature loss; never downloaded",
+                        nullable=True),
+              Parameter("vgg_layer", str, "block5_conv4", "VGG19 layer of the feature loss"),
+              Parameter("pretrain_steps", int, 0, "content-loss-only steps first (SRResNet initialisation)",
+                        min=0)),
+}
+
+
+def register_family(name: str, network: tuple[Parameter, ...]) -> None:
+    """Makes a family registered with ``ganmodels.register_family`` valid in configs: call it from the
+    module a custom ``pipeline.dag`` names, with the builder's options as Parameters."""
+    FAMILY_NETWORKS[name] = tuple(network)
+
+
+def check_network(params: dict, section: str) -> dict:
+    """``family`` is a registered family; ``network`` is deep-merged with its defaults and validated."""
+    family = params["family"]
+    if family not in FAMILY_NETWORKS:
+        raise ValueError(f"{section}.family: unknown family {family!r}{did_you_mean(family, FAMILY_NETWORKS)}; "
+                         f"choose one of {', '.join(FAMILY_NETWORKS)}")
+    schema = {p.name: p for p in FAMILY_NETWORKS[family]}
+    given = params["network"]
+    for key in given:
+        if key not in schema and (key in params or f"d_{key}" in params):
+            better = f"{section}.d_{key} / {section}.g_{key}" if f"d_{key}" in params else f"{section}.{key}"
+            raise ValueError(f"{section}.network.{key}: set {better} instead")
+    check_keys(given, schema, f"{section}.network")
+    network = {name: p.default for name, p in schema.items()}
+    network.update({key: schema[key].validate(value, f"{section}.network.{key}") for key, value in given.items()})
+    return {**params, "network": network}
 LOSSES = ("non_saturating", "minimax", "wasserstein", "hinge", "least_squares")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TRAIN_PARAMETERS = (
-    Parameter("family", str, "dcgan", "model family from the ganmodels registry (mlp, dcgan, cgan, ...)"),
+    Parameter("family", str, "dcgan", "model family: mlp, dcgan, cgan, lapgan, srgan or one added with "
+              "specs.register_family"),
     Parameter("latent_dim", int, 64, "size of the generator's noise vector z", min=1),
-    Parameter("network", dict, {"width": 32},
-              "options of the family's builder, e.g. {width: 32} for dcgan (srgan: also adversarial_weight, "
-              "pixel_weight, feature_weight, vgg_weights, vgg_layer, pretrain_steps)"),
+    Parameter("network", dict, {},
+              "options of the family's networks, merged with its defaults (`ganpipe config train` lists them)",
+              normalize=absolute_weights),
     Parameter("steps", int, None, f"generator updates; wins over epochs; {DEFAULT_STEPS} if both are empty",
               min=1, nullable=True),
     Parameter("epochs", (int, float), None, "passes over the train split, used when steps is empty",
@@ -143,25 +255,47 @@ TRAIN_PARAMETERS = (
               "the largest divisor <= 100 of log_every, sample_every, checkpoint_every and the steps to run, so "
               "every event stays on its step", min=1, nullable=True),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
-    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1),
-    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1),
-    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1),
-    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1),
+    Parameter("eval_every", int, 500, "steps between points of the quality curve (Fréchet distance, precision, "
+              "recall in the Classifier's feature space, TensorBoard quality/*); 0 = off", min=0),
+    Parameter("eval_samples", int, 500, "generated (and real) samples per quality-curve point", min=10),
+    Parameter("keep_best", bool, False, "keep the generator of the best quality-curve Fréchet distance as "
+              "generator_best.keras (with best.json)"),
+    Parameter("log_every", int, 50, "steps between TensorBoard scalars", min=1, semantic=False),
+    Parameter("sample_every", int, 100, "steps between sample grids and D-output histograms", min=1,
+              semantic=False),
+    Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1,
+              semantic=False),
+    Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1, semantic=False),
+    Parameter("checkpoint_every_seconds", float, None, "also checkpoint at the first step after this much wall "
+              "time since the last save (preemptible machines); empty = by steps only", min=1.0, nullable=True,
+              semantic=False),
+    Parameter("deterministic", bool, False, "TF op determinism: bit-identical resume on GPUs too (slower there)"),
+    Parameter("sync_batch_norm", bool, None, "BatchNorm statistics over the global batch across replicas; "
+              "empty = on with more than one replica", nullable=True),
 )
 
 TRAIN = Component(
     name="Train",
-    inputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics"},
+    inputs={"examples": "Examples", "schema": "Schema", "statistics": "Statistics", "classifier": "FeatureModel"},
     outputs={"model": "Model"},
     parameters=TRAIN_PARAMETERS,
     executor="ganpipe.components.train:run",
-    optional_inputs=("statistics",),
-    description="Trains a GAN with TensorBoard monitoring, checkpoints and exact resume.",
+    optional_inputs=("statistics", "classifier"),
+    description="Trains a GAN with TensorBoard monitoring, a quality curve, checkpoints and exact resume.",
     resumable=True,
+    check=check_network,
+    tensorboard_logs={"train": "model/logs/train"},
+    dependencies=("tensorflow", "keras", "numpy"),
+    external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
 )
 
 # -------------------------------------------------------------------------------------- evaluate
 MIN_SAMPLES = 10
+# What evaluate.main_metric may name: the metrics Evaluate reports that have a better direction
+# (tests compare this with ganmodels.metrics.DIRECTIONS under Evaluate's names).
+MAIN_METRICS = ("auto", "fcd", "fid", "fd", "kid", "precision", "recall", "coverage", "classifier_score",
+                "inception_score", "classes_present", "class_entropy", "class_entropy_normalized",
+                "class_kl_uniform", "class_kl_real", "ks_mean", "ks_max", "correlation_distance", "psnr", "ssim")
 EVALUATE_PARAMETERS = (
     Parameter("num_samples", int, 2000, "samples per set; capped at the eval split size so the "
               "real-vs-real baseline uses as many", min=MIN_SAMPLES),
@@ -169,7 +303,7 @@ EVALUATE_PARAMETERS = (
     Parameter("seed", int, 0, "seeds the noise and the choice of real examples"),
     Parameter("use_ema", bool, True, "evaluate generator_ema.keras when the model has one"),
     Parameter("main_metric", str, "auto", "the metric compared with the last blessed model; auto: the "
-              "Fréchet distance (fcd, fid or fd), psnr for srgan"),
+              "Fréchet distance (fcd, fid or fd), psnr for srgan", choices=MAIN_METRICS),
     Parameter("fcd_below", float, None, "bless only if the Fréchet distance (fcd/fid/fd) is below this",
               nullable=True),
     Parameter("kid_below", float, None, "bless only if the kernel distance is below this", nullable=True),
@@ -187,11 +321,17 @@ EVALUATE_PARAMETERS = (
 
 EVALUATE = Component(
     name="Evaluate",
-    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel"},
+    # baseline: the last blessed model's Blessing measured the same way, resolved by the pipeline
+    # before the cache key (absent when there is none), so a new baseline re-runs the blessing.
+    inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel",
+            "baseline": "Blessing"},
     outputs={"evaluation": "Evaluation", "blessing": "Blessing"},
     parameters=EVALUATE_PARAMETERS,
     executor="ganpipe.components.evaluate:run",
+    optional_inputs=("baseline",),
+    dependencies=("tensorflow", "keras", "numpy", "scipy"),
     description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
+    tensorboard_logs={"eval": "evaluation/logs/eval"},
 )
 
 # -------------------------------------------------------------------------------------- export
@@ -201,6 +341,9 @@ EXPORT_PARAMETERS = (
               "a relative path is resolved against the pipeline root", nullable=True),
     Parameter("force", bool, False, "export even if the model was not blessed"),
     Parameter("use_ema", bool, True, "export generator_ema.keras when the model has one"),
+    Parameter("max_generate_samples", int, 1024, "largest num_samples the generate signature accepts (a "
+              "bigger request fails with InvalidArgument instead of exhausting the server's memory); "
+              "recorded in the model card", min=1),
 )
 
 EXPORT = Component(
@@ -209,5 +352,6 @@ EXPORT = Component(
     outputs={"pushed_model": "PushedModel"},
     parameters=EXPORT_PARAMETERS,
     executor="ganpipe.components.export:run",
+    dependencies=("tensorflow", "keras"),
     description="Writes the blessed generator as a versioned SavedModel with serving signatures.",
 )

@@ -6,6 +6,7 @@ The artifact (``outputs["model"].uri``)::
     checkpoints/     tf.train.CheckpointManager over GAN.checkpoint(): both networks, both
                      optimizers, EMA weights, the step counter (the noise is a function of it)
     logs/train/      TensorBoard (see monitoring.TensorBoardMonitor)
+    generator_best.keras, best.json   with keep_best: the generator of the best quality-curve point
     samples.png      the final ``samples`` grid: 8 x 8 samples from the fixed monitoring noise
                      (SRGAN: rows of bicubic | SRGAN | real for 8 fixed eval images)
     model.json       what Evaluate/Export/the CLI need to use the model
@@ -32,11 +33,11 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring
+from ganpipe.components import monitoring, preemption, quality
 from ganpipe.ganmodels.fast_loop import auto_steps_per_execution, has_convolutions
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 
 # Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
 GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
@@ -47,7 +48,9 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     schema = inputs["schema"].read_json("schema.json")
     statistics = inputs["statistics"].read_json("statistics.json") if inputs.get("statistics") else None
     model = outputs["model"]
-    info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log, **params)
+    classifier = inputs["classifier"].uri if inputs.get("classifier") else None
+    info = train_model(inputs["examples"].uri, schema, model.uri, statistics=statistics, log=ctx.log,
+                       progress=ctx.progress, classifier_dir=classifier, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
                                 final_metrics=info["final_metrics"])
@@ -57,39 +60,58 @@ COMPONENT = specs.TRAIN
 
 
 def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics: dict | None = None,
-                log=print, **params) -> dict:
+                log=print, progress=None, classifier_dir: str | None = None, **params) -> dict:
     """Trains (or resumes training) into ``output_dir``; returns what it wrote to model.json.
 
-    ``params`` are this component's parameters (missing ones take their defaults). Raises
-    ComponentError if a loss turns NaN/Inf, keeping the last good checkpoint.
+    ``params`` are this component's parameters (missing ones take their defaults). With a
+    Classifier artifact (``classifier_dir``) the quality curve is measured (``quality.py``). Raises
+    ComponentError if a loss turns NaN/Inf, keeping the last good checkpoint, and
+    ``preemption.Preempted`` after saving a checkpoint on SIGTERM.
+
+    Multi-worker: every worker is given the same ``output_dir`` (shared storage); all restore from
+    its ``checkpoints/``, only the chief writes there, and only the chief writes the artifact.
+    Non-chief workers save their (collective) checkpoints and logs to a temporary directory and
+    return ``{}``.
     """
     params = COMPONENT.resolve_parameters(params, "train")
+    progress = progress or functools.partial(Progress, log)
     strategy = make_strategy(params["strategy"])
-    writes_here = is_chief(strategy)
+    writes_here = strategy.extended.should_checkpoint
     work_dir = output_dir if writes_here else tempfile.mkdtemp(prefix="ganpipe-worker-")
     try:
-        with strategy.scope():
-            gan = build_gan(schema, params)
-            gan.build_optimizers()
-        params = {**params, "d_steps": gan.d_steps, "gradient_penalty": gan.gradient_penalty}  # defaults resolved
-        manager = tf.train.CheckpointManager(gan.checkpoint(), os.path.join(work_dir, "checkpoints"),
-                                             max_to_keep=params["keep_checkpoints"])
-        if manager.latest_checkpoint:
-            gan.checkpoint().restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            log(f"resumed from {manager.latest_checkpoint} at step {monitoring.current_step(gan)}")
-        total_steps = resolve_steps(params, schema)
-        probe = sample_probe(gan, examples_uri, schema)
-        seconds, final_metrics = fit(gan, manager, probe, examples_uri, schema, work_dir, params, total_steps,
-                                     statistics, log)
-        if not writes_here:
-            return {}
-        return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
+        with op_determinism(params["deterministic"]):
+            with strategy.scope():
+                gan = build_gan(schema, params)
+                gan.build_optimizers()
+            synchronize_batch_norm(gan, params["sync_batch_norm"], strategy.num_replicas_in_sync)
+            if preemption.spans_workers(strategy):
+                give_logs_a_batch_axis(gan)
+            params = {**params, "d_steps": gan.d_steps, "gradient_penalty": gan.gradient_penalty}  # defaults resolved
+            manager = tf.train.CheckpointManager(gan.checkpoint(), os.path.join(work_dir, "checkpoints"),
+                                                 max_to_keep=params["keep_checkpoints"])
+            restore_latest(gan, os.path.join(output_dir, "checkpoints"), log)
+            total_steps = resolve_steps(params, schema)
+            probe = sample_probe(gan, examples_uri, schema)
+            seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
+                                         total_steps, statistics, log, progress, classifier_dir)
+            if not writes_here:
+                return {}
+            return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
     finally:
         if not writes_here:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def fit(gan, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log):
+def restore_latest(gan, checkpoint_dir: str, log) -> None:
+    """Restores the newest checkpoint of ``checkpoint_dir`` (the chief's, for every worker)."""
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest:
+        gan.checkpoint().restore(latest).assert_existing_objects_matched()
+        log(f"resumed from {latest} at step {monitoring.current_step(gan)}")
+
+
+def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log,
+        progress, classifier_dir=None):
     """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
     metrics' means over the last logging window."""
     done = monitoring.current_step(gan)
@@ -98,24 +120,32 @@ def fit(gan, manager, probe, examples_uri, schema, work_dir, params, total_steps
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "train"))
     monitor = monitoring.TensorBoardMonitor(
         writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
-        images_per_step=images_per_step, probe=probe, hparams=hparams_record(params), statistics=statistics, log=log)
-    callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer)]
+        images_per_step=images_per_step, probe=probe, statistics=statistics)
     started = time.perf_counter()
-    with contextlib.closing(writer):
+    with contextlib.closing(writer), preemption.TerminationRequest() as termination:
+        boundary = preemption.BoundaryCheckpointer(manager, strategy, termination, guard,
+                                                   params["checkpoint_every_seconds"], writer)
+        callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer),
+                     boundary]
+        curve = quality.quality_curve(writer, classifier_dir, examples_uri, schema, params, gan, work_dir, log)
+        callbacks += [curve] if curve else []
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
-            dataset = training_dataset(gan, examples_uri, schema, params, skip_batches=done)
+            dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
             gan.set_steps_per_execution(steps_per_execution(params, done, total_steps))
-            gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, callbacks=callbacks, verbose=0,
-                    shuffle=False)
+            with progress("step", total_steps, "steps") as bar:
+                gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
+                        callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
     step = monitoring.current_step(gan)
-    saved = manager.latest_checkpoint and checkpoint_step(manager.latest_checkpoint) == step
-    if guard.diverged_at is None and not saved and guard.state_is_finite(gan):
+    if guard.diverged_at is None and preemption.saved_step(manager) != step and guard.state_is_finite(gan):
         manager.save(checkpoint_number=step)
     if guard.diverged_at is not None:
         kept = manager.latest_checkpoint or "none yet"
         raise ComponentError(f"training diverged at step {guard.diverged_at}: {guard.problem}; "
                              f"kept the last good checkpoint ({kept}); lower the learning rates or change the loss")
+    if boundary.preempted_at is not None:
+        raise preemption.Preempted(f"stopped by SIGTERM at step {boundary.preempted_at} of {total_steps} after "
+                                   f"saving a checkpoint; run again to resume from it")
     return time.perf_counter() - started, monitor.last_means
 
 
@@ -126,6 +156,8 @@ def checkpoint_step(path: str) -> int:
 @functools.cache
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``mirrored`` uses every GPU, or every logical CPU device when there is no GPU.
+    ``multi_worker`` reads the cluster from ``TF_CONFIG`` and must be created before the process
+    runs any TensorFlow op (``ganpipe run`` starts such a Train in its own process).
 
     One strategy object per name and process: two MirroredStrategy objects number their collective
     all-reduces independently, and the second one's first all-reduce then fails with a shape clash.
@@ -139,25 +171,43 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def is_chief(strategy) -> bool:
-    """Multi-worker: worker 0 (or the chief) writes the artifact; the others write to a temp dir."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+@contextlib.contextmanager
+def op_determinism(enabled: bool):
+    """TF op determinism while training (GPU kernels otherwise pick non-deterministic algorithms).
+    TF has no public switch back; the private one restores the previous state for later steps."""
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    if enabled and not was_enabled:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not was_enabled:
+            tf_config.disable_op_determinism()
+
+
+def give_logs_a_batch_axis(gan) -> None:
+    """Keras 3.15 averages a multi-worker step's logs with ``strategy.reduce(MEAN, axis=0)``, which
+    fails on the scalar metrics a GAN returns ("Invalid reduction dimension 0", reported as
+    tensorflow/tensorflow#72388); a length-1 axis reduces to the same scalar."""
+    train_step = gan.train_step
+    gan.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+
+def synchronize_batch_norm(gan, option: bool | None, replicas: int) -> None:
+    """BatchNorm statistics over the global batch rather than each replica's share: on by default
+    with more than one replica (Keras reads ``synchronized`` at call time)."""
+    synchronized = replicas > 1 if option is None else option
+    for network in (gan.generator, gan.discriminator):
+        for layer in network._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = synchronized
 
 
 def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
     """The family's GAN from ``ganmodels.build_gan`` under the requested dtype policy, compiled."""
-    network = dict(params["network"])
-    for key in network:
-        if key in ("l1", "l2"):
-            raise ValueError(f"train.network.{key}: set train.d_{key} / train.g_{key} instead")
-        if key in GAN_PARAMETERS:
-            raise ValueError(f"train.network.{key}: set train.{key} instead")
+    network = dict(params["network"])  # checked against the family's options by specs.check_network
     keras.utils.set_random_seed(params["seed"])
     with dtype_policy(params["precision"]):
         gan = ganmodels.build_gan(
@@ -212,14 +262,23 @@ def is_conditional(gan) -> bool:
     return bool(getattr(gan, "num_classes", 0))
 
 
-def training_dataset(gan, examples_uri: str, schema: dict, params: dict, skip_batches: int) -> tf.data.Dataset:
-    """The reader's seeded, repeated order, minus the batches an earlier attempt consumed."""
+def training_dataset(gan, strategy, examples_uri: str, schema: dict, params: dict, skip_batches: int) -> tf.data.Dataset:
+    """The reader's seeded, repeated order, minus the batches an earlier attempt consumed.
+
+    Every worker reads all the files in the same order and takes its slice of each global batch
+    (DATA sharding): the global batches are those of a one-worker run, whatever the file count.
+    """
     from ganpipe.components.reader import make_dataset
 
     dataset = make_dataset(examples_uri, schema, split="train", batch_size=params["batch_size"] * params["d_steps"],
                            shuffle=True, seed=params["seed"], repeat=True, with_labels=is_conditional(gan),
                            with_lowres=isinstance(gan, SRGAN))
-    return dataset.skip(skip_batches)
+    dataset = dataset.skip(skip_batches)
+    if preemption.spans_workers(strategy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = dataset.with_options(options)
+    return dataset
 
 
 def sample_probe(gan, examples_uri: str, schema: dict):
@@ -241,11 +300,6 @@ def sample_probe(gan, examples_uri: str, schema: dict):
 
 def gan_name(params: dict) -> str:
     return f"{params['family']} ({params['precision']}, {params['strategy']} strategy)"
-
-
-def hparams_record(params: dict) -> dict:
-    """Parameters as the hparams plugin wants them: bool, int, float or str."""
-    return {name: value if isinstance(value, (bool, int, float, str)) else str(value) for name, value in params.items()}
 
 
 def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,
@@ -274,7 +328,8 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "ema": params["ema_decay"] is not None,
         "training_seconds": round(seconds, 1),
         "sample_grid": grid,
+        "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
-    log(f"trained {info['steps']} steps; samples: {grid}")
+    log(f"trained {info['steps']} steps")  # the run's summary names the published samples.png
     return info

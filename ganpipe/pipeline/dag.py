@@ -3,12 +3,16 @@
 A node names its component by module path and imports it only when asked (``Node.component``):
 component modules pull in TensorFlow and Beam, which ``ganpipe --help``, ``ganpipe runs`` and
 config errors must not pay for.
+
+An input can also be *resolved*: picked from the metadata store by a resolver function before the
+step's cache key is computed (TFX's Resolver node), e.g. Evaluate's ``baseline``, the last blessed
+model measured the same way. It is then an input like any other: in the key and in the lineage.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ganpipe.components.base import Component
 
@@ -27,6 +31,9 @@ class Node:
     name: str
     source: str | Component
     wiring: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # {input_name: "module:function"}: function(store, pipeline, upstream_inputs, parameters)
+    # returns an Artifact from the store or None (the input is then absent; it must be optional).
+    resolved: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, component: Component, wiring: Mapping[str, str] | None = None) -> "Node":
@@ -66,13 +73,26 @@ DEFAULT_NODES: tuple[Node, ...] = (
          {"examples": "Preprocess.examples", "schema": "Preprocess.schema"}),
     Node("Train", _component_module("Train"),
          {"examples": "Preprocess.examples", "schema": "Preprocess.schema",
-          "statistics": "Preprocess.statistics"}),
+          "statistics": "Preprocess.statistics", "classifier": "Classifier.classifier"}),
     Node("Evaluate", _component_module("Evaluate"),
          {"model": "Train.model", "examples": "Preprocess.examples", "schema": "Preprocess.schema",
-          "classifier": "Classifier.classifier"}),
+          "classifier": "Classifier.classifier"},
+         resolved={"baseline": "ganpipe.pipeline.resolvers:latest_blessed"}),
     Node("Export", _component_module("Export"),
          {"model": "Train.model", "blessing": "Evaluate.blessing", "schema": "Preprocess.schema"}),
 )
+
+
+def resolve_inputs(node: Node, store, pipeline: str, upstream: Mapping[str, Any],
+                   parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The node's resolved inputs that its resolvers found (absent ones are left out)."""
+    found = {}
+    for name, spec in node.resolved.items():
+        module, _, function = spec.partition(":")
+        artifact = getattr(importlib.import_module(module), function)(store, pipeline, dict(upstream), dict(parameters))
+        if artifact is not None:
+            found[name] = artifact
+    return found
 
 
 def load_nodes(spec: str) -> tuple[Node, ...]:
@@ -145,6 +165,10 @@ def check_wiring(nodes: Sequence[Node]) -> None:
                 raise PipelineError(
                     f"{node.name}.{input_name}: expects {component.inputs[input_name]}, "
                     f"{reference} is {produced[output]}")
+        for input_name in node.resolved:
+            if input_name not in component.optional_inputs or input_name in node.wiring:
+                raise PipelineError(f"{node.name}.{input_name}: a resolved input must be an optional input "
+                                    "that is not also wired")
         missing = set(component.inputs) - set(node.wiring) - set(component.optional_inputs)
         if missing:
             raise PipelineError(f"{node.name}: required input {sorted(missing)[0]!r} is not wired")

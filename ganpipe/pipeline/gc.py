@@ -1,24 +1,53 @@
 """``ganpipe gc``: find and delete what no longer serves a pipeline under a root.
 
-Kept: for each pipeline, component and output, the newest live artifact, plus everything upstream
-of it (its lineage stays inspectable). Deleted: superseded artifacts (their rows stay, marked
-DELETED, so lineage still names them), directories of published outputs that were never recorded
-(a crash between rename and record), staging directories of failed or killed attempts (including
-a killed Train's checkpoints: after gc it starts over) and TensorBoard views whose targets are gone.
-gc takes the root's gc lock exclusively, so it never runs while a run is in progress.
+Kept, with everything upstream of it (its lineage stays whole):
+
+- for each pipeline, component and output, the newest ``keep_last`` live artifacts;
+- for each pipeline, the newest blessed Blessing (the baseline the next Evaluate compares with);
+- every PushedModel whose served version still exists (under ``serving/`` or its export base);
+- everything a running run has consumed or produced so far (checked in the same store
+  transaction that marks the rest DELETED, so gc can run beside a training run);
+- the staging directory of a resumable step (a killed Train's checkpoints) unless
+  ``include_partial``, and any staging directory whose cache-key lock a run holds.
+
+Deleted: superseded artifacts (their rows stay, marked DELETED, so lineage still names them),
+published directories that were never recorded (a crash between publish and the metadata
+commit), staging directories of failed or killed attempts, stale ``.incoming-*`` exports of
+executions that are no longer running, TensorBoard views whose targets are gone, and lock files
+no process holds. ``older_than`` (seconds) spares anything newer.
+
+Order, so a gc killed at any instant leaves nothing half-deleted that a run could take: artifacts
+are marked DELETED first (a DELETED artifact is never a cache hit), then each directory is moved
+into ``<root>/.trash/`` with one atomic rename, then the trash is deleted. A later gc finishes
+what a killed one started (DELETED artifacts still on disk, leftovers in the trash).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
+import time
+import uuid
 
-from ganpipe.pipeline.metadata import LIVE, MetadataStore
-from ganpipe.pipeline.runner import GC_LOCK, LOCKS, STAGING, TENSORBOARD_VIEWS, FileLock, run_is_alive
+from ganpipe.components import faults
+from ganpipe.pipeline.metadata import DELETED, LIVE, RUNNING, ArtifactRecord, MetadataStore
+from ganpipe.pipeline.runner import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TENSORBOARD_VIEWS, FileLock,
+                                     run_is_alive)
+
+TRASH = ".trash"
+INCOMING_PREFIX = ".incoming-"  # Export's hidden directories: .incoming-<execution id>-<random>
+SERVING = "serving"
+# Inputs a resolver picked as a point of comparison (Evaluate's baseline Blessing): kept with the
+# artifact that used them, but their own lineage is not, or every blessed model would keep the
+# previous one alive, back to the first.
+REFERENCE_INPUTS = ("baseline",)
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class RunInProgress(RuntimeError):
-    """gc refuses to work while a run holds the root."""
+class GcInProgress(RuntimeError):
+    """Another ``ganpipe gc`` holds the root."""
 
 
 @dataclasses.dataclass
@@ -29,37 +58,88 @@ class Garbage:
     artifact_id: int | None = None
 
 
-def collect_garbage(root: str, dry_run: bool = False) -> list[Garbage]:
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    keep_last: int = 1
+    older_than: float | None = None  # seconds
+    include_partial: bool = False
+
+
+def parse_age(text: str) -> float:
+    """``90``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds."""
+    match = _AGE.match(text.strip().lower())
+    if not match:
+        raise ValueError(f"--older-than {text!r}: expected a number with an optional unit s, m, h, d or w "
+                         "(e.g. 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def collect_garbage(root: str, dry_run: bool = False, policy: Policy = Policy()) -> list[Garbage]:
     """Returns what is (or, with ``dry_run``, would be) deleted under ``root``."""
     gc_lock = FileLock(os.path.join(root, LOCKS, GC_LOCK))
     if not gc_lock.acquire(blocking=False):
-        raise RunInProgress(f"a run is in progress under {root}; run gc when it has finished")
+        raise GcInProgress(f"another gc is working on {root}; wait for it to finish")
     try:
         with MetadataStore(root) as store:
-            store.reap_abandoned(run_is_alive(root))  # no run is alive while we hold the gc lock
-            garbage = _superseded(store) + _unrecorded_outputs(store, root) + _staging(store, root)
-            garbage += _dead_views(store, root, [item.path for item in garbage])
-            if not dry_run:
-                for item in garbage:
-                    _remove(item.path)
-                store.mark_deleted([item.artifact_id for item in garbage if item.artifact_id is not None])
-                _remove_lock_files(store, root)
-            return garbage
+            store.reap_abandoned(run_is_alive(root))
+            cutoff = time.time() - policy.older_than if policy.older_than is not None else None
+            artifacts = _unneeded_artifacts(store, policy, cutoff)
+            if dry_run:
+                return artifacts + _files(store, root, policy, cutoff, [g.path for g in artifacts])
+            return _delete(store, root, artifacts, policy, cutoff)
     finally:
         gc_lock.release()
 
 
-def _superseded(store: MetadataStore) -> list[Garbage]:
+def _delete(store: MetadataStore, root: str, artifacts: list[Garbage], policy: Policy,
+            cutoff: float | None) -> list[Garbage]:
+    _empty_trash(root)  # what a killed gc had already moved there
+    marked = set(store.mark_deleted([g.artifact_id for g in artifacts], _protected))
+    faults.point("gc:after-mark")
+    artifacts = [g for g in artifacts if g.artifact_id in marked] + _marked_but_present(store)
+    garbage = artifacts + _files(store, root, policy, cutoff, [g.path for g in artifacts])
+    for position, item in enumerate(garbage):
+        _move_to_trash(root, item.path)
+        if position == 0:
+            faults.point("gc:mid-trash")
+    _empty_trash(root)
+    _remove_unheld_locks(store, root)
+    return garbage
+
+
+def _protected(store: MetadataStore) -> set[int]:
+    return store.artifacts_of_running_runs()
+
+
+# -- artifacts ----------------------------------------------------------------------------------
+
+def _unneeded_artifacts(store: MetadataStore, policy: Policy, cutoff: float | None) -> list[Garbage]:
     live = store.artifacts(state=LIVE)  # newest first
     keep: set[int] = set()
-    newest_seen: set[tuple[str, str, str]] = set()
+    for record in _roots_to_keep(live, policy.keep_last):
+        _keep_with_upstream(store, record.artifact.id, keep)
+    keep |= store.artifacts_of_running_runs()
+    created = {r.artifact.id: _created(store, r) for r in live}
+    return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", _size(r.artifact.uri), r.artifact.id)
+            for r in live if r.artifact.id not in keep and (cutoff is None or created[r.artifact.id] < cutoff)]
+
+
+def _roots_to_keep(live: list[ArtifactRecord], keep_last: int) -> list[ArtifactRecord]:
+    roots, per_slot, blessed_seen = [], {}, set()
     for record in live:
         slot = (record.pipeline, record.component, record.output)
-        if slot not in newest_seen:
-            newest_seen.add(slot)
-            _keep_with_upstream(store, record.artifact.id, keep)
-    return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", _size(r.artifact.uri), r.artifact.id)
-            for r in live if r.artifact.id not in keep]
+        per_slot[slot] = per_slot.get(slot, 0) + 1
+        if per_slot[slot] <= keep_last:
+            roots.append(record)
+        properties = record.artifact.properties
+        if record.artifact.type == "Blessing" and properties.get("blessed") is True \
+                and record.pipeline not in blessed_seen:
+            blessed_seen.add(record.pipeline)
+            roots.append(record)
+        destination = properties.get("pushed_destination")
+        if properties.get("pushed") and destination and os.path.isdir(destination):
+            roots.append(record)  # a served version: its whole lineage stays
+    return roots
 
 
 def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int]) -> None:
@@ -70,20 +150,46 @@ def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int]) 
             continue
         keep.add(current)
         producer = store.artifact(current).producer_id
-        pending.extend(a.id for a in store.execution_artifacts(producer, "input").values())
+        for name, artifact in store.execution_artifacts(producer, "input").items():
+            if name in REFERENCE_INPUTS:
+                keep.add(artifact.id)
+            else:
+                pending.append(artifact.id)
 
 
-def _unrecorded_outputs(store: MetadataStore, root: str) -> list[Garbage]:
-    """Execution-id directories in known output slots that no live artifact points to. Only
-    slots the store knows are scanned, so unrelated files under the root are never touched."""
+def _created(store: MetadataStore, record: ArtifactRecord) -> float:
+    return store.execution(record.producer_id).ended or store.execution(record.producer_id).started
+
+
+def _marked_but_present(store: MetadataStore) -> list[Garbage]:
+    """DELETED artifacts whose directory a killed gc had not moved yet."""
+    return [Garbage(r.artifact.uri, f"deleted {r.component}.{r.output}", _size(r.artifact.uri), r.artifact.id)
+            for r in store.artifacts(state=DELETED) if os.path.exists(r.artifact.uri)]
+
+
+# -- files no artifact row describes --------------------------------------------------------------
+
+def _files(store: MetadataStore, root: str, policy: Policy, cutoff: float | None,
+           deleting: list[str]) -> list[Garbage]:
+    running = {e.id for e in store.executions(state=RUNNING)}
+    found = _unrecorded_outputs(store, root, running) + _staging(store, root, policy.include_partial)
+    found += _stale_incoming(store, root, running)
+    found = [g for g in found if cutoff is None or _mtime(g.path) < cutoff]
+    return found + _dead_views(store, root, deleting + [g.path for g in found])
+
+
+def _unrecorded_outputs(store: MetadataStore, root: str, running: set[int]) -> list[Garbage]:
+    """Execution-id directories in known output slots that no artifact row points to, of
+    executions no longer running (a running one may be between publish and commit). Only slots
+    the store knows are scanned, so unrelated files under the root are never touched."""
     records = store.artifacts()
-    recorded = {os.path.normpath(r.artifact.uri) for r in records if r.state == LIVE}
+    recorded = {os.path.normpath(r.artifact.uri) for r in records}
     slots = {os.path.join(root, r.pipeline, r.component, r.output) for r in records}
     garbage = []
     for slot in sorted(s for s in slots if os.path.isdir(s)):
         for name in sorted(os.listdir(slot)):
             published = os.path.join(slot, name)
-            if name.isdigit() and os.path.normpath(published) not in recorded:
+            if name.isdigit() and int(name) not in running and os.path.normpath(published) not in recorded:
                 garbage.append(Garbage(published, "unrecorded output", _size(published)))
     return garbage
 
@@ -94,21 +200,50 @@ def _staging_dirs(store: MetadataStore, root: str) -> list[str]:
             if os.path.isdir(staging)]
 
 
-def _staging(store: MetadataStore, root: str) -> list[Garbage]:
-    """Attempt directories left by failed or killed executions (lock files are not listed)."""
-    return [Garbage(path, "unfinished attempt", _size(path))
-            for staging in _staging_dirs(store, root)
-            for path in (os.path.join(staging, name) for name in sorted(os.listdir(staging)))
-            if os.path.isdir(path)]
-
-
-def _remove_lock_files(store: MetadataStore, root: str) -> None:
-    """Cache-key lock files are empty; safe to drop while gc holds the root (FileLock re-checks
-    the inode after locking, so a run that opened one just before still locks the right file)."""
+def _staging(store: MetadataStore, root: str, include_partial: bool) -> list[Garbage]:
+    """Attempt directories of failed or killed executions; a run's current attempt holds its
+    cache-key lock and is skipped; a resumable attempt is kept unless ``include_partial``."""
+    garbage = []
     for staging in _staging_dirs(store, root):
-        for name in os.listdir(staging):
-            if name.endswith(".lock"):
-                os.remove(os.path.join(staging, name))
+        for name in sorted(os.listdir(staging)):
+            path = os.path.join(staging, name)
+            if not os.path.isdir(path) or _in_use(path):
+                continue
+            resumable = os.path.exists(os.path.join(path, RESUMABLE_MARK))
+            if include_partial or not resumable:
+                garbage.append(Garbage(path, "partial resumable attempt" if resumable else "unfinished attempt",
+                                       _size(path)))
+    return garbage
+
+
+def _in_use(staging_dir: str) -> bool:
+    lock = FileLock(staging_dir + ".lock")
+    if not lock.acquire(blocking=False):
+        return True
+    lock.release()
+    return False
+
+
+def _stale_incoming(store: MetadataStore, root: str, running: set[int]) -> list[Garbage]:
+    """``.incoming-<execution id>-*`` in every model directory Export wrote to, unless that
+    execution is still running (then it is an export in progress)."""
+    model_roots = {os.path.dirname(r.artifact.properties["pushed_destination"])
+                   for r in store.artifacts(type="PushedModel") if r.artifact.properties.get("pushed_destination")}
+    serving = os.path.join(root, SERVING)
+    if os.path.isdir(serving):
+        model_roots |= {os.path.join(serving, name) for name in os.listdir(serving)}
+    garbage = []
+    for model_root in sorted(m for m in model_roots if os.path.isdir(m)):
+        for name in sorted(os.listdir(model_root)):
+            if name.startswith(INCOMING_PREFIX) and _incoming_execution(name) not in running:
+                path = os.path.join(model_root, name)
+                garbage.append(Garbage(path, "stale incoming export", _size(path)))
+    return garbage
+
+
+def _incoming_execution(name: str) -> int | None:
+    head = name[len(INCOMING_PREFIX):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _dead_views(store: MetadataStore, root: str, deleting: list[str]) -> list[Garbage]:
@@ -122,15 +257,62 @@ def _dead_views(store: MetadataStore, root: str, deleting: list[str]) -> list[Ga
         views = os.path.join(root, pipeline, TENSORBOARD_VIEWS)
         for name in sorted(os.listdir(views)) if os.path.isdir(views) else []:
             view = os.path.join(views, name)
-            if not any(survives(os.path.join(view, link)) for link in os.listdir(view)):
+            links = [os.path.join(view, entry) for entry in os.listdir(view)]  # plus the run's hparams/ trial
+            if not any(survives(link) for link in links if os.path.islink(link)):
                 garbage.append(Garbage(view, "TensorBoard view of deleted logs", 0))
     return garbage
 
 
+def _remove_unheld_locks(store: MetadataStore, root: str) -> None:
+    """Run and cache-key lock files no process holds. Each is removed while gc holds it, and
+    FileLock re-checks the inode after locking, so a run that opened it meanwhile locks a new one."""
+    locks = os.path.join(root, LOCKS)
+    candidates = [os.path.join(locks, n) for n in os.listdir(locks) if n.startswith("run-")] \
+        if os.path.isdir(locks) else []
+    for staging in _staging_dirs(store, root):
+        candidates += [os.path.join(staging, n) for n in os.listdir(staging) if n.endswith(".lock")]
+    for path in candidates:
+        lock = FileLock(path)
+        if lock.acquire(blocking=False):
+            lock.release(remove=True)
+
+
+# -- deleting -----------------------------------------------------------------------------------
+
+def _move_to_trash(root: str, path: str) -> None:
+    """One atomic rename out of sight; a path on another filesystem (an export base elsewhere)
+    is renamed to a hidden sibling instead."""
+    if not os.path.lexists(path):
+        return
+    trash = os.path.join(root, TRASH)
+    os.makedirs(trash, exist_ok=True)
+    target = os.path.join(trash, uuid.uuid4().hex)
+    try:
+        os.rename(path, target)
+    except OSError:
+        target = os.path.join(os.path.dirname(path), f"{TRASH}-{uuid.uuid4().hex}")
+        os.rename(path, target)
+        _remove(target)
+
+
+def _empty_trash(root: str) -> None:
+    trash = os.path.join(root, TRASH)
+    for position, name in enumerate(sorted(os.listdir(trash)) if os.path.isdir(trash) else []):
+        _remove(os.path.join(trash, name))
+        if position == 0:
+            faults.point("gc:mid-delete")
+
+
 def _size(path: str) -> int:
+    if not os.path.lexists(path):
+        return 0
     if os.path.isfile(path) or os.path.islink(path):
         return os.lstat(path).st_size
     return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
+
+
+def _mtime(path: str) -> float:
+    return os.lstat(path).st_mtime if os.path.lexists(path) else 0.0
 
 
 def _remove(path: str) -> None:

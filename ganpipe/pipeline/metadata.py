@@ -4,6 +4,12 @@ Pipelines have runs, runs have executions (one per component), executions consum
 artifacts through events, so lineage can be walked both ways. Every write is one
 ``BEGIN IMMEDIATE`` transaction in WAL mode with a busy timeout: concurrent runs on one root wait
 for each other's short writes instead of failing or corrupting the file.
+
+The layout's version is ``PRAGMA user_version`` (``SCHEMA_VERSION``); opening an older store for
+writing migrates it in one transaction, a newer one is refused. Read-only commands open the store
+with ``read_only=True`` (SQLite ``mode=ro``; ``immutable`` when even the WAL index cannot be
+created, e.g. on a read-only root) and never write: runs whose process is gone are shown as
+ABANDONED without being marked.
 """
 from __future__ import annotations
 
@@ -12,12 +18,17 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from ganpipe.components import fingerprints
 from ganpipe.components.base import Artifact
 
 STORE_FILE = "metadata.sqlite"
+# 1: the original layout (user_version 0); 2: artifacts.fingerprint_scheme (how the fingerprint
+# was computed, so `ganpipe verify` recomputes each artifact the way it was recorded).
+SCHEMA_VERSION = 2
 
 # Run and execution states.
 RUNNING, COMPLETE, CACHED, FAILED, ABANDONED = "RUNNING", "COMPLETE", "CACHED", "FAILED", "ABANDONED"
@@ -41,7 +52,8 @@ CREATE INDEX IF NOT EXISTS executions_by_key ON executions(cache_key, state);
 CREATE INDEX IF NOT EXISTS executions_by_run ON executions(run_id);
 CREATE TABLE IF NOT EXISTS artifacts (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, uri TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    properties TEXT NOT NULL, state TEXT NOT NULL, created REAL NOT NULL);
+    properties TEXT NOT NULL, state TEXT NOT NULL, created REAL NOT NULL,
+    fingerprint_scheme INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS artifacts_by_uri ON artifacts(uri);
 CREATE TABLE IF NOT EXISTS events (
     execution_id INTEGER NOT NULL REFERENCES executions(id),
@@ -50,6 +62,16 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (execution_id, kind, name));
 CREATE INDEX IF NOT EXISTS events_by_artifact ON events(artifact_id, kind);
 """
+
+
+# Each entry takes a store from version i + 1 to i + 2 (index 0: 1 -> 2).
+_MIGRATIONS = (
+    "ALTER TABLE artifacts ADD COLUMN fingerprint_scheme INTEGER NOT NULL DEFAULT 1",
+)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (written by a newer ganpipe, or not there read-only)."""
 
 
 @dataclasses.dataclass
@@ -90,12 +112,21 @@ class ArtifactRecord:
     component: str
     output: str
     producer_id: int
+    scheme: int = fingerprints.SCHEME  # how ``artifact.fingerprint`` was computed
 
 
 class MetadataStore:
-    def __init__(self, root: str, timeout: float = 60.0):
-        os.makedirs(root, exist_ok=True)
+    def __init__(self, root: str, timeout: float = 60.0, read_only: bool = False,
+                 is_alive: Callable[[str], bool] | None = None):
+        """``is_alive(lock)`` (read-only stores): shows RUNNING runs whose process is gone as ABANDONED."""
         self.path = os.path.join(root, STORE_FILE)
+        self.read_only = read_only
+        self._is_alive = is_alive
+        if read_only:
+            self._db = _connect_read_only(self.path, timeout)
+            self._check_version(migrate=False)
+            return
+        os.makedirs(root, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
         # lock up front and the busy timeout applies (a deferred upgrade could fail at once).
         self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -103,10 +134,35 @@ class MetadataStore:
         self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA foreign_keys = ON")
+        self._check_version(migrate=True)
+
+    def _check_version(self, migrate: bool) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} was written by a newer ganpipe "
+                             f"(this one reads up to {SCHEMA_VERSION}); upgrade ganpipe")
+        if migrate and version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Creates a new store at the current version, or brings an older one up to it."""
         with self._write() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:  # another process got here first
+                return
+            legacy = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'artifacts'").fetchone()
+            if not legacy:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            else:
+                for statement in _MIGRATIONS[max(version, 1) - 1:]:
                     db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()
@@ -163,11 +219,17 @@ class MetadataStore:
 
     def runs(self, limit: int | None = None) -> list[RunRecord]:
         rows = self._db.execute(_RUN_QUERY + " ORDER BY runs.id DESC LIMIT ?", (limit or -1,)).fetchall()
-        return [_run(row) for row in rows]
+        return [self._apparent(_run(row)) for row in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
         row = self._db.execute(_RUN_QUERY + " WHERE runs.id = ?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        return self._apparent(_run(row)) if row else None
+
+    def _apparent(self, run: RunRecord) -> RunRecord:
+        """What ``reap_abandoned`` would make of ``run``, for a store that may not write it."""
+        if run.state == RUNNING and self._is_alive is not None and not self._is_alive(run.lock):
+            return dataclasses.replace(run, state=ABANDONED, error="the run's process ended without finishing")
+        return run
 
     # -- executions ---------------------------------------------------------------------------
 
@@ -188,10 +250,10 @@ class MetadataStore:
         with self._write() as db:
             for artifact in outputs.values():
                 artifact.id = db.execute(
-                    "INSERT INTO artifacts (type, uri, fingerprint, properties, state, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (artifact.type, artifact.uri, artifact.fingerprint, _dumps(artifact.properties), LIVE, now)
-                ).lastrowid
+                    "INSERT INTO artifacts (type, uri, fingerprint, properties, state, created, fingerprint_scheme)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (artifact.type, artifact.uri, artifact.fingerprint, _dumps(artifact.properties), LIVE, now,
+                     fingerprints.SCHEME)).lastrowid
             _add_events(db, execution_id, "output", outputs)
             db.execute("UPDATE executions SET state = ?, ended = ? WHERE id = ?", (COMPLETE, now, execution_id))
 
@@ -200,31 +262,36 @@ class MetadataStore:
             db.execute("UPDATE executions SET state = ?, ended = ?, error = ? WHERE id = ?",
                        (FAILED, time.time(), error, execution_id))
 
-    def record_cached_execution(self, run_id: int, source: ExecutionRecord, inputs: dict[str, Artifact],
-                                outputs: dict[str, Artifact]) -> int:
-        """A cache hit: an execution that links this run to the artifacts ``source`` computed."""
-        now = time.time()
+    def claim_cached(self, run_id: int, pipeline: str, cache_key: str, inputs: dict[str, Artifact],
+                     present: Callable[[Artifact], bool]) -> tuple[ExecutionRecord, dict[str, Artifact], int] | None:
+        """A cache hit, found and recorded in one transaction: the newest COMPLETE execution with
+        ``cache_key`` whose outputs are all LIVE and ``present``, and the CACHED execution linking
+        this run to them. `ganpipe gc` marks artifacts DELETED in its own transaction before it
+        touches their files, so a hit can never be an artifact gc has started to remove."""
         with self._write() as db:
-            execution_id = db.execute(
-                "INSERT INTO executions (run_id, component, state, parameters, cache_key, code_fingerprint,"
-                " cached_from, started, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, source.component, CACHED, _dumps(source.parameters), source.cache_key,
-                 source.code_fingerprint, source.id, now, now)).lastrowid
-            _add_events(db, execution_id, "input", inputs)
-            _add_events(db, execution_id, "output", outputs)
-        return execution_id
-
-    def find_cached(self, pipeline: str, cache_key: str) -> tuple[ExecutionRecord, dict[str, Artifact]] | None:
-        """The newest COMPLETE execution with ``cache_key`` whose outputs all still exist."""
-        rows = self._db.execute(
-            _EXECUTION_QUERY + " WHERE executions.cache_key = ? AND executions.state = ? AND pipelines.name = ?"
-            " ORDER BY executions.id DESC", (cache_key, COMPLETE, pipeline)).fetchall()
-        for row in rows:
-            outputs = self.execution_artifacts(row["id"], "output")
-            records = [self.artifact(a.id) for a in outputs.values()]
-            if all(r.state == LIVE and os.path.isdir(r.artifact.uri) for r in records):
-                return _execution(row), outputs
+            rows = db.execute(
+                _EXECUTION_QUERY + " WHERE executions.cache_key = ? AND executions.state = ? AND pipelines.name = ?"
+                " ORDER BY executions.id DESC", (cache_key, COMPLETE, pipeline)).fetchall()
+            for row in rows:
+                outputs = self.execution_artifacts(row["id"], "output")
+                states = {self.artifact(a.id).state for a in outputs.values()}
+                if states <= {LIVE} and all(present(a) for a in outputs.values()):
+                    source = _execution(row)
+                    return source, outputs, self._record_cached(db, run_id, source, inputs, outputs)
         return None
+
+    @staticmethod
+    def _record_cached(db: sqlite3.Connection, run_id: int, source: ExecutionRecord, inputs: dict[str, Artifact],
+                       outputs: dict[str, Artifact]) -> int:
+        now = time.time()
+        execution_id = db.execute(
+            "INSERT INTO executions (run_id, component, state, parameters, cache_key, code_fingerprint,"
+            " cached_from, started, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, source.component, CACHED, _dumps(source.parameters), source.cache_key,
+             source.code_fingerprint, source.id, now, now)).lastrowid
+        _add_events(db, execution_id, "input", inputs)
+        _add_events(db, execution_id, "output", outputs)
+        return execution_id
 
     def execution(self, execution_id: int) -> ExecutionRecord | None:
         row = self._db.execute(_EXECUTION_QUERY + " WHERE executions.id = ?", (execution_id,)).fetchone()
@@ -283,9 +350,22 @@ class MetadataStore:
             (pipeline, pipeline, type, type, state, state)).fetchall()
         return [_artifact_record(row) for row in rows]
 
-    def mark_deleted(self, artifact_ids: list[int]) -> None:
+    def mark_deleted(self, artifact_ids: list[int], protected: Callable[["MetadataStore"], set[int]]) -> list[int]:
+        """Marks the artifacts DELETED in one transaction, except those in ``protected(self)``,
+        evaluated inside it (what running runs use, computed after any cache hit they recorded);
+        returns the ids marked."""
         with self._write() as db:
-            db.executemany("UPDATE artifacts SET state = ? WHERE id = ?", [(DELETED, i) for i in artifact_ids])
+            keep = protected(self)
+            marked = [i for i in artifact_ids if i not in keep]
+            db.executemany("UPDATE artifacts SET state = ? WHERE id = ?", [(DELETED, i) for i in marked])
+        return marked
+
+    def artifacts_of_running_runs(self) -> set[int]:
+        """Every artifact an execution of a RUNNING run consumed or produced."""
+        rows = self._db.execute(
+            "SELECT DISTINCT events.artifact_id FROM events JOIN executions ON executions.id = events.execution_id"
+            " JOIN runs ON runs.id = executions.run_id WHERE runs.state = ?", (RUNNING,))
+        return {row[0] for row in rows}
 
 
 _RUN_QUERY = ("SELECT runs.*, pipelines.name AS pipeline FROM runs"
@@ -323,6 +403,27 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
         ended=row["ended"], error=row["error"])
 
 
+def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
+    """``mode=ro``; where SQLite cannot create the WAL index (a read-only directory), the store is
+    read as ``immutable``, which is right there: nothing can write it either."""
+    if not os.path.isfile(path):
+        raise StoreError(f"{path}: no such store")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    for options in ("?mode=ro", "?mode=ro&immutable=1"):
+        db = sqlite3.connect(uri + options, uri=True, timeout=timeout, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+    raise StoreError(f"{path}: cannot be opened read-only")
+
+
+def fingerprint_scheme(row: sqlite3.Row) -> int:
+    return row["fingerprint_scheme"] if "fingerprint_scheme" in row.keys() else fingerprints.WHOLE_TREE
+
+
 def _artifact(row: sqlite3.Row) -> Artifact:
     return Artifact(type=row["type"], uri=row["uri"], properties=json.loads(row["properties"]),
                     fingerprint=row["fingerprint"], id=row["id"])
@@ -330,4 +431,5 @@ def _artifact(row: sqlite3.Row) -> Artifact:
 
 def _artifact_record(row: sqlite3.Row) -> ArtifactRecord:
     return ArtifactRecord(artifact=_artifact(row), state=row["state"], pipeline=row["pipeline"],
-                          component=row["component"], output=row["output"], producer_id=row["producer_id"])
+                          component=row["component"], output=row["output"], producer_id=row["producer_id"],
+                          scheme=fingerprint_scheme(row))

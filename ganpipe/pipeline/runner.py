@@ -1,12 +1,15 @@
 """LocalRunner: runs a DAG of components in one process, with caching and atomic publishing.
 
-For each node in topological order the runner computes a cache key (component name, resolved
-parameters, input artifact fingerprints, code fingerprint). A COMPLETE execution with that key
-whose artifacts still exist is a cache hit: its artifacts are reused and a CACHED execution is
-recorded. Otherwise the executor writes into a staging directory fixed by the key,
-``<root>/<pipeline>/<Component>/.staging/<key>/<output>/``, and on success each output is
-fingerprinted and renamed to ``<root>/<pipeline>/<Component>/<output>/<execution_id>/`` before the
-store records it: a crash at any point leaves no recorded half artifact.
+For each node in topological order the runner resolves its inputs (upstream outputs, plus inputs
+a resolver picks from the store, such as Evaluate's blessed baseline), computes the cache key
+(``cache.py``: semantic parameters, input fingerprints, external files, dependency versions, code
+closure) and, in one store transaction, looks for a COMPLETE execution with that key whose
+artifacts are LIVE and present and records the cache hit. Otherwise the executor writes into a
+staging directory fixed by the key, ``<root>/<pipeline>/<Component>/.staging/<key>/<output>/``
+(a resumable component finds its killed attempt there); then publish: each output is
+fingerprinted on its semantic content, fsynced (files and directories), renamed to
+``<root>/<pipeline>/<Component>/<output>/<execution_id>/`` and its parent fsynced, and only then
+does the store record it (the commit point). A crash at any point leaves no recorded half artifact.
 
 Concurrency and crashes rest on ``flock`` locks, which the kernel drops when a process dies, even
 by SIGKILL: a run holds a lock for its lifetime (a RUNNING run whose lock is free is abandoned),
@@ -18,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
-import importlib.util
-import inspect
 import json
 import os
 import shutil
@@ -28,17 +29,17 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
-import ganpipe
+from ganpipe.components import faults, fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
-from ganpipe.pipeline import dag
-from ganpipe.pipeline.metadata import COMPLETE, FAILED, LIVE, MetadataStore
+from ganpipe.pipeline import cache, console, dag, execute
+from ganpipe.pipeline.metadata import COMPLETE, FAILED, MetadataStore
 
-PACKAGE_SOURCE = os.path.dirname(os.path.abspath(ganpipe.__file__))
 STAGING = ".staging"
+RESUMABLE_MARK = ".resumable"  # in a resumable component's staging/<key>/: gc keeps it by default
 LOCKS = ".locks"
-# Runs hold it shared for their lifetime, `ganpipe gc` exclusively: gc never deletes under a run.
-GC_LOCK = "gc.lock"
+GC_LOCK = "gc.lock"  # one `ganpipe gc` at a time; runs do not take it (gc works beside them)
 TENSORBOARD_VIEWS = "tensorboard"  # <root>/<pipeline>/tensorboard/run-<id>/: symlinks to log dirs
+EXECUTION_LOGS = "logs"  # <root>/<pipeline>/<Component>/logs/<execution id>.log: each execution's messages
 
 
 @dataclasses.dataclass
@@ -124,68 +125,30 @@ def run_is_alive(root: str) -> Callable[[str], bool]:
     return lambda lock: lock_is_held(os.path.join(root, LOCKS, lock))
 
 
-def source_fingerprint(source_root: str) -> str:
-    """sha256 over every .py file under ``source_root`` (relative path and content): an edit to
-    any helper module changes it, which a per-module hash would miss."""
-    digest = hashlib.sha256()
-    for directory, subdirs, files in os.walk(source_root):
-        subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(directory, name)
-            digest.update(os.path.relpath(path, source_root).encode() + b"\0")
-            with open(path, "rb") as f:
-                digest.update(hashlib.sha256(f.read()).digest())
-    return digest.hexdigest()
-
-
-def directory_fingerprint(path: str) -> str:
-    """sha256 over the tree's relative paths, sizes and file contents (read in chunks by
-    ``hashlib.file_digest``); symlinks contribute their target, not what they point to."""
-    digest = hashlib.sha256()
-    for directory, subdirs, files in os.walk(path):
-        subdirs.sort()
-        relative_dir = os.path.relpath(directory, path)
-        digest.update(b"D" + relative_dir.encode() + b"\0")
-        links = [d for d in subdirs if os.path.islink(os.path.join(directory, d))]
-        subdirs[:] = [d for d in subdirs if d not in links]
-        for name in sorted(files + links):
-            full = os.path.join(directory, name)
-            relative = os.path.join(relative_dir, name).encode()
-            if os.path.islink(full):
-                digest.update(b"L" + relative + b"\0" + os.readlink(full).encode() + b"\0")
-                continue
-            digest.update(b"F" + relative + b"\0" + str(os.path.getsize(full)).encode() + b"\0")
-            with open(full, "rb") as f:
-                digest.update(hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()
-
-
-def cache_key(component: str, parameters: dict[str, Any], inputs: dict[str, Artifact], code: str) -> str:
-    material = {"component": component, "parameters": parameters, "code": code,
-                "inputs": {name: artifact.fingerprint for name, artifact in inputs.items()}}
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class LocalRunner:
     """Runs ``nodes`` of pipeline ``pipeline`` under ``root``.
 
     ``parameters`` maps config sections (lower-case component names) to resolved parameters;
-    missing sections get the component's defaults. ``source_root`` is the tree whose Python
-    source is the code fingerprint (the ganpipe package; tests point it elsewhere).
+    missing sections get the component's defaults.
     """
 
     def __init__(self, root: str, pipeline: str, nodes: Sequence[dag.Node],
                  parameters: dict[str, dict[str, Any]] | None = None, beam_args: Iterable[str] = (),
-                 echo: Callable[[str], None] = print, source_root: str = PACKAGE_SOURCE,
-                 config: dict[str, Any] | None = None):
-        self.root = os.path.abspath(root)
+                 echo: Callable[[str], None] = print, config: dict[str, Any] | None = None,
+                 metadata: str | None = None, display: console.PlainDisplay | None = None):
+        # Artifacts live under ``root`` (a local path or a URI); the store and the locks under the
+        # local ``metadata`` directory (default: the root, which must then be local).
+        self.root = storage.normalize_root(root)
+        self.metadata = os.path.abspath(metadata or self.root)
+        if not storage.is_local(self.metadata):
+            raise ValueError(f"{root}: a remote pipeline root needs a local metadata directory")
         self.pipeline = pipeline
         self.nodes = tuple(nodes)
         self.parameters = parameters or {}
         self.beam_args = list(beam_args)
         self.echo = echo
-        self.source_root = source_root
         self.config = config or {}
+        self.display = display or console.PlainDisplay()
 
     def plan(self, until: str | None = None, force: Iterable[str] = ()) -> tuple[list[dag.Node], set[str]]:
         """The nodes to run in order and the names to force; raises PipelineError on bad names."""
@@ -200,106 +163,189 @@ class LocalRunner:
         """Runs the pipeline (up to and including ``until``); ``force`` names components to re-run
         even on a cache hit ("all" for every one)."""
         ordered, forced = self.plan(until, force)
-        code = source_fingerprint(self.source_root)
         started = time.time()
         lock_name = f"run-{uuid.uuid4().hex}.lock"
-        locks = os.path.join(self.root, LOCKS)
-        run_lock = FileLock(os.path.join(locks, lock_name))
-        with FileLock(os.path.join(locks, GC_LOCK), shared=True), MetadataStore(self.root) as store:
+        run_lock = FileLock(os.path.join(self.metadata, LOCKS, lock_name))
+        with MetadataStore(self.metadata) as store:
             run_lock.acquire()
-            store.reap_abandoned(run_is_alive(self.root))
+            store.reap_abandoned(run_is_alive(self.metadata))
             config = {**self.config, "until": until, "force": sorted(forced)}
             run_id = store.start_run(self.pipeline, config, lock_name)
             self.echo(f"Run {run_id} of pipeline {self.pipeline} in {self.root}")
-            steps: list[StepResult] = []
-            produced: dict[str, Artifact] = {}
+            view = tensorboard_view_dir(self.root, self.pipeline, run_id)
+            if view:
+                self.echo(f"TensorBoard (live): tensorboard --logdir {view}")
             try:
-                for position, node in enumerate(ordered, 1):
-                    self.echo(f"[{position}/{len(ordered)}] {node.name}")
-                    step = self._run_node(store, run_id, node, produced, code, node.name in forced)
-                    steps.append(step)
-                    if step.status == "failed":
-                        error = f"{node.name} failed: {step.error}"
-                        store.finish_run(run_id, FAILED, error)
-                        return RunResult(run_id, FAILED, steps, time.time() - started, error)
-                    produced.update({f"{node.name}.{name}": a for name, a in step.outputs.items()})
-                store.finish_run(run_id, COMPLETE)
-                return RunResult(run_id, COMPLETE, steps, time.time() - started)
+                return self._run_nodes(store, run_id, ordered, forced, started, view)
             except BaseException as error:  # Ctrl-C or a bug here: the run must not stay RUNNING
-                store.finish_run(run_id, FAILED, f"{type(error).__name__}: {error}")
+                store.finish_run(run_id, FAILED, failure_text(error))
                 raise
             finally:
                 run_lock.release(remove=True)
+                _remove_if_empty(view)
+
+    def _run_nodes(self, store: MetadataStore, run_id: int, ordered: list[dag.Node], forced: set[str],
+                   started: float, view: str | None = None) -> RunResult:
+        steps: list[StepResult] = []
+        produced: dict[str, Artifact] = {}
+        for position, node in enumerate(ordered, 1):
+            self.echo(f"[{position}/{len(ordered)}] {node.name}")
+            step = self._run_node(store, run_id, node, produced, node.name in forced, view)
+            steps.append(step)
+            if step.status == "failed":
+                error = f"{node.name} failed: {step.error}"
+                store.finish_run(run_id, FAILED, error)
+                return RunResult(run_id, FAILED, steps, time.time() - started, error)
+            produced.update({f"{node.name}.{name}": a for name, a in step.outputs.items()})
+        store.finish_run(run_id, COMPLETE)
+        return RunResult(run_id, COMPLETE, steps, time.time() - started)
 
     def _run_node(self, store: MetadataStore, run_id: int, node: dag.Node, produced: dict[str, Artifact],
-                  code: str, forced: bool) -> StepResult:
+                  forced: bool, view: str | None = None) -> StepResult:
         component = node.component
-        inputs = {name: produced[reference] for name, reference in node.wiring.items()}
         parameters = self.parameters.get(node.section) or component.resolve_parameters({}, node.section)
-        code = _component_code(component, code, self.source_root)
-        key = cache_key(component.name, parameters, inputs, code)
-        component_dir = os.path.join(self.root, self.pipeline, component.name)
-        staging = os.path.join(component_dir, STAGING, key)
+        upstream = {name: produced[reference] for name, reference in node.wiring.items()}
+        inputs = {**upstream, **dag.resolve_inputs(node, store, self.pipeline, upstream, parameters)}
+        key = cache.cache_key(component, parameters, inputs)
+        component_dir = storage.join(self.root, self.pipeline, component.name)
+        staging = storage.join(component_dir, STAGING, key)
         started = time.time()
-        key_lock = FileLock(staging + ".lock")
+        local = storage.is_local(self.root)
+        key_lock = FileLock(staging + ".lock" if local else
+                            os.path.join(self.metadata, LOCKS, f"{self.pipeline}-{component.name}-{key}.lock"))
         if not key_lock.acquire(blocking=False):
             self.echo(f"      waiting for another run computing {component.name} ({key[:12]})")
             key_lock.acquire()
         try:
             # A run that held this key's lock before us may have died mid-execution: mark it now.
-            store.reap_abandoned(run_is_alive(self.root))
-            hit = None if forced else store.find_cached(self.pipeline, key)
+            store.reap_abandoned(run_is_alive(self.metadata))
+            hit = None if forced else store.claim_cached(run_id, self.pipeline, key, inputs, artifact_present)
             if hit:
-                source, outputs = hit
-                execution_id = store.record_cached_execution(run_id, source, inputs, outputs)
+                source, outputs, execution_id = hit
                 self.echo(f"      cached: reusing execution {source.id} (run {source.run_id})")
+                link_tensorboard_logs(view, component, outputs)
                 return StepResult(component.name, "cached", execution_id, time.time() - started, outputs)
-            execution_id = store.start_execution(run_id, component.name, parameters, key, code, inputs)
+            execution_id = store.start_execution(run_id, component.name, parameters, key,
+                                                 cache.code_fingerprint(component), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
-            outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
-            context = ExecutionContext(
-                pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
-                beam_args=list(self.beam_args), pipeline_root=self.root, log=lambda message: self.echo(f"      {component.name} | {message}"),
-                find_artifacts=lambda type_: [r.artifact for r in store.artifacts(self.pipeline, type_, LIVE)])
-            try:
-                component.execute(inputs, outputs, dict(parameters), context)
-                _publish(outputs, component_dir, execution_id)
-            except BaseException as error:
-                store.fail_execution(execution_id, traceback.format_exc())
-                if not isinstance(error, Exception):
-                    raise
-                self.echo(f"      failed: {type(error).__name__}: {error}")
-                return StepResult(component.name, "failed", execution_id, time.time() - started, {},
-                                  f"{type(error).__name__}: {error}")
-            store.complete_execution(execution_id, outputs)
-            shutil.rmtree(staging, ignore_errors=True)
-            return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
+            return self._execute(store, component, inputs, parameters, staging, execution_id, forced, started, view)
         finally:
             key_lock.release()
 
-
-def _component_code(component: Component, package_code: str, source_root: str) -> str:
-    """The package fingerprint, plus the executor's own file when it lives outside the package
-    (a user's or a test's component), so editing that file also invalidates the cache."""
-    executor = component.executor
-    try:
-        if isinstance(executor, str):  # "module:function", not imported until it runs
-            spec = importlib.util.find_spec(executor.partition(":")[0])
-            source = spec.origin if spec else None
+    def _execute(self, store: MetadataStore, component: Component, inputs: dict[str, Artifact],
+                 parameters: dict[str, Any], staging: str, execution_id: int, forced: bool,
+                 started: float, view: str | None = None) -> StepResult:
+        """Runs the executor into staging, publishes, commits; a failure is recorded, not raised."""
+        local = storage.is_local(self.root)
+        component_dir = storage.join(self.root, self.pipeline, component.name)
+        if local:
+            outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
         else:
-            source = inspect.getsourcefile(executor)
-    except TypeError:  # a builtin has no source file
-        return package_code
-    if not source or os.path.abspath(source).startswith(os.path.abspath(source_root) + os.sep):
-        return package_code
-    with open(source, "rb") as f:
-        return hashlib.sha256(package_code.encode() + f.read()).hexdigest()
+            outputs = _remote_outputs(component, component_dir, execution_id)
+        log = console.component_logger(component.name).info
+        context = ExecutionContext(
+            pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
+            beam_args=list(self.beam_args), pipeline_root=self.root, log=log,
+            progress=lambda description, total, unit: self.display.progress(description, total, unit, log))
+        link_tensorboard_logs(view, component, outputs, create=True)
+        log_file = execution_log_path(self.metadata, self.pipeline, component.name, execution_id)
+        try:
+            with console.execution_log(log_file), self.display.native_stderr(log_file), \
+                    self.display.step(component.name):
+                execute.run_executor(component, inputs, outputs, parameters, context)
+            faults.point(f"{component.name}:before-publish")
+            if local:
+                publish(outputs, component_dir, execution_id, component.name)
+                link_tensorboard_logs(view, component, outputs)
+            else:
+                _fingerprint_remote(outputs)
+        except BaseException as error:
+            store.fail_execution(execution_id, failure_text(error, component.resumable) + "\n"
+                                 + traceback.format_exc() + f"log: {log_file}")
+            if not isinstance(error, Exception):
+                raise
+            self.echo(f"      failed: {type(error).__name__}: {error}")
+            return StepResult(component.name, "failed", execution_id, time.time() - started, {},
+                              f"{type(error).__name__}: {error}")
+        faults.point(f"{component.name}:before-commit")
+        store.complete_execution(execution_id, outputs)
+        faults.point(f"{component.name}:after-commit")
+        if local:
+            shutil.rmtree(staging, ignore_errors=True)
+        return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
+
+
+def failure_text(error: BaseException, resumable: bool = True) -> str:
+    """What the store records for a failed execution or run; Ctrl-C says how to go on."""
+    if isinstance(error, KeyboardInterrupt):
+        again = "run it again to resume from the last checkpoint" if resumable else "run it again to resume"
+        return f"interrupted (Ctrl-C); resumable: {again}"
+    return f"{type(error).__name__}: {error}"
+
+
+def execution_log_path(metadata: str, pipeline: str, component: str, execution_id: int) -> str:
+    """Each execution's log file, beside its component's outputs on a local root (under the local
+    metadata directory for a remote one); outside the outputs, so it never changes a fingerprint."""
+    return os.path.join(metadata, pipeline, component, EXECUTION_LOGS, f"{execution_id}.log")
+
+
+def tensorboard_view_dir(root: str, pipeline: str, run_id: int) -> str | None:
+    """``<root>/<pipeline>/tensorboard/run-<id>/``, created at the start of the run (local roots:
+    the view is symlinks)."""
+    if not storage.is_local(root):
+        return None
+    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
+    os.makedirs(view, exist_ok=True)
+    return view
+
+
+def _remove_if_empty(view: str | None) -> None:
+    """A run none of whose steps has TensorBoard logs leaves no view behind."""
+    if view and os.path.isdir(view) and not os.listdir(view):
+        os.rmdir(view)
+
+
+def link_tensorboard_logs(view: str | None, component: Component, outputs: dict[str, Artifact],
+                          create: bool = False) -> None:
+    """Points the view's entries for ``component.tensorboard_logs`` at those log directories of
+    ``outputs`` (staging while the step runs, published after): TensorBoard reads the live logs
+    and keeps the run name when the link is re-pointed on publish."""
+    for label, relative in component.tensorboard_logs.items():
+        output, _, inside = relative.partition("/")
+        if view is None or output not in outputs:
+            continue
+        target = os.path.join(outputs[output].uri, inside)
+        if create:  # in staging, before the component writes its first event
+            os.makedirs(target, exist_ok=True)
+        if os.path.isdir(target):
+            os.makedirs(view, exist_ok=True)  # `ganpipe gc` may have taken the still empty view
+            replace_symlink(target, os.path.join(view, label))
+
+
+def replace_symlink(target: str, link: str) -> None:
+    """Creates or re-points ``link`` atomically: a reader sees the old target or the new one."""
+    temporary = f"{link}.{uuid.uuid4().hex}.tmp"
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+def artifact_present(artifact: Artifact) -> bool:
+    """The files a cache hit would hand on are there: the artifact's directory and, for a pushed
+    model, the served version it recorded (deleted by hand: Export must run again)."""
+    properties = artifact.properties
+    if properties.get("pushed") and properties.get("pushed_destination"):
+        if not storage.directory_exists(properties["pushed_destination"]):
+            return False
+    return storage.directory_exists(artifact.uri)
 
 
 def _prepare_staging(component: Component, staging: str, fresh: bool) -> dict[str, Artifact]:
     """One empty directory per output; a resumable component keeps its last attempt's files."""
     if fresh:
         shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging, exist_ok=True)
+    if component.resumable:
+        open(os.path.join(staging, RESUMABLE_MARK), "a").close()
     outputs = {}
     for name, artifact_type in component.outputs.items():
         os.makedirs(os.path.join(staging, name), exist_ok=True)
@@ -307,20 +353,73 @@ def _prepare_staging(component: Component, staging: str, fresh: bool) -> dict[st
     return outputs
 
 
-def _publish(outputs: dict[str, Artifact], component_dir: str, execution_id: int) -> None:
-    """Fingerprints each output and renames it into place (same filesystem: atomic)."""
+def publish(outputs: dict[str, Artifact], component_dir: str, execution_id: int, component: str) -> None:
+    """Fingerprints each output, makes it durable and moves it to
+    ``<component_dir>/<output>/<execution_id>``; the caller then records it (the commit point)."""
     for name, artifact in outputs.items():
         try:
             json.dumps(artifact.properties)
         except (TypeError, ValueError) as error:
             raise TypeError(f"output {name!r}: properties must be JSON values: {error}") from error
-    for name, artifact in outputs.items():
-        artifact.fingerprint = directory_fingerprint(artifact.uri)
+    for position, (name, artifact) in enumerate(outputs.items()):
+        artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
         target = os.path.join(component_dir, name, str(execution_id))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.rename(artifact.uri, target)
+        sync_tree(artifact.uri)
+        move_into_place(artifact.uri, target)
         artifact.properties = _relocate(artifact.properties, artifact.uri, target)
         artifact.uri = target
+        if position == 0:
+            faults.point(f"{component}:mid-publish")
+
+
+# -- the two local-filesystem operations publish needs (an object store has its own) ------------
+
+def sync_tree(path: str) -> None:
+    """fsync every file and directory under ``path`` (bottom up), so a host crash after the
+    metadata commit cannot leave a recorded artifact over empty or missing files."""
+    for directory, _, files in os.walk(path, topdown=False):
+        for name in files:
+            full = os.path.join(directory, name)
+            if not os.path.islink(full):
+                _fsync(full, os.O_RDONLY)
+        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def move_into_place(source: str, target: str) -> None:
+    """Atomic rename (same filesystem), then fsync both parents so the rename itself is durable."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.rename(source, target)
+    for directory in {os.path.dirname(target), os.path.dirname(source)}:
+        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remote_outputs(component: Component, component_dir: str, execution_id: int) -> dict[str, Artifact]:
+    """On an object store, where rename is not atomic, outputs are written in place under their
+    execution id; the store's record of the execution (after the executor succeeded) is the
+    commit point, so an unrecorded directory is an abandoned attempt, never a published one."""
+    return {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
+            for name, artifact_type in component.outputs.items()}
+
+
+def _fingerprint_remote(outputs: dict[str, Artifact]) -> None:
+    """sha256 over each output's relative file paths, sizes and contents, read through the
+    filesystem layer (the same material as ``directory_fingerprint``, for a URI)."""
+    for artifact in outputs.values():
+        digest = hashlib.sha256()
+        for path in storage.glob(storage.join(artifact.uri, "**")):
+            data = storage.read_bytes(path)
+            relative = path[len(artifact.uri.rstrip("/")) + 1:].encode()
+            digest.update(b"F" + relative + b"\0" + str(len(data)).encode() + b"\0")
+            digest.update(hashlib.sha256(data).digest())
+        artifact.fingerprint = digest.hexdigest()
 
 
 def _relocate(value: Any, old: str, new: str) -> Any:
@@ -341,6 +440,8 @@ def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[
     -> eval); a ``logs/`` holding event files itself becomes ``<component>``. TensorBoard 2.21
     follows symlinked run directories, so one ``--logdir`` shows them all."""
     found: dict[str, str] = {}
+    if not storage.is_local(root):  # symlinks need a local root
+        return None
     for component, artifact in artifacts:
         logs = os.path.join(artifact.uri, "logs")
         entries = sorted(os.listdir(logs)) if os.path.isdir(logs) else []
@@ -352,11 +453,7 @@ def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[
             found[name if name not in found else f"{component.lower()}-{name}"] = target
     if not found:
         return None
-    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
-    os.makedirs(view, exist_ok=True)
+    view = tensorboard_view_dir(root, pipeline, run_id)
     for label, target in found.items():
-        link = os.path.join(view, label)
-        if os.path.lexists(link):
-            os.remove(link)
-        os.symlink(target, link)
+        replace_symlink(target, os.path.join(view, label))
     return view

@@ -5,7 +5,7 @@ present: the averaged weights are the ones worth sampling) and ``model.json``; a
 directory holds ``saved_model.pb`` and is called through ``serving_default``. Images come out of the generator in [-1, 1] and are written as uint8; vectors
 are written with the schema's standardisation undone when ``model.json`` carries
 ``normalization: {mean, std}`` (a SavedModel directory may carry it in ``model.json`` or
-``assets/model.json``). Conditional generators get labels 0, 1, ..., num_classes-1 in turn.
+``assets.extra/model.json``). Conditional generators get labels 0, 1, ..., num_classes-1 in turn.
 TensorFlow is imported here, never by ``ganpipe --help``.
 """
 from __future__ import annotations
@@ -48,7 +48,9 @@ def load_sample_model(model_dir: str) -> SampleModel:
         if os.path.isfile(os.path.join(model_dir, name)):
             return _keras_model(os.path.join(model_dir, name), _read_info(model_dir, "model.json"))
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        info = _read_info(model_dir, "model.json") or _read_info(model_dir, os.path.join("assets", "model.json"))
+        # A Train artifact, a SavedModel from this ganpipe (assets.extra/) or from an older one (assets/).
+        info = (_read_info(model_dir, "model.json") or _read_info(model_dir, os.path.join("assets.extra", "model.json"))
+                or _read_info(model_dir, os.path.join("assets", "model.json")))
         return _saved_model(model_dir, info)
     raise SampleError(f"{model_dir}: neither generator.keras + model.json (a Train Model artifact) "
                       "nor saved_model.pb (an exported SavedModel)")

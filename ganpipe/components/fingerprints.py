@@ -1,0 +1,183 @@
+"""Fingerprints: of an artifact's semantic content, and of the files outside the pipeline a
+component reads (a source directory, a weights file). Light on purpose: the runner computes them
+before deciding a cache hit, so nothing here imports TensorFlow or Beam.
+
+Artifact content (scheme 2) is what downstream steps read, not how or when it was written:
+
+- directories named ``logs`` (TensorBoard event files: wall times) and ``checkpoints`` (resume
+  state, whose number and index timestamps follow ``checkpoint_every``) are left out;
+- a ``.keras`` file counts by its members' names and bytes without ``metadata.json`` (which holds
+  the save date), with the ``shared_object_id`` values of ``config.json`` (Python object
+  addresses) renumbered in order of appearance, so re-saving identical weights, in this process
+  or another, gives the same fingerprint;
+- in a ``.json`` file, keys ending in ``_seconds`` (durations) and string values that are
+  absolute paths or URIs (where an input or this output lives, which the lineage records) are
+  left out, so the same content has the same fingerprint under any root and execution id;
+- everything else counts by relative path, size and bytes; a symlink by its target.
+
+Scheme 1 (stores written before schema version 2) hashed every file byte for byte; ``ganpipe
+verify`` recomputes each artifact with the scheme recorded for it.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import zipfile
+from typing import Any
+
+WHOLE_TREE, SEMANTIC = 1, 2
+SCHEME = SEMANTIC  # what new artifacts are fingerprinted with
+VOLATILE_DIRECTORIES = ("logs", "checkpoints")
+VOLATILE_KEY_SUFFIX = "_seconds"
+KERAS_VOLATILE_MEMBER = "metadata.json"
+KERAS_CONFIG_MEMBER, KERAS_OBJECT_ID = "config.json", "shared_object_id"
+SMALL_FILE_BYTES = 16 * 2 ** 20  # external single files up to this size are hashed, not listed
+
+
+def artifact_fingerprint(path: str, scheme: int = SCHEME) -> str:
+    """sha256 over the tree at ``path``, walked in sorted order (see the module docstring)."""
+    digest = hashlib.sha256()
+    for directory, subdirs, files in os.walk(path):
+        subdirs.sort()
+        relative_dir = os.path.relpath(directory, path)
+        digest.update(b"D" + relative_dir.encode() + b"\0")
+        links = [d for d in subdirs if os.path.islink(os.path.join(directory, d))]
+        subdirs[:] = [d for d in subdirs if d not in links
+                      and not (scheme == SEMANTIC and d in VOLATILE_DIRECTORIES)]
+        for name in sorted(files + links):
+            full = os.path.join(directory, name)
+            relative = os.path.join(relative_dir, name).encode()
+            if os.path.islink(full):
+                digest.update(b"L" + relative + b"\0" + os.readlink(full).encode() + b"\0")
+            else:
+                digest.update(b"F" + relative + b"\0" + _file_digest(full, scheme) + b"\0")
+    return digest.hexdigest()
+
+
+def _file_digest(path: str, scheme: int) -> bytes:
+    if scheme == SEMANTIC and path.endswith(".keras") and zipfile.is_zipfile(path):
+        return _keras_digest(path)
+    if scheme == SEMANTIC and path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = json.load(f)
+        except (ValueError, UnicodeDecodeError):
+            pass  # not JSON after all: its bytes count
+        else:
+            stable = json.dumps(_without_durations(content), sort_keys=True).encode()
+            return hashlib.sha256(stable).digest()
+    with open(path, "rb") as f:
+        return str(os.path.getsize(path)).encode() + b":" + hashlib.file_digest(f, "sha256").digest()
+
+
+def _keras_digest(path: str) -> bytes:
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for member in sorted(archive.namelist()):
+            if member == KERAS_VOLATILE_MEMBER:
+                continue
+            content = archive.read(member)
+            if member == KERAS_CONFIG_MEMBER:
+                content = json.dumps(_renumbered(json.loads(content), {}), sort_keys=True).encode()
+            digest.update(member.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.digest()
+
+
+def _renumbered(value: Any, ids: dict) -> Any:
+    """``value`` with each ``shared_object_id`` replaced by its order of first appearance."""
+    if isinstance(value, dict):
+        return {k: ids.setdefault(v, len(ids)) if k == KERAS_OBJECT_ID else _renumbered(v, ids)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renumbered(item, ids) for item in value]
+    return value
+
+
+def _without_durations(value: Any) -> Any:
+    """JSON content without durations and locations (see the module docstring)."""
+    if isinstance(value, dict):
+        return {k: _without_durations(v) for k, v in value.items()
+                if not (isinstance(k, str) and k.endswith(VOLATILE_KEY_SUFFIX)) and not _is_location(v)}
+    if isinstance(value, list):
+        return [_without_durations(item) for item in value if not _is_location(item)]
+    return value
+
+
+def _is_location(value: Any) -> bool:
+    return isinstance(value, str) and (os.path.isabs(value) or has_scheme(value))
+
+
+# -------------------------------------------------------------------------- external inputs
+
+
+def file_content(path: str | None) -> str | None:
+    """sha256 of a file the component reads (weights): its content, whatever its name or date.
+    None when no file is configured; a missing file is the component's error to report."""
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        return f"missing:{path}"
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_listing(paths: list[str], base: str) -> str:
+    """sha256 over (path relative to ``base``, size, mtime in ns) of each file: what a filesystem's
+    match metadata gives cheaply. Adding, removing, replacing or touching a file changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        stat = os.stat(path)
+        digest.update(f"{os.path.relpath(path, base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def tree_listing(root: str) -> str:
+    """``file_listing`` of every file under ``root`` plus the names of its directories (a new,
+    still empty version directory of a data set counts)."""
+    if not os.path.isdir(root):
+        return f"missing:{root}"
+    files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
+    directories = sorted(os.path.relpath(d, root) for d, _, _ in os.walk(root))
+    return hashlib.sha256((file_listing(files, root) + "\0".join(directories)).encode()).hexdigest()
+
+
+def remote_listing(pattern: str) -> str:
+    """Listing from the filesystem's match metadata (size, last update: the object generation's
+    time on GCS/S3) for a path with a URI scheme; imports Beam's filesystem registry only then."""
+    from apache_beam.io.filesystems import FileSystems
+
+    target = pattern if any(ch in pattern for ch in "*?[") else pattern.rstrip("/") + "/**"
+    digest = hashlib.sha256()
+    for result in FileSystems.match([target]):
+        for meta in sorted(result.metadata_list, key=lambda m: m.path):
+            digest.update(f"{meta.path}\0{meta.size_in_bytes}\0{meta.last_updated_in_seconds}\n".encode())
+    return digest.hexdigest()
+
+
+def has_scheme(path: str) -> bool:
+    return "://" in path
+
+
+def source_files(kind: str, location: str) -> str:
+    """The fingerprint of the files behind a file source ``kind:location``."""
+    if has_scheme(location):
+        return remote_listing(location)
+    if kind == "tfrecord":
+        return file_listing([p for p in glob.glob(location, recursive=True) if os.path.isfile(p)],
+                            os.path.dirname(location.split("*", 1)[0]) or ".")
+    if os.path.isfile(location) and os.path.getsize(location) <= SMALL_FILE_BYTES:
+        return file_content(location)
+    if os.path.isfile(location):
+        return file_listing([location], os.path.dirname(location))
+    return tree_listing(location)
+
+
+def tfds_data(name: str, data_dir: str | None) -> dict[str, str]:
+    """A prepared TFDS data set: its data dir and the listing of ``<data_dir>/<name>/`` (builder
+    configs and versions are its sub-directories, so a new version or re-prepared files show)."""
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    builder = name.split("/", 1)[0].split(":", 1)[0]
+    location = data_dir.rstrip("/") + "/" + builder
+    return {"data_dir": data_dir, "files": remote_listing(location) if has_scheme(data_dir) else tree_listing(location)}

@@ -1,0 +1,89 @@
+"""Compiles a ganpipe pipeline into a Kubeflow Pipelines v2 spec (``ganpipe compile --target kubeflow``).
+
+Each node becomes a container step running ``ganpipe execute`` in the user's image; its inputs
+are the upstream steps' output artifacts and its outputs are KFP artifacts under the pipeline
+root, passed to ``ganpipe execute`` as local paths (KFP mounts or stages them there), so the steps
+need no object-store client; the execution record is one more output artifact. The node's resolved parameters are one constant JSON parameter
+(``params``), which the compiled spec shows and a run may override. KFP's step caching is on or
+off for every step alike; ganpipe's own cache is not used there (no metadata store).
+
+Needs the ``kubeflow`` extra (the ``kfp`` SDK); imported only by ``ganpipe compile``.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from kfp import compiler, components, dsl
+
+from ganpipe.pipeline import dag
+from ganpipe.pipeline.config import PipelineConfig
+
+PARAMS_INPUT = "params"
+# `ganpipe execute`'s execution record as a KFP artifact of its own, so the orchestrator keeps it
+# (a file beside the outputs would stay on the step's disk where KFP stages artifacts).
+RECORD_OUTPUT = "execution_record"
+_KFP_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def kfp_name(name: str) -> str:
+    """KFP pipeline names are lower-case letters, digits and '-'."""
+    return _KFP_NAME.sub("-", name.lower()).strip("-") or "ganpipe"
+
+
+def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[str],
+              serving_root: str | None) -> dict:
+    """The container component of one node, in the SDK's component YAML format: one input per
+    wired artifact, one output per artifact the component writes, plus ``params``."""
+    component = node.component
+    command = ["ganpipe", "execute", "--component", node.name, "--pipeline-name", pipeline_name,
+               "--params", {"inputValue": PARAMS_INPUT}]
+    for name in node.wiring:
+        command += ["--input", {"concat": [f"{name}=", {"inputPath": name}]}]
+    for name in component.outputs:
+        command += ["--output", {"concat": [f"{name}=", {"outputPath": name}]}]
+    command += ["--record", {"outputPath": RECORD_OUTPUT}]
+    if serving_root:
+        command += ["--pipeline-root", serving_root]
+    command += [f"--beam-arg={arg}" for arg in beam_args]
+    return {
+        "name": node.name,
+        "description": component.description,
+        "inputs": [{"name": name, "type": component.inputs[name]} for name in node.wiring]
+                  + [{"name": PARAMS_INPUT, "type": "String"}],
+        "outputs": [{"name": name, "type": artifact_type} for name, artifact_type in component.outputs.items()]
+                   + [{"name": RECORD_OUTPUT, "type": "ExecutionRecord"}],
+        "implementation": {"container": {"image": image, "command": command}},
+    }
+
+
+def build_pipeline(config: PipelineConfig, image: str, *, pipeline_root: str | None = None,
+                   serving_root: str | None = None, caching: bool = True):
+    """The KFP pipeline function of ``config``'s DAG (steps in ganpipe's topological order)."""
+    ordered = dag.topological_order(config.nodes)
+    dag.check_wiring(ordered)
+    steps = {node.name: components.load_component_from_text(yaml.safe_dump(
+        step_spec(node, image, config.name, config.beam_args, serving_root))) for node in ordered}
+
+    @dsl.pipeline(name=kfp_name(config.name), description=f"ganpipe pipeline {config.name}",
+                  pipeline_root=pipeline_root)
+    def pipeline():
+        tasks = {}
+        for node in ordered:
+            parameters = config.parameters.get(node.section) or node.component.resolve_parameters({}, node.section)
+            arguments = {PARAMS_INPUT: json.dumps(parameters, sort_keys=True)}
+            for name, reference in node.wiring.items():
+                producer, _, output = reference.partition(".")
+                arguments[name] = tasks[producer].outputs[output]
+            task = steps[node.name](**arguments)
+            task.set_display_name(node.name)
+            task.set_caching_options(caching)
+            tasks[node.name] = task
+
+    return pipeline
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output: str, **options) -> None:
+    """Writes the KFP v2 pipeline spec (YAML) of ``config`` to ``output``."""
+    compiler.Compiler().compile(build_pipeline(config, image, **options), output)

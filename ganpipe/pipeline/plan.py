@@ -1,0 +1,75 @@
+"""``ganpipe run --dry-run``: what a run would do, step by step, and why, without running anything.
+
+A thin walk over the runner's own cache-key code (``cache.cache_key``, the nodes' resolvers): a
+step whose inputs are all known (published artifacts of cache hits) gets its real cache key, and
+a COMPLETE execution with that key whose outputs are present is a hit; otherwise the reason is the first difference from the component's last execution in this
+pipeline (parameters, code, upstream outputs).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from ganpipe.pipeline import cache, dag
+from ganpipe.pipeline.metadata import COMPLETE, LIVE, MetadataStore, STORE_FILE
+from ganpipe.pipeline.runner import LocalRunner, artifact_present
+
+CACHED, WILL_RUN = "cached", "will run"
+
+
+def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+    """``(component, CACHED | WILL_RUN, why)`` for each step the run would take, in order."""
+    ordered, forced = runner.plan(until, force)
+    if not os.path.isfile(os.path.join(runner.metadata, STORE_FILE)):
+        return [(node.name, WILL_RUN, f"no runs yet under {runner.metadata}") for node in ordered]
+    known: dict[str, object] = {}  # "Producer.output" -> Artifact, for steps that would be cache hits
+    steps = []
+    with MetadataStore(runner.metadata, read_only=True) as store:
+        for node in ordered:
+            component = node.component
+            parameters = runner.parameters.get(node.section) or component.resolve_parameters({}, node.section)
+            missing = sorted({ref.split(".")[0] for ref in node.wiring.values() if ref not in known})
+            if node.name in forced:
+                steps.append((node.name, WILL_RUN, "forced (--force)"))
+                continue
+            if missing:
+                steps.append((node.name, WILL_RUN, f"if the new output of {', '.join(missing)} differs"))
+                continue
+            upstream = {name: known[ref] for name, ref in node.wiring.items()}
+            inputs = {**upstream, **dag.resolve_inputs(node, store, runner.pipeline, upstream, parameters)}
+            hit = _cache_hit(store, runner.pipeline, cache.cache_key(component, parameters, inputs))
+            if hit:
+                source, outputs = hit
+                known.update({f"{node.name}.{name}": artifact for name, artifact in outputs.items()})
+                steps.append((node.name, CACHED, f"same parameters, inputs and code as execution {source.id} "
+                                                 f"(run {source.run_id})"))
+                continue
+            steps.append((node.name, WILL_RUN, _why(store, runner.pipeline, component.name, parameters,
+                                                    cache.code_fingerprint(component))))
+    return steps
+
+
+def _cache_hit(store: MetadataStore, pipeline: str, key: str):
+    """What the runner's ``claim_cached`` would find, without recording anything: the newest
+    COMPLETE execution with ``key`` whose outputs are LIVE and present."""
+    for execution in reversed(store.executions(state=COMPLETE)):
+        if execution.cache_key == key and execution.pipeline == pipeline:
+            outputs = store.execution_artifacts(execution.id, "output")
+            if all(store.artifact(a.id).state == LIVE and artifact_present(a) for a in outputs.values()):
+                return execution, outputs
+    return None
+
+
+def _why(store: MetadataStore, pipeline: str, component: str, parameters: dict, code: str) -> str:
+    last = next((e for e in reversed(store.executions(state=COMPLETE))
+                 if e.pipeline == pipeline and e.component == component), None)
+    if last is None:
+        return "never ran in this pipeline"
+    changed = sorted(key for key in set(parameters) | set(last.parameters)
+                     if parameters.get(key) != last.parameters.get(key))
+    if changed:
+        shown = ", ".join(f"{key} {last.parameters.get(key)!r} -> {parameters.get(key)!r}" for key in changed[:3])
+        return f"parameters changed since execution {last.id}: {shown}" + (" ..." if len(changed) > 3 else "")
+    if last.code_fingerprint != code:
+        return f"code changed since execution {last.id}"
+    return f"inputs changed since execution {last.id} (or its outputs were deleted)"
