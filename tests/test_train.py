@@ -384,7 +384,7 @@ def test_lapgan_trains_logs_every_level_and_resumes_with_tensorboard_purged(digi
     assert len(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))) == 2
     events = plugin_event_accumulator.EventAccumulator(logdir, size_guidance={plugin_event_accumulator.TENSORS: 0})
     events.Reload()
-    for tag in ("gan/d_loss", "gan/level_0/d_loss", "gan/level_2/js", "learning_rate/g"):
+    for tag in ("gan/d_loss", "gan/level_0/d_loss", "gan/level_2/js_lower_bound", "learning_rate/g"):
         assert steps_of(events, tag) == [3, 6], tag
     for k, side in enumerate((4, 8, 16)):
         assert steps_of(events, f"gan/samples/level_{k}") == [0, 3, 6]
