@@ -68,10 +68,13 @@ def run_all(jobs: list[tuple[list[str], dict]]) -> None:
     """Starts every (command, extra environment) at once and waits for all."""
     processes = [subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for cmd, extra in jobs]
-    for process in processes:
+    failures = []
+    for number, process in enumerate(processes):
         _, errors = process.communicate()
         if process.returncode:
-            raise RuntimeError(f"a worker failed:\n{errors[-3000:]}")
+            failures.append(f"process {number} exited {process.returncode}:\n{errors[-2000:]}")
+    if failures:
+        raise RuntimeError("\n".join(failures))
 
 
 def one_worker(data: str, scratch: str, steps: int) -> float:

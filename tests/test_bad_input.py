@@ -475,3 +475,15 @@ def test_content_split_key_follows_the_pictures_not_their_names(tmp_path):
     assert len(by_content) == 24 and all(len(splits) == 1 for splits in by_content.values())
     assert {next(iter(s)) for s in by_content.values()} == {"train", "eval"}
     assert metadata["split"]["split_key"] == "content" and metadata["split"]["key"] == "record content"
+
+
+@pytest.mark.parametrize("label_names, message", [
+    ([1, "1"], r"ingest.label_names: '1' given more than once"),
+    ([0, 0.5], r"ingest.label_names: label 0.5 is not an integer"),
+    (["a", ""], r"ingest.label_names: '' means 'no label' and cannot name a class"),
+])
+def test_label_names_are_checked_before_anything_runs(tmp_path, label_names, message):
+    np.savez(tmp_path / "data.npz", x=np.ones((2, 2)), y=np.array([0, 1]))
+    with pytest.raises(ComponentError, match=message):
+        ingest.run_ingest(f"npz:{tmp_path}/data.npz", str(tmp_path / "out"), label_column="y",
+                          label_names=label_names, **QUIET)

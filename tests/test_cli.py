@@ -519,3 +519,44 @@ def test_config_prints_yaml_with_help_that_loads_back(tmp_path):
     only = cli("config", "evaluate", "--defaults", "--set", "evaluate.num_samples=50").stdout
     assert only.splitlines()[1] == "evaluate:" and "num_samples: 2000" in only and "train:" not in only
     assert "did you mean 'train'" in cli("config", "trian", expect=2).stderr
+
+
+def test_gc_beside_a_training_run(env):
+    """gc while a run trains: it deletes superseded artifacts but not what the run has claimed as
+    a cache hit (here an older Make output), nor the run's staging; the run then completes."""
+    cli("run", env.path, "--root", env.root, "--set", "make.n=4")
+    cli("run", env.path, "--root", env.root, "--set", "make.n=5")
+    shutil.rmtree(os.path.join(env.root, "serving", "3"))  # the first run's version is withdrawn
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root, "--set", "make.n=4", "--set", "fit.scale=7")
+    _wait_for(env.controls / "Fit.started", process)
+    make_n4 = os.path.join(env.root, "toy", "Make", "numbers", "1")
+    fit_n4 = os.path.join(env.root, "toy", "Fit", "model", "2")
+    staging = os.path.join(env.root, "toy", "Fit", ".staging")
+    attempt = [name for name in os.listdir(staging) if not name.endswith(".lock")]
+    done = cli("gc", "--include-partial", "--root", env.root).stdout
+    assert fit_n4 in done and not os.path.exists(fit_n4)  # superseded and unused: deleted
+    assert make_n4 not in done and os.path.isdir(make_n4)  # the running run's cache hit: kept
+    assert [name for name in os.listdir(staging) if not name.endswith(".lock")] == attempt  # in use: kept
+    (env.controls / "Fit.hold").unlink()
+    code, out, err = _finish(process)
+    assert code == 0, err
+    assert [row[0] for row in summary(out).values()] == ["cached", "ran", "ran"]
+    assert "0 problem(s)" in cli("verify", "--root", env.root).stdout
+
+
+def test_gc_keeps_a_killed_trainings_checkpoints_unless_asked(env):
+    (env.controls / "Fit.hold").touch()
+    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    _wait_for(env.controls / "Fit.started", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    staging = os.path.join(env.root, "toy", "Fit", ".staging")
+    attempt = [name for name in os.listdir(staging) if not name.endswith(".lock")]
+    assert "0 item(s)" in cli("gc", "--root", env.root).stdout
+    assert [name for name in os.listdir(staging) if not name.endswith(".lock")] == attempt
+    assert "partial resumable attempt" in cli("gc", "--dry-run", "--include-partial", "--root", env.root).stdout
+    (env.controls / "Fit.hold").unlink()
+    cli("run", env.path, "--root", env.root)
+    with MetadataStore(env.root) as store:
+        assert store.artifacts(type="Model")[0].artifact.properties["resumed"] is True

@@ -266,3 +266,31 @@ def test_pipeline_run_with_a_gs_root_publishes_there(gcs_emulator, tmp_path):
     assert [step.status for step in second.steps] == ["cached", "cached"]
     assert [s.outputs["examples"].fingerprint for s in second.steps] == [
         s.outputs["examples"].fingerprint for s in first.steps]
+
+
+def test_statistics_report_what_the_original_images_were(tmp_path):
+    from PIL import Image
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    root = tmp_path / "images"
+    root.mkdir()
+    originals = [("a.png", "PNG", "RGB", (40, 20)), ("b.png", "PNG", "RGB", (40, 20)), ("c.jpg", "JPEG", "L", (10, 10)),
+                 ("d.gif", "GIF", "P", (16, 32)), ("e.png", "PNG", "RGBA", (24, 24))]
+    for name, image_format, mode, size in originals:
+        Image.new(mode, size).save(root / name, image_format)
+    ingest.run_ingest(f"images:{root}", str(tmp_path / "raw"), eval_fraction=0.0, **QUIET)
+    result = preprocess.run_preprocess(str(tmp_path / "raw"), str(tmp_path / "out"), image_size=16, **QUIET)
+    facts = result["statistics"]["splits"]["train"]["source_images"]
+    assert facts["formats"] == {"GIF": 1, "JPEG": 1, "PNG": 3}
+    assert facts["modes"] == {"L": 1, "P": 1, "RGB": 2, "RGBA": 1}
+    assert facts["width"] == {"min": 10, "max": 40, "mean": 26.0}
+    assert facts["height"] == {"min": 10, "max": 32, "mean": 21.2}
+    assert facts["upscaled"] == 1  # only the 10x10 JPEG is smaller than 16 on a side
+    ratios = {(bucket["low"], bucket["high"]): bucket["count"] for bucket in facts["aspect_ratio"] if bucket["count"]}
+    assert ratios == {(0.5, 0.75): 1, (0.9, 1 / 0.9): 2, (2.0, None): 2}  # buckets are [low, high)
+    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString((tmp_path / "out" / "statistics.pb").read_bytes())
+    features = {f.path.step[0]: f for f in stats.datasets[0].features}
+    assert {v.value: v.frequency for v in features["source/format"].string_stats.top_values} == facts["formats"]
+    assert features["source/width"].custom_stats[0].num == 1
+    assert [b.sample_count for b in features["source/aspect_ratio"].num_stats.histograms[0].buckets] == [
+        0, 1, 0, 2, 0, 0, 2]

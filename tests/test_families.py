@@ -118,6 +118,26 @@ def test_conditional_image_gan_trains_and_reloads(g_mode, d_mode, tmp_path):
         gan.train_step(tf.constant(images[:32]))
 
 
+def test_projection_discriminator_with_spectral_norm_normalises_every_layer_as_in_the_paper(tmp_path):
+    """Miyato & Koyama: spectral norm on all of D's layers, the output layer psi and the class
+    embedding V included; the logit is psi(phi(x)) + <V y, phi(x)>."""
+    keras.utils.set_random_seed(0)
+    gan = build_gan("cgan", (2,), latent_dim=4, num_classes=3, hidden=(8,), spectral_norm=True)
+    d = gan.discriminator
+    wrapped = {layer.layer.name for layer in d.layers if isinstance(layer, keras.layers.SpectralNormalization)}
+    dense = {layer.name for layer in d._flatten_layers() if isinstance(layer, keras.layers.Dense)}
+    assert {"unconditional_logit", "class_projection"} <= wrapped and dense == wrapped
+    x, y = np.random.default_rng(0).normal(size=(5, 2)).astype("float32"), np.array([0, 1, 2, 1, 0])
+    phi = keras.Model(d.inputs, d.get_layer("projection").input[1])([x, y]).numpy()
+    psi = keras.Model(d.inputs, d.get_layer("logit").input[0])([x, y]).numpy()
+    v = next(layer for layer in d.layers if getattr(layer, "layer", None) is not None
+             and layer.layer.name == "class_projection").layer.kernel.numpy()
+    np.testing.assert_allclose(d([x, y]).numpy()[:, 0], psi[:, 0] + np.sum(v[y] * phi, axis=1), rtol=1e-5, atol=1e-6)
+    labels = np.random.default_rng(1).integers(0, 3, 64)
+    fit(gan, tf.data.Dataset.from_tensor_slices((x[labels % 5], labels)).repeat().batch(16), steps=2)
+    assert_same_after_reload(d, [x, y], tmp_path / "d.keras")
+
+
 # --------------------------------------------------------------------- losses
 
 

@@ -170,8 +170,8 @@ def test_kernel_distance_is_about_zero_for_one_distribution_and_positive_when_sh
 
 def test_classifier_score_bounds():
     classes = 10
-    uniform_confident = one_hot(np.tile(np.arange(classes), 50), classes)  # every split balanced
-    assert metrics.compute_classifier_score(uniform_confident, num_splits=10) == pytest.approx(
+    uniform_confident = one_hot(np.tile(np.arange(classes), 50), classes)
+    assert metrics.compute_classifier_score(uniform_confident, num_splits=1) == pytest.approx(
         {"classifier_score": 10.0, "classifier_score_std": 0.0}, abs=1e-9)
     collapsed = one_hot(np.full(500, 3), classes)
     assert metrics.compute_classifier_score(collapsed)["classifier_score"] == pytest.approx(1.0)
@@ -182,11 +182,20 @@ def test_classifier_score_bounds():
 def test_classifier_score_matches_direct_formula():
     rng = np.random.default_rng(6)
     probs = rng.dirichlet(np.full(5, 0.3), size=400)
-    splits = np.array_split(probs, 4)
+    splits = np.array_split(probs[np.random.default_rng(0).permutation(400)], 4)  # shuffled with seed 0
     expected = [math.exp(np.mean([sum(p * np.log(p / s.mean(0))) for p in s])) for s in splits]
     result = metrics.compute_classifier_score(probs, num_splits=4)
     assert result["classifier_score"] == pytest.approx(np.mean(expected), rel=1e-10)
     assert result["classifier_score_std"] == pytest.approx(np.std(expected), rel=1e-8)
+
+
+def test_classifier_score_splits_are_shuffled_so_class_ordered_samples_score_high():
+    """1,000 confident samples sorted by class (a conditional GAN's grid order): consecutive splits
+    would hold one class each and score 1.0."""
+    ordered = one_hot(np.repeat(np.arange(10), 100), 10)
+    result = metrics.compute_classifier_score(ordered, num_splits=10)
+    assert result["classifier_score"] > 9.0, result
+    assert metrics.compute_classifier_score(ordered, num_splits=10, seed=1) != result  # the seed picks the order
 
 
 def test_classifier_score_rejects_logits():
@@ -338,6 +347,9 @@ def test_discriminator_accuracy():
         {"d_accuracy": (0.75 + 0.5) / 2, "d_accuracy_real": 0.75, "d_accuracy_fake": 0.5})
     probs = metrics.compute_discriminator_accuracy([0.9, 0.4], [0.1, 0.6], from_logits=False)
     assert probs["d_accuracy"] == 0.5
+    # a least-squares D (targets 1 and 0) judged at its own threshold 0.5, not at logit 0
+    least_squares = metrics.compute_discriminator_accuracy([0.9, 0.6], [0.1, 0.4], threshold=0.5)
+    assert least_squares["d_accuracy"] == 1.0
 
 
 # --- registry, compute, real_vs_real -------------------------------------------------------

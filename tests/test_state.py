@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ganpipe.components import evaluate, fingerprints, specs
-from ganpipe.components.base import Artifact, Component, Parameter
+from ganpipe.components.base import Component, Parameter
 from ganpipe.pipeline import cache, gc
 from ganpipe.pipeline.cli import main
 from ganpipe.pipeline.config import load_config

@@ -326,8 +326,8 @@ def model_card(model_name, version, info, schema, blessing, result, generator_fi
         "## Serving\n\n" + _signature_table(info) + limit + "\n\n" + _serving_howto(info, model_name, version, min(16, max_generate_samples)),
         "## Data\n\n" + _bullets(_data_facts(schema)),
         "## Training\n\n" + _bullets({key: info[key] for key in ("family", "latent_dim", "num_classes", "steps",
-                                                                   "precision", "seed", "ema", "training_seconds",
-                                                                   "final_metrics") if key in info}),
+                                                                   "precision", "seed", "ema", "final_metrics")
+                                 if key in info}),
         "## Evaluation\n\n" + _metrics_section(blessing),
         "## Lineage\n\n" + _bullets(_lineage_facts(lineage, model_name)),
     ]

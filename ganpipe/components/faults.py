@@ -4,7 +4,7 @@ would stop it there (no cleanup, no exception handlers). Unset, a point costs on
 
 Points: ``<Component>:before-publish`` (executor done), ``<Component>:mid-publish`` (first output
 moved into place), ``<Component>:before-commit`` (outputs fsynced, not yet recorded),
-``<Component>:after-commit``; ``Export:before-version`` (SavedModel and card complete in
+``<Component>:after-commit``; ``Train:after-checkpoint`` (mid-training); ``Export:before-version`` (SavedModel and card complete in
 ``.incoming-*``), ``Export:after-version`` (version visible, execution not yet recorded);
 ``gc:after-mark``, ``gc:mid-trash``, ``gc:mid-delete``.
 """

@@ -7,8 +7,12 @@ Artifact content (scheme 2) is what downstream steps read, not how or when it wa
 - directories named ``logs`` (TensorBoard event files: wall times) and ``checkpoints`` (resume
   state, whose number and index timestamps follow ``checkpoint_every``) are left out;
 - a ``.keras`` file counts by its members' names and bytes without ``metadata.json`` (which holds
-  the save date), so re-saving identical weights gives the same fingerprint;
-- in a ``.json`` file, keys ending in ``_seconds`` (durations) are left out;
+  the save date), with the ``shared_object_id`` values of ``config.json`` (Python object
+  addresses) renumbered in order of appearance, so re-saving identical weights, in this process
+  or another, gives the same fingerprint;
+- in a ``.json`` file, keys ending in ``_seconds`` (durations) and string values that are
+  absolute paths or URIs (where an input or this output lives, which the lineage records) are
+  left out, so the same content has the same fingerprint under any root and execution id;
 - everything else counts by relative path, size and bytes; a symlink by its target.
 
 Scheme 1 (stores written before schema version 2) hashed every file byte for byte; ``ganpipe
@@ -28,6 +32,7 @@ SCHEME = SEMANTIC  # what new artifacts are fingerprinted with
 VOLATILE_DIRECTORIES = ("logs", "checkpoints")
 VOLATILE_KEY_SUFFIX = "_seconds"
 KERAS_VOLATILE_MEMBER = "metadata.json"
+KERAS_CONFIG_MEMBER, KERAS_OBJECT_ID = "config.json", "shared_object_id"
 SMALL_FILE_BYTES = 16 * 2 ** 20  # external single files up to this size are hashed, not listed
 
 
@@ -71,18 +76,37 @@ def _keras_digest(path: str) -> bytes:
     digest = hashlib.sha256()
     with zipfile.ZipFile(path) as archive:
         for member in sorted(archive.namelist()):
-            if member != KERAS_VOLATILE_MEMBER:
-                digest.update(member.encode() + b"\0" + hashlib.sha256(archive.read(member)).digest())
+            if member == KERAS_VOLATILE_MEMBER:
+                continue
+            content = archive.read(member)
+            if member == KERAS_CONFIG_MEMBER:
+                content = json.dumps(_renumbered(json.loads(content), {}), sort_keys=True).encode()
+            digest.update(member.encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.digest()
 
 
+def _renumbered(value: Any, ids: dict) -> Any:
+    """``value`` with each ``shared_object_id`` replaced by its order of first appearance."""
+    if isinstance(value, dict):
+        return {k: ids.setdefault(v, len(ids)) if k == KERAS_OBJECT_ID else _renumbered(v, ids)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renumbered(item, ids) for item in value]
+    return value
+
+
 def _without_durations(value: Any) -> Any:
+    """JSON content without durations and locations (see the module docstring)."""
     if isinstance(value, dict):
         return {k: _without_durations(v) for k, v in value.items()
-                if not (isinstance(k, str) and k.endswith(VOLATILE_KEY_SUFFIX))}
+                if not (isinstance(k, str) and k.endswith(VOLATILE_KEY_SUFFIX)) and not _is_location(v)}
     if isinstance(value, list):
-        return [_without_durations(item) for item in value]
+        return [_without_durations(item) for item in value if not _is_location(item)]
     return value
+
+
+def _is_location(value: Any) -> bool:
+    return isinstance(value, str) and (os.path.isabs(value) or has_scheme(value))
 
 
 # -------------------------------------------------------------------------- external inputs

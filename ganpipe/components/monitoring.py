@@ -28,6 +28,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
+from ganpipe.components import faults
 from ganpipe.ganmodels import inner_optimizer
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
@@ -129,6 +130,7 @@ class Checkpointer(keras.callbacks.Callback):
                 self.writer.flush()
             self.manager.save(checkpoint_number=step)
             self.next_save = (step // self.every + 1) * self.every
+            faults.point("Train:after-checkpoint")  # fault-injection tests kill mid-training here
 
 
 # Shown in the progress output when the GAN's loss reports them (the metrics differ per loss).
@@ -244,7 +246,8 @@ class ProgressReporter(keras.callbacks.Callback):
 
 def gan_layout():
     """The custom-scalars dashboard for a GAN: D(x) against D(G(z)) and D's loss against G's on one
-    chart each, D's accuracy with its 50% equilibrium line, V(D, G) with -log 4, and the sample
+    chart each, D's accuracy with its 50% equilibrium line, V(D, G) with -log 4 (BCE losses), the
+    Wasserstein estimate and hinge margins (those losses), and the sample
     quality with its real-vs-real baseline. Tags are regular expressions, so LAPGAN's per-level
     curves join the same charts."""
     def chart(title: str, *tags: str):
@@ -257,6 +260,10 @@ def gan_layout():
         chart("D accuracy (equilibrium 50%)", rf"^{GAME}/(level_\d+/)?d_accuracy$",
               rf"^{REFERENCE}/d_accuracy_equilibrium$"),
         chart("V(D, G) (equilibrium -log 4)", rf"^{GAME}/(level_\d+/)?value$", rf"^{REFERENCE}/value_equilibrium$"),
+        # the losses without a BCE value function report these instead (ganmodels/losses.py)
+        chart("Wasserstein estimate E[D(x)] - E[D(G(z))]", rf"^{GAME}/(level_\d+/)?wasserstein_estimate$"),
+        chart("hinge: shares of samples inside the margin",
+              rf"^{GAME}/(level_\d+/)?(real|fake)_inside_margin$"),
     ])
     quality = layout_pb2.Category(title="sample quality", chart=[
         chart("Fréchet distance (lower is better) and its real-vs-real baseline",

@@ -18,6 +18,7 @@ Every record's data CRC is checked on read: a corrupt record is rejected with it
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import math
 import struct
@@ -94,12 +95,13 @@ class ImageDecoder:
             image = _from_pixels(data, tuple(feature["image_shape"].int64_list.value))
         else:
             image = self._from_file(data)
+        source = SourceImage(image.format or "raw", image.mode, *image.size)
         image = self._to_mode(image)
         if self.center_crop:
             image = _crop_to_square(image)
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), self.resample)
-        pixels = {"image": image.tobytes()}
+        pixels = {"image": image.tobytes(), "source": source}
         if self.lowres_size:
             small = image.resize((self.lowres_size, self.lowres_size), Image.Resampling.BICUBIC)
             pixels["image_lowres"] = small.tobytes()
@@ -118,7 +120,9 @@ class ImageDecoder:
                 image = Image.open(io.BytesIO(data))
             self._check_size(image)
             image.load()
-            image = ImageOps.exif_transpose(image)
+            upright = ImageOps.exif_transpose(image)
+            upright.format = image.format  # the upright copy forgets it; the statistics report it
+            image = upright
         except UnidentifiedImageError:
             raise Rejected("not_an_image", "not an image (unrecognised format)") from None
         except Image.DecompressionBombError as e:
@@ -168,11 +172,12 @@ class ImageDecoder:
         faster than float arithmetic on every pixel)."""
         pixels = np.frombuffer(b"".join(d["image"] for d in decoded), np.uint8).reshape(-1, self.channels)
         histograms = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(self.channels)])
-        return moments_from_histograms(histograms)
+        return {**moments_from_histograms(histograms),
+                "source_images": source_facts([d["source"] for d in decoded], self.size)}
 
     @staticmethod
     def encode(decoded: dict) -> tuple[list, list]:
-        return [(name, [data]) for name, data in decoded.items()], []
+        return [(name, [data]) for name, data in decoded.items() if name != "source"], []
 
 
 def _background(value) -> tuple[int, int, int]:
@@ -310,6 +315,58 @@ def corrupt_rejection(corrupt: beamio.Corrupt, split: str) -> dict:
 
 
 # --------------------------------------------------------------------------- statistics
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    """What an image was before Preprocess: format (PNG, JPEG... or raw pixels), mode, size."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+
+
+# Bucket edges of width / height: tall, portrait, near-square, landscape, wide.
+ASPECT_EDGES = (0.5, 0.75, 0.9, 1 / 0.9, 4 / 3, 2.0)
+
+
+def source_facts(images: list[SourceImage], size: int) -> dict:
+    """Mergeable facts of a batch's original images (see ``merge_source_facts``)."""
+    widths = np.array([i.width for i in images])
+    heights = np.array([i.height for i in images])
+    return {
+        "width": [int(widths.min()), int(widths.max()), int(widths.sum())],
+        "height": [int(heights.min()), int(heights.max()), int(heights.sum())],
+        "aspect_ratio": np.bincount(np.searchsorted(ASPECT_EDGES, widths / heights, side="right"),
+                                    minlength=len(ASPECT_EDGES) + 1),
+        "formats": collections.Counter(i.format for i in images),
+        "modes": collections.Counter(i.mode for i in images),
+        # Enlarged along at least one axis to reach image_size: blurrier than the data suggests.
+        "upscaled": int((np.minimum(widths, heights) < size).sum()),
+    }
+
+
+def merge_source_facts(a: dict, b: dict) -> dict:
+    def extent(x, y):
+        return [min(x[0], y[0]), max(x[1], y[1]), x[2] + y[2]]
+
+    return {"width": extent(a["width"], b["width"]), "height": extent(a["height"], b["height"]),
+            "aspect_ratio": a["aspect_ratio"] + b["aspect_ratio"], "formats": a["formats"] + b["formats"],
+            "modes": a["modes"] + b["modes"], "upscaled": a["upscaled"] + b["upscaled"]}
+
+
+def finalize_source_facts(facts: dict, count: int) -> dict:
+    edges = (0.0, *ASPECT_EDGES, None)
+    return {
+        "width": {"min": facts["width"][0], "max": facts["width"][1], "mean": facts["width"][2] / count},
+        "height": {"min": facts["height"][0], "max": facts["height"][1], "mean": facts["height"][2] / count},
+        "aspect_ratio": [{"low": low, "high": high, "count": int(n)}
+                         for low, high, n in zip(edges, edges[1:], facts["aspect_ratio"])],
+        "formats": dict(sorted(facts["formats"].items())),
+        "modes": dict(sorted(facts["modes"].items())),
+        "upscaled": facts["upscaled"],
+    }
+
+
 def moments_from_histograms(histograms: np.ndarray) -> dict:
     """n, mean, m2 (sum of squared deviations), min, max per row of [K, 256] value counts."""
     values = np.arange(histograms.shape[1], dtype=np.float64)
@@ -340,9 +397,12 @@ def merge_statistics(a: dict, b: dict) -> dict:
     """Chan et al.'s pairwise update: exact and stable for any split of the data."""
     n = a["n"] + b["n"]
     delta = b["mean"] - a["mean"]
-    histogram = {"histogram": a["histogram"] + b["histogram"]} if "histogram" in a else {}
+    images = {}  # image data only: pixel histograms and what the originals were
+    if "histogram" in a:
+        images = {"histogram": a["histogram"] + b["histogram"],
+                  "source_images": merge_source_facts(a["source_images"], b["source_images"])}
     return {
-        **histogram,
+        **images,
         "records": a["records"] + b["records"],
         "n": n,
         "mean": a["mean"] + delta * (b["n"] / n),
@@ -373,9 +433,12 @@ class StatisticsCombineFn(beam.CombineFn):
 
 
 def finalize_statistics(accumulator: dict) -> dict:
-    histogram = {"histogram": accumulator["histogram"].astype(int).tolist()} if "histogram" in accumulator else {}
+    images = {}
+    if "histogram" in accumulator:
+        images = {"histogram": accumulator["histogram"].astype(int).tolist(),
+                  "source_images": finalize_source_facts(accumulator["source_images"], accumulator["records"])}
     return {
-        **histogram,
+        **images,
         "count": int(accumulator["records"]),
         "mean": accumulator["mean"].tolist(),
         "std": np.sqrt(accumulator["m2"] / accumulator["n"]).tolist(),

@@ -141,6 +141,8 @@ DEFAULT_STEPS = 3000
 _DROPOUT = Parameter("dropout", float, 0.0, "dropout rate in D", min=0.0, max=0.9)
 _SPECTRAL_NORM = Parameter("spectral_norm", bool, False, "spectral normalisation of D's layers")
 _WIDTH = Parameter("width", int, 32, "D's first conv width, doubled per stride-2 level; G mirrors D", min=1)
+_MINIBATCH_STD = Parameter("minibatch_std", int, 0, "D's minibatch standard deviation feature over groups of "
+                           "this many samples (ProGAN); 0 = off", min=0)
 
 
 def _hidden(default: tuple[int, ...]) -> Parameter:
@@ -150,8 +152,13 @@ def _hidden(default: tuple[int, ...]) -> Parameter:
 FAMILY_NETWORKS: dict[str, tuple[Parameter, ...]] = {
     "mlp": (_hidden((256, 256)), _DROPOUT,
             Parameter("output_activation", str, "auto", "G's last Keras activation; auto: tanh for images, "
-                      "linear for vectors")),
-    "dcgan": (_WIDTH, _DROPOUT, _SPECTRAL_NORM),
+                      "linear for vectors"), _MINIBATCH_STD),
+    "dcgan": (_WIDTH, _DROPOUT, _SPECTRAL_NORM, _MINIBATCH_STD),
+    "maxout_mlp": (Parameter("g_hidden", list, [400, 400, 400, 400], "G's ReLU + batch-norm layer widths"),
+                   Parameter("d_hidden", list, [200, 200, 200], "D's maxout layer widths"),
+                   Parameter("pieces", int, 5, "pieces per maxout unit", min=1),
+                   Parameter("init_std", float, 0.02, "std of the initial weights", min=0.0),
+                   _MINIBATCH_STD),
     "cgan": (_WIDTH, _hidden((256, 256)),
              Parameter("embedding_dim", int, 16, "size of G's label embedding", min=1),
              Parameter("generator_conditioning", str, "concat", "how G sees the label",
@@ -239,10 +246,21 @@ TRAIN_PARAMETERS = (
     Parameter("ema_decay", float, None, "keep an EMA of G's weights with this decay (e.g. 0.999); empty = off",
               min=0.0, max=1.0, nullable=True),
     Parameter("reuse_fakes", bool, False, "G step reuses D's last fakes (faster, simultaneous gradients)"),
+    Parameter("packing", int, 1, "PacGAN: D judges packs of this many samples (mlp, dcgan, maxout_mlp); "
+              "1 = off", min=1, max=64),
+    Parameter("r1", float, 0.0, "R1 zero-centred gradient penalty weight gamma on real samples; 0 = off", min=0.0),
+    Parameter("r2", float, 0.0, "R2 zero-centred gradient penalty weight gamma on fakes; 0 = off", min=0.0),
+    Parameter("r1_interval", int, 1, "lazy regularisation: R1/R2 every this many D updates, weighted by it",
+              min=1, max=1000),
+    Parameter("diffaugment", str, None, "DiffAugment policy for images, e.g. color,translation,cutout; "
+              "empty = off", nullable=True),
     Parameter("seed", int, 0, "seeds initial weights, noise and data order"),
     Parameter("precision", str, "float32", "Keras dtype policy of the networks", choices=PRECISIONS),
-    Parameter("jit_compile", bool, False, "compile the train step with XLA"),
-    Parameter("steps_per_execution", int, 1, "train steps per call into the compiled function", min=1),
+    Parameter("jit_compile", bool, None, "compile the train step with XLA; empty = auto (on for dense-only "
+              "networks, off with convolutions, where XLA is slower on CPU)", nullable=True),
+    Parameter("steps_per_execution", int, None, "train steps per call into the compiled function; empty = auto: "
+              "the largest divisor <= 100 of log_every, sample_every, checkpoint_every and the steps to run, so "
+              "every event stays on its step", min=1, nullable=True),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
     Parameter("eval_every", int, 500, "steps between points of the quality curve (Fréchet distance, precision, "
               "recall in the Classifier's feature space, TensorBoard quality/*); 0 = off", min=0),

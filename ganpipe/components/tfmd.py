@@ -4,8 +4,10 @@
 ``DatasetFeatureStatisticsList`` with one dataset per split, the files TFDV
 (``tfdv.load_schema_text``, ``tfdv.load_stats_binary``) and Facets read. Images are described per
 channel (``image/<channel>``: pixel mean, std, min, max and a 16-bucket histogram of the 0..255
-values); vectors per column (mean, std, min, max); labels as a categorical feature whose rank
-histogram holds the count of every label name.
+values) plus what the original images were (``source/width``, ``source/height``,
+``source/aspect_ratio`` histogram, ``source/format``, ``source/mode``, and the ``upscaled`` count
+as a custom statistic of ``source/width``); vectors per column (mean, std, min, max); labels as
+a categorical feature whose rank histogram holds the count of every label name.
 """
 from __future__ import annotations
 
@@ -65,7 +67,38 @@ def statistics_proto(statistics: dict) -> statistics_pb2.DatasetFeatureStatistic
             numbers.min, numbers.max = stats["min"][column], stats["max"][column]
             if stats.get("histogram"):
                 _pixel_histogram(numbers.histograms.add(), stats["histogram"][column])
+        if stats.get("source_images"):
+            _source_image_statistics(dataset, stats["source_images"], stats["count"])
     return proto
+
+
+def _source_image_statistics(dataset, facts: dict, count: int) -> None:
+    """The originals before Preprocess: sizes, aspect ratios, formats, modes, how many up-scaled."""
+    for name in ("width", "height"):
+        numbers = _numeric_feature(dataset, f"source/{name}", count)
+        numbers.min, numbers.max, numbers.mean = facts[name]["min"], facts[name]["max"], facts[name]["mean"]
+        if name == "width":  # one place for the count of images enlarged to image_size
+            dataset.features[-1].custom_stats.add(name="upscaled", num=facts["upscaled"])
+    ratio = _numeric_feature(dataset, "source/aspect_ratio", count).histograms.add()
+    ratio.type = statistics_pb2.Histogram.STANDARD
+    for bucket in facts["aspect_ratio"]:
+        high = bucket["high"] if bucket["high"] is not None else float("inf")
+        ratio.buckets.add(low_value=bucket["low"], high_value=high, sample_count=bucket["count"])
+    for name in ("formats", "modes"):
+        feature = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.STRING)
+        feature.path.step.append(f"source/{name[:-1]}")
+        strings = feature.string_stats
+        strings.common_stats.num_non_missing = count
+        strings.unique = len(facts[name])
+        for value, frequency in sorted(facts[name].items(), key=lambda item: -item[1]):
+            strings.top_values.add(value=value, frequency=frequency)
+
+
+def _numeric_feature(dataset, path: str, count: int):
+    feature = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.INT)
+    feature.path.step.append(path)
+    feature.num_stats.common_stats.num_non_missing = count
+    return feature.num_stats
 
 
 def _label_statistics(dataset, stats: dict, label_names: list[str]) -> None:
@@ -94,4 +127,4 @@ def schema_text(schema: dict) -> bytes:
 
 
 def statistics_bytes(statistics: dict) -> bytes:
-    return statistics_proto(statistics).SerializeToString()
+    return statistics_proto(statistics).SerializeToString(deterministic=True)

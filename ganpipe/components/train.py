@@ -34,13 +34,14 @@ import tensorflow as tf
 
 from ganpipe import ganmodels
 from ganpipe.components import monitoring, preemption, quality
+from ganpipe.ganmodels.fast_loop import auto_steps_per_execution, has_convolutions
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 
 # Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
 GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
-                  "g_l2", "ema_decay", "reuse_fakes", "seed")
+                  "g_l2", "ema_decay", "reuse_fakes", "seed", "packing", "r1", "r2", "r1_interval", "diffaugment")
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -131,6 +132,7 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
+            gan.set_steps_per_execution(steps_per_execution(params, done, total_steps))
             with progress("step", total_steps, "steps") as bar:
                 gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
                         callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
@@ -212,11 +214,25 @@ def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
             params["family"], schema["shape"], latent_dim=params["latent_dim"],
             num_classes=schema.get("num_classes", 0), lowres_shape=schema.get("lowres_shape"), **network,
             **{name: params[name] for name in GAN_PARAMETERS})
+    jit_compile = params["jit_compile"]
+    if jit_compile is None:  # auto: XLA pays for dense layers on CPU, not for convolutions
+        jit_compile = not has_convolutions(gan.generator, gan.discriminator)
     gan.compile(
         d_optimizer=ganmodels.default_optimizer(params["d_learning_rate"], params["d_beta_1"], params["d_beta_2"]),
         g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
-        jit_compile=params["jit_compile"], steps_per_execution=params["steps_per_execution"])
+        jit_compile=jit_compile, steps_per_execution=params["steps_per_execution"] or 1)
     return gan
+
+
+def steps_per_execution(params: dict, done: int, total_steps: int) -> int:
+    """The set value, or (auto) the largest k <= 100 dividing every callback cadence, the steps
+    done and the steps to run: executions then end exactly on every log, sample grid and
+    checkpoint step, and a resume starts on an execution boundary."""
+    if params["steps_per_execution"] is not None:
+        return params["steps_per_execution"]
+    cadences = [params[name] for name in ("log_every", "sample_every", "checkpoint_every", "eval_every")
+                if params.get(name)]
+    return auto_steps_per_execution(*cadences, done, total_steps - done)
 
 
 @contextlib.contextmanager

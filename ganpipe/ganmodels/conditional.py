@@ -4,9 +4,15 @@
 Both networks take a second input, the integer class ``label`` [N]:
 - G: ``[latent, label] -> sample``; the label's embedding is concatenated to z (``concat``) or
   multiplies z element-wise (``multiply``, one learned gain per latent unit and class);
-- D: ``[sample, label] -> logit``; ``projection`` scores ``psi(phi(x)) + <embed(y), phi(x)>``
-  on D's feature vector phi(x), ``concat`` feeds the label's embedding in with the sample (as an
-  extra image channel, or extra vector features).
+- D: ``[sample, label] -> logit``; ``projection`` scores ``psi(phi(x)) + <V y, phi(x)>`` on D's
+  feature vector phi(x) (V: a learned vector per class), ``concat`` feeds the label's embedding in
+  with the sample (as an extra image channel, or extra vector features).
+
+Projection D and the paper: with ``spectral_norm`` every layer of D is spectrally normalised,
+psi and the class embedding V included, as in Miyato & Koyama. One deviation: phi(x) is the
+flattened last feature map of the DCGAN body (or the MLP's last hidden layer), not a global sum
+over positions of a ResNet's ReLU features: the DCGAN body ends at a 3..7 pixel map for small
+images, and flattening keeps where a feature is, as DCGAN's own D does.
 The Input names ``latent``, ``label`` (G) and ``sample``/``image``, ``label`` (D) are part of the
 contract: the exporter builds its ``serving_default`` signature from them.
 """
@@ -121,11 +127,19 @@ def _label_as_input(x, labels, num_classes, embedding_dim):
     return layers.Concatenate(name="sample_and_label")([flat, layers.Embedding(num_classes, embedding_dim)(labels)])
 
 
-def _conditional_logit(features, labels, num_classes, mode, reg):
-    logit = layers.Dense(1, kernel_regularizer=reg, dtype="float32", name="unconditional_logit")(features)
+def _conditional_logit(features, labels, num_classes, mode, reg, spectral_norm):
+    """psi(phi) (+ <V y, phi> for ``projection``), both linear maps spectrally normalised with
+    ``spectral_norm`` as in Miyato & Koyama. The class embedding V is a bias-free Dense layer on
+    the one-hot label (the same map as an Embedding) so that SpectralNormalization can wrap it."""
+    def linear(layer):
+        return layers.SpectralNormalization(layer) if spectral_norm else layer
+
+    logit = linear(layers.Dense(1, kernel_regularizer=reg, dtype="float32", name="unconditional_logit"))(features)
     if mode != "projection":
         return logit
-    class_vector = layers.Embedding(num_classes, features.shape[-1], name="class_projection")(labels)
+    one_hot = layers.CategoryEncoding(num_classes, output_mode="one_hot", name="label_one_hot")(labels)
+    class_vector = linear(layers.Dense(features.shape[-1], use_bias=False, kernel_regularizer=reg,
+                                       name="class_projection"))(one_hot)
     projection = layers.Dot(axes=1, name="projection")([class_vector, features])
     return layers.Add(dtype="float32", name="logit")([logit, projection])
 
@@ -138,7 +152,8 @@ def build_cgan(data_shape, latent_dim, num_classes, width=64, hidden=(256, 256),
 
     ``generator_conditioning``: ``concat`` (label embedding of ``embedding_dim`` joined to z) or
     ``multiply`` (z scaled by a per-class gain vector). ``discriminator_conditioning``:
-    ``projection`` or ``concat``. ``spectral_norm`` wraps D's convs (images) or dense layers (vectors).
+    ``projection`` or ``concat``. ``spectral_norm`` wraps every weight layer of D: convs (images) or
+    dense layers (vectors), the output layer and the class projection.
     """
     if int(num_classes) < 2:
         raise ValueError(f"model family 'cgan' needs labelled data with >= 2 classes, got num_classes={num_classes!r}")
@@ -160,7 +175,7 @@ def build_cgan(data_shape, latent_dim, num_classes, width=64, hidden=(256, 256),
         features = dcgan_discriminator_body(h, width, dropout, reg, spectral_norm)
     else:
         features = _mlp_discriminator_body(h, hidden, dropout, reg, spectral_norm)
-    logit = _conditional_logit(features, labels, num_classes, discriminator_conditioning, reg)
+    logit = _conditional_logit(features, labels, num_classes, discriminator_conditioning, reg, spectral_norm)
     return generator, keras.Model([x, labels], logit, name="discriminator")
 
 

@@ -12,11 +12,15 @@ from ganpipe.ganmodels.conditional import ConditionalGAN
 from ganpipe.ganmodels.gan import GAN
 from ganpipe.ganmodels.lapgan import LAPGAN
 from ganpipe.ganmodels.networks import build_networks
+from ganpipe.ganmodels import maxout  # noqa: F401  registers the maxout_mlp family
+from ganpipe.ganmodels.packing import build_packed_discriminator
 from ganpipe.ganmodels.srgan import SRGAN
 
 # Keyword arguments of the GAN model (the rest go to the family's network builder).
 GAN_OPTIONS = ("loss", "d_steps", "label_flip", "label_smoothing", "gradient_penalty", "ema_decay",
-               "reuse_fakes", "seed")
+               "reuse_fakes", "seed", "r1", "r2", "r1_interval", "diffaugment")
+# Remedies LAPGAN's per-level games do not take (its levels get only the core options).
+NOT_FOR_LAPGAN = ("r1", "r2", "diffaugment")
 SRGAN_OPTIONS = ("adversarial_weight", "pixel_weight", "feature_weight", "vgg_weights", "vgg_layer",
                  "pretrain_steps")
 
@@ -35,12 +39,18 @@ def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=Non
     allowed ones. A ``None`` value means "the default", so a caller can pass unset config keys
     (``d_steps`` and ``gradient_penalty`` default per loss, see ``GAN``).
 
+    ``packing=m`` (PacGAN) builds D for packs of m samples and wraps it (``packing``); mlp,
+    dcgan and maxout_mlp only.
+
     Weight penalties: ``l1`` / ``l2`` apply to both networks; ``d_l1``, ``d_l2``, ``g_l1``,
     ``g_l2`` to one each. The initial weights do not depend on the penalties.
     """
     options = {name: value for name, value in options.items() if value is not None}
     model_keys = GAN_OPTIONS + (SRGAN_OPTIONS if family == "srgan" else ())
     model_options = {name: options.pop(name) for name in model_keys if name in options}
+    packing = options.pop("packing", 1)
+    if family == "lapgan" and any(model_options.get(name) for name in NOT_FOR_LAPGAN):
+        raise ValueError(f"model family 'lapgan' does not take {', '.join(NOT_FOR_LAPGAN)}")
     if family == "srgan":
         options["scale"] = _srgan_scale(data_shape, lowres_shape, options.get("scale"))
     g_penalties, d_penalties = _network_penalties(options)
@@ -50,6 +60,8 @@ def build_gan(family, data_shape, latent_dim=64, num_classes=0, lowres_shape=Non
         _, penalised = build_networks(family, data_shape, latent_dim, num_classes, **options, **d_penalties)
         penalised.set_weights(discriminator.get_weights())
         discriminator = penalised
+    if packing != 1:
+        discriminator = build_packed_discriminator(family, data_shape, latent_dim, packing, **options, **d_penalties)
     if family == "cgan":
         return ConditionalGAN(generator, discriminator, latent_dim, num_classes, **model_options)
     if family == "lapgan":

@@ -27,7 +27,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ganpipe.ganmodels import diffaugment as diff_augmentation
 from ganpipe.ganmodels import losses as gan_losses
+from ganpipe.ganmodels import penalties
+from ganpipe.ganmodels.fast_loop import AUTO, ChunkedTraining
+from ganpipe.ganmodels.packing import packing_of
 
 # The metrics of the default loss (``GAN.metric_names`` has each model's own).
 METRIC_NAMES = gan_losses.get("non_saturating").metric_names
@@ -45,7 +49,7 @@ def inner_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-class GAN(keras.Model):
+class GAN(ChunkedTraining, keras.Model):
     """Generator + discriminator trained by alternating updates in a custom ``train_step``.
 
     Args:
@@ -57,8 +61,8 @@ class GAN(keras.Model):
         in WGAN-GP, else 1). The incoming batch of size B is cut into k slices of B // k rows
         (the last B mod k rows are not used): D step i trains on slice i with fresh noise (its
         own real minibatch, as in Goodfellow et al.'s Algorithm 1), and the G step uses B // k
-        noise vectors. Feed batches of k x your minibatch size; a batch of fewer than k rows is
-        an error.
+        noise vectors. Feed batches of k x your minibatch size. A batch of fewer than k rows
+        (e.g. the last one of ``fit(x.batch(64))``) gives k one-row slices taking its rows in turn.
       label_flip: probability of flipping a real target to 0 in D's step (losses with targets).
       label_smoothing: one-sided smoothing, real target 1 - label_smoothing (losses with targets).
       gradient_penalty: weight of the WGAN-GP penalty (Gulrajani et al. 2017), computed in
@@ -70,12 +74,22 @@ class GAN(keras.Model):
         fakes and D's forward pass on them also give G's update, instead of fresh noise through
         the updated D. Saves a G forward and a D forward pass per step, and D's second backward
         pass where that is exact (see ``joint_step``).
+      r1, r2: weights gamma of the zero-centred gradient penalties gamma/2 E||grad D||^2 on real
+        samples (R1) and on fakes (R2) (Mescheder et al. 2018), in float32; see ``penalties``.
+      r1_interval: lazy regularisation (Karras et al. 2020): R1/R2 every this many D updates,
+        weighted by it.
+      diffaugment: DiffAugment policy (Zhao et al. 2020) for image GANs, e.g.
+        ``"color,translation,cutout"``: every sample D sees in the game, real or fake, is
+        augmented differentiably (own parameters per sample, stream ``diffaugment/<stream>``).
       seed: the run's seed for every noise stream.
+
+    Packing (PacGAN) and minibatch standard deviation are parts of the discriminator network
+    (``packing.packed_discriminator``, ``packing.MinibatchStdDev``; ``build_gan(packing=m)``).
     """
 
     def __init__(self, generator, discriminator, latent_dim, *, loss="non_saturating", d_steps=None,
                  label_flip=0.0, label_smoothing=0.0, gradient_penalty=None, ema_decay=None,
-                 reuse_fakes=False, seed=0, **kwargs):
+                 reuse_fakes=False, r1=0.0, r2=0.0, r1_interval=1, diffaugment=None, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.gan_loss = gan_losses.get(loss)
         if d_steps is None:
@@ -98,6 +112,12 @@ class GAN(keras.Model):
         self.reuse_fakes = bool(reuse_fakes)
         self.seed = int(seed)
         self.ema_decay = ema_decay
+        self.zero_centred = penalties.ZeroCentredPenalty(r1, r2, r1_interval)
+        self.diffaugment = diff_augmentation.parse_policy(diffaugment) if diffaugment else ()
+        if self.diffaugment and len(generator.output_shape) != 4:
+            raise ValueError(f"diffaugment={diffaugment!r} transforms images; this generator makes samples of "
+                             f"shape {tuple(generator.output_shape[1:])}")
+        self.packing = packing_of(discriminator)
         self.check_options_fit_the_loss()
         self.metric_names = self.gan_loss.metric_names
         # Generator updates so far: the global step for logs and noise, saved in checkpoints.
@@ -125,8 +145,9 @@ class GAN(keras.Model):
 
     # ----------------------------------------------------------------- compile
 
-    def compile(self, d_optimizer=None, g_optimizer=None, *, jit_compile=False, steps_per_execution=1, **kwargs):
-        """Sets both optimizers (default Adam(2e-4, 0.5, 0.999)); float16 wraps them in loss scaling."""
+    def compile(self, d_optimizer=None, g_optimizer=None, *, jit_compile=AUTO, steps_per_execution=AUTO, **kwargs):
+        """Sets both optimizers (default Adam(2e-4, 0.5, 0.999)); float16 wraps them in loss scaling.
+        ``"auto"`` steps per execution and XLA: see ``fast_loop``."""
         super().compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs)
         d_optimizer = d_optimizer or default_optimizer()
         g_optimizer = g_optimizer or default_optimizer()
@@ -134,6 +155,9 @@ class GAN(keras.Model):
             d_optimizer = _loss_scaled(d_optimizer)
             g_optimizer = _loss_scaled(g_optimizer)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    def networks_for_auto_jit(self):
+        return [self.generator, self.discriminator]
 
     def uses_float16(self) -> bool:
         return any(net.dtype_policy.name == "mixed_float16" for net in (self.generator, self.discriminator))
@@ -164,6 +188,8 @@ class GAN(keras.Model):
     def discriminator_input(self, samples, condition, stream):
         """What D sees of a batch in the game (all D calls of D's and G's steps, not the penalty):
         the place for transforms such as augmentation or packing; ``stream`` names the draw."""
+        if self.diffaugment:
+            samples = diff_augmentation.diff_augment(samples, self.noise_seed(f"diffaugment/{stream}"), self.diffaugment)
         return samples, condition
 
     def generator_loss(self, real, fake, fake_logits, condition):
@@ -171,15 +197,21 @@ class GAN(keras.Model):
         return ops.mean(self.gan_loss.generator(fake_logits))
 
     def discriminator_penalty(self, real, fake, condition, index):
-        """Terms added to D's loss (the gradient penalty here)."""
-        if not self.gradient_penalty:
-            return 0.0
-        return self.gradient_penalty * self.gradient_penalty_value(real, fake, condition, index)
+        """Terms added to D's loss: the WGAN-GP gradient penalty and R1/R2."""
+        total = 0.0
+        if self.gradient_penalty:
+            total = self.gradient_penalty * self.gradient_penalty_value(real, fake, condition, index)
+        if self.zero_centred.active:
+            scale = self.d_optimizer.dynamic_scale if self.uses_float16() else 1.0
+            total += self.zero_centred(lambda x: self.discriminate(x, condition, training=True), real, fake,
+                                       d_update=ops.cast(self.step, "int64") * self.d_steps + index,
+                                       packing=self.packing, loss_scale=scale)
+        return total
 
     def penalty_reads_fakes(self) -> bool:
         """Whether ``discriminator_penalty`` depends on the fakes (then D's gradient at the fakes
         is not only its loss's, and ``joint_step`` needs its second backward pass)."""
-        return self.gradient_penalty > 0.0
+        return self.gradient_penalty > 0.0 or self.zero_centred.r2 > 0.0
 
     def call(self, z, training=False):
         return self.generate(z, training=training)
@@ -235,28 +267,31 @@ class GAN(keras.Model):
         to b_i for float32 (a BCE fake logit below about -57) takes the second pass too.
         """
         z = self.sample_latent(ops.shape(real)[0], "d_latent", index)
-        with tf.GradientTape(persistent=True) as tape:
+        with tf.GradientTape() as g_tape:
             fake = self.generate(z, condition, training=True)
-            real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, index)
-            d_total = self.discriminator_objective(d_loss, real, fake, condition, index)
-            # G's loss on the same logits, cut from D's graph: b comes from this small tape
+            with tf.GradientTape(persistent=True) as d_tape:
+                d_tape.watch(fake)
+                real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, index)
+                d_total = self.discriminator_objective(d_loss, real, fake, condition, index)
+            # G's loss on the same logits, cut from D's graph: b = dG_loss/dl from a small tape
             logits_for_g = tf.stop_gradient(fake_logits)
-            tape.watch(logits_for_g)
-            g_loss = self.generator_loss(real, fake, logits_for_g, condition)
-            g_total = self.generator_objective(g_loss)
+            with tf.GradientTape() as b_tape:
+                b_tape.watch(logits_for_g)
+                g_loss = self.generator_loss(real, fake, logits_for_g, condition)
+                g_total = self.generator_objective(g_loss)
+        b = b_tape.gradient(g_total, logits_for_g)
         d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
-        b = tape.gradient(g_total, logits_for_g)
         if self.single_backward_is_exact():
-            *d_grads, d_at_fakes = tape.gradient(d_total, d_vars + [fake])
-            a = tape.gradient(d_total, fake_logits)
+            *d_grads, d_at_fakes = d_tape.gradient(d_total, d_vars + [fake])
+            a = d_tape.gradient(d_total, fake_logits)
             g_at_fakes = tf.cond(_ratio_is_safe(a, b), lambda: d_at_fakes * _per_sample(b / a, fake),
-                                 lambda: tape.gradient(fake_logits, fake, output_gradients=b))
+                                 lambda: d_tape.gradient(fake_logits, fake, output_gradients=b))
         else:
-            d_grads = tape.gradient(d_total, d_vars)
-            g_at_fakes = tape.gradient(fake_logits, fake, output_gradients=b)
+            d_grads = d_tape.gradient(d_total, d_vars)
+            g_at_fakes = d_tape.gradient(fake_logits, fake, output_gradients=b)
+        del d_tape
         # g_total's own path to G's weights (content loss, weight penalties) plus D's part J^T b
-        g_grads = tape.gradient([fake, g_total], g_vars, output_gradients=[g_at_fakes, ops.ones_like(g_total)])
-        del tape
+        g_grads = g_tape.gradient([fake, g_total], g_vars, output_gradients=[g_at_fakes, ops.ones_like(g_total)])
         _apply(self.d_optimizer, d_grads, d_vars)
         _apply(self.g_optimizer, g_grads, g_vars)
         return {"d_loss": d_loss, "g_loss": g_loss, **self.gan_loss.training_metrics(real_logits, fake_logits)}
@@ -268,16 +303,17 @@ class GAN(keras.Model):
                 and self.discriminator.dtype_policy.compute_dtype == "float32")
 
     def discriminator_slices(self, real, condition):
-        """The k (real, condition) slices of the batch, B // k rows each; fewer than k rows is an error."""
+        """The k (real, condition) slices of the batch, B // k rows each. A batch of fewer than k
+        rows (a last partial batch) gives one-row slices that take its rows in turn."""
         if self.d_steps == 1:
             return [(real, condition)]
         rows = ops.shape(real)[0]
-        if isinstance(rows, int):
-            _check_batch(rows, self.d_steps)
-        else:  # unknown until run time
-            tf.debugging.assert_greater_equal(rows, self.d_steps, message=_batch_message(self.d_steps))
-        size = rows // self.d_steps
-        return [(_rows(real, k, size), _rows(condition, k, size)) for k in range(self.d_steps)]
+        if isinstance(rows, int) and rows >= self.d_steps:  # static shapes: plain slices
+            size = rows // self.d_steps
+            return [(_rows(real, k * size, size), _rows(condition, k * size, size)) for k in range(self.d_steps)]
+        size = ops.maximum(rows // self.d_steps, 1)
+        picks = [(k * size + ops.arange(size)) % rows for k in range(self.d_steps)]
+        return [(_take(real, pick), _take(condition, pick)) for pick in picks]
 
     def discriminator_objective(self, d_loss, real, fake, condition, index):
         """What D's tape differentiates: loss + penalties + D's weight penalties, as this replica's
@@ -469,19 +505,12 @@ def _apply(optimizer, grads, variables):
     optimizer.apply_gradients(zip(grads, variables))
 
 
-def _rows(tensor, k, size):
-    """Slice k of ``size`` rows (None stays None)."""
-    return None if tensor is None else tensor[k * size:(k + 1) * size]
+def _rows(tensor, start, size):
+    return None if tensor is None else tensor[start:start + size]
 
 
-def _batch_message(d_steps):
-    return (f"a batch has fewer rows than d_steps={d_steps}: each of the {d_steps} D steps needs its own "
-            "slice; batch with drop_remainder=True or use batches of at least d_steps rows")
-
-
-def _check_batch(rows, d_steps):
-    if rows < d_steps:
-        raise ValueError(f"{_batch_message(d_steps)} (got {rows} rows)")
+def _take(tensor, rows):
+    return None if tensor is None else ops.take(tensor, rows, axis=0)
 
 
 def _loss_scaled(optimizer):

@@ -15,6 +15,8 @@ from typing import Callable
 import keras
 from keras import layers
 
+from ganpipe.ganmodels.packing import MinibatchStdDev
+
 FAMILIES: dict[str, Callable] = {}
 
 
@@ -62,10 +64,11 @@ def upsampling_plan(size: int) -> tuple[int, int]:
 
 @register_family("mlp")
 def build_mlp(data_shape, latent_dim, num_classes=0, hidden=(256, 256), dropout=0.0, l1=0.0, l2=0.0,
-              output_activation="auto"):
+              output_activation="auto", minibatch_std=0):
     """Vanilla GAN (Goodfellow et al. 2014): two MLPs. Works for images and tabular vectors.
 
     ``output_activation='auto'`` is tanh for images (rank 3) and linear for standardised vectors.
+    ``minibatch_std`` > 1 appends D's minibatch-std feature (groups of that many) before its logit.
     """
     del num_classes
     if output_activation == "auto":
@@ -87,6 +90,8 @@ def build_mlp(data_shape, latent_dim, num_classes=0, hidden=(256, 256), dropout=
         h = layers.LeakyReLU(0.2)(h)
         if dropout:
             h = layers.Dropout(dropout)(h)
+    if minibatch_std:
+        h = MinibatchStdDev(minibatch_std)(h)
     logit = layers.Dense(1, kernel_regularizer=reg, dtype="float32", name="logit")(h)
     return generator, keras.Model(x, logit, name="discriminator")
 
@@ -107,8 +112,9 @@ def dcgan_generator_body(h, data_shape, width, reg):
     return layers.Activation("tanh", dtype="float32", name="image")(h)
 
 
-def dcgan_discriminator_body(x, width, dropout, reg, spectral_norm=False):
-    """Strided convs with LeakyReLU(0.2) down to a 3..7 pixel map, flattened to a feature vector."""
+def dcgan_discriminator_body(x, width, dropout, reg, spectral_norm=False, minibatch_std=0):
+    """Strided convs with LeakyReLU(0.2) down to a 3..7 pixel map (plus the minibatch-std feature
+    map when ``minibatch_std`` > 1, as in ProGAN), flattened to a feature vector."""
     start, doublings = upsampling_plan(x.shape[1])
     h = x
     for i in range(doublings):
@@ -117,17 +123,20 @@ def dcgan_discriminator_body(x, width, dropout, reg, spectral_norm=False):
         h = layers.LeakyReLU(0.2)(h)
         if dropout:
             h = layers.Dropout(dropout)(h)
+    if minibatch_std:
+        h = MinibatchStdDev(minibatch_std)(h)
     return layers.Flatten()(h)
 
 
 def _check_image_shape(data_shape):
-    if len(data_shape) != 3 or data_shape[0] != data_shape[1] or data_shape[2] not in (1, 3):
-        raise ValueError(f"DCGAN needs square images with 1 or 3 channels, got shape {tuple(data_shape)}")
+    # Any channel count: a packed discriminator (PacGAN) sees m images stacked on the channels.
+    if len(data_shape) != 3 or data_shape[0] != data_shape[1] or data_shape[2] < 1:
+        raise ValueError(f"DCGAN needs square images, got shape {tuple(data_shape)}")
 
 
 @register_family("dcgan")
 def build_dcgan(data_shape, latent_dim, num_classes=0, width=64, dropout=0.0, l1=0.0, l2=0.0,
-                spectral_norm=False):
+                spectral_norm=False, minibatch_std=0):
     """DCGAN (Radford et al. 2015) for square images of 8..128+ pixels, 1 or 3 channels.
 
     ``width`` is D's first conv width; each stride-2 level doubles it (capped at 512), and G
@@ -139,6 +148,6 @@ def build_dcgan(data_shape, latent_dim, num_classes=0, width=64, dropout=0.0, l1
     z = keras.Input((latent_dim,), name="latent")
     generator = keras.Model(z, dcgan_generator_body(z, data_shape, width, reg), name="generator")
     x = keras.Input(data_shape, name="image")
-    features = dcgan_discriminator_body(x, width, dropout, reg, spectral_norm)
+    features = dcgan_discriminator_body(x, width, dropout, reg, spectral_norm, minibatch_std)
     logit = layers.Dense(1, kernel_regularizer=reg, dtype="float32", name="logit")(features)
     return generator, keras.Model(x, logit, name="discriminator")

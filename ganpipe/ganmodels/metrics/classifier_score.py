@@ -2,8 +2,10 @@
 
     score = exp( E_x KL(p(y|x) || p(y)) ),   p(y) = mean over the split of p(y|x)
 
-computed on ``num_splits`` consecutive splits of the samples, reported as mean and standard
-deviation (ddof=0) over splits. It ranges from 1 (every sample gets the same prediction, e.g.
+computed on ``num_splits`` splits of the samples in a shuffled order (fixed ``seed``), reported
+as mean and standard deviation (ddof=0) over splits. Shuffled, because consecutive splits of
+class-ordered samples (e.g. a conditional GAN's class-by-class grid) would each hold one class and
+score 1. It ranges from 1 (every sample gets the same prediction, e.g.
 a collapsed generator) to the number of classes (confident predictions spread evenly).
 A one-sample metric: it reads only the generated samples' probabilities.
 """
@@ -15,13 +17,14 @@ from scipy.special import xlogy
 from .feature_stats import as_matrix
 
 
-def compute_classifier_score(fake, num_splits: int = 10) -> dict[str, float]:
+def compute_classifier_score(fake, num_splits: int = 10, seed: int = 0) -> dict[str, float]:
     """``{"classifier_score": mean over splits, "classifier_score_std": std over splits}``."""
     probs = as_probabilities(fake, "fake probabilities")
     if not 1 <= num_splits <= len(probs):
         raise ValueError(f"classifier score: num_splits={num_splits} must be between 1 and the number of "
                          f"samples ({len(probs)})")
-    scores = [np.exp(_mean_kl_to_marginal(split)) for split in np.array_split(probs, num_splits)]
+    shuffled = probs[np.random.default_rng(seed).permutation(len(probs))]
+    scores = [np.exp(_mean_kl_to_marginal(split)) for split in np.array_split(shuffled, num_splits)]
     return {"classifier_score": float(np.mean(scores)), "classifier_score_std": float(np.std(scores))}
 
 

@@ -1,0 +1,80 @@
+"""The fast path for small networks: chunked steps_per_execution and the "auto" choices."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ganpipe import ganmodels
+from ganpipe.components import specs, train
+from ganpipe.ganmodels.fast_loop import auto_steps_per_execution, has_convolutions
+
+
+def small_gan(**compile_args):
+    keras.utils.set_random_seed(0)
+    gan = ganmodels.build_gan("mlp", (3,), latent_dim=2, hidden=(8,), seed=1)
+    gan.compile(ganmodels.default_optimizer(1e-2), ganmodels.default_optimizer(1e-2), **compile_args)
+    return gan
+
+
+def data(batches=6):
+    points = np.random.default_rng(0).normal(size=(8 * batches, 3)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(points).batch(8, drop_remainder=True)
+
+
+def test_chunked_executions_train_exactly_like_single_steps():
+    weights = {}
+    for spe in (1, 3):
+        gan = small_gan(steps_per_execution=spe, jit_compile=False)
+        gan.fit(data(), epochs=1, verbose=0)
+        assert int(gan.step.numpy()) == 6
+        weights[spe] = gan.generator.get_weights() + gan.discriminator.get_weights()
+    for one, chunked in zip(weights[1], weights[3]):
+        np.testing.assert_allclose(chunked, one, rtol=1e-5, atol=1e-6)
+
+
+def test_a_finite_dataset_ends_inside_an_execution_without_losing_steps():
+    gan = small_gan(steps_per_execution=4, jit_compile=False)
+    history = gan.fit(data(batches=5), epochs=1, verbose=0)
+    assert int(gan.step.numpy()) == 5 and np.isfinite(history.history["d_loss"][0])
+
+
+def test_auto_steps_per_execution_divides_the_epoch_and_respects_batch_callbacks():
+    gan = small_gan(jit_compile=False)
+    gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0)
+    assert gan.steps_per_execution == 6 and int(gan.step.numpy()) == 6
+
+    class EveryBatch(keras.callbacks.Callback):
+        calls = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            EveryBatch.calls += 1
+
+    gan.fit(data().repeat(), steps_per_epoch=4, epochs=1, verbose=0, callbacks=[EveryBatch()])
+    assert gan.steps_per_execution == 1 and EveryBatch.calls == 4
+    gan.fit(data().repeat(), steps_per_epoch=10, epochs=1, verbose=0, callbacks=[keras.callbacks.History()])
+    assert gan.steps_per_execution == 10 and int(gan.step.numpy()) == 20
+
+
+@pytest.mark.parametrize("cadences, expected", [((50, 100, 200, 3000), 50), ((7,), 7), ((0, None), 100),
+                                                ((101,), 1), ((600, 400), 100), ((250, 1000), 50)])
+def test_auto_steps_per_execution_is_the_largest_common_divisor_up_to_100(cadences, expected):
+    assert auto_steps_per_execution(*cadences) == expected
+
+
+def test_auto_xla_is_for_dense_networks_only():
+    dcgan = ganmodels.build_gan("dcgan", (8, 8, 1), latent_dim=2, width=4, spectral_norm=True)
+    mlp = ganmodels.build_gan("mlp", (3,), latent_dim=2, hidden=(4,))
+    assert has_convolutions(dcgan.generator, dcgan.discriminator) and not has_convolutions(mlp.generator,
+                                                                                         mlp.discriminator)
+    dcgan.compile()
+    mlp.compile()
+    assert not dcgan.jit_compile and mlp.jit_compile
+
+
+def test_train_aligns_executions_with_its_callbacks_and_resume_point():
+    params = specs.TRAIN.resolve_parameters({}, "train")
+    assert params["steps_per_execution"] is None and params["jit_compile"] is None
+    assert train.steps_per_execution(params, 0, 3000) == 50
+    assert train.steps_per_execution({**params, "checkpoint_every": 30}, 0, 3000) == 10
+    assert train.steps_per_execution(params, 1010, 3000) == 10  # a resume from step 1010
+    assert train.steps_per_execution({**params, "steps_per_execution": 7}, 0, 3000) == 7
