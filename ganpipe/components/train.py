@@ -132,7 +132,7 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
-            gan.set_steps_per_execution(steps_per_execution(params, done, total_steps))
+            gan.set_steps_per_execution(execution_length(params, strategy, done, total_steps, log))
             with progress("step", total_steps, "steps") as bar:
                 gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
                         callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
@@ -222,6 +222,17 @@ def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
         g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
         jit_compile=jit_compile, steps_per_execution=params["steps_per_execution"] or 1)
     return gan
+
+
+def execution_length(params: dict, strategy, done: int, total_steps: int, log) -> int:
+    """``steps_per_execution``, except 1 across workers: Keras 3.15's multi-step loop fails under
+    MultiWorkerMirroredStrategy ("You must feed a value for placeholder tensor ...")."""
+    wanted = steps_per_execution(params, done, total_steps)
+    if wanted > 1 and preemption.spans_workers(strategy):
+        if params["steps_per_execution"] is not None:
+            log(f"train.steps_per_execution: {wanted} is not supported across workers; running 1")
+        return 1
+    return wanted
 
 
 def steps_per_execution(params: dict, done: int, total_steps: int) -> int:
