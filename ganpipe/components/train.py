@@ -225,12 +225,13 @@ def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
 
 
 def execution_length(params: dict, strategy, done: int, total_steps: int, log) -> int:
-    """``steps_per_execution``, except 1 across workers: Keras 3.15's multi-step loop fails under
-    MultiWorkerMirroredStrategy ("You must feed a value for placeholder tensor ...")."""
+    """``steps_per_execution``, except 1 with several replicas: Keras 3.15's multi-step loop fails
+    under MultiWorkerMirroredStrategy, and under MirroredStrategy with synchronised BatchNorm
+    ("You must feed a value for placeholder tensor ...")."""
     wanted = steps_per_execution(params, done, total_steps)
-    if wanted > 1 and preemption.spans_workers(strategy):
+    if wanted > 1 and strategy.num_replicas_in_sync > 1:
         if params["steps_per_execution"] is not None:
-            log(f"train.steps_per_execution: {wanted} is not supported across workers; running 1")
+            log(f"train.steps_per_execution: {wanted} is not supported with several replicas; running 1")
         return 1
     return wanted
 
