@@ -14,7 +14,7 @@ FCD(H, R), both with 797 vs 1,000 samples, so the same small-sample bias is in b
 with 1,000 distinct real images on each side needs 2,000 real images; the data set has 1,797).
 Also: the share of fakes the classifier puts in each class.
 
-    python benchmarks/digits_fcd.py ROOT PIPELINE [PIPELINE ...]
+    python benchmarks/digits_fcd.py ROOT PIPELINE [PIPELINE ...] [--data-pipeline NAME]
 """
 from __future__ import annotations
 
@@ -47,11 +47,12 @@ def real_images(examples: str, schema: dict, split: str) -> np.ndarray:
     return np.concatenate([batch.numpy() for batch in batches])
 
 
-def measure(root: str, pipeline: str) -> dict:
-    examples = latest(root, pipeline, "Preprocess", "examples")
-    schema = json.load(open(os.path.join(latest(root, pipeline, "Preprocess", "schema"), "schema.json")))
+def measure(root: str, pipeline: str, data_pipeline: str) -> dict:
+    """``pipeline``'s model, with the data and classifier of ``data_pipeline`` (same data set)."""
+    examples = latest(root, data_pipeline, "Preprocess", "examples")
+    schema = json.load(open(os.path.join(latest(root, data_pipeline, "Preprocess", "schema"), "schema.json")))
     model_dir = latest(root, pipeline, "Train", "model")
-    feature_model, _ = classifier.load_feature_model(latest(root, pipeline, "Classifier", "classifier"))
+    feature_model, _ = classifier.load_feature_model(latest(root, data_pipeline, "Classifier", "classifier"))
     generator, generator_file = evaluate.load_generator(model_dir, use_ema=True)
 
     train, held = real_images(examples, schema, "train"), real_images(examples, schema, "eval")
@@ -82,9 +83,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root")
     parser.add_argument("pipelines", nargs="+")
+    parser.add_argument("--data-pipeline", help="pipeline whose Preprocess and Classifier outputs to use "
+                        "(default: the first one)")
     args = parser.parse_args()
     for pipeline in args.pipelines:
-        print(json.dumps(measure(args.root, pipeline)), flush=True)
+        print(json.dumps(measure(args.root, pipeline, args.data_pipeline or args.pipelines[0])), flush=True)
 
 
 if __name__ == "__main__":

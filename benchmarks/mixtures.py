@@ -122,6 +122,18 @@ def table(finals: list[dict], iterations: int) -> str:
     return "\n".join(lines)
 
 
+def table_from_file(path: str) -> str:
+    """The table of each trial's last trajectory point; trials of unequal length are reported apart."""
+    last = {}
+    for line in open(path):
+        row = json.loads(line)
+        last[(row["mixture"], row["config"], row["seed"])] = row
+    by_length = {}
+    for row in last.values():
+        by_length.setdefault(row["iteration"], []).append(row)
+    return "\n\n".join(table(rows, iterations) for iterations, rows in sorted(by_length.items()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 iterations, 2 seeds, vanilla and pac4")
@@ -134,7 +146,12 @@ def main():
     parser.add_argument("--steps-per-execution", type=int, default=100)
     parser.add_argument("--jit", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--out", default=None, help="append every trajectory point here (JSON lines)")
+    parser.add_argument("--table", default=None, metavar="JSONL",
+                        help="only print the table of the trials in this --out file (their last points)")
     args = parser.parse_args()
+    if args.table:
+        print(table_from_file(args.table))
+        return
     if args.quick:
         args.configs, args.seeds, args.iterations = "vanilla,pac4", 2, 2_000
     eval_every = args.eval_every or max(args.iterations // 10, 1)

@@ -157,9 +157,9 @@ def test_bad_options_name_the_option():
 @pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (32, 3), (64, 3), (128, 1)])
 def test_dcgan_shapes(size, channels):
     generator, discriminator = ganmodels.build_networks("dcgan", (size, size, channels), latent_dim=16, width=8)
-    fake = generator(tf.random.normal((2, 16)))
+    fake = generator(tf.random.normal((2, 16)) * 1000.0)  # saturates a tanh output, far beyond 1 without it
     assert fake.shape == (2, size, size, channels)
-    assert float(tf.reduce_max(tf.abs(fake))) <= 1.0
+    assert 0.9 < float(tf.reduce_max(tf.abs(fake))) <= 1.0
     assert discriminator(fake).shape == (2, 1)
 
 
@@ -477,13 +477,12 @@ def test_training_metrics_follow_the_loss_into_tensorboard(tmp_path):
     gan.compile()
     writer = tf.summary.create_file_writer(str(tmp_path))
     monitor = monitoring.TensorBoardMonitor(writer, total_steps=2, log_every=1, sample_every=100, images_per_step=16,
-                                            probe=monitoring.NoiseProbe(gan, images(8)), hparams={"loss": "hinge"},
-                                            log=lambda message: None)
+                                            probe=monitoring.NoiseProbe(gan, images(8)))
     gan.fit(tf.data.Dataset.from_tensor_slices(images(32)).batch(16), callbacks=[monitor], verbose=0)
     writer.close()
     events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
-    tags = set(events.Tags()["tensors"])
+    tags = {tag.removeprefix(f"{monitoring.GAME}/") for tag in events.Tags()["tensors"]}
     assert {"d_loss", "g_loss", "d_accuracy", "real_inside_margin", "fake_inside_margin"} <= tags
     assert not tags & {"d_real", "d_fake", "value", "js", "js_lower_bound"}
 

@@ -60,3 +60,52 @@ def test_wasserstein_hinge_least_squares():
 def test_unknown_loss_names_the_choices():
     with pytest.raises(ValueError, match="non_saturating"):
         losses.get("wgan")
+
+
+# ------------------------------------------------------------ training metrics per loss
+
+
+def metrics_of(name, real, fake):
+    stats = losses.get(name).training_metrics(np.array(real, "float32"), np.array(fake, "float32"))
+    return {key: float(value) for key, value in stats.items()}
+
+
+def test_least_squares_accuracy_uses_its_own_threshold_of_one_half():
+    """A perfect least-squares D (reals near 1, fakes near 0): accuracy 1, not the 0.77 a logit
+    threshold of 0 would give."""
+    perfect = metrics_of("least_squares", [1.0, 0.9, 0.6, 1.2], [0.0, 0.1, 0.4, 0.3, -0.1])
+    assert perfect["d_accuracy"] == 1.0
+    assert (perfect["d_real"], perfect["d_fake"]) == pytest.approx((0.925, 0.14))
+    assert metrics_of("least_squares", [0.5], [0.5])["d_accuracy"] == 0.5  # 0.5 counts as real
+
+
+def test_bce_metrics_and_the_js_lower_bound():
+    undecided = metrics_of("non_saturating", [0.0, 0.0], [0.0, 0.0])  # D = 1/2 everywhere: V = -log 4
+    assert undecided["value"] == pytest.approx(-math.log(4.0), rel=1e-6)
+    assert undecided["js_lower_bound"] == pytest.approx(0.0, abs=1e-6)
+    assert undecided["d_accuracy"] == 0.5 and undecided["d_real"] == pytest.approx(0.5)
+    certain = metrics_of("minimax", [30.0, 40.0], [-30.0, -50.0])  # disjoint supports: JS = log 2
+    assert certain["js_lower_bound"] == pytest.approx(math.log(2.0), rel=1e-6)
+    assert (certain["d_accuracy"], certain["d_real"], certain["d_fake"]) == pytest.approx((1.0, 1.0, 0.0), abs=1e-6)
+    wrong = metrics_of("non_saturating", [-2.0], [3.0])  # a bad D: the bound goes negative, as a bound may
+    assert wrong["js_lower_bound"] < 0 and wrong["d_accuracy"] == 0.0
+
+
+def test_hinge_and_wasserstein_report_their_own_quantities():
+    hinge = metrics_of("hinge", [2.0, 0.5, 1.0], [-3.0, -0.5])
+    assert hinge == pytest.approx({"d_accuracy": 1.0, "real_inside_margin": 1 / 3, "fake_inside_margin": 0.5})
+    critic = metrics_of("wasserstein", [5.0, 7.0], [1.0, -1.0])
+    assert critic == pytest.approx({"wasserstein_estimate": 6.0})  # no accuracy: scores have no threshold
+    for name, loss in losses.LOSSES.items():
+        assert set(metrics_of(name, [1.0], [0.0])) | {"d_loss", "g_loss"} == set(loss.metric_names), name
+
+
+def test_loss_properties_that_the_train_step_relies_on():
+    """Targets exist only for BCE and least squares; D's fake slope is non-zero wherever G's is only
+    for BCE and Wasserstein (hinge: flat below -1; least squares: zero at 0)."""
+    uses_targets = {name for name, loss in losses.LOSSES.items() if loss.uses_targets}
+    assert uses_targets == {"non_saturating", "minimax", "least_squares"}
+    exact = {name for name, loss in losses.LOSSES.items() if loss.d_slope_never_zero}
+    assert exact == {"non_saturating", "minimax", "wasserstein"}
+    real, fake = losses.hinge_discriminator(np.array([0.0]), np.array([-1.5], "float32"), None)
+    assert value(fake) == 0.0  # the flat part that rules hinge out

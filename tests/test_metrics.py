@@ -347,6 +347,9 @@ def test_discriminator_accuracy():
         {"d_accuracy": (0.75 + 0.5) / 2, "d_accuracy_real": 0.75, "d_accuracy_fake": 0.5})
     probs = metrics.compute_discriminator_accuracy([0.9, 0.4], [0.1, 0.6], from_logits=False)
     assert probs["d_accuracy"] == 0.5
+    # a least-squares D (targets 1 and 0) judged at its own threshold 0.5, not at logit 0
+    least_squares = metrics.compute_discriminator_accuracy([0.9, 0.6], [0.1, 0.4], threshold=0.5)
+    assert least_squares["d_accuracy"] == 1.0
 
 
 # --- registry, compute, real_vs_real -------------------------------------------------------

@@ -57,7 +57,7 @@ from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, 
 from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.components.reader import make_dataset
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
-from ganpipe.ganmodels import metrics
+from ganpipe.ganmodels import losses, metrics
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
 SAMPLE_NOISE_SEED = 0x5EED_0E7A  # the noise of the fakes, offset from training's draws
@@ -131,7 +131,10 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         _check_finite(fakes, os.path.join(model_dir, generator_file))
         values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x,
                                             params, counted)
-        values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"], counted))
+        threshold = losses.get(info.get("loss") or "non_saturating").threshold
+        if threshold is not None:  # a Wasserstein critic's scores have no decision threshold
+            values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"],
+                                                          counted, threshold))
     if superres:
         quality, bicubic = upscaling_quality(held_out, fakes, info)
         values.update(quality)
@@ -261,13 +264,15 @@ def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_
 
 
 def held_out_discriminator_accuracy(discriminator, held_out: Split, fakes, batch_size: int,
-                                    counted=None) -> dict[str, float]:
-    """D on real eval samples (never trained on) vs the fakes, with labels for conditional D."""
+                                    counted=None, threshold: float = 0.0) -> dict[str, float]:
+    """D on real eval samples (never trained on) vs the fakes, with labels for conditional D,
+    at the GAN loss's decision threshold."""
     conditional = len(discriminator.inputs) == 2
     real_inputs = [held_out.x] + ([held_out.labels.astype("int32")] if conditional else [])
     fake_inputs = [fakes] + ([held_out.labels.astype("int32")] if conditional else [])
     return metrics.compute_discriminator_accuracy(batched_call(discriminator, real_inputs, batch_size, counted),
-                                                  batched_call(discriminator, fake_inputs, batch_size, counted))
+                                                  batched_call(discriminator, fake_inputs, batch_size, counted),
+                                                  threshold=threshold)
 
 
 def upscaling_quality(held_out: Split, fakes: np.ndarray, info: dict) -> tuple[dict, dict]:

@@ -141,6 +141,8 @@ DEFAULT_STEPS = 3000
 _DROPOUT = Parameter("dropout", float, 0.0, "dropout rate in D", min=0.0, max=0.9)
 _SPECTRAL_NORM = Parameter("spectral_norm", bool, False, "spectral normalisation of D's layers")
 _WIDTH = Parameter("width", int, 32, "D's first conv width, doubled per stride-2 level; G mirrors D", min=1)
+_MINIBATCH_STD = Parameter("minibatch_std", int, 0, "D's minibatch standard deviation feature over groups of "
+                           "this many samples (ProGAN); 0 = off", min=0)
 
 
 def _hidden(default: tuple[int, ...]) -> Parameter:
@@ -150,8 +152,13 @@ def _hidden(default: tuple[int, ...]) -> Parameter:
 FAMILY_NETWORKS: dict[str, tuple[Parameter, ...]] = {
     "mlp": (_hidden((256, 256)), _DROPOUT,
             Parameter("output_activation", str, "auto", "G's last Keras activation; auto: tanh for images, "
-                      "linear for vectors")),
-    "dcgan": (_WIDTH, _DROPOUT, _SPECTRAL_NORM),
+                      "linear for vectors"), _MINIBATCH_STD),
+    "dcgan": (_WIDTH, _DROPOUT, _SPECTRAL_NORM, _MINIBATCH_STD),
+    "maxout_mlp": (Parameter("g_hidden", list, [400, 400, 400, 400], "G's ReLU + batch-norm layer widths"),
+                   Parameter("d_hidden", list, [200, 200, 200], "D's maxout layer widths"),
+                   Parameter("pieces", int, 5, "pieces per maxout unit", min=1),
+                   Parameter("init_std", float, 0.02, "std of the initial weights", min=0.0),
+                   _MINIBATCH_STD),
     "cgan": (_WIDTH, _hidden((256, 256)),
              Parameter("embedding_dim", int, 16, "size of G's label embedding", min=1),
              Parameter("generator_conditioning", str, "concat", "how G sees the label",

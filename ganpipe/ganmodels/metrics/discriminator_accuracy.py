@@ -1,5 +1,6 @@
 """Held-out discriminator accuracy: D's outputs on real eval samples (never trained on) and on
-fresh fakes. D calls a sample real when sigmoid(logit) >= 0.5, i.e. logit >= 0.
+fresh fakes. D calls a sample real when its output is >= the loss's decision threshold: logit 0
+(sigmoid 0.5) for BCE and hinge, 0.5 for least squares (``losses.GANLoss.threshold``).
 
 The headline ``d_accuracy`` is the balanced accuracy, the mean of the accuracy on reals and on
 fakes, so it is 0.5 at equilibrium (D cannot tell them apart) whatever the two sample counts;
@@ -12,12 +13,15 @@ import numpy as np
 from .feature_stats import check_finite
 
 
-def compute_discriminator_accuracy(real, fake, from_logits: bool = True) -> dict[str, float]:
+def compute_discriminator_accuracy(real, fake, from_logits: bool = True, threshold: float | None = None
+                                    ) -> dict[str, float]:
     """``{"d_accuracy", "d_accuracy_real", "d_accuracy_fake"}`` from D outputs [N] or [N, 1].
 
-    With ``from_logits=False`` the outputs are probabilities and the threshold is 0.5.
+    With ``from_logits=False`` the outputs are probabilities and the threshold is 0.5; an explicit
+    ``threshold`` (the GAN loss's) wins over both.
     """
-    threshold = 0.0 if from_logits else 0.5
+    if threshold is None:
+        threshold = 0.0 if from_logits else 0.5
     real_correct = _scores(real, "D outputs on real samples") >= threshold
     fake_correct = _scores(fake, "D outputs on fake samples") < threshold
     accuracy_real, accuracy_fake = real_correct.mean(), fake_correct.mean()
