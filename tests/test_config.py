@@ -169,7 +169,10 @@ def test_floats_in_e_notation_and_dotted_overrides():
     assert (train["d_learning_rate"], train["g_learning_rate"]) == (0.0002, 0.001)
     assert train["steps"] == 1000 and isinstance(train["steps"], int)
     assert train["epochs"] == 2.5 and config.parameters["evaluate"]["num_samples"] == 1000
-    assert train["network"] == {"width": 64, "dropout": 0.0, "spectral_norm": False, "minibatch_std": 0}
+    from ganpipe.components import specs
+
+    dcgan_defaults = {p.name: p.default for p in specs.FAMILY_NETWORKS["dcgan"]}
+    assert dcgan_defaults["width"] == 32 and train["network"] == {**dcgan_defaults, "width": 64}
 
 
 def test_network_is_deep_merged_with_the_family_defaults(tmp_path):

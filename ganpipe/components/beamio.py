@@ -56,10 +56,6 @@ def batched(items: Iterable, size: int = BATCH_SIZE) -> Iterator[list]:
 
 
 
-def stable_hash(data: bytes) -> int:
-    return google_crc32c.value(data)
-
-
 def serialize_example(*, bytes_features=(), int_features=(), float_features=()) -> bytes:
     """A serialized tf.train.Example from (name, values) pairs; None values are left out."""
     example = example_pb2.Example()

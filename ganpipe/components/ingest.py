@@ -50,15 +50,19 @@ def serialize_raw(record: RawRecord) -> bytes:
     )
 
 
-class _SplitAndEncode(beam.DoFn):
+class _Encode(beam.DoFn):
+    """A batch of RawRecord -> a batch of encoded records ``(key hash, content hash or None,
+    natural split or None, serialized tf.Example)`` (bytes and strings: Beam encodes them
+    without pickling when the batch waits for the duplicate groups), and a tally."""
+
     def __init__(self, splitter: Splitter, label_names: list[str] | None):
         self.splitter = splitter
         self.declared = None if label_names is None else frozenset(label_names)
         self.errors = Metrics.counter(beamio.METRICS_NAMESPACE, "records_with_error")
 
-    def process(self, batch, duplicates=None):
-        by_split = {split: [] for split in SPLITS}
+    def process(self, batch):
         tally = collections.Counter(read=len(batch))
+        encoded = []
         for record in batch:
             if not record.error:
                 self._apply_label_rule(record)
@@ -67,12 +71,8 @@ class _SplitAndEncode(beam.DoFn):
                 tally["with_error"] += 1
             elif record.label is not None:
                 tally[f"label:{record.label}"] += 1
-            split = self.splitter.split_of(record, duplicates)
-            by_split[split].append(serialize_raw(record))
-        for split, records in by_split.items():
-            if records:
-                tally[f"written:{split}"] += len(records)
-                yield split, records
+            encoded.append((*self.splitter.digests(record), record.split, serialize_raw(record)))
+        yield encoded
         yield beam.pvalue.TaggedOutput("tally", tally)
 
     def _apply_label_rule(self, record: RawRecord) -> None:
@@ -89,23 +89,46 @@ class _SplitAndEncode(beam.DoFn):
         record.label = name
 
 
+class _AssignSplits(beam.DoFn):
+    """A batch of encoded records -> (split, batch of serialized tf.Examples) per split and a
+    tally of what each split got. A record in a duplicate group takes the group's key hash."""
+
+    def __init__(self, splitter: Splitter):
+        self.splitter = splitter
+
+    def process(self, encoded, duplicates=None):
+        by_split = {split: [] for split in SPLITS}
+        for key_hash, content_hash, natural_split, data in encoded:
+            if duplicates and content_hash is not None:
+                key_hash = duplicates.get(content_hash, key_hash)
+            by_split[natural_split or self.splitter.split_of_hash(key_hash)].append(data)
+        tally = collections.Counter()
+        for split, records in by_split.items():
+            if records:
+                tally[f"written:{split}"] = len(records)
+                yield split, records
+        yield beam.pvalue.TaggedOutput("tally", tally)
+
+
 class SplitAndEncode(beam.PTransform):
     """Batches of RawRecord -> {'examples': (split, batch of serialized tf.Examples),
-    'tally': a Counter per batch of records read, sent to each split (``written:<split>``),
-    carrying a source error and per label name (``label:<name>``)}."""
+    'tallies': PCollections of Counters of records read, sent to each split (``written:<split>``), carrying a
+    source error and per label name (``label:<name>``)}."""
 
     def __init__(self, splitter: Splitter, label_names: list[str] | None = None):
         super().__init__()
-        self.splitter = splitter
-        self.split = _SplitAndEncode(splitter, label_names)
+        self.splitter, self.label_names = splitter, label_names
 
     def expand(self, batches):
+        encoded = batches | "Encode" >> beam.ParDo(_Encode(self.splitter, self.label_names)).with_outputs(
+            "tally", main="encoded")
         side_inputs = {}
         if self.splitter.split_key == "path":
-            duplicates = batches | "DuplicateGroups" >> DuplicateGroups(self.splitter)
+            duplicates = encoded.encoded | "DuplicateGroups" >> DuplicateGroups()
             side_inputs["duplicates"] = beam.pvalue.AsDict(duplicates)
-        outputs = batches | "Encode" >> beam.ParDo(self.split, **side_inputs).with_outputs("tally", main="examples")
-        return {"examples": outputs.examples, "tally": outputs.tally}
+        assigned = encoded.encoded | "AssignSplits" >> beam.ParDo(
+            _AssignSplits(self.splitter), **side_inputs).with_outputs("tally", main="examples")
+        return {"examples": assigned.examples, "tallies": (encoded.tally, assigned.tally)}
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -156,7 +179,7 @@ def run_ingest(
     encoded = records | "SplitAndEncode" >> SplitAndEncode(splitter, plan.label_names)
     files = encoded["examples"] | "WriteShards" >> writer
     shard_tally = files | "CountShards" >> beam.Map(lambda file: collections.Counter({f"shards:{file.destination}": 1}))
-    tally = (encoded["tally"], shard_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
+    tally = (*encoded["tallies"], shard_tally) | "Tallies" >> beam.Flatten() | "SumTallies" >> beamio.SumTallies()
     static = {"source": source, "kind": plan.kind, "label_names": plan.label_names,
               "feature_names": plan.feature_names, "eval_fraction": eval_fraction, "split": splitter.rule()}
     tally | "WriteMetadata" >> beamio.Finalize(

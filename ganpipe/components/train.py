@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from ganpipe import ganmodels
 from ganpipe.components import monitoring, preemption, quality
-from ganpipe.ganmodels.fast_loop import auto_steps_per_execution, has_convolutions
+from ganpipe.ganmodels.fast_loop import AUTO, auto_steps_per_execution
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
@@ -132,7 +132,7 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
             dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
-            gan.set_steps_per_execution(steps_per_execution(params, done, total_steps))
+            gan.set_steps_per_execution(steps_per_execution(params, done, total_steps, strategy.num_replicas_in_sync))
             with progress("step", total_steps, "steps") as bar:
                 gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
                         callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
@@ -214,9 +214,7 @@ def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
             params["family"], schema["shape"], latent_dim=params["latent_dim"],
             num_classes=schema.get("num_classes", 0), lowres_shape=schema.get("lowres_shape"), **network,
             **{name: params[name] for name in GAN_PARAMETERS})
-    jit_compile = params["jit_compile"]
-    if jit_compile is None:  # auto: XLA pays for dense layers on CPU, not for convolutions
-        jit_compile = not has_convolutions(gan.generator, gan.discriminator)
+    jit_compile = AUTO if params["jit_compile"] is None else params["jit_compile"]  # fast_loop decides
     gan.compile(
         d_optimizer=ganmodels.default_optimizer(params["d_learning_rate"], params["d_beta_1"], params["d_beta_2"]),
         g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
@@ -224,12 +222,14 @@ def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
     return gan
 
 
-def steps_per_execution(params: dict, done: int, total_steps: int) -> int:
+def steps_per_execution(params: dict, done: int, total_steps: int, replicas: int = 1) -> int:
     """The set value, or (auto) the largest k <= 100 dividing every callback cadence, the steps
     done and the steps to run: executions then end exactly on every log, sample grid and
     checkpoint step, and a resume starts on an execution boundary."""
     if params["steps_per_execution"] is not None:
         return params["steps_per_execution"]
+    if replicas > 1:  # Keras' multi-step loop fails over a distributed iterator (ganmodels/fast_loop.py)
+        return 1
     cadences = [params[name] for name in ("log_every", "sample_every", "checkpoint_every", "eval_every")
                 if params.get(name)]
     return auto_steps_per_execution(*cadences, done, total_steps - done)

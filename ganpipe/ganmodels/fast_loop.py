@@ -14,10 +14,15 @@ Defaults (``compile(steps_per_execution="auto", jit_compile="auto")``):
   ``MAX_STEPS_PER_EXECUTION`` (so an epoch ends exactly where asked; Keras would overshoot to a
   multiple of the execution), ``MAX_STEPS_PER_EXECUTION`` without ``steps_per_epoch``, and 1 when
   ``fit`` gets batch-level callbacks of its caller (Keras calls those once per execution, so
-  their cadence would change). Callers that align their callbacks to executions (ganpipe's Train)
+  their cadence would change) or runs under a strategy with more than one replica (Keras 3.15's
+  multi-step loop over a distributed iterator fails there: "You must feed a value for placeholder
+  tensor ... while/cond"). Callers that align their callbacks to executions (ganpipe's Train)
   pass a number.
 - ``jit_compile="auto"``: XLA for networks made of dense layers only; off when either network
-  has a convolution, where XLA measured 0.70-0.83x on CPU (benchmarks/train_step.py).
+  has a convolution, where XLA measured 0.70-0.83x on CPU (benchmarks/train_step.py), and off
+  when compiled under a strategy with more than one replica (Keras' XLA-compiled step then reads
+  a mirrored variable from another device and fails: "Trying to access resource ... located in
+  device CPU:1 from device CPU:0").
 
 Under a ``tf.distribute`` strategy (a distributed iterator), or when batches may differ in size
 (``batch()`` without ``drop_remainder``), the steps run through Keras' own loop.
@@ -67,7 +72,8 @@ class ChunkedTraining:
     def compile(self, *args, steps_per_execution=AUTO, jit_compile=AUTO, **kwargs):
         self.auto_steps_per_execution = steps_per_execution == AUTO
         if jit_compile == AUTO:
-            jit_compile = not has_convolutions(*self.networks_for_auto_jit())
+            jit_compile = (not has_convolutions(*self.networks_for_auto_jit())
+                           and tf.distribute.get_strategy().num_replicas_in_sync == 1)
         super().compile(*args, steps_per_execution=1 if self.auto_steps_per_execution else steps_per_execution,
                         jit_compile=jit_compile, **kwargs)
 
@@ -92,7 +98,8 @@ class ChunkedTraining:
     def fit(self, *args, steps_per_epoch=None, callbacks=None, **kwargs):
         if getattr(self, "auto_steps_per_execution", False):
             callers = [cb for cb in (callbacks or []) if not isinstance(cb, KERAS_BOOKKEEPING)]
-            chosen = 1 if any(_has_batch_hooks(cb) for cb in callers) else auto_steps_per_execution(steps_per_epoch)
+            single = self.distribute_strategy.num_replicas_in_sync > 1 or any(_has_batch_hooks(cb) for cb in callers)
+            chosen = 1 if single else auto_steps_per_execution(steps_per_epoch)
             self._use_steps_per_execution(chosen)
         return super().fit(*args, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
 

@@ -174,8 +174,8 @@ def _files(store: MetadataStore, root: str, policy: Policy, cutoff: float | None
     running = {e.id for e in store.executions(state=RUNNING)}
     found = _unrecorded_outputs(store, root, running) + _staging(store, root, policy.include_partial)
     found += _stale_incoming(store, root, running)
-    found = [g for g in found if cutoff is None or _mtime(g.path) < cutoff]
-    return found + _dead_views(store, root, deleting + [g.path for g in found])
+    found += _dead_views(store, root, deleting + [g.path for g in found])
+    return [g for g in found if cutoff is None or _mtime(g.path) < cutoff]
 
 
 def _unrecorded_outputs(store: MetadataStore, root: str, running: set[int]) -> list[Garbage]:

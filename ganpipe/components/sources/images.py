@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
 from ganpipe.components.base import ComponentError
 from ganpipe.components.beamio import BATCH_SIZE
@@ -44,13 +44,19 @@ class _ReadFiles(beam.DoFn):
         self.root = root
 
     def process(self, files):
+        # Resolved once per batch: FileSystems.open looks the scheme up among every registered
+        # filesystem class on each call, which cost more than reading a small image.
+        filesystem = FileSystems.get_filesystem(self.root)
         named = ((file.path, relative_name(file.path, self.root)) for file in files)
-        yield [self._read(path, name) for path, name in named if not is_hidden(name)]
+        records = [self._read(filesystem, path, name) for path, name in named if not is_hidden(name)]
+        if records:
+            yield records
 
-    def _read(self, path: str, name: str) -> RawRecord:
+    @staticmethod
+    def _read(filesystem, path: str, name: str) -> RawRecord:
         record = RawRecord(key=path, name=name, path=path, label=folder_label(name))
         try:
-            with FileSystems.open(path, compression_type="uncompressed") as f:
+            with filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 record.image = f.read()
         except OSError as e:
             record.reject(Rejected("unreadable", f"{path}: cannot read ({e})"))
@@ -69,6 +75,5 @@ class ReadImageFolder(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
             | "SpreadBatches" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(_ReadFiles(self.root))
-            | "DropEmpty" >> beam.Filter(len)
             | "CountRead" >> beam.ParDo(CountRead())
         )

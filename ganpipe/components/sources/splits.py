@@ -22,17 +22,22 @@ SPLIT_KEYS = ("path", "content")
 _BUCKETS = 16  # content digests are grouped in this many buckets to find duplicates
 
 
-def digest(salt: str, data: bytes) -> int:
-    """A 128-bit key hash (collisions: ~1e-20 for a billion records)."""
-    return int.from_bytes(hashlib.blake2b(salt.encode("utf-8") + b"\0" + data, digest_size=16).digest(), "big")
+def digest(salt: str, *parts: bytes) -> bytes:
+    """A 128-bit key hash of ``parts`` joined (collisions: ~1e-20 for a billion records), as 16
+    big-endian bytes: bytes order like the number, and Beam encodes bytes without pickling."""
+    hasher = hashlib.blake2b(salt.encode("utf-8") + b"\0", digest_size=16)
+    for part in parts:  # fed in pieces: an image is hashed where it lies, never copied
+        hasher.update(part)
+    return hasher.digest()
 
 
-def content_of(record: RawRecord) -> bytes | None:
+def content_of(record: RawRecord) -> tuple[bytes, ...] | None:
+    """The parts of a record's content, hashed as if joined."""
     if record.image is not None:
         shape = ",".join(map(str, record.image_shape or ()))
-        return shape.encode() + b"|" + record.image
+        return shape.encode(), b"|", record.image
     if record.features is not None:
-        return np.asarray(record.features, np.float64).tobytes()
+        return (np.asarray(record.features, np.float64).tobytes(),)
     return None
 
 
@@ -56,33 +61,27 @@ class Splitter:
             "duplicates": "records with identical content share a split",
         }
 
-    def key_hash(self, record: RawRecord) -> int:
-        content = content_of(record) if self.split_key == "content" else None
-        return digest(self.salt, content if content is not None else record.name.encode("utf-8"))
-
-    def content_hash(self, record: RawRecord) -> int | None:
+    def digests(self, record: RawRecord) -> tuple[bytes, bytes | None]:
+        """(key hash, content hash for duplicate grouping): the content hash is None when
+        duplicates need no grouping (``split_key: content``, a natural split, no content)."""
         content = content_of(record)
-        return None if content is None else digest(self.salt, content)
+        content_hash = None if content is None else digest(self.salt, *content)
+        if self.split_key == "content" and content_hash is not None:
+            return content_hash, None
+        key_hash = digest(self.salt, record.name.encode("utf-8"))
+        return key_hash, None if record.split else content_hash
 
-    def split_of(self, record: RawRecord, duplicates: dict[int, int] | None = None) -> str:
-        if record.split:
-            return record.split
-        key_hash = self.key_hash(record)
-        if duplicates and self.split_key == "path":
-            key_hash = duplicates.get(self.content_hash(record), key_hash)
-        return self.split_of_hash(key_hash)
-
-    def split_of_hash(self, key_hash: int) -> str:
-        return "eval" if key_hash < self.threshold else "train"
+    def split_of_hash(self, key_hash: bytes) -> str:
+        return "eval" if int.from_bytes(key_hash, "big") < self.threshold else "train"
 
 
-def _bucketed_pairs(batch: list[RawRecord], splitter: Splitter):
-    """(bucket, [(content hash, key hash)]) for a batch: few elements, not one per record."""
+def _bucketed_pairs(encoded: list[tuple]):
+    """(bucket, [(content hash, key hash)]) for a batch of encoded records (``(key hash,
+    content hash, natural split, data)``): few elements, not one per record."""
     buckets = collections.defaultdict(list)
-    for record in batch:
-        content = splitter.content_hash(record)
-        if content is not None and not record.split:
-            buckets[content % _BUCKETS].append((content, splitter.key_hash(record)))
+    for key_hash, content_hash, _, _ in encoded:
+        if content_hash is not None:
+            buckets[content_hash[0] % _BUCKETS].append((content_hash, key_hash))
     return buckets.items()
 
 
@@ -98,17 +97,14 @@ def _duplicate_groups(bucket_and_pairs):
 
 
 class DuplicateGroups(beam.PTransform):
-    """Batches of RawRecord -> (content hash, key hash the group's split follows), for
-    ``split_key: path`` (under ``content`` duplicates share a key already)."""
-
-    def __init__(self, splitter: Splitter):
-        super().__init__()
-        self.splitter = splitter
+    """Batches of encoded records (see ``_bucketed_pairs``) -> (content hash, key hash the
+    group's split follows), for ``split_key: path`` (under ``content`` duplicates share a key
+    already)."""
 
     def expand(self, batches):
         return (
             batches
-            | "BucketContent" >> beam.FlatMap(_bucketed_pairs, self.splitter)
+            | "BucketContent" >> beam.FlatMap(_bucketed_pairs)
             | "GroupBuckets" >> beam.GroupByKey()
             | "FindDuplicates" >> beam.FlatMap(_duplicate_groups)
         )
