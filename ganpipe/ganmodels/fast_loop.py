@@ -111,7 +111,7 @@ class ChunkedTraining:
             return self.train_function
         keras_function, steps = self.train_function, self.steps_per_execution
         run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=True)
-        fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps))
+        fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=True)
 
         def function(iterator):
             if not _stackable(iterator):
