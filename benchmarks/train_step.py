@@ -141,6 +141,9 @@ def main():
             gen, disc = models[(kind, jit)].generator, models[(kind, jit)].discriminator
             mfu = rate * step_flops_per_image(gen, disc, kind == "reuse_fakes") / (peak * 1e9)
             print(f"{batch:>5} {kind:<12} {str(jit):<5} {rate:>7.1f} {rate / base:>7.2f}x {mfu:>6.1%}")
+    exact = models[("reuse_fakes", False)].single_backward_is_exact()
+    print(f"reuse_fakes here {'reads G' if exact else 'does NOT read G'}'s gradient off D's backward pass "
+          "(exact only for non-saturating/minimax, no BatchNorm/minibatch layer in D, no penalty on fakes, float32)")
 
 
 if __name__ == "__main__":

@@ -78,3 +78,13 @@ def test_train_aligns_executions_with_its_callbacks_and_resume_point():
     assert train.steps_per_execution({**params, "checkpoint_every": 30}, 0, 3000) == 10
     assert train.steps_per_execution(params, 1010, 3000) == 10  # a resume from step 1010
     assert train.steps_per_execution({**params, "steps_per_execution": 7}, 0, 3000) == 7
+
+
+def test_alternating_epoch_lengths_reuse_their_traced_functions():
+    gan = small_gan(jit_compile=False)
+    gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0)
+    six = gan.train_function
+    gan.fit(data().repeat(), steps_per_epoch=4, epochs=1, verbose=0)
+    four = gan.train_function
+    gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0)
+    assert gan.train_function is six and four is not six and int(gan.step.numpy()) == 16

@@ -80,9 +80,16 @@ class ChunkedTraining:
     def set_steps_per_execution(self, steps: int):
         """Fixes the steps per execution from now on (e.g. aligned to a caller's callback cadence)."""
         self.auto_steps_per_execution = False
+        self._use_steps_per_execution(int(steps))
+
+    def _use_steps_per_execution(self, steps: int):
+        """Switches to ``steps`` per execution, reusing that count's traced function if there is one
+        (``fit`` calls with different epoch lengths alternate without retracing)."""
         if steps != self.steps_per_execution:
-            self.steps_per_execution = int(steps)
-            self.train_function = None
+            functions = self.__dict__.setdefault("_train_functions", {})
+            functions[self.steps_per_execution] = self.train_function
+            self.steps_per_execution = steps
+            self.train_function = functions.get(steps)
 
     def networks_for_auto_jit(self):
         """The models whose layers decide ``jit_compile='auto'`` (override for other layouts)."""
@@ -93,9 +100,7 @@ class ChunkedTraining:
             callers = [cb for cb in (callbacks or []) if not isinstance(cb, KERAS_BOOKKEEPING)]
             single = self.distribute_strategy.num_replicas_in_sync > 1 or any(_has_batch_hooks(cb) for cb in callers)
             chosen = 1 if single else auto_steps_per_execution(steps_per_epoch)
-            if chosen != self.steps_per_execution:
-                self.steps_per_execution = chosen
-                self.train_function = None
+            self._use_steps_per_execution(chosen)
         return super().fit(*args, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
 
     def make_train_function(self, force=False):
@@ -106,7 +111,7 @@ class ChunkedTraining:
             return self.train_function
         keras_function, steps = self.train_function, self.steps_per_execution
         run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=True)
-        fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps))
+        fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=True)
 
         def function(iterator):
             if not _stackable(iterator):
