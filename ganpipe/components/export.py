@@ -49,7 +49,7 @@ import keras
 import tensorflow as tf
 
 import ganpipe
-from ganpipe.components import faults, specs
+from ganpipe.components import faults, specs, storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.fingerprints import artifact_fingerprint
 from ganpipe.components.evaluate import load_generator, read_model_info
@@ -270,14 +270,14 @@ def publish_version(incoming: str, model_root: str, before_rename) -> str:
     version = next_version(model_root)
     for _ in range(VERSION_ATTEMPTS):
         written = before_rename(version)
-        _sync_tree(incoming)
+        storage.sync_tree(incoming)
         faults.point("Export:before-version")
         try:
             os.rename(incoming, os.path.join(model_root, str(version)))
         except OSError:  # taken meanwhile (rename onto a non-empty directory fails)
             version = max(version + 1, next_version(model_root))
             continue
-        _fsync(model_root, os.O_RDONLY | os.O_DIRECTORY)
+        storage.sync_directory(model_root)
         return written
     raise ComponentError(f"{model_root}: could not claim a version directory after {VERSION_ATTEMPTS} attempts")
 
@@ -288,21 +288,6 @@ def _versions(model_root: str) -> list[int]:
 
 def next_version(model_root: str) -> int:
     return max(_versions(model_root), default=0) + 1
-
-
-def _sync_tree(path: str) -> None:
-    for directory, _, files in os.walk(path, topdown=False):
-        for name in files:
-            _fsync(os.path.join(directory, name), os.O_RDONLY)
-        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
-
-
-def _fsync(path: str, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_model_name(name: str) -> None:

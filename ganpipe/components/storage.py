@@ -193,3 +193,37 @@ def delete(uris: list[str]) -> None:
             objects = glob(uri) + glob(join(uri, "**"))
             if objects:
                 FileSystems.delete(objects)
+
+
+# -- durability on a local disk (publish and Export make outputs durable before they are recorded)
+
+def sync_tree(path: str) -> None:
+    """fsync every file and directory under ``path`` (bottom up, links skipped), so a host crash
+    after the metadata commit cannot leave a recorded artifact over empty or missing files."""
+    for directory, _, files in os.walk(path, topdown=False):
+        for name in files:
+            full = os.path.join(directory, name)
+            if not os.path.islink(full):
+                _fsync(full, os.O_RDONLY)
+        sync_directory(directory)
+
+
+def sync_directory(path: str) -> None:
+    """fsync a directory, making the renames and creations inside it durable."""
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def move_into_place(source: str, target: str) -> None:
+    """Atomic rename (same filesystem), then fsync both parents so the rename itself is durable."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.rename(source, target)
+    for directory in {os.path.dirname(target), os.path.dirname(source)}:
+        sync_directory(directory)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -364,41 +364,12 @@ def publish(outputs: dict[str, Artifact], component_dir: str, execution_id: int,
     for position, (name, artifact) in enumerate(outputs.items()):
         artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
         target = os.path.join(component_dir, name, str(execution_id))
-        sync_tree(artifact.uri)
-        move_into_place(artifact.uri, target)
+        storage.sync_tree(artifact.uri)
+        storage.move_into_place(artifact.uri, target)
         artifact.properties = _relocate(artifact.properties, artifact.uri, target)
         artifact.uri = target
         if position == 0:
             faults.point(f"{component}:mid-publish")
-
-
-# -- the two local-filesystem operations publish needs (an object store has its own) ------------
-
-def sync_tree(path: str) -> None:
-    """fsync every file and directory under ``path`` (bottom up), so a host crash after the
-    metadata commit cannot leave a recorded artifact over empty or missing files."""
-    for directory, _, files in os.walk(path, topdown=False):
-        for name in files:
-            full = os.path.join(directory, name)
-            if not os.path.islink(full):
-                _fsync(full, os.O_RDONLY)
-        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
-
-
-def move_into_place(source: str, target: str) -> None:
-    """Atomic rename (same filesystem), then fsync both parents so the rename itself is durable."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.rename(source, target)
-    for directory in {os.path.dirname(target), os.path.dirname(source)}:
-        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
-
-
-def _fsync(path: str, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remote_outputs(component: Component, component_dir: str, execution_id: int) -> dict[str, Artifact]:
