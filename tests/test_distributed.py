@@ -231,9 +231,14 @@ def test_sigterm_during_train_saves_at_the_next_step_and_a_rerun_ends_with_unint
                         checkpoint_values(os.path.join(uninterrupted, "checkpoints")), 0)
 
 
-def test_checkpoint_every_seconds_adds_wall_clock_checkpoints_to_the_step_schedule(data, tmp_path):
-    """The first step (tracing) alone takes over a second, so a 1 s clock saves after it; the step
-    schedule (every 1000) alone saves only the final state."""
+def test_checkpoint_every_seconds_adds_wall_clock_checkpoints_to_the_step_schedule(data, tmp_path, monkeypatch):
+    """A clock that advances 0.6 s at each reading (not the machine's speed) makes a 1 s schedule
+    save at step boundaries before the end; the step schedule (every 1000) alone saves only the final
+    state. One step per execution: the clock is checked at execution boundaries."""
+    from ganpipe.components import preemption
+
+    readings = iter(range(1, 10**6))
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: 0.6 * next(readings))
     with open(os.path.join(data, "schema.json")) as f:
         schema = json.load(f)
     saved = {}
@@ -241,11 +246,11 @@ def test_checkpoint_every_seconds_adds_wall_clock_checkpoints_to_the_step_schedu
         model_dir = str(tmp_path / f"every-{seconds}")
         train.train_model(data, schema, model_dir, log=lambda message: None,
                           **{**PARAMS, "steps": 8, "checkpoint_every": 1000, "keep_checkpoints": 100,
-                             "checkpoint_every_seconds": seconds})
+                             "checkpoint_every_seconds": seconds, "steps_per_execution": 1})
         state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
         saved[seconds] = [train.checkpoint_step(path) for path in state.all_model_checkpoint_paths]
     assert saved[None] == [8]
-    assert saved[1.0][-1] == 8 and saved[1.0][0] < 8
+    assert saved[1.0][0] < 8 and saved[1.0][-1] == 8  # the clock saved before the end
 
 
 SYNC_BATCH_NORM = textwrap.dedent("""

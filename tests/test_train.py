@@ -110,6 +110,23 @@ def trained(digits, tmp_path_factory):
     return outputs["model"], messages
 
 
+def test_same_training_gives_the_same_fingerprint_whatever_ran_before(trained, digits, tmp_path):
+    """Identical weights must give an identical semantic fingerprint, so that what follows Train
+    stays a cache hit: layer names may not depend on the layers this process built before."""
+    from ganpipe.components import fingerprints
+
+    keras.layers.Flatten(), keras.layers.Conv2D(2, 3), keras.layers.Dense(2)  # e.g. a Classifier step ran
+    model, _ = trained
+    root, _ = digits
+    again = Artifact("Model", str(tmp_path))
+    params = train.COMPONENT.resolve_parameters({
+        **TINY_DCGAN, "steps": 30, "log_every": 10, "sample_every": 15, "checkpoint_every": 10,
+        "keep_checkpoints": 2, "ema_decay": 0.9})
+    inputs = {name: Artifact(name.title(), root) for name in ("examples", "schema", "statistics")}
+    train.COMPONENT.execute(inputs, {"model": again}, params, ExecutionContext("p", "Train", 2, log=lambda m: None))
+    assert fingerprints.artifact_fingerprint(again.uri) == fingerprints.artifact_fingerprint(model.uri)
+
+
 def test_model_artifact_files_and_model_json(trained):
     model, messages = trained
     info = model.read_json("model.json")

@@ -114,6 +114,9 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     returned report to ``decide_blessing``.
     """
     params = COMPONENT.resolve_parameters(params, "evaluate")
+    # tf.data's seeded shuffle also depends on the process-wide seed, which an earlier step in
+    # this process (Train) may have set: fix it, so the examples measured depend only on params.
+    keras.utils.set_random_seed(params["seed"])
     info = read_model_info(model_dir)
     generator, generator_file = load_generator(model_dir, params["use_ema"])
     discriminator = keras.saving.load_model(_existing(model_dir, "discriminator.keras"), compile=False)

@@ -260,7 +260,8 @@ TRAIN_PARAMETERS = (
               "networks, off with convolutions, where XLA is slower on CPU)", nullable=True),
     Parameter("steps_per_execution", int, None, "train steps per call into the compiled function; empty = auto: "
               "the largest divisor <= 100 of log_every, sample_every, checkpoint_every and the steps to run, so "
-              "every event stays on its step", min=1, nullable=True),
+              "every event stays on its step; wall-clock checkpoints and SIGTERM act at execution boundaries",
+              min=1, nullable=True),
     Parameter("strategy", str, "default", "tf.distribute strategy", choices=STRATEGIES),
     Parameter("eval_every", int, 500, "steps between points of the quality curve (Fréchet distance, precision, "
               "recall in the Classifier's feature space, TensorBoard quality/*); 0 = off", min=0),
@@ -273,8 +274,8 @@ TRAIN_PARAMETERS = (
     Parameter("checkpoint_every", int, 200, "steps between checkpoints (one is always saved at the end)", min=1,
               semantic=False),
     Parameter("keep_checkpoints", int, 3, "checkpoints kept", min=1, semantic=False),
-    Parameter("checkpoint_every_seconds", float, None, "also checkpoint at the first step after this much wall "
-              "time since the last save (preemptible machines); empty = by steps only", min=1.0, nullable=True,
+    Parameter("checkpoint_every_seconds", float, None, "also checkpoint at the first execution boundary (see "
+              "steps_per_execution) after this much wall time since the last save; empty = by steps only", min=1.0, nullable=True,
               semantic=False),
     Parameter("deterministic", bool, False, "TF op determinism: bit-identical resume on GPUs too (slower there)"),
     Parameter("sync_batch_norm", bool, None, "BatchNorm statistics over the global batch across replicas; "

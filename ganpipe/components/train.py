@@ -78,6 +78,11 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
     strategy = make_strategy(params["strategy"])
     writes_here = strategy.extended.should_checkpoint
     work_dir = output_dir if writes_here else tempfile.mkdtemp(prefix="ganpipe-worker-")
+    # Keras numbers auto-named layers per process (flatten, flatten_1...): without a fresh session
+    # the saved networks, and so their fingerprints, would depend on what ran before in this
+    # process (a Classifier step, or none when it was a cache hit). After the strategy, which must
+    # come first for multi-worker collectives; outside its scope, which lives in the TF graph.
+    keras.backend.clear_session()
     try:
         with op_determinism(params["deterministic"]):
             with strategy.scope():
