@@ -48,12 +48,11 @@ OPERATIONS = {  # name -> ganpipe arguments (the root is appended)
     "gc": ["gc"],
 }
 # Where each operation is killed, in order; every point must be reached (the process dies by
-# SIGKILL), so a point that stops being reached fails the test instead of testing nothing.
-# Not here: kills that make Train resume from its checkpoints (``Train:after-checkpoint``,
-# ``Train:before-publish``): a restored discriminator is not bit-identical to the one an
-# uninterrupted run saves, so the end state would differ for a reason outside this test.
+# SIGKILL), so a point that stops being reached fails the test instead of testing nothing. The
+# two Train points before its publish make the re-run resume from the killed attempt's checkpoints.
 SCHEDULE = {
     "run X": ["Ingest:before-publish", "Preprocess:mid-publish", "Classifier:before-commit",
+              "Train:after-checkpoint", "Train:before-publish",
               "Train:mid-publish", "Train:after-commit", "Evaluate:before-publish",
               "Export:before-version", "Export:after-version"],
     "run Y": ["Train:before-commit", "Evaluate:after-commit", "Export:before-commit"],
