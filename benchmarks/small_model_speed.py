@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ganpipe import ganmodels  # noqa: E402
+from measure import matmul_gflops  # noqa: E402  (benchmarks/measure.py)
 from ganpipe.ganmodels.metrics import mixture_modes  # noqa: E402
 
 LATENT, PACKING, PACKS = 2, 4, 100
@@ -128,16 +129,6 @@ def iteration_flops(generator, discriminator) -> float:
     """D step: G fwd on BATCH + D fwd/bwd on 2 x PACKS packs (1 + 3 x 2); G step: G fwd/bwd (3) +
     D fwd and input-gradient pass on PACKS packs (2): 4 G(BATCH) + 8 D(PACKS)."""
     return 4 * BATCH * dense_forward_flops(generator) + 8 * PACKS * dense_forward_flops(discriminator)
-
-
-def matmul_gflops(n: int, repeats: int) -> float:
-    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    matmul()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        matmul().numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def main():

@@ -29,6 +29,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 from ganpipe.components import train  # noqa: E402
+from measure import matmul_gflops  # noqa: E402  (benchmarks/measure.py)
 
 LOG_EVERY = 50
 
@@ -88,22 +89,6 @@ def in_memory_images_per_second(images: np.ndarray, schema: dict, params: dict) 
     return (stopwatch.total - stopwatch.warmup) * batch / stopwatch.seconds
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5, trials: int = 5) -> float:
-    """Best of ``trials`` timings of ``repeats`` float32 n x n matmuls: the machine's peak rate,
-    as free of other users' load as this shared machine allows."""
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    multiply = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    multiply().numpy()
-    best = 0.0
-    for _ in range(trials):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            multiply().numpy()
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
-
-
 def layer_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass per sample (Dense and conv layers)."""
     macs = 0
@@ -134,7 +119,7 @@ def main():
               "checkpoint_every": 10 * args.steps, "batch_size": 64}
     component, in_memory, matmul = [], [], []
     for _ in range(args.rounds):
-        matmul.append(matmul_gflops())
+        matmul.append(matmul_gflops(repeats=5, trials=5))
         component.append(component_images_per_second(root, schema, params))
         in_memory.append(in_memory_images_per_second(images, schema, params))
     gflops = max(matmul)

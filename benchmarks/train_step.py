@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ganpipe import ganmodels  # noqa: E402
+from measure import matmul_gflops  # noqa: E402  (benchmarks/measure.py)
 
 SHAPE, LATENT, WIDTH = (32, 32, 1), 128, 64
 
@@ -85,16 +86,6 @@ def step_flops_per_image(generator, discriminator, reuse_fakes: bool) -> float:
     D fwd + D input-gradient pass (3 + 2). reuse_fakes: one G fwd/bwd, one D fwd/bwd (3 + 6)."""
     g, d = forward_flops(generator), forward_flops(discriminator)
     return (3 * g + 6 * d) if reuse_fakes else (4 * g + 8 * d)
-
-
-def matmul_gflops(n=2048, repeats=20) -> float:
-    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    matmul()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        matmul().numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def make_model(kind: str, jit: bool):
