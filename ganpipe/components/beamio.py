@@ -34,6 +34,7 @@ from apache_beam.options.value_provider import StaticValueProvider
 from tensorflow.core.example import example_pb2
 
 from ganpipe.components import storage
+from ganpipe.components import tf_filesystem  # noqa: F401  registers ram:// with Beam's FileSystems
 from ganpipe.components.base import ComponentError
 
 BATCH_SIZE = 256

@@ -42,9 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import math
-import os
 
 import keras
 import numpy as np
@@ -52,8 +50,8 @@ import tensorflow as tf
 
 from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
-from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
+from ganpipe.components import specs, storage
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress, absolute_path
 from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.components.reader import make_dataset
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
@@ -131,7 +129,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     with (progress or functools.partial(Progress, log))("samples through G, the feature model and D", MODEL_PASSES * n, "samples") as bar:
         counted = SampleCounter(bar)
         fakes = generate(generator, held_out, n, params, counted)
-        _check_finite(fakes, os.path.join(model_dir, generator_file))
+        _check_finite(fakes, storage.join(model_dir, generator_file))
         values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x,
                                             params, counted)
         threshold = losses.get(info.get("loss") or "non_saturating").threshold
@@ -148,7 +146,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         "feature_space_id": feature_space_id(feature_model, space),
         "classifier_eval_accuracy": feature_info.get("eval_accuracy"),
         "num_samples": n,
-        "model": {"dir": os.path.abspath(model_dir), "generator": generator_file,
+        "model": {"dir": absolute_path(model_dir), "generator": generator_file,
                   **{key: info.get(key) for key in ("family", "steps", "latent_dim", "num_classes", "data_kind")}},
         "metrics": {rename(key, space): _entry(key, value, baselines.get(key))
                     for key, value in values.items()},
@@ -160,7 +158,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
 
 def load_generator(model_dir: str, use_ema: bool) -> tuple[keras.Model, str]:
     """The EMA generator when present (and wanted), else the raw one; and its file name."""
-    name = "generator_ema.keras" if use_ema and os.path.isfile(os.path.join(model_dir, "generator_ema.keras")) \
+    name = "generator_ema.keras" if use_ema and storage.exists(storage.join(model_dir, "generator_ema.keras")) \
         else "generator.keras"
     return keras.saving.load_model(_existing(model_dir, name), compile=False), name
 
@@ -470,13 +468,12 @@ def _check_finite(samples: np.ndarray, where: str) -> None:
 
 
 def _existing(directory: str, name: str) -> str:
-    path = os.path.join(directory, name)
-    if not os.path.isfile(path):
+    path = storage.join(directory, name)
+    if not storage.exists(path):
         raise ComponentError(f"{path}: missing; is {directory} a Train Model artifact?")
     return path
 
 
 def read_model_info(model_dir: str) -> dict:
     """A Train Model artifact's model.json, or a clear error when it is not one."""
-    with open(_existing(model_dir, "model.json"), encoding="utf-8") as f:
-        return json.load(f)
+    return storage.read_json(_existing(model_dir, "model.json"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -258,7 +257,8 @@ class LocalRunner:
                 publish(outputs, component_dir, execution_id, component.name)
                 link_tensorboard_logs(view, component, outputs)
             else:
-                _fingerprint_remote(outputs)
+                for artifact in outputs.values():
+                    artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
         except BaseException as error:
             store.fail_execution(execution_id, failure_text(error, component.resumable) + "\n"
                                  + traceback.format_exc() + f"log: {log_file}")
@@ -376,21 +376,11 @@ def _remote_outputs(component: Component, component_dir: str, execution_id: int)
     """On an object store, where rename is not atomic, outputs are written in place under their
     execution id; the store's record of the execution (after the executor succeeded) is the
     commit point, so an unrecorded directory is an abandoned attempt, never a published one."""
-    return {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
-            for name, artifact_type in component.outputs.items()}
-
-
-def _fingerprint_remote(outputs: dict[str, Artifact]) -> None:
-    """sha256 over each output's relative file paths, sizes and contents, read through the
-    filesystem layer (the same material as ``directory_fingerprint``, for a URI)."""
+    outputs = {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
+               for name, artifact_type in component.outputs.items()}
     for artifact in outputs.values():
-        digest = hashlib.sha256()
-        for path in storage.glob(storage.join(artifact.uri, "**")):
-            data = storage.read_bytes(path)
-            relative = path[len(artifact.uri.rstrip("/")) + 1:].encode()
-            digest.update(b"F" + relative + b"\0" + str(len(data)).encode() + b"\0")
-            digest.update(hashlib.sha256(data).digest())
-        artifact.fingerprint = digest.hexdigest()
+        storage.makedirs(artifact.uri)  # where a filesystem has directories, TF writes into them
+    return outputs
 
 
 def _relocate(value: Any, old: str, new: str) -> Any:
