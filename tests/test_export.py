@@ -309,6 +309,39 @@ def test_unblessed_model_is_not_pushed_unless_forced(models, tmp_path, tmp_path_
     assert forced.properties["pushed_destination"] == os.path.join(str(tmp_path), "digits", "1")
 
 
+def measured(fcd, **changes):
+    """A blessing as Evaluate writes it with no_worse_than_last on (10% tolerance), FCD ``fcd``."""
+    return {**BLESSING, "main_metric_value": fcd, "feature_space_id": "space-1", "regression_tolerance": 0.1,
+            "metrics": {**BLESSING["metrics"], "fcd": {**BLESSING["metrics"]["fcd"], "value": fcd}}, **changes}
+
+
+def test_a_model_worse_than_the_served_one_is_not_pushed(models, tmp_path, tmp_path_factory):
+    """Evaluate blessed it without a baseline (under Kubeflow there is no metadata store to resolve
+    one from): Export itself compares with the newest served version measured the same way."""
+    model_dir, _, schema = models["vector"]
+
+    def push(fingerprint, blessing, **params):
+        return run_export(model_dir, schema, tmp_path_factory, blessing=blessing, model_fingerprint=fingerprint,
+                          export_base=str(tmp_path), **params).properties
+
+    assert push("f-good", measured(5.0))["version"] == 1
+    worse = push("f-worse", measured(5.6))
+    assert worse["pushed"] is False and worse["version"] is None
+    assert worse["reason"].startswith("not pushed: fcd 5.6 is worse than 5 of served version 1 (limit 5.5 ")
+    assert sorted(os.listdir(tmp_path / "digits")) == ["1"]
+    assert push("f-within", measured(5.4))["version"] == 2  # within the 10% tolerance of version 1
+    # compared with the newest comparable version only: 5.9 is within 10% of 5.4, not of 5.0
+    assert push("f-drift", measured(5.9))["version"] == 3
+    # measured another way (other feature space or sample count), or with the rule off: not compared
+    assert push("f-space", measured(50.0, feature_space_id="space-2"))["version"] == 4
+    assert push("f-samples", measured(50.0, num_samples=500))["version"] == 5
+    assert push("f-off", measured(50.0, regression_tolerance=None))["version"] == 6
+    # a version forced without a blessing is no baseline: 60 is compared with version 6's 50
+    assert push("f-forced", measured(99.0, blessed=False), force=True)["version"] == 7
+    assert push("f-60", measured(60.0))["reason"].startswith("not pushed: fcd 60 is worse than 50 of served version 6")
+    assert push("f-60", measured(60.0), force=True)["version"] == 8  # force pushes a worse model
+
+
 def test_bad_model_name_is_an_error(models, tmp_path):
     model_dir, _, schema = models["vector"]
     with pytest.raises(ComponentError, match=r"export.model_name: '../x' must be a plain directory name"):

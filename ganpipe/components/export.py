@@ -50,7 +50,7 @@ import ganpipe
 from ganpipe.components import faults, specs, storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, absolute_path
 from ganpipe.components.fingerprints import artifact_fingerprint
-from ganpipe.components.evaluate import load_generator, read_model_info
+from ganpipe.components.evaluate import comparable, load_generator, no_worse_check, read_model_info
 
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
@@ -104,6 +104,12 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
     identity = {"model_fingerprint": model_fingerprint or artifact_fingerprint(model_dir), "use_ema": use_ema,
                 "max_generate_samples": max_generate_samples}
     served = served_version(model_root, identity)
+    worse = None if force or served is not None else worse_than_served(blessing, model_root)
+    if worse:
+        result["reason"] = f"not pushed: {worse}"
+        log(result["reason"])
+        artifact.write_json("pushed.json", result)
+        return result
     if served is not None:
         destination = storage.join(model_root, str(served))
         result.update(pushed=True, destination=destination, version=served, already_served=True,
@@ -135,6 +141,8 @@ def _push(model_dir, schema, blessing, result, identity, model_root, lineage, ex
                                         "generator_file": generator_file,
                                         "max_generate_samples": identity["max_generate_samples"]})
         extra.write_json("export.json", {**identity, "signatures": signatures})
+        if blessing:
+            extra.write_json("blessing.json", blessing)
         result.update(pushed=True, signatures=signatures)
 
         def write_card(version: int) -> str:
@@ -159,6 +167,24 @@ def served_version(model_root: str, identity: dict) -> int | None:
         recorded = _read_extra(storage.join(model_root, str(version)), "export.json")
         if all(recorded.get(key) == value for key, value in identity.items()):
             return version
+    return None
+
+
+def worse_than_served(blessing: dict, model_root: str) -> str | None:
+    """Why the blessed model must not replace what is served, or None: its main metric against
+    the newest version under ``model_root`` that was blessed and measured the same way, by the
+    blessing's own ``no_worse_than_last`` rule. Evaluate already compares with the last blessed
+    model where a metadata store gives it one; this check holds wherever Evaluate ran (Kubeflow,
+    an Evaluate cached by the orchestrator, another pipeline exporting under the same name)."""
+    tolerance = blessing.get("regression_tolerance")
+    if tolerance is None:  # no_worse_than_last is off
+        return None
+    for version in sorted(_versions(model_root), reverse=True):
+        baseline = _read_extra(storage.join(model_root, str(version)), "blessing.json")
+        if comparable(baseline, blessing):
+            check = no_worse_check(blessing, tolerance, baseline, f"served version {version}",
+                                   f"{storage.join(model_root, str(version))}")
+            return None if check["passed"] else check["reason"]
     return None
 
 
