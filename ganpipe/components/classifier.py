@@ -57,6 +57,9 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
                         **params) -> dict:
     """Writes classifier.keras and classifier.json into ``output_dir``; returns classifier.json."""
     params = COMPONENT.resolve_parameters(params, "classifier")
+    # Keras numbers auto-named layers per process: without this the saved model, and so its
+    # fingerprint, would depend on what ran before in the process (as in Train).
+    keras.backend.clear_session()
     keras.utils.set_random_seed(params["seed"])
     shape = tuple(schema["shape"])
     num_classes = int(schema.get("num_classes") or 0)
