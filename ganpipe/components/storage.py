@@ -55,6 +55,15 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
+def dirname(uri: str) -> str:
+    return os.path.dirname(uri) if is_local(uri) else posixpath.dirname(uri.rstrip("/"))
+
+
+def resolve(base: str, path: str) -> str:
+    """``path`` itself when it is absolute or a URI, else ``path`` under ``base``."""
+    return path if scheme(path) or os.path.isabs(path) else join(base, path)
+
+
 def normalize_root(uri: str) -> str:
     """An absolute local path, or the URI without a trailing slash; fails for an unsupported
     scheme, naming it and what would support it."""
