@@ -99,9 +99,10 @@ def collect_garbage(root: str, dry_run: bool = False, policy: Policy = Policy())
 def _delete(store: MetadataStore, root: str, artifacts: list[Garbage], policy: Policy,
             cutoff: float | None) -> list[Garbage]:
     _empty_trash(root)  # what a killed gc had already moved there
+    leftover = _marked_but_present(store)  # what it had marked but not moved yet
     marked = set(store.mark_deleted([g.artifact_id for g in artifacts], _protected))
     faults.point("gc:after-mark")
-    artifacts = [g for g in artifacts if g.artifact_id in marked] + _marked_but_present(store)
+    artifacts = [g for g in artifacts if g.artifact_id in marked] + leftover
     garbage = artifacts + _files(store, root, policy, cutoff, [g.path for g in artifacts])
     for position, item in enumerate(garbage):
         _move_to_trash(root, item.path)
