@@ -101,6 +101,10 @@ def test_the_served_model_loads_from_the_uri_root_and_generates(pipeline):
     np.testing.assert_array_equal(first.numpy(), again.numpy())
     assert len(np.unique(first.numpy())) > 1
     assert storage.read_bytes(pushed.uri + "/README.md") == storage.read_bytes(f"{destination}/assets.extra/README.md")
+    with MetadataStore(pipeline["metadata"], read_only=True) as store:  # `ganpipe lineage <URI>`
+        assert store.artifact_at(f"{destination}/saved_model.pb").artifact.id == pushed.id
+        model = pipeline["outputs"]["Train"]["model"]
+        assert store.artifact_at(f"{model.uri}/generator.keras").artifact.id == model.id
 
 
 def test_fingerprints_are_semantic_and_the_same_as_on_a_local_disk(pipeline, tmp_path):
