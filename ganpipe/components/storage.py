@@ -161,10 +161,11 @@ def write_json(uri: str, value: Any) -> None:
 def glob(pattern: str) -> list[str]:
     """Sorted paths of the files matching ``pattern`` (``*`` within a name, ``**`` across
     directories)."""
-    return sorted(meta.path for meta in _match(pattern))
+    return sorted(meta.path for meta in match(pattern))
 
 
-def _match(pattern: str) -> list:
+def match(pattern: str) -> list:
+    """Beam ``FileMetadata`` (path, size, last update) of the files matching ``pattern``."""
     return _filesystems().match([pattern])[0].metadata_list
 
 
@@ -226,7 +227,7 @@ def usage(uri: str) -> tuple[int, float]:
             return stat.st_size, stat.st_mtime
         files = [os.lstat(os.path.join(d, name)).st_size for d, _, names in os.walk(path) for name in names]
         return sum(files), os.lstat(path).st_mtime
-    found = _match(join(uri, "**")) or (_match(uri) if exists(uri) else [])
+    found = match(join(uri, "**")) or (match(uri) if exists(uri) else [])
     return sum(m.size_in_bytes for m in found), max((m.last_updated_in_seconds for m in found), default=0.0)
 
 
