@@ -77,8 +77,7 @@ COMPONENT = specs.EXPORT
 
 def export_base(pipeline_root: str, configured: str | None) -> str:
     """``configured`` (default ``serving``) against the pipeline root unless absolute or a URI."""
-    base = configured or "serving"
-    return base if storage.scheme(base) or os.path.isabs(base) else storage.join(pipeline_root, base)
+    return storage.resolve(pipeline_root, configured or "serving")
 
 
 def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",

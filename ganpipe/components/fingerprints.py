@@ -163,13 +163,10 @@ def tree_listing(root: str) -> str:
 def remote_listing(pattern: str) -> str:
     """Listing from the filesystem's match metadata (size, last update: the object generation's
     time on GCS/S3) for a path with a URI scheme; imports Beam's filesystem registry only then."""
-    from apache_beam.io.filesystems import FileSystems
-
     target = pattern if any(ch in pattern for ch in "*?[") else pattern.rstrip("/") + "/**"
     digest = hashlib.sha256()
-    for result in FileSystems.match([target]):
-        for meta in sorted(result.metadata_list, key=lambda m: m.path):
-            digest.update(f"{meta.path}\0{meta.size_in_bytes}\0{meta.last_updated_in_seconds}\n".encode())
+    for meta in sorted(storage.match(target), key=lambda m: m.path):
+        digest.update(f"{meta.path}\0{meta.size_in_bytes}\0{meta.last_updated_in_seconds}\n".encode())
     return digest.hexdigest()
 
 

@@ -63,7 +63,9 @@ class QualityCurve(keras.callbacks.Callback):
             tf.summary.scalar(f"{monitoring.QUALITY}/recall", values["recall"])
         self.writer.flush()
         if self.best_dir is not None and np.isfinite(frechet) and (self.best is None or frechet < self.best["value"]):
-            self.model.generator.save(storage.join(self.best_dir, BEST_GENERATOR))
+            best = storage.join(self.best_dir, BEST_GENERATOR)
+            storage.delete([best])  # TF's ram:// filesystem keeps the tail of a longer file written over
+            self.model.generator.save(best)
             self.best = {"step": step, "metric": self.frechet_name, "value": float(frechet)}
             storage.write_json(storage.join(self.best_dir, BEST_INFO), self.best)
         self.log(f"step {step}: {self.frechet_name} {frechet:.4g}, precision {values['precision']:.3f}, "

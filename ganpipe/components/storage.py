@@ -55,6 +55,15 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
+def dirname(uri: str) -> str:
+    return os.path.dirname(uri) if is_local(uri) else posixpath.dirname(uri.rstrip("/"))
+
+
+def resolve(base: str, path: str) -> str:
+    """``path`` itself when it is absolute or a URI, else ``path`` under ``base``."""
+    return path if scheme(path) or os.path.isabs(path) else join(base, path)
+
+
 def normalize_root(uri: str) -> str:
     """An absolute local path, or the URI without a trailing slash; fails for an unsupported
     scheme, naming it and what would support it."""
@@ -152,10 +161,11 @@ def write_json(uri: str, value: Any) -> None:
 def glob(pattern: str) -> list[str]:
     """Sorted paths of the files matching ``pattern`` (``*`` within a name, ``**`` across
     directories)."""
-    return sorted(meta.path for meta in _match(pattern))
+    return sorted(meta.path for meta in match(pattern))
 
 
-def _match(pattern: str) -> list:
+def match(pattern: str) -> list:
+    """Beam ``FileMetadata`` (path, size, last update) of the files matching ``pattern``."""
     return _filesystems().match([pattern])[0].metadata_list
 
 
@@ -217,7 +227,7 @@ def usage(uri: str) -> tuple[int, float]:
             return stat.st_size, stat.st_mtime
         files = [os.lstat(os.path.join(d, name)).st_size for d, _, names in os.walk(path) for name in names]
         return sum(files), os.lstat(path).st_mtime
-    found = _match(join(uri, "**")) or (_match(uri) if exists(uri) else [])
+    found = match(join(uri, "**")) or (match(uri) if exists(uri) else [])
     return sum(m.size_in_bytes for m in found), max((m.last_updated_in_seconds for m in found), default=0.0)
 
 

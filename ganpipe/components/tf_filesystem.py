@@ -6,10 +6,11 @@ steps, the filesystem layer (``storage.py``) and TensorFlow's own writers (Saved
 checkpoints, summaries) all reach the same files on such a root, through one Beam branch in
 ``storage``. TensorFlow is imported when a method first runs, never at import.
 
-TensorFlow's in-memory filesystem (2.21) has two quirks this class works around: it lists a
+TensorFlow's in-memory filesystem (2.21) has three quirks this class works around: it lists a
 directory only if it was created as one, so every file is created with its parent directories;
-and its listing matches names by prefix, so ``assets`` also "contains" ``.extra`` when
-``assets.extra`` exists: ``_tree`` keeps only the entries that exist.
+its listing matches names by prefix, so ``assets`` also "contains" ``.extra`` when
+``assets.extra`` exists: ``_tree`` keeps only the entries that exist; and writing a file over a
+longer one keeps the old tail, so ``create`` removes the old file first.
 """
 from __future__ import annotations
 
@@ -68,7 +69,10 @@ class TensorFlowRamFileSystem(FileSystem):
             CompressedFile(raw, compression_type=compression_type)
 
     def create(self, path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO):
-        _gfile().makedirs(self.split(path)[0])
+        gfile = _gfile()
+        gfile.makedirs(self.split(path)[0])
+        if gfile.exists(path):
+            gfile.remove(path)
         return self._open(path, "wb", compression_type)
 
     def open(self, path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO):
