@@ -88,6 +88,22 @@ def test_training_logs_read_back_from_the_uri_root(pipeline):
     assert any("samples" in tag for tag in tags), tags
 
 
+def test_the_run_summary_names_its_tensorboard_logs_on_the_uri_root(pipeline, capsys):
+    """No symlinked view on a remote root: the summary gives TensorBoard a --logdir_spec naming
+    each run's log directory, which TensorBoard's own parser reads back."""
+    from tensorboard.backend.event_processing.data_ingester import _parse_event_files_spec
+
+    from ganpipe.pipeline.cli import _print_summary
+
+    _print_summary(pipeline["result"], pipeline["root"], "digits_dcgan", {})
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("TensorBoard:"))
+    spec = line.split("--logdir_spec ", 1)[1]
+    assert _parse_event_files_spec(spec) == {
+        outputs_uri(pipeline, "Train", "model") + "/logs/train": "train",
+        outputs_uri(pipeline, "Evaluate", "evaluation") + "/logs/eval": "eval",
+        outputs_uri(pipeline, "Preprocess", "statistics") + "/logs": "preprocess"}
+
+
 def test_the_served_model_loads_from_the_uri_root_and_generates(pipeline):
     pushed = pipeline["outputs"]["Export"]["pushed_model"]
     destination = pushed.properties["pushed_destination"]

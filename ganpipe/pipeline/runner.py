@@ -38,6 +38,7 @@ RESUMABLE_MARK = ".resumable"  # in a resumable component's staging/<key>/: gc k
 LOCKS = ".locks"
 GC_LOCK = "gc.lock"  # one `ganpipe gc` at a time; runs do not take it (gc works beside them)
 TENSORBOARD_VIEWS = "tensorboard"  # <root>/<pipeline>/tensorboard/run-<id>/: symlinks to log dirs
+EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard's event file names
 EXECUTION_LOGS = "logs"  # <root>/<pipeline>/<Component>/logs/<execution id>.log: each execution's messages
 
 
@@ -394,24 +395,29 @@ def _relocate(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[tuple[str, Artifact]]) -> str | None:
-    """Links the TensorBoard logs of a run's ``(component, artifact)`` pairs into one directory,
-    ``<root>/<pipeline>/tensorboard/run-<id>/``, and returns it (None if there are none): each
-    ``<artifact>/logs/<name>/`` becomes ``<name>`` (Model logs/train -> train, Evaluation logs/eval
-    -> eval); a ``logs/`` holding event files itself becomes ``<component>``. TensorBoard 2.21
-    follows symlinked run directories, so one ``--logdir`` shows them all."""
+def tensorboard_runs(artifacts: Iterable[tuple[str, Artifact]]) -> dict[str, str]:
+    """TensorBoard run name -> log directory of a run's ``(component, artifact)`` pairs, on any
+    root: each ``<artifact>/logs/<name>/`` is ``<name>`` (Model logs/train -> train, Evaluation
+    logs/eval -> eval); a ``logs/`` holding event files itself is ``<component>``."""
     found: dict[str, str] = {}
-    if not storage.is_local(root):  # symlinks need a local root
-        return None
     for component, artifact in artifacts:
-        logs = os.path.join(artifact.uri, "logs")
-        entries = sorted(os.listdir(logs)) if os.path.isdir(logs) else []
-        if any(os.path.isfile(os.path.join(logs, name)) for name in entries):
+        logs = storage.join(artifact.uri, "logs")
+        entries = storage.listdir(logs)
+        if any(name.startswith(EVENT_FILE_PREFIX) for name in entries):
             runs = [(component.lower(), logs)]
         else:
-            runs = [(name, os.path.join(logs, name)) for name in entries]
+            runs = [(name, storage.join(logs, name)) for name in entries]
         for name, target in runs:
             found[name if name not in found else f"{component.lower()}-{name}"] = target
+    return found
+
+
+def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[tuple[str, Artifact]]) -> str | None:
+    """Links ``tensorboard_runs(artifacts)`` into one directory, ``<root>/<pipeline>/tensorboard/
+    run-<id>/``, and returns it (None if there are none, or on a remote root: symlinks need a
+    local one). TensorBoard 2.21 follows symlinked run directories, so one ``--logdir`` shows them
+    all."""
+    found = tensorboard_runs(artifacts) if storage.is_local(root) else {}
     if not found:
         return None
     view = tensorboard_view_dir(root, pipeline, run_id)
