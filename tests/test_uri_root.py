@@ -140,6 +140,28 @@ def test_fingerprints_are_semantic_and_the_same_as_on_a_local_disk(pipeline, tmp
     storage.delete([f"{model.uri}/logs/train/later.txt"])
 
 
+def test_ganpipe_execute_reads_and_writes_uri_artifacts_and_records_beside_them(pipeline):
+    """The single-step command (KFP's container step) with every artifact on the URI root: an
+    Export of the served model, whose record is written beside its output."""
+    from click.testing import CliRunner
+
+    from ganpipe.pipeline import cli, execute
+
+    output = f"{pipeline['root']}/execute/pushed_model"
+    inputs = {"model": ("Train", "model"), "blessing": ("Evaluate", "blessing"), "schema": ("Preprocess", "schema")}
+    arguments = ["execute", "--component", "Export", "--output", f"pushed_model={output}",
+                 "--pipeline-name", "digits_dcgan", "--pipeline-root", pipeline["root"]]
+    for name, (component, produced) in inputs.items():
+        arguments += ["--input", f"{name}={outputs_uri(pipeline, component, produced)}"]
+    result = CliRunner().invoke(cli.main, arguments)
+    assert result.exit_code == 0, result.output
+    record = execute.read_record(output + execute.RECORD_SUFFIX)
+    assert record["state"] == execute.COMPLETE and record["outputs"]["pushed_model"]["uri"] == output
+    pushed = storage.read_json(f"{output}/pushed.json")
+    assert pushed["already_served"] is True and pushed["version"] == 1
+    assert stray_entries(pipeline["cwd"]) == []
+
+
 def test_a_second_run_is_all_cache_hits(pipeline):
     again = pipeline["runner"].run()
     assert again.state == "COMPLETE", again.error
