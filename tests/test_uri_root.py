@@ -6,7 +6,11 @@ local directory named ``ram:`` in the working directory, which the tests look fo
 ``ram://`` lives in this process only, so everything runs in-process (one worker)."""
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
+import time
 import uuid
 
 import numpy as np
@@ -14,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from ganpipe.components import fingerprints, storage
-from ganpipe.pipeline import gc
+from ganpipe.pipeline import console, gc
 from ganpipe.pipeline.config import load_config
 from ganpipe.pipeline.metadata import DELETED, LIVE, MetadataStore
 from ganpipe.pipeline.runner import LocalRunner
@@ -217,6 +221,52 @@ def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
         assert states[uri] == LIVE and storage.directory_exists(uri), uri
     assert storage.exists(unrelated) and storage.directory_exists(f"{root}/serving/digits_dcgan/2")
     assert verify(metadata)[1] == [] and gc.collect_garbage(metadata) == []
+    assert stray_entries(pipeline["cwd"]) == []
+
+
+def test_a_preempted_train_resumes_on_the_uri_root(pipeline, caplog):
+    """SIGTERM mid-training (a preempted machine): Train saves a checkpoint and fails resumable;
+    on a remote root its files stay under its execution id, and the next run copies them into
+    its own outputs and trains on from that checkpoint, ending where an uninterrupted run ends."""
+    longer = ["train.steps=400", "train.eval_every=100"]
+    runner = make_runner(pipeline["root"], pipeline["metadata"], *longer)
+    slot = f"{pipeline['root']}/digits_dcgan/Train/model"
+    before = set(storage.listdir(slot))
+    stop = threading.Event()
+
+    def preempt_at_the_first_checkpoint():
+        while not stop.is_set():
+            if any(storage.exists(f"{slot}/{name}/checkpoints/checkpoint") for name in set(storage.listdir(slot)) - before):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.005)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # never end pytest itself
+    watcher = threading.Thread(target=preempt_at_the_first_checkpoint)
+    watcher.start()
+    try:
+        killed = runner.run(until="Train")
+    finally:
+        stop.set()
+        watcher.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert killed.state == "FAILED" and "stopped by SIGTERM" in killed.error, killed.error
+    attempt = killed.steps[-1].execution_id
+
+    caplog.set_level(logging.INFO, logger=console.LOGGER)
+    echoed = []
+    runner.echo = echoed.append
+    resumed = runner.run(until="Train")
+    assert resumed.state == "COMPLETE", resumed.error
+    model = resumed.steps[-1].outputs["model"]
+    assert f"      continuing from the files of execution {attempt}" in echoed
+    resumed_at = int(caplog.text.split(f"resumed from {model.uri}/checkpoints/ckpt-", 1)[1].split(" ", 1)[0])
+    assert 0 < resumed_at < 400 and storage.directory_exists(f"{slot}/{attempt}")
+    assert storage.read_json(f"{model.uri}/model.json")["steps"] == 400
+
+    uninterrupted = make_runner(pipeline["root"], pipeline["metadata"], *longer).run(until="Train", force=["Train"])
+    assert uninterrupted.state == "COMPLETE", uninterrupted.error
+    assert uninterrupted.steps[-1].outputs["model"].fingerprint == model.fingerprint
     assert stray_entries(pipeline["cwd"]) == []
 
 

@@ -231,6 +231,17 @@ def usage(uri: str) -> tuple[int, float]:
     return sum(m.size_in_bytes for m in found), max((m.last_updated_in_seconds for m in found), default=0.0)
 
 
+def copy_tree(source: str, target: str) -> None:
+    """Copies every file under the directory ``source`` to the same place under ``target``
+    (object by object on a store; server-side where the store can)."""
+    if is_local(source):
+        shutil.copytree(local_path(source), local_path(target), symlinks=True, dirs_exist_ok=True)
+        return
+    relative = _relative_files(source)
+    if relative:
+        _filesystems().copy([join(source, r) for r in relative], [join(target, r) for r in relative])
+
+
 def move_tree(source: str, target: str) -> None:
     """Moves the directory ``source`` to ``target``, which must not exist yet (FileExistsError,
     or OSError locally). Locally one atomic rename; an object store has no rename, so object by
