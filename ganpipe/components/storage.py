@@ -64,14 +64,16 @@ def resolve(base: str, path: str) -> str:
     return path if scheme(path) or os.path.isabs(path) else join(base, path)
 
 
-def normalize_root(uri: str) -> str:
-    """An absolute local path, or the URI without a trailing slash; fails for an unsupported
-    scheme, naming it and what would support it."""
+def normalize(uri: str) -> str:
+    """An absolute local path, or the URI without a trailing slash: one spelling per place."""
     uri = os.fspath(uri)
-    if is_local(uri):
-        return os.path.abspath(local_path(uri))
-    check_supported(uri)
-    return os.fspath(uri).rstrip("/")
+    return os.path.abspath(local_path(uri)) if is_local(uri) else uri.rstrip("/")
+
+
+def normalize_root(uri: str) -> str:
+    """``normalize(uri)``; fails for an unsupported scheme, naming it and what would support it."""
+    check_supported(os.fspath(uri))
+    return normalize(uri)
 
 
 def check_supported(uri: str) -> None:
