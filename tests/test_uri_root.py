@@ -6,7 +6,11 @@ local directory named ``ram:`` in the working directory, which the tests look fo
 ``ram://`` lives in this process only, so everything runs in-process (one worker)."""
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
+import time
 import uuid
 
 import numpy as np
@@ -14,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from ganpipe.components import fingerprints, storage
-from ganpipe.pipeline import gc
+from ganpipe.pipeline import console, gc
 from ganpipe.pipeline.config import load_config
 from ganpipe.pipeline.metadata import DELETED, LIVE, MetadataStore
 from ganpipe.pipeline.runner import LocalRunner
@@ -88,6 +92,22 @@ def test_training_logs_read_back_from_the_uri_root(pipeline):
     assert any("samples" in tag for tag in tags), tags
 
 
+def test_the_run_summary_names_its_tensorboard_logs_on_the_uri_root(pipeline, capsys):
+    """No symlinked view on a remote root: the summary gives TensorBoard a --logdir_spec naming
+    each run's log directory, which TensorBoard's own parser reads back."""
+    from tensorboard.backend.event_processing.data_ingester import _parse_event_files_spec
+
+    from ganpipe.pipeline.cli import _print_summary
+
+    _print_summary(pipeline["result"], pipeline["root"], "digits_dcgan", {})
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("TensorBoard:"))
+    spec = line.split("--logdir_spec ", 1)[1]
+    assert _parse_event_files_spec(spec) == {
+        outputs_uri(pipeline, "Train", "model") + "/logs/train": "train",
+        outputs_uri(pipeline, "Evaluate", "evaluation") + "/logs/eval": "eval",
+        outputs_uri(pipeline, "Preprocess", "statistics") + "/logs": "preprocess"}
+
+
 def test_the_served_model_loads_from_the_uri_root_and_generates(pipeline):
     pushed = pipeline["outputs"]["Export"]["pushed_model"]
     destination = pushed.properties["pushed_destination"]
@@ -122,6 +142,28 @@ def test_fingerprints_are_semantic_and_the_same_as_on_a_local_disk(pipeline, tmp
     storage.write_bytes(f"{model.uri}/logs/train/later.txt", b"a log line")
     assert fingerprints.artifact_fingerprint(model.uri) == model.fingerprint
     storage.delete([f"{model.uri}/logs/train/later.txt"])
+
+
+def test_ganpipe_execute_reads_and_writes_uri_artifacts_and_records_beside_them(pipeline):
+    """The single-step command (KFP's container step) with every artifact on the URI root: an
+    Export of the served model, whose record is written beside its output."""
+    from click.testing import CliRunner
+
+    from ganpipe.pipeline import cli, execute
+
+    output = f"{pipeline['root']}/execute/pushed_model"
+    inputs = {"model": ("Train", "model"), "blessing": ("Evaluate", "blessing"), "schema": ("Preprocess", "schema")}
+    arguments = ["execute", "--component", "Export", "--output", f"pushed_model={output}",
+                 "--pipeline-name", "digits_dcgan", "--pipeline-root", pipeline["root"]]
+    for name, (component, produced) in inputs.items():
+        arguments += ["--input", f"{name}={outputs_uri(pipeline, component, produced)}"]
+    result = CliRunner().invoke(cli.main, arguments)
+    assert result.exit_code == 0, result.output
+    record = execute.read_record(output + execute.RECORD_SUFFIX)
+    assert record["state"] == execute.COMPLETE and record["outputs"]["pushed_model"]["uri"] == output
+    pushed = storage.read_json(f"{output}/pushed.json")
+    assert pushed["already_served"] is True and pushed["version"] == 1
+    assert stray_entries(pipeline["cwd"]) == []
 
 
 def test_a_second_run_is_all_cache_hits(pipeline):
@@ -179,6 +221,52 @@ def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
         assert states[uri] == LIVE and storage.directory_exists(uri), uri
     assert storage.exists(unrelated) and storage.directory_exists(f"{root}/serving/digits_dcgan/2")
     assert verify(metadata)[1] == [] and gc.collect_garbage(metadata) == []
+    assert stray_entries(pipeline["cwd"]) == []
+
+
+def test_a_preempted_train_resumes_on_the_uri_root(pipeline, caplog):
+    """SIGTERM mid-training (a preempted machine): Train saves a checkpoint and fails resumable;
+    on a remote root its files stay under its execution id, and the next run copies them into
+    its own outputs and trains on from that checkpoint, ending where an uninterrupted run ends."""
+    longer = ["train.steps=400", "train.eval_every=100"]
+    runner = make_runner(pipeline["root"], pipeline["metadata"], *longer)
+    slot = f"{pipeline['root']}/digits_dcgan/Train/model"
+    before = set(storage.listdir(slot))
+    stop = threading.Event()
+
+    def preempt_at_the_first_checkpoint():
+        while not stop.is_set():
+            if any(storage.exists(f"{slot}/{name}/checkpoints/checkpoint") for name in set(storage.listdir(slot)) - before):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.005)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # never end pytest itself
+    watcher = threading.Thread(target=preempt_at_the_first_checkpoint)
+    watcher.start()
+    try:
+        killed = runner.run(until="Train")
+    finally:
+        stop.set()
+        watcher.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert killed.state == "FAILED" and "stopped by SIGTERM" in killed.error, killed.error
+    attempt = killed.steps[-1].execution_id
+
+    caplog.set_level(logging.INFO, logger=console.LOGGER)
+    echoed = []
+    runner.echo = echoed.append
+    resumed = runner.run(until="Train")
+    assert resumed.state == "COMPLETE", resumed.error
+    model = resumed.steps[-1].outputs["model"]
+    assert f"      continuing from the files of execution {attempt}" in echoed
+    resumed_at = int(caplog.text.split(f"resumed from {model.uri}/checkpoints/ckpt-", 1)[1].split(" ", 1)[0])
+    assert 0 < resumed_at < 400 and storage.directory_exists(f"{slot}/{attempt}")
+    assert storage.read_json(f"{model.uri}/model.json")["steps"] == 400
+
+    uninterrupted = make_runner(pipeline["root"], pipeline["metadata"], *longer).run(until="Train", force=["Train"])
+    assert uninterrupted.state == "COMPLETE", uninterrupted.error
+    assert uninterrupted.steps[-1].outputs["model"].fingerprint == model.fingerprint
     assert stray_entries(pipeline["cwd"]) == []
 
 

@@ -64,14 +64,16 @@ def resolve(base: str, path: str) -> str:
     return path if scheme(path) or os.path.isabs(path) else join(base, path)
 
 
-def normalize_root(uri: str) -> str:
-    """An absolute local path, or the URI without a trailing slash; fails for an unsupported
-    scheme, naming it and what would support it."""
+def normalize(uri: str) -> str:
+    """An absolute local path, or the URI without a trailing slash: one spelling per place."""
     uri = os.fspath(uri)
-    if is_local(uri):
-        return os.path.abspath(local_path(uri))
-    check_supported(uri)
-    return os.fspath(uri).rstrip("/")
+    return os.path.abspath(local_path(uri)) if is_local(uri) else uri.rstrip("/")
+
+
+def normalize_root(uri: str) -> str:
+    """``normalize(uri)``; fails for an unsupported scheme, naming it and what would support it."""
+    check_supported(os.fspath(uri))
+    return normalize(uri)
 
 
 def check_supported(uri: str) -> None:
@@ -229,6 +231,17 @@ def usage(uri: str) -> tuple[int, float]:
         return sum(files), os.lstat(path).st_mtime
     found = match(join(uri, "**")) or (match(uri) if exists(uri) else [])
     return sum(m.size_in_bytes for m in found), max((m.last_updated_in_seconds for m in found), default=0.0)
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Copies every file under the directory ``source`` to the same place under ``target``
+    (object by object on a store; server-side where the store can)."""
+    if is_local(source):
+        shutil.copytree(local_path(source), local_path(target), symlinks=True, dirs_exist_ok=True)
+        return
+    relative = _relative_files(source)
+    if relative:
+        _filesystems().copy([join(source, r) for r in relative], [join(target, r) for r in relative])
 
 
 def move_tree(source: str, target: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionTypes, FileMetadata,
                                        FileSystem)
 
+
 def _gfile():
     import tensorflow as tf
 

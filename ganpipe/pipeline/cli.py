@@ -21,7 +21,7 @@ from ganpipe.pipeline.config import ConfigError, default_root, load_config, reso
 from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
                                        ExecutionRecord, MetadataStore)
-from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_view
+from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_runs, tensorboard_view
 from ganpipe.pipeline.trial import write_run_trial
 
 # Artifact property conventions the summary reads (set by components):
@@ -115,6 +115,10 @@ def _print_summary(result: RunResult, root: str, pipeline: str, parameters: dict
     if view:
         write_run_trial(view, pipeline, result.run_id, result.steps, parameters)
         echo(f"TensorBoard: tensorboard --logdir {view}")
+    elif not storage.is_local(root):  # no symlinked view on a remote root: name each run's logs
+        runs = tensorboard_runs(artifacts)
+        if runs:
+            echo("TensorBoard: tensorboard --logdir_spec " + ",".join(f"{name}:{logs}" for name, logs in runs.items()))
     for component, artifact in artifacts:
         if artifact.properties.get(PUSHED) and artifact.properties.get(PUSHED_DESTINATION):
             echo(f"SavedModel:  {artifact.properties[PUSHED_DESTINATION]}")

@@ -188,12 +188,12 @@ def _unrecorded_outputs(store: MetadataStore, root: str, running: set[int]) -> l
     """Execution-id directories in known output slots that no artifact row points to, of
     executions no longer running (a running one may be between publish and commit). Only slots
     the store knows are scanned, so unrelated files under the root are never touched."""
-    recorded = {storage.normalize_root(r.artifact.uri) for r in store.artifacts()}
+    recorded = {storage.normalize(r.artifact.uri) for r in store.artifacts()}
     garbage = []
     for slot in sorted({storage.dirname(uri) for uri in recorded}):
         for name in storage.listdir(slot):
             published = storage.join(slot, name)
-            if name.isdigit() and int(name) not in running and storage.normalize_root(published) not in recorded:
+            if name.isdigit() and int(name) not in running and storage.normalize(published) not in recorded:
                 garbage.append(Garbage(published, "unrecorded output", _bytes(published)))
     return garbage
 
@@ -204,7 +204,7 @@ def artifact_roots(store: MetadataStore, root: str) -> list[str]:
     <output>/<execution id>``."""
     roots = {root}
     for record in store.artifacts():
-        uri = storage.normalize_root(record.artifact.uri)
+        uri = storage.normalize(record.artifact.uri)
         tail = f"/{record.pipeline}/{record.component}/{record.output}/{record.producer_id}"
         if uri.endswith(tail):
             roots.add(uri[:-len(tail)])

@@ -326,7 +326,7 @@ class MetadataStore:
         """The artifact whose directory is ``path`` or contains it; for a published SavedModel
         (outside the artifact tree), the PushedModel that recorded it as its destination. A local
         path or a URI."""
-        path = probe = storage.normalize_root(path)
+        path = probe = storage.normalize(path)
         while True:
             row = self._db.execute(_ARTIFACT_QUERY + " WHERE artifacts.uri = ? ORDER BY artifacts.id DESC",
                                    (probe,)).fetchone()
