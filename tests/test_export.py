@@ -358,3 +358,23 @@ def test_saved_model_cli_lists_the_signatures(exported):
                      "inputs['label']", "inputs['num_samples']", "inputs['seed']", "outputs['images']",
                      "outputs['images_float']", "outputs['labels']", "DT_UINT8", "DT_INT64"):
         assert expected in text, expected
+
+
+def test_on_an_object_store_saved_model_pb_arrives_last(monkeypatch):
+    """Without an atomic rename a version appears object by object: saved_model.pb, by which TF
+    Serving recognises a SavedModel, is moved after everything else."""
+    from ganpipe.components import storage
+
+    source, target = "ram://export-order/.incoming-1", "ram://export-order/model/1"
+    names = ["saved_model.pb", "fingerprint.pb", "variables/variables.index", "assets.extra/README.md"]
+    for name in names:
+        storage.write_bytes(storage.join(source, name), name.encode())
+    filesystems, moved = storage._filesystems(), []
+    real_rename = filesystems.rename
+    monkeypatch.setattr(filesystems, "rename", lambda sources, targets: (moved.append(list(targets)),
+                                                                          real_rename(sources, targets)))
+    storage.move_tree(source, target, commit_last=export.SAVED_MODEL_FILE)
+    assert moved[-1] == [storage.join(target, "saved_model.pb")]
+    assert sorted(sum(moved, [])) == sorted(storage.join(target, name) for name in names)
+    assert storage.read_bytes(storage.join(target, "variables/variables.index")) == b"variables/variables.index"
+    assert not storage.exists(source)

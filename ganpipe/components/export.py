@@ -55,6 +55,7 @@ from ganpipe.components.evaluate import comparable, load_generator, no_worse_che
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
 EXTRA = "assets.extra"
+SAVED_MODEL_FILE = "saved_model.pb"
 INCOMING_PREFIX = ".incoming-"  # + "<execution id>-": gc removes those of executions not running
 
 
@@ -299,7 +300,9 @@ def publish_version(incoming: str, model_root: str, before_rename) -> str:
         storage.sync_tree(incoming)
         faults.point("Export:before-version")
         try:
-            storage.move_tree(incoming, storage.join(model_root, str(version)))
+            # saved_model.pb last: TF Serving and tf.saved_model.load recognise a SavedModel by it, so
+            # on an object store a version is never loaded while its variables are still arriving.
+            storage.move_tree(incoming, storage.join(model_root, str(version)), commit_last=SAVED_MODEL_FILE)
         except FileExistsError:  # taken meanwhile
             version = max(version + 1, next_version(model_root))
             continue

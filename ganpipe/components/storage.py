@@ -244,10 +244,11 @@ def copy_tree(source: str, target: str) -> None:
         _filesystems().copy([join(source, r) for r in relative], [join(target, r) for r in relative])
 
 
-def move_tree(source: str, target: str) -> None:
+def move_tree(source: str, target: str, commit_last: str | None = None) -> None:
     """Moves the directory ``source`` to ``target``, which must not exist yet (FileExistsError,
     or OSError locally). Locally one atomic rename; an object store has no rename, so object by
-    object (a reader may see a partial ``target`` meanwhile)."""
+    object (a reader may see a partial ``target`` meanwhile), the file named ``commit_last``
+    (relative to ``source``) after all others: a reader that waits for it sees a complete tree."""
     if is_local(source):
         try:
             os.rename(local_path(source), local_path(target))
@@ -259,7 +260,9 @@ def move_tree(source: str, target: str) -> None:
     if directory_exists(target):
         raise FileExistsError(f"{target}: already exists")
     relative = _relative_files(source)
-    _filesystems().rename([join(source, r) for r in relative], [join(target, r) for r in relative])
+    for batch in ([r for r in relative if r != commit_last], [r for r in relative if r == commit_last]):
+        if batch:
+            _filesystems().rename([join(source, r) for r in batch], [join(target, r) for r in batch])
     delete([source])
 
 
