@@ -224,7 +224,7 @@ def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
     assert stray_entries(pipeline["cwd"]) == []
 
 
-def test_a_preempted_train_resumes_on_the_uri_root(pipeline, caplog):
+def test_a_preempted_train_resumes_on_the_uri_root(pipeline):
     """SIGTERM mid-training (a preempted machine): Train saves a checkpoint and fails resumable;
     on a remote root its files stay under its execution id, and the next run copies them into
     its own outputs and trains on from that checkpoint, ending where an uninterrupted run ends."""
@@ -253,14 +253,26 @@ def test_a_preempted_train_resumes_on_the_uri_root(pipeline, caplog):
     assert killed.state == "FAILED" and "stopped by SIGTERM" in killed.error, killed.error
     attempt = killed.steps[-1].execution_id
 
-    caplog.set_level(logging.INFO, logger=console.LOGGER)
-    echoed = []
+    # Our own handler on ganpipe's logger, not caplog: an in-process CLI test earlier in the session
+    # configures that logger not to propagate to the root logger caplog listens on.
+    logged, echoed = [], []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger(console.LOGGER)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     runner.echo = echoed.append
-    resumed = runner.run(until="Train")
+    try:
+        resumed = runner.run(until="Train")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     assert resumed.state == "COMPLETE", resumed.error
     model = resumed.steps[-1].outputs["model"]
     assert f"      continuing from the files of execution {attempt}" in echoed
-    resumed_at = int(caplog.text.split(f"resumed from {model.uri}/checkpoints/ckpt-", 1)[1].split(" ", 1)[0])
+    text = "\n".join(logged)
+    resumed_at = int(text.split(f"resumed from {model.uri}/checkpoints/ckpt-", 1)[1].split(" ", 1)[0])
     assert 0 < resumed_at < 400 and storage.directory_exists(f"{slot}/{attempt}")
     assert storage.read_json(f"{model.uri}/model.json")["steps"] == 400
 
