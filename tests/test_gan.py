@@ -154,6 +154,14 @@ def test_bad_options_name_the_option():
         ganmodels.build_networks("dcgan", (30, 30, 1))
 
 
+def test_only_the_networks_weights_are_trainable():
+    """The step counter and the EMA copies are state, not parameters: whatever trains or counts
+    ``gan.trainable_weights`` (a custom loop, ``summary()``) gets exactly G's and D's weights."""
+    gan = tiny_gan(ema_decay=0.9)
+    networks = gan.generator.trainable_weights + gan.discriminator.trainable_weights
+    assert sorted(map(id, gan.trainable_weights)) == sorted(map(id, networks))
+
+
 @pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (32, 3), (64, 3), (128, 1)])
 def test_dcgan_shapes(size, channels):
     generator, discriminator = ganmodels.build_networks("dcgan", (size, size, channels), latent_dim=16, width=8)
@@ -657,3 +665,22 @@ def test_reuse_fakes_keeps_the_gradient_penalty_at_the_fakes_out_of_the_generato
     gan.joint_step(real, None, 0)
     for variable, start, target in zip(gan.generator.trainable_variables, g_before, g_want):
         np.testing.assert_allclose(variable.numpy() - start, target - start, rtol=1e-3, atol=1e-6)
+
+
+def test_reuse_fakes_under_mixed_float16_gives_g_its_gradient_when_d_rejects_the_fakes():
+    """Under mixed_float16 D's backward pass runs in float16. For a confident D (fake logits near
+    -25) D's slope a_i ~ 1e-12 is, even loss-scaled by 2^15, below float16's subnormals inside D,
+    so G's gradient cannot be read off D's backward pass (the single pass is float32-only): G's
+    update still equals the two-pass one."""
+    keras.config.set_dtype_policy("mixed_float16")
+    gan = mlp_gan()
+    bias = gan.discriminator.layers[-1].bias
+    bias.assign(bias - 25.0)
+    gan.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0))
+    real = tf.constant(blobs(32))
+    (g_want, _), fake_logits = two_pass_update(gan, real, None, gan.sample_latent(32, "d_latent", 0), "non_saturating")
+    assert fake_logits.max() < -20
+    g_before = snapshot(gan.generator.trainable_variables)
+    gan.joint_step(real, None, 0)
+    for variable, start, target in zip(gan.generator.trainable_variables, g_before, g_want):
+        np.testing.assert_allclose(variable.numpy() - start, target - start, rtol=2e-2, atol=1e-4 * np.abs(target - start).max())
