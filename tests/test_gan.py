@@ -475,6 +475,33 @@ def test_reuse_fakes_equals_two_pass_for_srgan_with_its_own_generator_loss(pretr
                               adversarial_weight=0.0 if pretraining else 1e-3)
 
 
+def test_reuse_fakes_while_srgan_pretrains_stays_finite_when_d_rejects_fakes_beyond_float32_range():
+    """Pretraining makes G's adversarial slope b_i exactly 0, and a D without BatchNorm (single
+    pass allowed) at fake logits near -200 has slope a_i = 0 in float32: b/a = 0/0 must not reach
+    G's update (the second pass is taken); G learns from the content loss alone."""
+    from ganpipe.ganmodels.srgan import SRGAN
+
+    keras.utils.set_random_seed(0)
+    high = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 1)).astype("float32")
+    low = tf.image.resize(high, (4, 4), "area").numpy()
+    generator, _ = ganmodels.build_networks("srgan", (8, 8, 1), scale=2, residual_blocks=1, filters=4, width=4,
+                                            stages=1, dense_units=8)
+    x = keras.Input((8, 8, 1))
+    discriminator = keras.Model(x, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    gan = SRGAN(generator, discriminator, pretrain_steps=1000, reuse_fakes=True)
+    assert gan.single_backward_is_exact()
+    bias = discriminator.layers[-1].bias
+    bias.assign(bias - 200.0)
+
+    def content(real, fake):
+        mse = tf.reduce_mean(tf.reshape((real - fake) ** 2, (len(high), -1)), axis=1)
+        return tf.math.log(mse + 1e-6)
+
+    fake_logits = assert_joint_step_matches(gan, tf.constant(high), tf.constant(low), "non_saturating",
+                                            content=content, adversarial_weight=0.0)
+    assert fake_logits.max() < -150
+
+
 # ------------------------------------------------------------ options vs loss, metrics, EMA
 
 

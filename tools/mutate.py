@@ -57,6 +57,21 @@ EQUIVALENT = {
     ("gan.py", "if isinstance(rows, int) and rows >= self.d_steps:  # static shapes: plain slices",
      "if isinstance(rows, int) and rows > self.d_steps:"):
         "rows == d_steps: the gather path then picks row k for slice k, the same one-row slices",
+    ("gan.py", "if self.label_flip > 0.0:", "if self.label_flip >= 0.0:"):
+        "label_flip = 0: every uniform draw in [0, 1) is >= 0, so the targets are multiplied by 1",
+    ("gan.py", "targets = targets * ops.cast(draws >= self.label_flip, \"float32\")",
+     "targets = targets * ops.cast(draws > self.label_flip, \"float32\")"):
+        "differs only when a float32 uniform draw equals label_flip exactly (probability <= 2^-23 a draw)",
+    ("gan.py", "return list(model._flatten_layers(include_self=False, recursive=True))",
+     "return list(model._flatten_layers(include_self=True, recursive=True))"):
+        "the network itself is a Model: not BatchNorm, not SpectralNormalization, no couples_samples",
+    ("gan.py", "return ops.sum(ops.stack([ops.cast(loss, \"float32\") for loss in network.losses])) "
+     "if network.losses else 0.0",
+     "return ops.sum(ops.stack([ops.cast(loss, \"float32\") for loss in network.losses])) "
+     "if network.losses else 1.0"):
+        "a constant added to an objective that is only differentiated (the logged losses exclude it)",
+    ("gan.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
+        "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
 }
 
 
@@ -255,6 +270,7 @@ def main():
     shutil.copy(os.path.join(ROOT, "pytest.ini"), scratch)
     os.chdir(scratch)
     sys.path.insert(0, scratch)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("terminated"))  # so the finally below runs
     import tensorflow  # noqa: F401  (imported once, here)
 
     kills = {}
@@ -273,6 +289,15 @@ def main():
         json.dump([baseline, order.durations], open(saved, "w"))
     timeout = args.timeout or 3 * baseline + 60
     print(f"unmutated run: {baseline:.0f} s; {len(chosen)} mutants to run, {timeout:.0f} s limit each", flush=True)
+    try:
+        run_mutants(chosen, args.tests, order, timeout, results, kills, args.results)
+    finally:
+        os.chdir(ROOT)
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary(found, results)
+
+
+def run_mutants(chosen, tests, order, timeout, results, kills, results_path):
     for i, mutant in enumerate(chosen, 1):
         path = mutant["path"]
         text = open(path).read()
@@ -282,7 +307,7 @@ def main():
             handle.writelines(lines)
         began = time.perf_counter()
         try:
-            outcome = run_tests(args.tests, order, timeout)
+            outcome = run_tests(tests, order, timeout)
         finally:
             with open(path, "w") as handle:
                 handle.write(text)
@@ -293,13 +318,10 @@ def main():
         if order.failed:
             kills[order.failed] = kills.get(order.failed, 0) + 1
         results[mutant["key"]] = record
-        with open(args.results, "a") as handle:
+        with open(results_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(f"[{i}/{len(chosen)}] #{mutant['id']} {outcome:8s} {record['seconds']:6.1f} s {record['where']} "
               f"{mutant['what']}  {order.failed or ''}", flush=True)
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.chdir(ROOT)
-    summary(found, results)
 
 
 if __name__ == "__main__":

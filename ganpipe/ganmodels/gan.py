@@ -481,8 +481,9 @@ def _has_spectral_norm(network) -> bool:
 
 
 def _ratio_is_safe(a, b):
-    """a_i * J cannot underflow where it matters: |a_i| >= 1e-25 |b_i| for every sample."""
-    return ops.all(ops.abs(a) >= 1e-25 * ops.abs(b))
+    """a_i * J cannot underflow where it matters: |a_i| > 1e-25 |b_i| for every sample (strictly,
+    so a_i = b_i = 0, e.g. SRGAN pretraining against a D certain beyond float32, never gives 0/0)."""
+    return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))
 
 
 def _per_sample(values, like):
