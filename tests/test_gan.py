@@ -358,6 +358,22 @@ def test_frozen_discriminator_keeps_weights_bn_statistics_and_spectral_norm_stat
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_discriminator_and_the_single_pass_rule_see_layers_inside_nested_models():
+    """A D built around another model (as ``packed_discriminator`` wraps the per-pack D): the
+    BatchNorm and spectral norm inside stay frozen in G's step, and reuse_fakes' rule sees the
+    BatchNorm (so it takes the second pass)."""
+    keras.utils.set_random_seed(0)
+    generator, _ = ganmodels.build_networks("dcgan", SHAPE, latent_dim=LATENT, width=8)
+    x = keras.Input(SHAPE)
+    wrapper = keras.Model(x, sn_bn_discriminator(SHAPE)(x))
+    gan = ganmodels.GAN(generator, wrapper, LATENT, reuse_fakes=True)
+    assert not gan.single_backward_is_exact()
+    gan.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1))
+    d_state = snapshot(wrapper.variables)
+    gan.generator_step(tf.constant(images(16)), None)
+    assert not any(changed(d_state, wrapper.variables))
+
+
 # ----------------------------------------------- reuse_fakes against two-pass gradients
 
 
