@@ -162,6 +162,16 @@ def test_only_the_networks_weights_are_trainable():
     assert sorted(map(id, gan.trainable_weights)) == sorted(map(id, networks))
 
 
+def test_fits_when_created_inside_a_distribution_strategy_scope():
+    """Under a strategy Keras builds an unbuilt model by calling it on a data batch, which would
+    feed images to the generator; the GAN, whose networks are built, declares itself built."""
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        gan = tiny_gan()
+        gan.compile()
+    gan.fit(tf.data.Dataset.from_tensor_slices(images(32)).batch(16), verbose=0)
+    assert int(gan.step) == 2
+
+
 @pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (32, 3), (64, 3), (128, 1)])
 def test_dcgan_shapes(size, channels):
     generator, discriminator = ganmodels.build_networks("dcgan", (size, size, channels), latent_dim=16, width=8)
