@@ -1,12 +1,13 @@
 """Mutation testing of the GAN core: one-line mutants of gan.py and losses.py against the fast tests.
 
 Not part of CI. mutmut/cosmic-ray run every mutant in a fresh process (TensorFlow's ~10 s import
-each time); this script imports TensorFlow once, copies the package and the tests to a scratch
-directory, and for each mutant rewrites one line there, drops the package's and the tests' modules
-from ``sys.modules`` and runs pytest in-process with ``-x`` (stop at the first failure). A mutant is
-*killed* when a test fails or errors, *survives* when all pass, and *times out* after ``--timeout``
-seconds (counted apart). Tests are ordered so that killers come first: the tests that killed most
-mutants so far, then the quickest (durations from the unmutated run); tests sharing a module-scoped
+each time, more on a loaded machine); this script imports TensorFlow once (running no op), copies
+the package and the tests to a scratch directory, and for each mutant rewrites one line there and
+runs pytest with ``-x`` (stop at the first failure) in a forked child, which imports the package
+afresh and takes nothing it traced into the next run. A mutant is *killed* when a test fails or
+errors, *survives* when all pass, and *times out* after ``--timeout`` seconds (counted apart).
+Tests are ordered so that killers come first: by expected seconds per kill (a test's duration in
+the unmutated run over the mutants it killed so far, plus one); tests sharing a module-scoped
 fixture (the trained LAPGAN, SRGAN, cGAN) stay together at the end so it is built once per mutant.
 
 Results go to a JSON-lines file, one record per mutant, so the run can be done in chunks:
@@ -137,7 +138,7 @@ class TestOrder:
 
     def __init__(self, durations, kills):
         self.durations, self.kills = durations, kills
-        self.failed, self.recording = None, False
+        self.failed, self.why, self.recording = None, None, False
 
     def pytest_collection_modifyitems(self, items):
         def shares_a_fixture(item):
@@ -146,53 +147,63 @@ class TestOrder:
 
         alone = [item for item in items if not shares_a_fixture(item)]
         shared = [item for item in items if shares_a_fixture(item)]
-        alone.sort(key=lambda item: (-self.kills.get(item.nodeid, 0), self.durations.get(item.nodeid, 60.0)))
+        # expected seconds per kill: a test's duration over the mutants it killed so far (+1)
+        alone.sort(key=lambda item: (self.durations.get(item.nodeid, 60.0) + 0.05) / (self.kills.get(item.nodeid, 0) + 1))
         items[:] = alone + shared
 
     def pytest_runtest_logreport(self, report):
         if self.recording and report.when in ("setup", "call"):
             self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
         if report.failed and self.failed is None:
-            self.failed = report.nodeid
+            self.failed, self.why = report.nodeid, str(report.longrepr).strip().splitlines()[-1][:300]
 
     def pytest_collectreport(self, report):
         if report.failed and self.failed is None:
             self.failed = f"collecting {report.nodeid}"
 
 
-class Timeout(KeyboardInterrupt):
-    """Raised by the alarm; a KeyboardInterrupt so that pytest stops the whole session."""
-
-
 def run_tests(test_args: str, order: TestOrder, timeout: float):
-    """'passed', 'failed' (with ``order.failed`` set) or 'timeout', on the scratch copy."""
-    import keras
-    import pytest
+    """'passed', 'failed' (with ``order.failed`` set) or 'timeout', on the scratch copy.
 
-    for name in [name for name in sys.modules if name.startswith(("ganpipe", "test_", "conftest"))]:
-        del sys.modules[name]
-    custom = keras.saving.get_custom_objects()
-    for key in [key for key in custom if key.startswith("ganpipe>")]:
-        del custom[key]
-    keras.backend.clear_session()
-    order.failed = None
+    pytest runs in a forked child: the parent has imported TensorFlow but run no op (TensorFlow's
+    thread pools do not survive a fork once started), so each mutant gets a fresh package import
+    without paying for TensorFlow's, and nothing one run traces stays in memory for the next."""
+    result_path = os.path.join(tempfile.gettempdir(), f"ganpipe-mutant-{os.getpid()}.json")
+    order.failed = order.why = None
+    pid = os.fork()
+    if pid == 0:  # the child: run the tests, write what happened, never return into the parent's code
+        code, outcome = 1, {"outcome": "failed", "failed": None, "durations": {}}
+        try:
+            import pytest
 
-    def alarm(signum, frame):
-        raise Timeout()
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *shlex.split(test_args)], plugins=[order])
-    except Timeout:
-        return "timeout"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    if code == pytest.ExitCode.INTERRUPTED and order.failed is None:
-        return "timeout"  # the alarm arrived inside pytest, which turned it into an interrupted session
-    return "passed" if code == 0 else "failed"
+            with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+                exit_code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *shlex.split(test_args)],
+                                        plugins=[order])
+            outcome = {"outcome": "passed" if exit_code == 0 else "failed", "failed": order.failed,
+                       "why": order.why, "durations": order.durations}
+            code = 0
+        finally:
+            with open(result_path, "w") as handle:
+                json.dump(outcome, handle)
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            order.failed = None
+            return "timeout"
+        time.sleep(0.2)
+    if not os.path.exists(result_path):  # the child died (e.g. a crash inside TensorFlow)
+        order.failed = "the test process crashed"
+        return "failed"
+    with open(result_path) as handle:
+        outcome = json.load(handle)
+    os.remove(result_path)
+    order.failed, order.why = outcome["failed"], outcome.get("why")
+    if order.recording:
+        order.durations.update(outcome["durations"])
+    return outcome["outcome"]
 
 
 def load_results(path):
@@ -271,7 +282,11 @@ def main():
     os.chdir(scratch)
     sys.path.insert(0, scratch)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("terminated"))  # so the finally below runs
-    import tensorflow  # noqa: F401  (imported once, here)
+    # imported once, here (no op run: see run_tests); the tests' other heavy imports too
+    import keras  # noqa: F401
+    import pytest  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+    import tensorflow  # noqa: F401
 
     kills = {}
     for record in results.values():
@@ -313,7 +328,7 @@ def run_mutants(chosen, tests, order, timeout, results, kills, results_path):
                 handle.write(text)
         outcome = {"failed": "killed", "passed": "survived"}.get(outcome, outcome)
         record = {"key": mutant["key"], "id": mutant["id"], "where": f"{path}:{mutant['line']}",
-                  "mutated": mutant["mutated"].strip(), "outcome": outcome, "killer": order.failed,
+                  "mutated": mutant["mutated"].strip(), "outcome": outcome, "killer": order.failed, "why": order.why,
                   "seconds": round(time.perf_counter() - began, 1)}
         if order.failed:
             kills[order.failed] = kills.get(order.failed, 0) + 1
