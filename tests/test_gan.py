@@ -2,6 +2,12 @@
 explicit two-pass gradients), which weights each step moves (frozen D with BatchNorm and spectral
 norm), k:1 steps on their own slices, label flips, options checked against the loss, EMA,
 metrics per loss, precisions, checkpoints, and a learning test on a 1-D Gaussian."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -737,3 +743,47 @@ def test_reuse_fakes_under_mixed_float16_gives_g_its_gradient_when_d_rejects_the
     gan.joint_step(real, None, 0)
     for variable, start, target in zip(gan.generator.trainable_variables, g_before, g_want):
         np.testing.assert_allclose(variable.numpy() - start, target - start, rtol=2e-2, atol=1e-4 * np.abs(target - start).max())
+
+
+# ------------------------------------------------------------ replicas
+
+TWO_REPLICA_STEPS = textwrap.dedent("""
+    import json
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from ganpipe import ganmodels
+
+    weights = {}
+    for replicas in (1, 2):
+        with tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)]).scope():
+            keras.utils.set_random_seed(3)
+            z = keras.Input((2,))  # G(z) = 0.5 whatever the noise, which differs per replica
+            constant = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(0.5))
+            generator = keras.Model(z, constant(z))
+            x = keras.Input((1,))
+            gan = ganmodels.GAN(generator, keras.Model(x, keras.layers.Dense(1)(x)), 2)
+            gan.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0), jit_compile=False)
+            initial = [w.tolist() for w in gan.discriminator.get_weights()]
+        real = np.linspace(-1.0, 3.0, 16, dtype="float32")[:, None]
+        gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(16), verbose=0)
+        weights[replicas] = [w.tolist() for w in gan.discriminator.get_weights()] + [gan.generator.get_weights()[1].tolist()]
+    print("REPORT" + json.dumps({"initial": initial, "weights": weights}))
+""")
+
+
+@pytest.mark.slow
+def test_one_global_batch_on_two_replicas_gives_the_one_replica_sgd_update():
+    """Losses are per-replica means divided by the replica count, because the optimizer sums the
+    replicas' gradients: with SGD (no Adam normalisation to hide a wrong scale) the update of D and
+    of G's bias from one global batch of 16 is the same on one replica and on two of 8 rows."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": repo}
+    result = subprocess.run([sys.executable, "-c", TWO_REPLICA_STEPS], env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    one, two = report["weights"]["1"], report["weights"]["2"]
+    assert one[:2] != report["initial"]
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
