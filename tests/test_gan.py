@@ -610,6 +610,17 @@ def test_ema_generator_recomputes_batchnorm_statistics_for_its_own_weights():
     assert norm.momentum == raw.momentum  # restored after the pass
 
 
+def test_ema_generator_carries_the_averaged_weights_not_the_last_ones():
+    gan = tiny_gan(ema_decay=0.5)
+    gan.compile()
+    gan.fit(tf.data.Dataset.from_tensor_slices(images(32)).batch(16), verbose=0)
+    ema = gan.ema_generator(tf.random.normal((64, LATENT), seed=1))
+    averaged, last = snapshot(gan.ema_weights), snapshot(gan.generator.trainable_weights)
+    assert not all(np.array_equal(a, b) for a, b in zip(averaged, last))
+    for got, want in zip(ema.trainable_weights, averaged):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
 def test_ema_generator_with_decay_zero_is_the_generator_non_trainable_state_included():
     """Decay 0 keeps the last weights: the EMA generator then makes exactly G's samples, here with
     an adapted Normalization that maps G's output back to data units (non-trainable state)."""
