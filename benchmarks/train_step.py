@@ -5,7 +5,7 @@ others (so load on the machine hits all alike) and its best round is reported (a
 other processes only ever slow a round down), with MFU against this machine's fp32 matmul rate
 measured in the same run.
 
-    python benchmarks/train_step.py [--steps 8] [--rounds 3] [--batch-sizes 128,64]
+    python benchmarks/train_step.py [--steps 8] [--rounds 3] [--batch-sizes 128,64] [--no-xla]
 """
 from __future__ import annotations
 
@@ -112,9 +112,11 @@ def main():
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-sizes", default="128,64")
+    parser.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True configurations (slow on CPU)")
     args = parser.parse_args()
     peak = matmul_gflops()
     configs = [("baseline", False), ("ours", False), ("ours", True), ("reuse_fakes", False), ("reuse_fakes", True)]
+    configs = [(kind, jit) for kind, jit in configs if not (jit and args.no_xla)]
     print(f"fp32 matmul 2048^2: {peak:.0f} GFLOP/s; DCGAN {SHAPE}, latent {LATENT}, width {WIDTH}")
     print(f"{'batch':>5} {'config':<12} {'jit':<5} {'img/s':>7} {'vs base':>8} {'MFU':>6}")
     for batch in map(int, args.batch_sizes.split(",")):

@@ -2,6 +2,12 @@
 explicit two-pass gradients), which weights each step moves (frozen D with BatchNorm and spectral
 norm), k:1 steps on their own slices, label flips, options checked against the loss, EMA,
 metrics per loss, precisions, checkpoints, and a learning test on a 1-D Gaussian."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -154,6 +160,24 @@ def test_bad_options_name_the_option():
         ganmodels.build_networks("dcgan", (30, 30, 1))
 
 
+def test_only_the_networks_weights_are_trainable():
+    """The step counter and the EMA copies are state, not parameters: whatever trains or counts
+    ``gan.trainable_weights`` (a custom loop, ``summary()``) gets exactly G's and D's weights."""
+    gan = tiny_gan(ema_decay=0.9)
+    networks = gan.generator.trainable_weights + gan.discriminator.trainable_weights
+    assert sorted(map(id, gan.trainable_weights)) == sorted(map(id, networks))
+
+
+def test_fits_when_created_inside_a_distribution_strategy_scope():
+    """Under a strategy Keras builds an unbuilt model by calling it on a data batch, which would
+    feed images to the generator; the GAN, whose networks are built, declares itself built."""
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        gan = tiny_gan()
+        gan.compile()
+    gan.fit(tf.data.Dataset.from_tensor_slices(images(32)).batch(16), verbose=0)
+    assert int(gan.step) == 2
+
+
 @pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (32, 3), (64, 3), (128, 1)])
 def test_dcgan_shapes(size, channels):
     generator, discriminator = ganmodels.build_networks("dcgan", (size, size, channels), latent_dim=16, width=8)
@@ -286,6 +310,27 @@ def test_a_last_batch_smaller_than_d_steps_never_turns_weights_nan(jit_compile):
     assert all(np.isfinite(w).all() for w in gan.generator.get_weights() + gan.discriminator.get_weights())
 
 
+def slices_traced_with_unknown_batch(gan, batch):
+    """The D slices as fit() computes them when the dataset's batch size is unknown when tracing
+    (``batch()`` without ``drop_remainder``): the batch dimension is a tensor."""
+    @tf.function(input_signature=[tf.TensorSpec((None, batch.shape[1]), tf.float32)])
+    def slices(real):
+        return [real_k for real_k, _ in gan.discriminator_slices(real, None)]
+
+    return [s.numpy() for s in slices(tf.constant(batch))]
+
+
+@pytest.mark.parametrize("rows, expected_rows", [(13, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]),
+                                                 (2, [[0], [1], [0]])])
+def test_slices_with_a_batch_size_known_only_at_run_time_are_those_of_a_static_batch(rows, expected_rows):
+    gan = recording_gan(d_steps=3)
+    batch = np.arange(2 * rows, dtype="float32").reshape(rows, 2)
+    got = slices_traced_with_unknown_batch(gan, batch)
+    assert [s.tolist() for s in got] == [batch[r].tolist() for r in expected_rows]
+    static = [real_k.numpy().tolist() for real_k, _ in gan.discriminator_slices(tf.constant(batch), None)]
+    assert static == [s.tolist() for s in got]
+
+
 def bn_discriminator(shape):
     x = keras.Input(shape)
     h = keras.layers.Dense(16)(keras.layers.Flatten()(x))
@@ -327,6 +372,22 @@ def test_frozen_discriminator_keeps_weights_bn_statistics_and_spectral_norm_stat
     assert not any(changed(d_state, gan.discriminator.variables))
     for got, want in zip(gan.generator.trainable_variables, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_discriminator_and_the_single_pass_rule_see_layers_inside_nested_models():
+    """A D built around another model (as ``packed_discriminator`` wraps the per-pack D): the
+    BatchNorm and spectral norm inside stay frozen in G's step, and reuse_fakes' rule sees the
+    BatchNorm (so it takes the second pass)."""
+    keras.utils.set_random_seed(0)
+    generator, _ = ganmodels.build_networks("dcgan", SHAPE, latent_dim=LATENT, width=8)
+    x = keras.Input(SHAPE)
+    wrapper = keras.Model(x, sn_bn_discriminator(SHAPE)(x))
+    gan = ganmodels.GAN(generator, wrapper, LATENT, reuse_fakes=True)
+    assert not gan.single_backward_is_exact()
+    gan.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1))
+    d_state = snapshot(wrapper.variables)
+    gan.generator_step(tf.constant(images(16)), None)
+    assert not any(changed(d_state, wrapper.variables))
 
 
 # ----------------------------------------------- reuse_fakes against two-pass gradients
@@ -446,6 +507,33 @@ def test_reuse_fakes_equals_two_pass_for_srgan_with_its_own_generator_loss(pretr
                               adversarial_weight=0.0 if pretraining else 1e-3)
 
 
+def test_reuse_fakes_while_srgan_pretrains_stays_finite_when_d_rejects_fakes_beyond_float32_range():
+    """Pretraining makes G's adversarial slope b_i exactly 0, and a D without BatchNorm (single
+    pass allowed) at fake logits near -200 has slope a_i = 0 in float32: b/a = 0/0 must not reach
+    G's update (the second pass is taken); G learns from the content loss alone."""
+    from ganpipe.ganmodels.srgan import SRGAN
+
+    keras.utils.set_random_seed(0)
+    high = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 1)).astype("float32")
+    low = tf.image.resize(high, (4, 4), "area").numpy()
+    generator, _ = ganmodels.build_networks("srgan", (8, 8, 1), scale=2, residual_blocks=1, filters=4, width=4,
+                                            stages=1, dense_units=8)
+    x = keras.Input((8, 8, 1))
+    discriminator = keras.Model(x, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    gan = SRGAN(generator, discriminator, pretrain_steps=1000, reuse_fakes=True)
+    assert gan.single_backward_is_exact()
+    bias = discriminator.layers[-1].bias
+    bias.assign(bias - 200.0)
+
+    def content(real, fake):
+        mse = tf.reduce_mean(tf.reshape((real - fake) ** 2, (len(high), -1)), axis=1)
+        return tf.math.log(mse + 1e-6)
+
+    fake_logits = assert_joint_step_matches(gan, tf.constant(high), tf.constant(low), "non_saturating",
+                                            content=content, adversarial_weight=0.0)
+    assert fake_logits.max() < -150
+
+
 # ------------------------------------------------------------ options vs loss, metrics, EMA
 
 
@@ -520,3 +608,193 @@ def test_ema_generator_recomputes_batchnorm_statistics_for_its_own_weights():
     raw = gan.generator.get_layer(norm.name)
     assert not np.allclose(norm.moving_mean.numpy(), raw.moving_mean.numpy())
     assert norm.momentum == raw.momentum  # restored after the pass
+
+
+def test_ema_generator_carries_the_averaged_weights_not_the_last_ones():
+    gan = tiny_gan(ema_decay=0.5)
+    gan.compile()
+    gan.fit(tf.data.Dataset.from_tensor_slices(images(32)).batch(16), verbose=0)
+    ema = gan.ema_generator(tf.random.normal((64, LATENT), seed=1))
+    averaged, last = snapshot(gan.ema_weights), snapshot(gan.generator.trainable_weights)
+    assert not all(np.array_equal(a, b) for a, b in zip(averaged, last))
+    for got, want in zip(ema.trainable_weights, averaged):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_ema_generator_with_decay_zero_is_the_generator_non_trainable_state_included():
+    """Decay 0 keeps the last weights: the EMA generator then makes exactly G's samples, here with
+    an adapted Normalization that maps G's output back to data units (non-trainable state)."""
+    keras.utils.set_random_seed(0)
+    z = keras.Input((2,))
+    to_data_units = keras.layers.Normalization(invert=True)
+    to_data_units.adapt(np.random.default_rng(0).normal(100.0, 5.0, (256, 1)).astype("float32"))
+    generator = keras.Model(z, to_data_units(keras.layers.Dense(1)(z)))
+    _, discriminator = ganmodels.build_networks("mlp", (1,), latent_dim=2, hidden=(8,))
+    gan = ganmodels.GAN(generator, discriminator, 2, ema_decay=0.0)
+    gan.compile()
+    gan.train_on_batch(np.random.default_rng(1).normal(100.0, 5.0, (16, 1)).astype("float32"))
+    inputs = gan.generator_inputs(8)
+    np.testing.assert_allclose(gan.ema_generator()(inputs), generator(inputs), rtol=1e-6)
+
+
+def test_discriminator_trains_on_the_fakes_the_generator_makes_in_training_mode():
+    """D learns to reject what G makes as it is being trained (BatchNorm on batch statistics, as in
+    G's own step), not G's inference-mode output with its still-initial moving statistics."""
+    keras.utils.set_random_seed(0)
+    generator, discriminator = ganmodels.build_networks("dcgan", SHAPE, latent_dim=LATENT, width=8)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in generator.layers)
+    gan = Recording(generator, discriminator, LATENT)
+    gan.seen = []
+    gan.compile(run_eagerly=True)
+    expected = generator(gan.sample_latent(16, "d_latent", 0), training=True).numpy()
+    gan.train_on_batch(images(16))
+    np.testing.assert_allclose(dict(gan.seen)["d_fake/0"], expected, atol=1e-5)
+
+
+def test_lazy_r1_falls_on_every_interval_th_discriminator_update_counted_across_steps():
+    """d_steps 3, interval 4: D updates 0, 4, 8, 12 are step 0's first, step 1's second, step 2's
+    third and step 4's first D step."""
+    gan = linear_gan(0.0, 0.0, r1=0.4, r1_interval=4, d_steps=3)
+    real, fake = np.ones((4, 1), "float32"), np.zeros((4, 1), "float32")
+    penalised = set()
+    for step in range(5):
+        gan.step.assign(step)
+        penalised |= {(step, k) for k in range(3) if float(gan.discriminator_penalty(real, fake, None, k)) != 0.0}
+    assert penalised == {(0, 0), (1, 1), (2, 2), (4, 0)}
+
+
+# ------------------------------------------------------------ WGAN-GP
+
+
+def quadratic_critic_gan(shape):
+    """Critic D(x) = ||x||^2 / 2, so grad_x D(x) = x: the penalty shows where it was taken."""
+    x = keras.Input(shape)
+    half_square = keras.layers.Lambda(lambda t: 0.5 * ops_sum_per_sample(t * t))
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(int(np.prod(shape))),
+                                  keras.layers.Reshape(shape)])
+    return ganmodels.GAN(generator, keras.Model(x, half_square(x)), 2, loss="wasserstein")
+
+
+def ops_sum_per_sample(t):
+    return keras.ops.sum(keras.ops.reshape(t, (keras.ops.shape(t)[0], -1)), axis=1, keepdims=True)
+
+
+def test_gradient_penalty_is_taken_at_points_uniform_on_the_segments_between_real_and_fake():
+    gan = quadratic_critic_gan((1,))
+    real, fake = tf.constant([[2.0]]), tf.constant([[4.0]])
+    # (|x_hat| - 1)^2 with x_hat in [2, 4]: x_hat = 1 + sqrt(penalty), one fresh point per draw
+    points = np.array([1.0 + np.sqrt(float(gan.gradient_penalty_value(real, fake, None, i))) for i in range(300)])
+    assert points.min() >= 2.0 - 1e-5 and points.max() <= 4.0 + 1e-5
+    assert points.mean() == pytest.approx(3.0, abs=0.1) and points.std() == pytest.approx(2 / np.sqrt(12), abs=0.08)
+
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 4, 4, 1)).astype("float32")
+    gan = quadratic_critic_gan((4, 4, 1))
+    same = tf.constant(images)  # real = fake: every point of the segment is the sample itself
+    norms = np.linalg.norm(images.reshape(3, -1), axis=1)
+    assert float(gan.gradient_penalty_value(same, same, None)) == pytest.approx(np.mean((norms - 1.0) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("critic_weight", [0.3, 0.0])
+def test_one_sgd_step_of_wgan_gp_equals_the_analytic_update(critic_weight):
+    """Linear critic D(x) = w x + b: grad_x D = w everywhere, penalty lambda (|w| - 1)^2 with
+    gradient 2 lambda (|w| - 1) sign(w), which is 0 (not NaN) at w = 0, where D is flat."""
+    penalty, n = 10.0, 8
+    gan = linear_gan(0.0, 0.0, loss="wasserstein", d_steps=1, gradient_penalty=penalty)
+    gan.discriminator.set_weights([np.array([[critic_weight]], "float32"), np.array([0.5], "float32")])
+    real = np.random.default_rng(0).normal(2.0, 1.0, (n, 1)).astype("float32")
+    (wg, bg), (wd, bd) = gan.generator.get_weights(), gan.discriminator.get_weights()
+    z_d, z_g = gan.sample_latent(n, "d_latent", 0).numpy(), gan.sample_latent(n, "g_latent").numpy()
+    fake = z_d @ wg + bg
+    wd_new = wd - (np.mean(fake) - np.mean(real) + penalty * 2 * (np.abs(wd) - 1) * np.sign(wd))
+    wg_new, bg_new = wg + wd_new[0, 0] * z_g.mean(axis=0)[:, None], bg + wd_new[0, 0]  # G: -mean(w G(z) + b)
+
+    logs = gan.train_on_batch(real, return_dict=True)
+    for got, want in zip(gan.discriminator.get_weights() + gan.generator.get_weights(), [wd_new, bd, wg_new, bg_new]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert logs["d_loss"] == pytest.approx(wd[0, 0] * (np.mean(fake) - np.mean(real)), rel=1e-5, abs=1e-6)
+
+
+def smooth_mlp_gan(**options):
+    """A D with a curved (tanh) hidden layer: its gradient at x changes with x, so a penalty on
+    fakes has a gradient at the fakes (it would have none through piecewise-linear ReLUs)."""
+    keras.utils.set_random_seed(0)
+    generator, _ = ganmodels.build_networks("mlp", (2,), latent_dim=4, hidden=(16,))
+    x = keras.Input((2,))
+    discriminator = keras.Model(x, keras.layers.Dense(1)(keras.layers.Dense(16, activation="tanh")(x)))
+    return ganmodels.GAN(generator, discriminator, 4, reuse_fakes=True, **options)
+
+
+def test_reuse_fakes_keeps_the_gradient_penalty_at_the_fakes_out_of_the_generators_update():
+    """The penalty at interpolates depends on the fakes, so D's gradient at them is not only its
+    loss's: G's update must still be J^T b alone (weight 1, the smallest the rule must catch)."""
+    gan = smooth_mlp_gan(gradient_penalty=1.0)
+    gan.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0))
+    real = tf.constant(blobs(32))
+    (g_want, _), _ = two_pass_update(gan, real, None, gan.sample_latent(32, "d_latent", 0), "non_saturating")
+    g_before = snapshot(gan.generator.trainable_variables)
+    gan.joint_step(real, None, 0)
+    for variable, start, target in zip(gan.generator.trainable_variables, g_before, g_want):
+        np.testing.assert_allclose(variable.numpy() - start, target - start, rtol=1e-3, atol=1e-6)
+
+
+def test_reuse_fakes_under_mixed_float16_gives_g_its_gradient_when_d_rejects_the_fakes():
+    """Under mixed_float16 D's backward pass runs in float16. For a confident D (fake logits near
+    -25) D's slope a_i ~ 1e-12 is, even loss-scaled by 2^15, below float16's subnormals inside D,
+    so G's gradient cannot be read off D's backward pass (the single pass is float32-only): G's
+    update still equals the two-pass one."""
+    keras.config.set_dtype_policy("mixed_float16")
+    gan = mlp_gan()
+    bias = gan.discriminator.layers[-1].bias
+    bias.assign(bias - 25.0)
+    gan.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0))
+    real = tf.constant(blobs(32))
+    (g_want, _), fake_logits = two_pass_update(gan, real, None, gan.sample_latent(32, "d_latent", 0), "non_saturating")
+    assert fake_logits.max() < -20
+    g_before = snapshot(gan.generator.trainable_variables)
+    gan.joint_step(real, None, 0)
+    for variable, start, target in zip(gan.generator.trainable_variables, g_before, g_want):
+        np.testing.assert_allclose(variable.numpy() - start, target - start, rtol=2e-2, atol=1e-4 * np.abs(target - start).max())
+
+
+# ------------------------------------------------------------ replicas
+
+TWO_REPLICA_STEPS = textwrap.dedent("""
+    import json
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from ganpipe import ganmodels
+
+    weights = {}
+    for replicas in (1, 2):
+        with tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)]).scope():
+            keras.utils.set_random_seed(3)
+            z = keras.Input((2,))  # G(z) = 0.5 whatever the noise, which differs per replica
+            constant = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(0.5))
+            generator = keras.Model(z, constant(z))
+            x = keras.Input((1,))
+            gan = ganmodels.GAN(generator, keras.Model(x, keras.layers.Dense(1)(x)), 2)
+            gan.compile(keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0), jit_compile=False)
+            initial = [w.tolist() for w in gan.discriminator.get_weights()]
+        real = np.linspace(-1.0, 3.0, 16, dtype="float32")[:, None]
+        gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(16), verbose=0)
+        weights[replicas] = [w.tolist() for w in gan.discriminator.get_weights()] + [gan.generator.get_weights()[1].tolist()]
+    print("REPORT" + json.dumps({"initial": initial, "weights": weights}))
+""")
+
+
+@pytest.mark.slow
+def test_one_global_batch_on_two_replicas_gives_the_one_replica_sgd_update():
+    """Losses are per-replica means divided by the replica count, because the optimizer sums the
+    replicas' gradients: with SGD (no Adam normalisation to hide a wrong scale) the update of D and
+    of G's bias from one global batch of 16 is the same on one replica and on two of 8 rows."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": repo}
+    result = subprocess.run([sys.executable, "-c", TWO_REPLICA_STEPS], env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    one, two = report["weights"]["1"], report["weights"]["2"]
+    assert one[:2] != report["initial"]
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -45,16 +45,20 @@ def test_stable_for_extreme_logits():
 
 
 def test_wasserstein_hinge_least_squares():
-    real, fake = np.array([2.0], "float32"), np.array([-0.5], "float32")
+    """A real logit inside the hinge margin and away from the least-squares target, where each
+    term's constant matters; every term checked on its own."""
+    real, fake = np.array([0.5], "float32"), np.array([-0.25], "float32")
     ones = np.ones(1, "float32")
     w_real, w_fake = losses.wasserstein_discriminator(real, fake, ones)
-    assert value(w_real) + value(w_fake) == pytest.approx(-2.5)
+    assert (value(w_real), value(w_fake)) == pytest.approx((-0.5, -0.25))
     h_real, h_fake = losses.hinge_discriminator(real, fake, ones)
-    assert (value(h_real), value(h_fake)) == pytest.approx((0.0, 0.5))
+    assert (value(h_real), value(h_fake)) == pytest.approx((0.5, 0.75))
+    assert value(losses.hinge_discriminator(np.array([2.0], "float32"), fake, ones)[0]) == 0.0  # beyond the margin
     ls_real, ls_fake = losses.least_squares_discriminator(real, fake, ones)
-    assert (value(ls_real), value(ls_fake)) == pytest.approx((0.5, 0.125))
-    assert value(losses.least_squares_generator(fake)) == pytest.approx(1.125)
-    assert value(losses.wasserstein_generator(fake)) == pytest.approx(0.5)
+    assert (value(ls_real), value(ls_fake)) == pytest.approx((0.125, 0.03125))  # (0.5 - 1)^2 / 2, 0.25^2 / 2
+    assert value(losses.least_squares_discriminator(real, fake, np.full(1, 0.9, "float32"))[0]) == pytest.approx(0.08)
+    assert value(losses.least_squares_generator(fake)) == pytest.approx(0.78125)  # 1.25^2 / 2
+    assert value(losses.wasserstein_generator(fake)) == pytest.approx(0.25)
 
 
 def test_unknown_loss_names_the_choices():
@@ -94,8 +98,8 @@ def test_bce_metrics_and_the_js_lower_bound():
 def test_hinge_and_wasserstein_report_their_own_quantities():
     hinge = metrics_of("hinge", [2.0, 0.5, 1.0], [-3.0, -0.5])
     assert hinge == pytest.approx({"d_accuracy": 1.0, "real_inside_margin": 1 / 3, "fake_inside_margin": 0.5})
-    critic = metrics_of("wasserstein", [5.0, 7.0], [1.0, -1.0])
-    assert critic == pytest.approx({"wasserstein_estimate": 6.0})  # no accuracy: scores have no threshold
+    critic = metrics_of("wasserstein", [5.0, 7.0], [1.0, 2.0])
+    assert critic == pytest.approx({"wasserstein_estimate": 4.5})  # no accuracy: scores have no threshold
     for name, loss in losses.LOSSES.items():
         assert set(metrics_of(name, [1.0], [0.0])) | {"d_loss", "g_loss"} == set(loss.metric_names), name
 

@@ -1,12 +1,20 @@
 """Mutation testing of the GAN core: one-line mutants of gan.py and losses.py against the fast tests.
 
 Not part of CI. mutmut/cosmic-ray run every mutant in a fresh process (TensorFlow's ~10 s import
-each time); this script imports TensorFlow once, copies the package and the tests to a scratch
-directory, and for each mutant rewrites one line there, drops the package's modules from
-``sys.modules`` and runs pytest in-process (stopping at the first failure). A mutant is *killed*
-when a test fails or errors, *survives* when all pass.
+each time, more on a loaded machine); this script imports TensorFlow once (running no op), copies
+the package and the tests to a scratch directory, and for each mutant rewrites one line there and
+runs pytest with ``-x`` (stop at the first failure) in a forked child, which imports the package
+afresh and takes nothing it traced into the next run. A mutant is *killed* when a test fails or
+errors, *survives* when all pass, and *times out* after ``--timeout`` seconds (counted apart).
+Tests are ordered so that killers come first: by expected seconds per kill (a test's duration in
+the unmutated run over the mutants it killed so far, plus one); tests sharing a module-scoped
+fixture (the trained LAPGAN, SRGAN, cGAN) stay together at the end so it is built once per mutant.
 
-    python tools/mutate.py [--max 60] [--seed 0] [--tests "tests/test_losses.py tests/test_gan.py -k ..."]
+Results go to a JSON-lines file, one record per mutant, so the run can be done in chunks:
+
+    python tools/mutate.py --list                      # every mutant with its id
+    nice -n 10 python tools/mutate.py --ids 1-40       # a chunk; re-running skips killed mutants
+    python tools/mutate.py --summary                   # counts over the results file so far
 
 Mutations per line (each applied to the first match only): arithmetic and comparison operators
 swapped, boolean constants and 0/1 literals changed, ``minimum``/``maximum`` and ``mean``/``sum``
@@ -17,19 +25,23 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
-import random
 import re
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = ("ganpipe/ganmodels/gan.py", "ganpipe/ganmodels/losses.py")
-FAST_TESTS = ("tests/test_losses.py tests/test_gan.py -k "
-              "'test_losses or analytic or own_slice or one_row or frozen or ignore or wasserstein_defaults or warms_up "
-              "or beyond or moves_only'")
+# Every fast test file that builds or trains a GAN or calls the losses (grep ganmodels in tests/);
+# test_train, test_evaluate and test_export use the GAN only through the pipeline components.
+FAST_TESTS = ("tests/test_gan.py tests/test_losses.py tests/test_families.py tests/test_remedies.py "
+              "tests/test_fast_loop.py -m 'not slow'")
 SWAPS = [
     (r" \+ ", " - "), (r" - ", " + "), (r" \* ", " / "), (r" / ", " * "), (r" // ", " * "),
     (r" >= ", " > "), (r" <= ", " < "), (r" > ", " >= "), (r" < ", " <= "), (r" == ", " != "), (r" != ", " == "),
@@ -39,6 +51,29 @@ SWAPS = [
     (r"\[n:\]", "[:n]"), (r"\bk == ", "k != "), (r"\+= ", "-= "),
 ]
 CALL_STATEMENT = re.compile(r"^(\s*)(self\.|_apply|ema\.|variable\.|tape\.|layer\.)[\w.]*\(.*\)\s*$")
+
+# Mutants no test can kill because the program behaves the same, keyed by (file, original line,
+# mutated line), each with the reason. A mutant listed here that gets killed is reported as such.
+EQUIVALENT = {
+    ("gan.py", "if isinstance(rows, int) and rows >= self.d_steps:  # static shapes: plain slices",
+     "if isinstance(rows, int) and rows > self.d_steps:"):
+        "rows == d_steps: the gather path then picks row k for slice k, the same one-row slices",
+    ("gan.py", "if self.label_flip > 0.0:", "if self.label_flip >= 0.0:"):
+        "label_flip = 0: every uniform draw in [0, 1) is >= 0, so the targets are multiplied by 1",
+    ("gan.py", "targets = targets * ops.cast(draws >= self.label_flip, \"float32\")",
+     "targets = targets * ops.cast(draws > self.label_flip, \"float32\")"):
+        "differs only when a float32 uniform draw equals label_flip exactly (probability <= 2^-23 a draw)",
+    ("gan.py", "return list(model._flatten_layers(include_self=False, recursive=True))",
+     "return list(model._flatten_layers(include_self=True, recursive=True))"):
+        "the network itself is a Model: not BatchNorm, not SpectralNormalization, no couples_samples",
+    ("gan.py", "return ops.sum(ops.stack([ops.cast(loss, \"float32\") for loss in network.losses])) "
+     "if network.losses else 0.0",
+     "return ops.sum(ops.stack([ops.cast(loss, \"float32\") for loss in network.losses])) "
+     "if network.losses else 1.0"):
+        "a constant added to an objective that is only differentiated (the logged losses exclude it)",
+    ("gan.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
+        "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
+}
 
 
 def candidate_lines(source: str):
@@ -59,87 +94,249 @@ def candidate_lines(source: str):
         yield number, line
 
 
-def mutants(source: str):
-    """Every (line number, original line, mutated line, description) of one file."""
+def mutants(path: str, source: str):
+    """Every mutant of one file as a dict: line number, original and mutated line, operator, and a
+    key that survives edits elsewhere in the file (the line's text and its occurrence)."""
+    seen = {}
     for number, line in candidate_lines(source):
         code = line.split("  #")[0]
+        changes = []
         for pattern, replacement in SWAPS:
             match = re.search(pattern, code)
             if match:
                 mutated = code[:match.start()] + re.sub(pattern, replacement, code[match.start():], count=1)
-                yield number, line, mutated, f"{pattern!r} -> {replacement!r}"
+                changes.append((mutated, f"{pattern!r} -> {replacement!r}"))
         call = CALL_STATEMENT.match(code)
         if call:
-            yield number, line, f"{call.group(1)}pass", "call removed"
+            changes.append((f"{call.group(1)}pass", "call removed"))
+        for mutated, what in changes:
+            text = (os.path.basename(path), line.strip(), mutated.strip())
+            seen[text] = seen.get(text, 0) + 1
+            yield {"path": path, "line": number, "original": line, "mutated": mutated, "what": what,
+                   "key": "|".join(text) + f"|{seen[text]}", "text": text}
 
 
-def run_tests(scratch: str, test_args: str) -> bool:
-    """True if every selected test passes on the scratch copy (package modules re-imported)."""
-    import keras
-    import pytest
-
-    for name in [name for name in sys.modules if name.startswith(("ganpipe", "test_", "conftest"))]:
-        del sys.modules[name]
-    custom = keras.saving.get_custom_objects()
-    for key in [key for key in custom if key.startswith("ganpipe>")]:
-        del custom[key]
-    keras.backend.clear_session()
-    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--rootdir", scratch, *shlex_split(test_args)])
-    return code == 0
+def all_mutants():
+    found = [m for path in TARGETS for m in mutants(path, open(os.path.join(ROOT, path)).read())]
+    for number, mutant in enumerate(found, 1):
+        mutant["id"] = number
+    return found
 
 
-def shlex_split(args: str):
-    import shlex
-    return shlex.split(args)
+def parse_ids(spec: str, count: int):
+    if not spec:
+        return set(range(1, count + 1))
+    ids = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        ids.update(range(int(low), int(high or low) + 1))
+    return ids
+
+
+class TestOrder:
+    """pytest plugin: killers first, then quick tests; records durations and the first failure."""
+
+    def __init__(self, durations, kills):
+        self.durations, self.kills = durations, kills
+        self.failed, self.why, self.recording = None, None, False
+
+    def pytest_collection_modifyitems(self, items):
+        def shares_a_fixture(item):
+            defs = getattr(item, "_fixtureinfo", None)
+            return any(d[-1].scope != "function" for d in (defs.name2fixturedefs.values() if defs else ()))
+
+        alone = [item for item in items if not shares_a_fixture(item)]
+        shared = [item for item in items if shares_a_fixture(item)]
+        # expected seconds per kill: a test's duration over the mutants it killed so far (+1)
+        alone.sort(key=lambda item: (self.durations.get(item.nodeid, 60.0) + 0.05) / (self.kills.get(item.nodeid, 0) + 1))
+        items[:] = alone + shared
+
+    def pytest_runtest_logreport(self, report):
+        if self.recording and report.when in ("setup", "call"):
+            self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+        if report.failed and self.failed is None:
+            self.failed, self.why = report.nodeid, str(report.longrepr).strip().splitlines()[-1][:300]
+
+    def pytest_collectreport(self, report):
+        if report.failed and self.failed is None:
+            self.failed = f"collecting {report.nodeid}"
+
+
+def run_tests(test_args: str, order: TestOrder, timeout: float):
+    """'passed', 'failed' (with ``order.failed`` set) or 'timeout', on the scratch copy.
+
+    pytest runs in a forked child: the parent has imported TensorFlow but run no op (TensorFlow's
+    thread pools do not survive a fork once started), so each mutant gets a fresh package import
+    without paying for TensorFlow's, and nothing one run traces stays in memory for the next."""
+    result_path = os.path.join(tempfile.gettempdir(), f"ganpipe-mutant-{os.getpid()}.json")
+    order.failed = order.why = None
+    pid = os.fork()
+    if pid == 0:  # the child: run the tests, write what happened, never return into the parent's code
+        code, outcome = 1, {"outcome": "failed", "failed": None, "durations": {}}
+        try:
+            import pytest
+
+            with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+                exit_code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *shlex.split(test_args)],
+                                        plugins=[order])
+            outcome = {"outcome": "passed" if exit_code == 0 else "failed", "failed": order.failed,
+                       "why": order.why, "durations": order.durations}
+            code = 0
+        finally:
+            with open(result_path, "w") as handle:
+                json.dump(outcome, handle)
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            order.failed = None
+            return "timeout"
+        time.sleep(0.2)
+    if not os.path.exists(result_path):  # the child died (e.g. a crash inside TensorFlow)
+        order.failed = "the test process crashed"
+        return "failed"
+    with open(result_path) as handle:
+        outcome = json.load(handle)
+    os.remove(result_path)
+    order.failed, order.why = outcome["failed"], outcome.get("why")
+    if order.recording:
+        order.durations.update(outcome["durations"])
+    return outcome["outcome"]
+
+
+def load_results(path):
+    results = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            for line in handle:
+                record = json.loads(line)
+                results[record["key"]] = record
+    return results
+
+
+def summary(mutants_now, results):
+    """Counts over the mutants of the current code that have a result."""
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "not run": 0}
+    survivors, wrong_claims = [], []
+    for mutant in mutants_now:
+        record = results.get(mutant["key"])
+        outcome = record["outcome"] if record else "not run"
+        if mutant["text"] in EQUIVALENT:
+            if outcome == "killed":
+                wrong_claims.append(mutant)
+            else:
+                outcome = "equivalent"
+        counts[outcome] += 1
+        if outcome == "survived":
+            survivors.append(mutant)
+    scored = counts["killed"] + counts["survived"] + counts["timeout"]
+    rate = (counts["killed"] + counts["timeout"]) / scored if scored else 0.0
+    print(f"\n{len(mutants_now)} mutants: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+          + f"; killed (timeouts included) {rate:.1%} of the non-equivalent ones run")
+    for mutant in survivors:
+        print(f"survived #{mutant['id']} {mutant['path']}:{mutant['line']}: {mutant['original'].strip()!r} -> "
+              f"{mutant['mutated'].strip()!r}")
+    for mutant in wrong_claims:
+        print(f"listed as equivalent but killed: #{mutant['id']} {mutant['text']}")
+    for mutant in mutants_now:
+        if mutant["text"] in EQUIVALENT:
+            print(f"equivalent #{mutant['id']} {mutant['path']}:{mutant['line']}: {EQUIVALENT[mutant['text']]}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max", type=int, default=60, help="mutants to run (an even sample over all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tests", default=FAST_TESTS)
-    parser.add_argument("--skip-baseline", action="store_true", help="do not first check the tests pass unmutated")
+    parser.add_argument("--ids", default="", help="mutants to run, e.g. 1-40,55 (default: all; see --list)")
+    parser.add_argument("--tests", default=FAST_TESTS, help="pytest arguments, relative to the repository")
+    parser.add_argument("--results", default=os.path.join(ROOT, "mutants.jsonl"), help="JSON-lines results file")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help="seconds per mutant (default: 3x the unmutated run + 60)")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="take the unmutated run's durations from the last run instead of running it first")
+    parser.add_argument("--again", action="store_true", help="re-run killed mutants too")
+    parser.add_argument("--list", action="store_true", help="print every mutant with its id and stop")
+    parser.add_argument("--summary", action="store_true", help="print the counts of the results file and stop")
     args = parser.parse_args()
+    found = all_mutants()
+    results = load_results(args.results)
+    if args.list:
+        for m in found:
+            print(f"#{m['id']} {m['path']}:{m['line']} {m['what']}: {m['mutated'].strip()}")
+        return
+    if args.summary:
+        return summary(found, results)
+    wanted = parse_ids(args.ids, len(found))
+    chosen = [m for m in found if m["id"] in wanted and m["text"] not in EQUIVALENT
+              and (args.again or results.get(m["key"], {}).get("outcome") not in ("killed",))]
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     scratch = tempfile.mkdtemp(prefix="ganpipe-mutants-")
     # no bytecode: a mutant of the same size written in the same second would otherwise load a
     # stale .pyc (Python checks source mtime in seconds and size) and survive for nothing
     sys.dont_write_bytecode = True
     for folder in ("ganpipe", "tests"):
-        shutil.copytree(os.path.join(root, folder), os.path.join(scratch, folder),
+        shutil.copytree(os.path.join(ROOT, folder), os.path.join(scratch, folder),
                         ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(os.path.join(root, "pytest.ini"), scratch)
+    shutil.copy(os.path.join(ROOT, "pytest.ini"), scratch)
     os.chdir(scratch)
     sys.path.insert(0, scratch)
-    import tensorflow  # noqa: F401  (imported once, here)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("terminated"))  # so the finally below runs
+    # imported once, here (no op run: see run_tests); the tests' other heavy imports too
+    import keras  # noqa: F401
+    import pytest  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+    import tensorflow  # noqa: F401
 
-    everything = [(path, *m) for path in TARGETS for m in mutants(open(path).read())]
-    chosen = random.Random(args.seed).sample(everything, min(args.max, len(everything)))
-    if not args.skip_baseline and not run_tests(scratch, args.tests):
-        sys.exit("the selected tests fail on the unmutated code")
-    survivors, start = [], time.perf_counter()
-    for i, (path, number, original, mutated, what) in enumerate(chosen, 1):
+    kills = {}
+    for record in results.values():
+        if record.get("killer"):
+            kills[record["killer"]] = kills.get(record["killer"], 0) + 1
+    order = TestOrder({}, kills)
+    saved = args.results + ".baseline.json"
+    if args.skip_baseline and os.path.exists(saved):
+        baseline, order.durations = json.load(open(saved))
+    else:
+        start, order.recording = time.perf_counter(), True
+        if run_tests(args.tests, order, 3600.0) != "passed":
+            sys.exit(f"the selected tests fail on the unmutated code ({order.failed})")
+        baseline, order.recording = time.perf_counter() - start, False
+        json.dump([baseline, order.durations], open(saved, "w"))
+    timeout = args.timeout or 3 * baseline + 60
+    print(f"unmutated run: {baseline:.0f} s; {len(chosen)} mutants to run, {timeout:.0f} s limit each", flush=True)
+    try:
+        run_mutants(chosen, args.tests, order, timeout, results, kills, args.results)
+    finally:
+        os.chdir(ROOT)
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary(found, results)
+
+
+def run_mutants(chosen, tests, order, timeout, results, kills, results_path):
+    for i, mutant in enumerate(chosen, 1):
+        path = mutant["path"]
         text = open(path).read()
         lines = text.splitlines(keepends=True)
-        lines[number - 1] = mutated + "\n"
+        lines[mutant["line"] - 1] = mutant["mutated"] + "\n"
         with open(path, "w") as handle:
             handle.writelines(lines)
+        began = time.perf_counter()
         try:
-            killed = not run_tests(scratch, args.tests)
+            outcome = run_tests(tests, order, timeout)
         finally:
             with open(path, "w") as handle:
                 handle.write(text)
-        if not killed:
-            survivors.append((path, number, original.strip(), mutated.strip(), what))
-        print(f"[{i}/{len(chosen)}] {'killed ' if killed else 'SURVIVED'} {path}:{number} {what}", flush=True)
-    killed = len(chosen) - len(survivors)
-    print(f"\n{killed}/{len(chosen)} mutants killed ({killed / len(chosen):.0%}) of {len(everything)} possible, "
-          f"{time.perf_counter() - start:.0f} s")
-    for path, number, original, mutated, what in survivors:
-        print(f"survived {path}:{number}: {original!r} -> {mutated!r}")
-    shutil.rmtree(scratch, ignore_errors=True)
+        outcome = {"failed": "killed", "passed": "survived"}.get(outcome, outcome)
+        record = {"key": mutant["key"], "id": mutant["id"], "where": f"{path}:{mutant['line']}",
+                  "mutated": mutant["mutated"].strip(), "outcome": outcome, "killer": order.failed, "why": order.why,
+                  "seconds": round(time.perf_counter() - began, 1)}
+        if order.failed:
+            kills[order.failed] = kills.get(order.failed, 0) + 1
+        results[mutant["key"]] = record
+        with open(results_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(f"[{i}/{len(chosen)}] #{mutant['id']} {outcome:8s} {record['seconds']:6.1f} s {record['where']} "
+              f"{mutant['what']}  {order.failed or ''}", flush=True)
 
 
 if __name__ == "__main__":

@@ -401,7 +401,11 @@ class GAN(ChunkedTraining, keras.Model):
         clone.set_weights(self.generator.get_weights())
         for variable, ema in zip(clone.trainable_weights, self.ema_weights):
             variable.assign(ema.value)
-        norms = [layer for layer in _all_layers(clone) if isinstance(layer, keras.layers.BatchNormalization)]
+        layers = _all_layers(clone)
+        for layer in layers:  # e.g. an adapted Normalization derives its mean from its weights here
+            if hasattr(layer, "finalize_state"):
+                layer.finalize_state()
+        norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
         if norms:
             if calibration_inputs is None:
                 calibration_inputs = self.generator_inputs(1024)
@@ -477,8 +481,9 @@ def _has_spectral_norm(network) -> bool:
 
 
 def _ratio_is_safe(a, b):
-    """a_i * J cannot underflow where it matters: |a_i| >= 1e-25 |b_i| for every sample."""
-    return ops.all(ops.abs(a) >= 1e-25 * ops.abs(b))
+    """a_i * J cannot underflow where it matters: |a_i| > 1e-25 |b_i| for every sample (strictly,
+    so a_i = b_i = 0, e.g. SRGAN pretraining against a D certain beyond float32, never gives 0/0)."""
+    return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))
 
 
 def _per_sample(values, like):
