@@ -268,6 +268,44 @@ def test_pipeline_run_with_a_gs_root_publishes_there(gcs_emulator, tmp_path):
         s.outputs["examples"].fingerprint for s in first.steps]
 
 
+@pytest.mark.slow
+def test_gc_and_verify_on_a_gs_root(gcs_emulator, tmp_path):
+    """On an object store (no directories, no rename): gc deletes the superseded Preprocess outputs
+    and an unrecorded execution directory object by object and keeps the rest; verify recomputes
+    fingerprints there and names a changed artifact."""
+    from ganpipe.pipeline import gc
+    from ganpipe.pipeline.runner import LocalRunner
+    from ganpipe.pipeline.verify import verify
+
+    root, metadata = f"{gcs_emulator}/gc", str(tmp_path / "meta")
+
+    def run(image_size: int):
+        config = load_config(None, [f"pipeline.root={root}", f"pipeline.metadata={metadata}",
+                                    f"preprocess.image_size={image_size}"])
+        result = LocalRunner(config.root, config.name, config.nodes, config.parameters, echo=lambda line: None,
+                             metadata=config.metadata).run(until="Preprocess")
+        assert result.state == "COMPLETE", result.error
+        return {name: a.uri for step in result.steps for name, a in step.outputs.items() if step.component == "Preprocess"}, \
+            result.steps[0].outputs["examples"].uri
+
+    old, ingested = run(IMAGE_SIZE)
+    new, ingested_again = run(IMAGE_SIZE // 2)
+    assert ingested_again == ingested and old["examples"] != new["examples"]
+    stray = f"{root}/digits_dcgan/Ingest/examples/999"
+    storage.write_bytes(f"{stray}/train/data.tfrecord", b"x")
+    assert verify(metadata) == (7, [])
+    removed = gc.collect_garbage(metadata)
+    assert sorted(g.path for g in removed) == sorted([*old.values(), stray])
+    assert all(g.bytes > 0 for g in removed)
+    assert not any(storage.glob(f"{uri}/**") for uri in [*old.values(), stray])
+    assert all(storage.glob(f"{uri}/**") for uri in [*new.values(), ingested])
+    assert verify(metadata) == (4, []) and gc.collect_garbage(metadata) == []
+    schema = f"{new['schema']}/schema.json"
+    storage.write_json(schema, {**storage.read_json(schema), "shape": [1, 1, 1]})
+    assert [(p.path, p.problem) for p in verify(metadata)[1]] == [(new["schema"], "fingerprint mismatch")]
+    assert not os.path.exists("gs:")
+
+
 def test_statistics_report_what_the_original_images_were(tmp_path):
     from PIL import Image
     from tensorflow_metadata.proto.v0 import statistics_pb2

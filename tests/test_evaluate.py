@@ -74,6 +74,20 @@ def feature_space(digits, tmp_path_factory):
     return out
 
 
+def test_same_classifier_gives_the_same_fingerprint_whatever_ran_before(feature_space, digits, tmp_path):
+    """As for Train: equal weights must give an equal fingerprint, or Train and Evaluate re-run
+    after a Classifier step that ran in a process where other layers were built first."""
+    from ganpipe.components import fingerprints
+
+    keras.layers.Flatten(), keras.layers.Conv2D(2, 3), keras.layers.Dense(2)  # e.g. an earlier step
+    root, _ = digits
+    again = Artifact("FeatureModel", str(tmp_path))
+    classifier.COMPONENT.execute({"examples": Artifact("Examples", root), "schema": Artifact("Schema", root)},
+                                  {"classifier": again}, classifier.COMPONENT.resolve_parameters({"epochs": 4}),
+                                  ExecutionContext("p", "Classifier", 2, log=lambda message: None))
+    assert fingerprints.artifact_fingerprint(again.uri) == fingerprints.artifact_fingerprint(feature_space.uri)
+
+
 def write_model(directory, gan, family, schema, steps, ema=None):
     """A Train Model artifact in its documented layout."""
     os.makedirs(directory, exist_ok=True)

@@ -309,6 +309,39 @@ def test_unblessed_model_is_not_pushed_unless_forced(models, tmp_path, tmp_path_
     assert forced.properties["pushed_destination"] == os.path.join(str(tmp_path), "digits", "1")
 
 
+def measured(fcd, **changes):
+    """A blessing as Evaluate writes it with no_worse_than_last on (10% tolerance), FCD ``fcd``."""
+    return {**BLESSING, "main_metric_value": fcd, "feature_space_id": "space-1", "regression_tolerance": 0.1,
+            "metrics": {**BLESSING["metrics"], "fcd": {**BLESSING["metrics"]["fcd"], "value": fcd}}, **changes}
+
+
+def test_a_model_worse_than_the_served_one_is_not_pushed(models, tmp_path, tmp_path_factory):
+    """Evaluate blessed it without a baseline (under Kubeflow there is no metadata store to resolve
+    one from): Export itself compares with the newest served version measured the same way."""
+    model_dir, _, schema = models["vector"]
+
+    def push(fingerprint, blessing, **params):
+        return run_export(model_dir, schema, tmp_path_factory, blessing=blessing, model_fingerprint=fingerprint,
+                          export_base=str(tmp_path), **params).properties
+
+    assert push("f-good", measured(5.0))["version"] == 1
+    worse = push("f-worse", measured(5.6))
+    assert worse["pushed"] is False and worse["version"] is None
+    assert worse["reason"].startswith("not pushed: fcd 5.6 is worse than 5 of served version 1 (limit 5.5 ")
+    assert sorted(os.listdir(tmp_path / "digits")) == ["1"]
+    assert push("f-within", measured(5.4))["version"] == 2  # within the 10% tolerance of version 1
+    # compared with the newest comparable version only: 5.9 is within 10% of 5.4, not of 5.0
+    assert push("f-drift", measured(5.9))["version"] == 3
+    # measured another way (other feature space or sample count), or with the rule off: not compared
+    assert push("f-space", measured(50.0, feature_space_id="space-2"))["version"] == 4
+    assert push("f-samples", measured(50.0, num_samples=500))["version"] == 5
+    assert push("f-off", measured(50.0, regression_tolerance=None))["version"] == 6
+    # a version forced without a blessing is no baseline: 60 is compared with version 6's 50
+    assert push("f-forced", measured(99.0, blessed=False), force=True)["version"] == 7
+    assert push("f-60", measured(60.0))["reason"].startswith("not pushed: fcd 60 is worse than 50 of served version 6")
+    assert push("f-60", measured(60.0), force=True)["version"] == 8  # force pushes a worse model
+
+
 def test_bad_model_name_is_an_error(models, tmp_path):
     model_dir, _, schema = models["vector"]
     with pytest.raises(ComponentError, match=r"export.model_name: '../x' must be a plain directory name"):
@@ -325,3 +358,23 @@ def test_saved_model_cli_lists_the_signatures(exported):
                      "inputs['label']", "inputs['num_samples']", "inputs['seed']", "outputs['images']",
                      "outputs['images_float']", "outputs['labels']", "DT_UINT8", "DT_INT64"):
         assert expected in text, expected
+
+
+def test_on_an_object_store_saved_model_pb_arrives_last(monkeypatch):
+    """Without an atomic rename a version appears object by object: saved_model.pb, by which TF
+    Serving recognises a SavedModel, is moved after everything else."""
+    from ganpipe.components import storage
+
+    source, target = "ram://export-order/.incoming-1", "ram://export-order/model/1"
+    names = ["saved_model.pb", "fingerprint.pb", "variables/variables.index", "assets.extra/README.md"]
+    for name in names:
+        storage.write_bytes(storage.join(source, name), name.encode())
+    filesystems, moved = storage._filesystems(), []
+    real_rename = filesystems.rename
+    monkeypatch.setattr(filesystems, "rename", lambda sources, targets: (moved.append(list(targets)),
+                                                                          real_rename(sources, targets)))
+    storage.move_tree(source, target, commit_last=export.SAVED_MODEL_FILE)
+    assert moved[-1] == [storage.join(target, "saved_model.pb")]
+    assert sorted(sum(moved, [])) == sorted(storage.join(target, name) for name in names)
+    assert storage.read_bytes(storage.join(target, "variables/variables.index")) == b"variables/variables.index"
+    assert not storage.exists(source)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ganpipe.components import ingest, beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.beamio import example_pb2
+from ganpipe.components.example_proto import Example
 
 QUIET = dict(log=lambda line: None)
 
@@ -22,7 +22,7 @@ def read_split(output_dir, split):
     records = {}
     for path in beamio.shard_paths(os.path.join(output_dir, split)):
         for serialized in beamio.iter_records(path):
-            feature = example_pb2.Example.FromString(serialized).features.feature
+            feature = Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0].decode()
             assert key not in records, f"duplicate record {key}"
             records[key] = feature
@@ -400,3 +400,34 @@ def test_every_registered_source_kind_has_a_planner_and_its_parameters_in_the_sp
         assert callable(importlib.import_module(kind.module).plan)
         assert {p.name for p in kind.parameters} <= set(names)
         assert kind.syntax in next(p.help for p in ingest.COMPONENT.parameters if p.name == "source")
+
+
+def test_data_step_modules_do_not_import_tensorflow():
+    """Beam workers import the modules of the DoFns they run: a fresh worker process must not
+    pay TensorFlow's import (seconds and a GB each) for the data steps."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys; import ganpipe.components.ingest, ganpipe.components.preprocess;"
+            "from ganpipe.components.sources import KINDS;"
+            "[importlib.import_module(kind.module) for kind in KINDS.values()];"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_example_proto_is_tensorflows_wire_format():
+    import tensorflow as tf
+
+    ours, theirs = Example(), tf.train.Example()
+    for example in (ours, theirs):
+        feature = example.features.feature
+        feature["key"].bytes_list.value.extend([b"a/1.png", b""])
+        feature["shape"].int64_list.value.extend([32, -1, 2**40])
+        feature["x"].float_list.value.extend([0.5, -1.25, 3e38])
+        feature["none"].float_list.SetInParent()
+    assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+    parsed = Example.FromString(theirs.SerializeToString())
+    assert parsed.features.feature["none"].WhichOneof("kind") == "float_list"
+    assert list(parsed.features.feature["shape"].int64_list.value) == [32, -1, 2**40]

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ganpipe.components import ingest, preprocess, beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.beamio import example_pb2
+from ganpipe.components.example_proto import Example
 
 QUIET = dict(log=lambda line: None)
 GOOD_IMAGES = 30
@@ -21,7 +21,7 @@ def read_processed(output_dir, split):
     records = {}
     for path in beamio.shard_paths(os.path.join(output_dir, split)):
         for serialized in beamio.iter_records(path):
-            feature = example_pb2.Example.FromString(serialized).features.feature
+            feature = Example.FromString(serialized).features.feature
             records[feature["key"].bytes_list.value[0].decode()] = feature
     return records
 

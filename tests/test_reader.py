@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from ganpipe.components import ingest, preprocess, reader, beamio
-from ganpipe.components.beamio import example_pb2
+from ganpipe.components.example_proto import Example
 
 QUIET = dict(log=lambda line: None)
 
@@ -16,7 +16,7 @@ def processed_records(output, split):
     values, labels = [], []
     for path in beamio.shard_paths(os.path.join(output, split)):
         for serialized in beamio.iter_records(path):
-            feature = example_pb2.Example.FromString(serialized).features.feature
+            feature = Example.FromString(serialized).features.feature
             if "image" in feature:
                 values.append(np.frombuffer(feature["image"].bytes_list.value[0], np.uint8))
             else:

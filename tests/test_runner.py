@@ -190,6 +190,17 @@ def test_default_components_hash_only_what_they_import():
     assert "ganpipe.components.sources" in ingest and "ganpipe.ganmodels.gan" not in ingest
 
 
+def test_ingest_key_covers_every_source_kind_module():
+    """The registry imports a kind's module by name when a source is planned: editing
+    sources/images.py must still re-run Ingest, not give a stale cache hit."""
+    from ganpipe.components import sources, specs
+    from ganpipe.pipeline import cache
+
+    kind_modules = {kind.module for kind in sources.KINDS.values()}
+    assert len(kind_modules) == len(sources.KINDS) >= 7
+    assert kind_modules <= set(cache.code_closure(specs.INGEST))
+
+
 def test_crash_leaves_no_published_artifact_and_rerun_completes(tmp_path, toys):
     toys.crash = "Square"
     failed = run(tmp_path, toys)

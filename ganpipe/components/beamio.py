@@ -30,10 +30,9 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.options.value_provider import StaticValueProvider
 
-# Imported once here, never inside a DoFn: importing TensorFlow takes ~10 s.
-from tensorflow.core.example import example_pb2
-
 from ganpipe.components import storage
+from ganpipe.components.example_proto import Example  # not TensorFlow's: workers never import TF
+from ganpipe.components import tf_filesystem  # noqa: F401  registers ram:// with Beam's FileSystems
 from ganpipe.components.base import ComponentError
 
 BATCH_SIZE = 256
@@ -58,7 +57,7 @@ def batched(items: Iterable, size: int = BATCH_SIZE) -> Iterator[list]:
 
 def serialize_example(*, bytes_features=(), int_features=(), float_features=()) -> bytes:
     """A serialized tf.train.Example from (name, values) pairs; None values are left out."""
-    example = example_pb2.Example()
+    example = Example()
     feature = example.features.feature
     for name, values in bytes_features:
         if values is not None:

@@ -31,7 +31,7 @@ import os
 import keras
 from keras import layers
 
-from ganpipe.components import specs
+from ganpipe.components import specs, storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.reader import make_dataset
 
@@ -57,6 +57,9 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
                         **params) -> dict:
     """Writes classifier.keras and classifier.json into ``output_dir``; returns classifier.json."""
     params = COMPONENT.resolve_parameters(params, "classifier")
+    # Keras numbers auto-named layers per process: without this the saved model, and so its
+    # fingerprint, would depend on what ran before in the process (as in Train).
+    keras.backend.clear_session()
     keras.utils.set_random_seed(params["seed"])
     shape = tuple(schema["shape"])
     num_classes = int(schema.get("num_classes") or 0)
@@ -76,9 +79,10 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
         log(f"no labels: metrics use {info['feature_space']} features (no classifier score or mode coverage)")
     info["outputs"] = sorted(model.output)
     info["feature_dim"] = int(model.output[FEATURE_LAYER].shape[-1])
-    os.makedirs(output_dir, exist_ok=True)
-    model.save(os.path.join(output_dir, MODEL_FILE))
-    Artifact(type="FeatureModel", uri=output_dir).write_json(INFO_FILE, info)
+    artifact = Artifact(type="FeatureModel", uri=output_dir)
+    storage.makedirs(output_dir)
+    model.save(artifact.path(MODEL_FILE))
+    artifact.write_json(INFO_FILE, info)
     return info
 
 
@@ -86,7 +90,7 @@ def load_feature_model(classifier_dir: str) -> tuple[keras.Model, dict]:
     """The saved model (dict outputs ``features`` and maybe ``probabilities``) and its info."""
     artifact = Artifact(type="FeatureModel", uri=classifier_dir)
     for name in (MODEL_FILE, INFO_FILE):
-        if not os.path.isfile(artifact.path(name)):
+        if not storage.exists(artifact.path(name)):
             raise ComponentError(f"{artifact.path(name)}: missing; is {classifier_dir} a Classifier artifact?")
     return keras.saving.load_model(artifact.path(MODEL_FILE), compile=False), artifact.read_json(INFO_FILE)
 

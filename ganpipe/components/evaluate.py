@@ -42,9 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import math
-import os
 
 import keras
 import numpy as np
@@ -52,8 +50,8 @@ import tensorflow as tf
 
 from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
-from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
+from ganpipe.components import specs, storage
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress, absolute_path
 from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.components.reader import make_dataset
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
@@ -131,7 +129,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     with (progress or functools.partial(Progress, log))("samples through G, the feature model and D", MODEL_PASSES * n, "samples") as bar:
         counted = SampleCounter(bar)
         fakes = generate(generator, held_out, n, params, counted)
-        _check_finite(fakes, os.path.join(model_dir, generator_file))
+        _check_finite(fakes, storage.join(model_dir, generator_file))
         values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x,
                                             params, counted)
         threshold = losses.get(info.get("loss") or "non_saturating").threshold
@@ -148,7 +146,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         "feature_space_id": feature_space_id(feature_model, space),
         "classifier_eval_accuracy": feature_info.get("eval_accuracy"),
         "num_samples": n,
-        "model": {"dir": os.path.abspath(model_dir), "generator": generator_file,
+        "model": {"dir": absolute_path(model_dir), "generator": generator_file,
                   **{key: info.get(key) for key in ("family", "steps", "latent_dim", "num_classes", "data_kind")}},
         "metrics": {rename(key, space): _entry(key, value, baselines.get(key))
                     for key, value in values.items()},
@@ -160,7 +158,7 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
 
 def load_generator(model_dir: str, use_ema: bool) -> tuple[keras.Model, str]:
     """The EMA generator when present (and wanted), else the raw one; and its file name."""
-    name = "generator_ema.keras" if use_ema and os.path.isfile(os.path.join(model_dir, "generator_ema.keras")) \
+    name = "generator_ema.keras" if use_ema and storage.exists(storage.join(model_dir, "generator_ema.keras")) \
         else "generator.keras"
     return keras.saving.load_model(_existing(model_dir, name), compile=False), name
 
@@ -404,6 +402,9 @@ def decide_blessing(report: dict, params: dict, earlier_blessings: list[Artifact
         "feature_space": report["feature_space"], "feature_space_id": report["feature_space_id"],
         "num_samples": report["num_samples"], "compared_with": compared_with, "model": report["model"],
         "metrics": report["metrics"],
+        # Export compares with the served model under the same rule (it may not have gone through this
+        # Evaluate's baseline: under Kubeflow there is no metadata store to resolve one from).
+        "regression_tolerance": params["regression_tolerance"] if params["no_worse_than_last"] else None,
     }
 
 
@@ -428,27 +429,38 @@ def _threshold_check(report: dict, params: dict, parameter: str, metric: str, ki
 
 
 def _regression_check(report: dict, params: dict, earlier_blessings) -> tuple[dict, dict | None]:
-    main = report["main_metric"]
-    value = report["metrics"][main]["value"]
-    last = next((artifact for artifact in earlier_blessings if _comparable(artifact.properties, report)), None)
-    check = {"check": "no_worse_than_last", "metric": main, "value": value, "limit": None, "passed": True}
+    last = next((artifact for artifact in earlier_blessings if comparable(artifact.properties, report)), None)
     if last is None:
-        return {**check, "reason": "no earlier blessed model of this pipeline measured the same way"}, None
-    previous = last.properties["main_metric_value"]
-    slack = params["regression_tolerance"] * abs(previous)
+        main = report["main_metric"]
+        return {"check": "no_worse_than_last", "metric": main, "value": report["metrics"][main]["value"],
+                "limit": None, "passed": True,
+                "reason": "no earlier blessed model of this pipeline measured the same way"}, None
+    # Named by fingerprint, not by id or path: blessing.json stays a function of its inputs.
+    check = no_worse_check(report, params["regression_tolerance"], last.properties,
+                           "the last blessed model", f"Blessing {last.fingerprint[:12] or last.uri}")
+    return check, {"fingerprint": last.fingerprint, "main_metric_value": last.properties["main_metric_value"]}
+
+
+def no_worse_check(report: dict, tolerance: float, baseline: dict, baseline_name: str, source: str) -> dict:
+    """The ``no_worse_than_last`` check of ``report``'s (or a blessing's) main metric against
+    ``baseline``'s ``main_metric_value``, allowing a relative ``tolerance``. Evaluate runs it against
+    its baseline input, Export against the newest served version."""
+    main = report["main_metric"]
+    value, previous = report["metrics"][main]["value"], baseline["main_metric_value"]
     lower = report["metrics"][main]["better"] == "lower"
+    slack = tolerance * abs(previous)
     limit = previous + slack if lower else previous - slack
     passed = value is not None and (value <= limit if lower else value >= limit)
     shown = "nan/inf" if value is None else f"{value:.4g}"
-    # Named by fingerprint, not by id or path: blessing.json stays a function of its inputs.
-    reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of the last blessed model "
-              f"(limit {limit:.4g} with {params['regression_tolerance']:.0%} tolerance; Blessing "
-              f"{last.fingerprint[:12] or last.uri})")
-    compared_with = {"fingerprint": last.fingerprint, "main_metric_value": previous}
-    return {**check, "limit": limit, "passed": bool(passed), "reason": reason}, compared_with
+    reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of {baseline_name} "
+              f"(limit {limit:.4g} with {tolerance:.0%} tolerance; {source})")
+    return {"check": "no_worse_than_last", "metric": main, "value": value, "limit": limit, "passed": bool(passed),
+            "reason": reason}
 
 
-def _comparable(properties: dict, report: dict) -> bool:
+def comparable(properties: dict, report: dict) -> bool:
+    """Whether a blessing (its properties or blessing.json) is a baseline for ``report``: blessed,
+    and measured the same way (main metric, feature space, sample count)."""
     return (properties.get("blessed") is True and properties.get("main_metric") == report["main_metric"]
             and properties.get("main_metric_value") is not None
             and properties.get("feature_space_id") == report["feature_space_id"]
@@ -470,13 +482,12 @@ def _check_finite(samples: np.ndarray, where: str) -> None:
 
 
 def _existing(directory: str, name: str) -> str:
-    path = os.path.join(directory, name)
-    if not os.path.isfile(path):
+    path = storage.join(directory, name)
+    if not storage.exists(path):
         raise ComponentError(f"{path}: missing; is {directory} a Train Model artifact?")
     return path
 
 
 def read_model_info(model_dir: str) -> dict:
     """A Train Model artifact's model.json, or a clear error when it is not one."""
-    with open(_existing(model_dir, "model.json"), encoding="utf-8") as f:
-        return json.load(f)
+    return storage.read_json(_existing(model_dir, "model.json"))

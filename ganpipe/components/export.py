@@ -40,23 +40,22 @@ reads) and ``export.json``.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
+import uuid
 
 import keras
 import tensorflow as tf
 
 import ganpipe
 from ganpipe.components import faults, specs, storage
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, absolute_path
 from ganpipe.components.fingerprints import artifact_fingerprint
-from ganpipe.components.evaluate import load_generator, read_model_info
+from ganpipe.components.evaluate import comparable, load_generator, no_worse_check, read_model_info
 
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
 EXTRA = "assets.extra"
+SAVED_MODEL_FILE = "saved_model.pb"
 INCOMING_PREFIX = ".incoming-"  # + "<execution id>-": gc removes those of executions not running
 
 
@@ -66,7 +65,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     result = export_model(
         inputs["model"].uri, inputs["schema"].read_json("schema.json"), inputs["blessing"].read_json("blessing.json"),
         outputs["pushed_model"].uri, model_name=params["model_name"] or ctx.pipeline_name,
-        export_base=os.path.join(ctx.pipeline_root, params["export_base"] or "serving"), force=params["force"],
+        export_base=export_base(ctx.pipeline_root, params["export_base"]), force=params["force"],
         use_ema=params["use_ema"], max_generate_samples=params["max_generate_samples"], lineage=lineage,
         model_fingerprint=inputs["model"].fingerprint, execution_id=ctx.execution_id, log=ctx.log)
     outputs["pushed_model"].properties.update(
@@ -75,6 +74,11 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
 
 
 COMPONENT = specs.EXPORT
+
+
+def export_base(pipeline_root: str, configured: str | None) -> str:
+    """``configured`` (default ``serving``) against the pipeline root unless absolute or a URI."""
+    return storage.resolve(pipeline_root, configured or "serving")
 
 
 def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",
@@ -89,19 +93,25 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
               "already_served": False,
               "reason": "blessed" if blessed else "forced (not blessed)" if force else "not blessed: " +
               "; ".join((blessing or {}).get("reasons") or ["no blessing"])}
-    os.makedirs(output_dir, exist_ok=True)
+    storage.makedirs(output_dir)
     artifact = Artifact(type="PushedModel", uri=output_dir)
     if not (blessed or force):
         log(f"not exported: {result['reason']}")
         artifact.write_json("pushed.json", result)
         return result
 
-    model_root = os.path.join(os.path.abspath(export_base), model_name)
+    model_root = storage.join(absolute_path(export_base), model_name)
     identity = {"model_fingerprint": model_fingerprint or artifact_fingerprint(model_dir), "use_ema": use_ema,
                 "max_generate_samples": max_generate_samples}
     served = served_version(model_root, identity)
+    worse = None if force or served is not None else worse_than_served(blessing, model_root)
+    if worse:
+        result["reason"] = f"not pushed: {worse}"
+        log(result["reason"])
+        artifact.write_json("pushed.json", result)
+        return result
     if served is not None:
-        destination = os.path.join(model_root, str(served))
+        destination = storage.join(model_root, str(served))
         result.update(pushed=True, destination=destination, version=served, already_served=True,
                       signatures=_read_extra(destination, "export.json").get("signatures", []),
                       reason=f"{result['reason']}; already served as version {served}")
@@ -110,8 +120,7 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
     else:
         card = _push(model_dir, schema, blessing, result, identity, model_root, lineage or {}, execution_id)
         log(f"exported as {result['destination']} ({result['reason']})")
-    with open(artifact.path("README.md"), "w", encoding="utf-8") as f:
-        f.write(card)
+    storage.write_bytes(artifact.path("README.md"), card.encode("utf-8"))
     artifact.write_json("pushed.json", result)
     return result
 
@@ -122,29 +131,30 @@ def _push(model_dir, schema, blessing, result, identity, model_root, lineage, ex
     info = read_model_info(model_dir)
     generator, generator_file = load_generator(model_dir, identity["use_ema"])
     archive, signatures = build_archive(generator, info, identity["max_generate_samples"])
-    os.makedirs(model_root, exist_ok=True)
-    incoming = tempfile.mkdtemp(prefix=f"{INCOMING_PREFIX}{execution_id}-", dir=model_root)
+    incoming = storage.join(model_root, f"{INCOMING_PREFIX}{execution_id}-{uuid.uuid4().hex[:12]}")
+    storage.makedirs(incoming)
     try:
         archive.write_out(incoming, verbose=False)
-        extra = Artifact(type="SavedModel", uri=os.path.join(incoming, EXTRA))
+        extra = Artifact(type="SavedModel", uri=storage.join(incoming, EXTRA))
         extra.write_json("model.json", {**info, "label_names": schema.get("label_names") or [],
                                         "feature_names": schema.get("feature_names") or [],
                                         "generator_file": generator_file,
                                         "max_generate_samples": identity["max_generate_samples"]})
         extra.write_json("export.json", {**identity, "signatures": signatures})
+        if blessing:
+            extra.write_json("blessing.json", blessing)
         result.update(pushed=True, signatures=signatures)
 
         def write_card(version: int) -> str:
-            result.update(destination=os.path.join(model_root, str(version)), version=version)
+            result.update(destination=storage.join(model_root, str(version)), version=version)
             card = model_card(result["model_name"], version, info, schema, blessing, result, generator_file,
                               lineage, identity["max_generate_samples"])
-            with open(extra.path("README.md"), "w", encoding="utf-8") as f:
-                f.write(card)
+            storage.write_bytes(extra.path("README.md"), card.encode("utf-8"))
             return card
 
         card = publish_version(incoming, model_root, write_card)
     except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
+        storage.delete([incoming])
         raise
     faults.point("Export:after-version")
     return card
@@ -154,23 +164,39 @@ def served_version(model_root: str, identity: dict) -> int | None:
     """The version under ``model_root`` already serving ``identity`` (model fingerprint and
     export settings), or None."""
     for version in sorted(_versions(model_root)):
-        recorded = _read_extra(os.path.join(model_root, str(version)), "export.json")
+        recorded = _read_extra(storage.join(model_root, str(version)), "export.json")
         if all(recorded.get(key) == value for key, value in identity.items()):
             return version
     return None
 
 
+def worse_than_served(blessing: dict, model_root: str) -> str | None:
+    """Why the blessed model must not replace what is served, or None: its main metric against
+    the newest version under ``model_root`` that was blessed and measured the same way, by the
+    blessing's own ``no_worse_than_last`` rule. Evaluate already compares with the last blessed
+    model where a metadata store gives it one; this check holds wherever Evaluate ran (Kubeflow,
+    an Evaluate cached by the orchestrator, another pipeline exporting under the same name)."""
+    tolerance = blessing.get("regression_tolerance")
+    if tolerance is None:  # no_worse_than_last is off
+        return None
+    for version in sorted(_versions(model_root), reverse=True):
+        baseline = _read_extra(storage.join(model_root, str(version)), "blessing.json")
+        if comparable(baseline, blessing):
+            check = no_worse_check(blessing, tolerance, baseline, f"served version {version}",
+                                   f"{storage.join(model_root, str(version))}")
+            return None if check["passed"] else check["reason"]
+    return None
+
+
 def _read_extra(version_dir: str, name: str) -> dict:
     try:
-        with open(os.path.join(version_dir, EXTRA, name), encoding="utf-8") as f:
-            return json.load(f)
+        return storage.read_json(storage.join(version_dir, EXTRA, name))
     except (OSError, ValueError):
         return {}
 
 
 def _read_card(version_dir: str) -> str:
-    with open(os.path.join(version_dir, EXTRA, "README.md"), encoding="utf-8") as f:
-        return f.read()
+    return storage.read_bytes(storage.join(version_dir, EXTRA, "README.md")).decode("utf-8")
 
 
 def build_archive(generator: keras.Model, info: dict,
@@ -264,17 +290,20 @@ def _without_float(outputs: dict) -> dict:
 
 
 def publish_version(incoming: str, model_root: str, before_rename) -> str:
-    """Renames the complete ``incoming`` to the next integer version under ``model_root``, after
+    """Moves the complete ``incoming`` to the next integer version under ``model_root``, after
     ``before_rename(version)`` (which writes the card naming it) and an fsync of everything;
-    returns what ``before_rename`` returned for the version that was claimed."""
+    returns what ``before_rename`` returned for the version that was claimed. On a local disk
+    the move is one atomic rename; on an object store it goes object by object."""
     version = next_version(model_root)
     for _ in range(VERSION_ATTEMPTS):
         written = before_rename(version)
         storage.sync_tree(incoming)
         faults.point("Export:before-version")
         try:
-            os.rename(incoming, os.path.join(model_root, str(version)))
-        except OSError:  # taken meanwhile (rename onto a non-empty directory fails)
+            # saved_model.pb last: TF Serving and tf.saved_model.load recognise a SavedModel by it, so
+            # on an object store a version is never loaded while its variables are still arriving.
+            storage.move_tree(incoming, storage.join(model_root, str(version)), commit_last=SAVED_MODEL_FILE)
+        except FileExistsError:  # taken meanwhile
             version = max(version + 1, next_version(model_root))
             continue
         storage.sync_directory(model_root)
@@ -283,7 +312,7 @@ def publish_version(incoming: str, model_root: str, before_rename) -> str:
 
 
 def _versions(model_root: str) -> list[int]:
-    return [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
+    return [int(name) for name in storage.listdir(model_root) if name.isdigit()]
 
 
 def next_version(model_root: str) -> int:

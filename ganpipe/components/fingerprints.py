@@ -1,6 +1,7 @@
 """Fingerprints: of an artifact's semantic content, and of the files outside the pipeline a
 component reads (a source directory, a weights file). Light on purpose: the runner computes them
-before deciding a cache hit, so nothing here imports TensorFlow or Beam.
+before deciding a cache hit, so nothing here imports TensorFlow, nor Beam for a local path. An
+artifact is read through ``storage``, so one function serves local and remote roots.
 
 Artifact content (scheme 2) is what downstream steps read, not how or when it was written:
 
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import zipfile
 from typing import Any
+
+from ganpipe.components import storage
 
 WHOLE_TREE, SEMANTIC = 1, 2
 SCHEME = SEMANTIC  # what new artifacts are fingerprinted with
@@ -33,48 +37,61 @@ VOLATILE_DIRECTORIES = ("logs", "checkpoints")
 VOLATILE_KEY_SUFFIX = "_seconds"
 KERAS_VOLATILE_MEMBER = "metadata.json"
 KERAS_CONFIG_MEMBER, KERAS_OBJECT_ID = "config.json", "shared_object_id"
-SMALL_FILE_BYTES = 16 * 2 ** 20  # external single files up to this size are hashed, not listed
+SMALL_FILE_BYTES = 16 * 2 ** 20
+CHUNK_BYTES = 2 ** 20  # external single files up to this size are hashed, not listed
 
 
-def artifact_fingerprint(path: str, scheme: int = SCHEME) -> str:
-    """sha256 over the tree at ``path``, walked in sorted order (see the module docstring)."""
+def artifact_fingerprint(uri: str, scheme: int = SCHEME) -> str:
+    """sha256 over the tree at ``uri`` (a local path or any URI ``storage`` serves), walked in
+    sorted order (see the module docstring)."""
     digest = hashlib.sha256()
-    for directory, subdirs, files in os.walk(path):
-        subdirs.sort()
-        relative_dir = os.path.relpath(directory, path)
+    root = storage.local_path(uri) if storage.is_local(uri) else uri.rstrip("/")
+    for directory, subdirs, files in storage.walk(root):
+        relative_dir = _relative(directory, root)
         digest.update(b"D" + relative_dir.encode() + b"\0")
-        links = [d for d in subdirs if os.path.islink(os.path.join(directory, d))]
+        links = [d for d in subdirs if storage.link_target(storage.join(directory, d))]
         subdirs[:] = [d for d in subdirs if d not in links
                       and not (scheme == SEMANTIC and d in VOLATILE_DIRECTORIES)]
         for name in sorted(files + links):
-            full = os.path.join(directory, name)
-            relative = os.path.join(relative_dir, name).encode()
-            if os.path.islink(full):
-                digest.update(b"L" + relative + b"\0" + os.readlink(full).encode() + b"\0")
+            full = storage.join(directory, name)
+            relative = f"{relative_dir}/{name}".encode()
+            target = storage.link_target(full)
+            if target is not None:
+                digest.update(b"L" + relative + b"\0" + target.encode() + b"\0")
             else:
                 digest.update(b"F" + relative + b"\0" + _file_digest(full, scheme) + b"\0")
     return digest.hexdigest()
 
 
-def _file_digest(path: str, scheme: int) -> bytes:
-    if scheme == SEMANTIC and path.endswith(".keras") and zipfile.is_zipfile(path):
-        return _keras_digest(path)
-    if scheme == SEMANTIC and path.endswith(".json"):
+def _relative(directory: str, root: str) -> str:
+    """``os.path.relpath`` of a walked directory: "." for the root itself."""
+    return "." if directory == root else directory[len(root.rstrip("/")) + 1:]
+
+
+def _file_digest(uri: str, scheme: int) -> bytes:
+    if scheme == SEMANTIC and uri.endswith(".keras"):
+        content = storage.read_bytes(uri)
+        if zipfile.is_zipfile(io.BytesIO(content)):
+            return _keras_digest(content)
+    if scheme == SEMANTIC and uri.endswith(".json"):
         try:
-            with open(path, encoding="utf-8") as f:
-                content = json.load(f)
+            content = json.loads(storage.read_bytes(uri).decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             pass  # not JSON after all: its bytes count
         else:
             stable = json.dumps(_without_durations(content), sort_keys=True).encode()
             return hashlib.sha256(stable).digest()
-    with open(path, "rb") as f:
-        return str(os.path.getsize(path)).encode() + b":" + hashlib.file_digest(f, "sha256").digest()
+    digest, size = hashlib.sha256(), 0
+    with storage.open_file(uri) as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return str(size).encode() + b":" + digest.digest()
 
 
-def _keras_digest(path: str) -> bytes:
+def _keras_digest(content: bytes) -> bytes:
     digest = hashlib.sha256()
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
         for member in sorted(archive.namelist()):
             if member == KERAS_VOLATILE_MEMBER:
                 continue
@@ -106,7 +123,7 @@ def _without_durations(value: Any) -> Any:
 
 
 def _is_location(value: Any) -> bool:
-    return isinstance(value, str) and (os.path.isabs(value) or has_scheme(value))
+    return isinstance(value, str) and (os.path.isabs(value) or storage.scheme(value) is not None)
 
 
 # -------------------------------------------------------------------------- external inputs
@@ -146,23 +163,16 @@ def tree_listing(root: str) -> str:
 def remote_listing(pattern: str) -> str:
     """Listing from the filesystem's match metadata (size, last update: the object generation's
     time on GCS/S3) for a path with a URI scheme; imports Beam's filesystem registry only then."""
-    from apache_beam.io.filesystems import FileSystems
-
     target = pattern if any(ch in pattern for ch in "*?[") else pattern.rstrip("/") + "/**"
     digest = hashlib.sha256()
-    for result in FileSystems.match([target]):
-        for meta in sorted(result.metadata_list, key=lambda m: m.path):
-            digest.update(f"{meta.path}\0{meta.size_in_bytes}\0{meta.last_updated_in_seconds}\n".encode())
+    for meta in sorted(storage.match(target), key=lambda m: m.path):
+        digest.update(f"{meta.path}\0{meta.size_in_bytes}\0{meta.last_updated_in_seconds}\n".encode())
     return digest.hexdigest()
-
-
-def has_scheme(path: str) -> bool:
-    return "://" in path
 
 
 def source_files(kind: str, location: str) -> str:
     """The fingerprint of the files behind a file source ``kind:location``."""
-    if has_scheme(location):
+    if storage.scheme(location):
         return remote_listing(location)
     if kind == "tfrecord":
         return file_listing([p for p in glob.glob(location, recursive=True) if os.path.isfile(p)],
@@ -180,4 +190,4 @@ def tfds_data(name: str, data_dir: str | None) -> dict[str, str]:
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
     builder = name.split("/", 1)[0].split(":", 1)[0]
     location = data_dir.rstrip("/") + "/" + builder
-    return {"data_dir": data_dir, "files": remote_listing(location) if has_scheme(data_dir) else tree_listing(location)}
+    return {"data_dir": data_dir, "files": remote_listing(location) if storage.scheme(data_dir) else tree_listing(location)}

@@ -16,6 +16,7 @@ writer is flushed before every checkpoint, so nothing up to S can be lost with t
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import time
@@ -28,7 +29,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
-from ganpipe.components import faults
+from ganpipe.components import faults, storage
 from ganpipe.ganmodels import inner_optimizer
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
@@ -386,7 +387,10 @@ def sample_grid(samples: np.ndarray, columns: int = 8) -> np.ndarray:
 
 
 def write_png(picture: np.ndarray, path: str, scale: int = 4) -> str:
-    """Saves a uint8 [H, W, 1|3] picture enlarged ``scale`` times (nearest neighbour)."""
+    """Saves a uint8 [H, W, 1|3] picture enlarged ``scale`` times (nearest neighbour) at ``path``
+    (a local path or a URI)."""
     image = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+    png = io.BytesIO()
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(png, format="PNG")
+    storage.write_bytes(path, png.getvalue())
     return path

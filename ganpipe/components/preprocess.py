@@ -37,7 +37,7 @@ from ganpipe.components import beamio, ingest, storage, tfmd
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.sources.common import Rejected
-from ganpipe.components.beamio import example_pb2
+from ganpipe.components.example_proto import Example
 
 SPLITS = ingest.SPLITS
 REJECTED_FILE = "rejected.jsonl"
@@ -251,7 +251,7 @@ class _Preprocess(beam.DoFn):
             if isinstance(serialized, beamio.Corrupt):
                 yield beam.pvalue.TaggedOutput("rejected", corrupt_rejection(serialized, split))
                 continue
-            feature = example_pb2.Example.FromString(serialized).features.feature
+            feature = Example.FromString(serialized).features.feature
             key = feature["key"].bytes_list.value[0] if "key" in feature else b""
             try:
                 _raise_ingest_error(feature)

@@ -13,14 +13,11 @@ measured (not the EMA copy), from fixed noise, so points differ only by the weig
 """
 from __future__ import annotations
 
-import json
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ganpipe.components import monitoring
+from ganpipe.components import monitoring, storage
 from ganpipe.components.classifier import FEATURE_LAYER, load_feature_model
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels import metrics
@@ -66,10 +63,11 @@ class QualityCurve(keras.callbacks.Callback):
             tf.summary.scalar(f"{monitoring.QUALITY}/recall", values["recall"])
         self.writer.flush()
         if self.best_dir is not None and np.isfinite(frechet) and (self.best is None or frechet < self.best["value"]):
-            self.model.generator.save(os.path.join(self.best_dir, BEST_GENERATOR))
+            best = storage.join(self.best_dir, BEST_GENERATOR)
+            storage.delete([best])  # TF's ram:// filesystem keeps the tail of a longer file written over
+            self.model.generator.save(best)
             self.best = {"step": step, "metric": self.frechet_name, "value": float(frechet)}
-            with open(os.path.join(self.best_dir, BEST_INFO), "w", encoding="utf-8") as f:
-                json.dump(self.best, f)
+            storage.write_json(storage.join(self.best_dir, BEST_INFO), self.best)
         self.log(f"step {step}: {self.frechet_name} {frechet:.4g}, precision {values['precision']:.3f}, "
                  f"recall {values['recall']:.3f} ({self.num_samples} samples)")
         return values
@@ -85,10 +83,9 @@ class QualityCurve(keras.callbacks.Callback):
 
 def read_best(best_dir: str | None) -> dict | None:
     """The best point of an earlier attempt (a resume keeps comparing against it)."""
-    path = os.path.join(best_dir, BEST_INFO) if best_dir else None
-    if path and os.path.isfile(path) and os.path.isfile(os.path.join(best_dir, BEST_GENERATOR)):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+    path = storage.join(best_dir, BEST_INFO) if best_dir else None
+    if path and storage.exists(path) and storage.exists(storage.join(best_dir, BEST_GENERATOR)):
+        return storage.read_json(path)
     return None
 
 

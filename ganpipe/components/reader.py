@@ -12,6 +12,8 @@ import os
 
 import tensorflow as tf
 
+from ganpipe.components import storage
+
 SCHEMA_FILE = "schema.json"
 CACHE_LIMIT_BYTES = 2 * 2**30  # cache decoded records in memory up to this size
 SHUFFLE_BUFFER = 10_000
@@ -20,7 +22,7 @@ MAX_PARALLEL_FILES = 8
 
 def load_schema(uri: str) -> dict:
     """The schema dict from ``uri``: a ``schema.json`` file or a directory holding one."""
-    path = uri if uri.endswith(".json") else os.path.join(uri, SCHEMA_FILE)
+    path = uri if uri.endswith(".json") else storage.join(uri, SCHEMA_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"no schema at {path}")
     with tf.io.gfile.GFile(path) as f:
@@ -48,9 +50,9 @@ def make_dataset(
         raise ValueError("make_dataset: with_labels and with_lowres cannot be combined")
     if with_lowres and not schema.get("lowres_shape"):
         raise ValueError("make_dataset: with_lowres needs a schema with lowres_shape (preprocess.lowres_factor)")
-    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, split, "*.tfrecord")))
+    files = sorted(tf.io.gfile.glob(storage.join(examples_uri, split, "*.tfrecord")))
     if not files:
-        raise FileNotFoundError(f"no *.tfrecord shards in {os.path.join(examples_uri, split)}")
+        raise FileNotFoundError(f"no *.tfrecord shards in {storage.join(examples_uri, split)}")
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:

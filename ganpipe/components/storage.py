@@ -1,14 +1,18 @@
 """The filesystem layer: every artifact read and write goes through here, so an artifact is a URI.
 
-A local path is one scheme among others (``gs://``, ``s3://``, ``hdfs://``...). The driver and
-the Beam workers use Beam's ``FileSystems``: the Beam sinks write through it anyway, workers do
-not need TensorFlow for it, and its GCS client honours ``STORAGE_EMULATOR_HOST``. A scheme only
-TensorFlow knows (``ram://``, TF filesystem plugins) goes through ``tf.io.gfile``; the TensorFlow
-side (reader, Train, Evaluate, Export) uses ``tf.io.gfile`` directly because TF ops only see TF's
-filesystems.
+A local path is one scheme among others (``gs://``, ``s3://``, ``hdfs://``, ``ram://``...). Local
+paths use ``os`` directly (no Beam import, and publish keeps its atomic renames and fsyncs there).
+Every other scheme goes through Beam's ``FileSystems``, on the driver and on the workers: the Beam
+sinks write through it anyway, workers do not need TensorFlow for it, and its GCS client honours
+``STORAGE_EMULATOR_HOST``. A scheme only TensorFlow serves (``ram://``) reaches Beam through the
+adapter in ``tf_filesystem.py``, so the data steps run on it too. TensorFlow's own writers and
+readers (SavedModel export, checkpoints, summary files, ``.keras`` files, ``tf.data``) take the
+same URIs directly; before TF writes a file into a directory, ``makedirs`` it (TF's in-memory
+filesystem lists only directories that were created).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -51,18 +55,29 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
-def normalize_root(uri: str) -> str:
-    """An absolute local path, or the URI without a trailing slash; fails for an unsupported
-    scheme, naming it and what would support it."""
+def dirname(uri: str) -> str:
+    return os.path.dirname(uri) if is_local(uri) else posixpath.dirname(uri.rstrip("/"))
+
+
+def resolve(base: str, path: str) -> str:
+    """``path`` itself when it is absolute or a URI, else ``path`` under ``base``."""
+    return path if scheme(path) or os.path.isabs(path) else join(base, path)
+
+
+def normalize(uri: str) -> str:
+    """An absolute local path, or the URI without a trailing slash: one spelling per place."""
     uri = os.fspath(uri)
-    if is_local(uri):
-        return os.path.abspath(local_path(uri))
-    check_supported(uri)
-    return os.fspath(uri).rstrip("/")
+    return os.path.abspath(local_path(uri)) if is_local(uri) else uri.rstrip("/")
+
+
+def normalize_root(uri: str) -> str:
+    """``normalize(uri)``; fails for an unsupported scheme, naming it and what would support it."""
+    check_supported(os.fspath(uri))
+    return normalize(uri)
 
 
 def check_supported(uri: str) -> None:
-    if is_local(uri) or _beam_supports(uri) or _tensorflow_supports(uri):
+    if is_local(uri) or _beam_supports(uri):
         return
     name = scheme(uri)
     fix = SCHEME_EXTRAS.get(name)
@@ -70,41 +85,28 @@ def check_supported(uri: str) -> None:
     raise UnsupportedScheme(f"{uri}: no installed filesystem supports the scheme {name}://; {hint}")
 
 
-def _beam_supports(uri: str) -> bool:
+def _filesystems():
+    """Beam's ``FileSystems``, with TensorFlow's own schemes registered (``tf_filesystem``)."""
     from apache_beam.io.filesystems import FileSystems
 
+    from ganpipe.components import tf_filesystem  # noqa: F401  defining its class registers ram://
+
+    return FileSystems
+
+
+def _beam_supports(uri: str) -> bool:
     try:
-        FileSystems.get_filesystem(uri)
+        _filesystems().get_filesystem(uri)
         return True
     except ValueError:
         return False
 
 
-def _tensorflow_supports(uri: str) -> bool:
-    if scheme(uri) != "ram":  # importing TensorFlow takes ~10 s: only for its own schemes
-        return False
-    import tensorflow as tf
-
-    try:
-        tf.io.gfile.exists(uri)
-        return True
-    except tf.errors.UnimplementedError:
-        return False
-
-
-def _uses_tensorflow(uri: str) -> bool:
-    return not is_local(uri) and not _beam_supports(uri)
-
-
 # ------------------------------------------------------------------------------ operations
 def exists(uri: str) -> bool:
-    if _uses_tensorflow(uri):
-        import tensorflow as tf
-
-        return tf.io.gfile.exists(uri)
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.exists(uri)
+    if is_local(uri):
+        return os.path.exists(local_path(uri))
+    return _filesystems().exists(uri)
 
 
 def directory_exists(uri: str) -> bool:
@@ -118,37 +120,35 @@ def makedirs(uri: str) -> None:
     """Creates a directory and its parents (object stores have none: nothing to do)."""
     if is_local(uri):
         os.makedirs(local_path(uri), exist_ok=True)
-    elif _uses_tensorflow(uri):
-        import tensorflow as tf
+        return
+    filesystem = _filesystems().get_filesystem(uri)
+    if filesystem.has_dirs() and not filesystem.exists(uri):
+        filesystem.mkdirs(uri)
 
-        tf.io.gfile.makedirs(uri)
+
+def open_file(uri: str, mode: str = "rb"):
+    """A binary file object for reading (``rb``) or writing a whole new file (``wb``; parents are
+    created)."""
+    if mode not in ("rb", "wb"):
+        raise ValueError(f"open_file: mode {mode!r} is not rb or wb")
+    if is_local(uri):
+        if mode == "wb":
+            os.makedirs(os.path.dirname(local_path(uri)) or ".", exist_ok=True)
+        return open(local_path(uri), mode)
+    filesystems = _filesystems()
+    if mode == "wb":
+        return filesystems.create(uri, compression_type="uncompressed")
+    return filesystems.open(uri, compression_type="uncompressed")
 
 
 def read_bytes(uri: str) -> bytes:
-    if _uses_tensorflow(uri):
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(uri, "rb") as f:
-            return f.read()
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(uri, compression_type="uncompressed") as f:
+    with open_file(uri) as f:
         return f.read()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Writes a whole file (parents are created on local disk)."""
-    if is_local(uri):
-        os.makedirs(os.path.dirname(local_path(uri)) or ".", exist_ok=True)
-    if _uses_tensorflow(uri):
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(uri, "wb") as f:
-            f.write(data)
-        return
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(uri, compression_type="uncompressed") as f:
+    """Writes a whole file (parents are created)."""
+    with open_file(uri, "wb") as f:
         f.write(data)
 
 
@@ -161,14 +161,109 @@ def write_json(uri: str, value: Any) -> None:
 
 
 def glob(pattern: str) -> list[str]:
-    """Sorted paths matching ``pattern`` (``*`` within a name, ``**`` across directories)."""
-    if _uses_tensorflow(pattern):
-        import tensorflow as tf
+    """Sorted paths of the files matching ``pattern`` (``*`` within a name, ``**`` across
+    directories)."""
+    return sorted(meta.path for meta in match(pattern))
 
-        return sorted(tf.io.gfile.glob(pattern))
-    from apache_beam.io.filesystems import FileSystems
 
-    return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
+def match(pattern: str) -> list:
+    """Beam ``FileMetadata`` (path, size, last update) of the files matching ``pattern``."""
+    return _filesystems().match([pattern])[0].metadata_list
+
+
+def listdir(uri: str) -> list[str]:
+    """Sorted names of what lies directly under ``uri`` (files and directories; on an object
+    store, the first path segments below it)."""
+    if is_local(uri):
+        path = local_path(uri)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    return sorted({relative.split("/", 1)[0] for relative in _relative_files(uri)})
+
+
+def _relative_files(uri: str) -> list[str]:
+    prefix = uri.rstrip("/") + "/"
+    return [path[len(prefix):] for path in glob(prefix + "**")]
+
+
+def walk(uri: str):
+    """``os.walk`` for any scheme: top down, ``(directory, subdirectories, files)`` with sorted
+    names; prune by editing the subdirectory list in place. Local links are listed as
+    ``os.walk`` lists them (``link_target`` tells them apart); on an object store a directory is
+    a prefix of some object, so empty ones do not exist."""
+    if is_local(uri):
+        for directory, subdirs, files in os.walk(local_path(uri)):
+            subdirs.sort()
+            yield directory, subdirs, sorted(files)
+        return
+    tree: dict[str, tuple[set, list]] = {}
+    for relative in _relative_files(uri):
+        parts = relative.split("/")
+        for depth in range(len(parts)):
+            tree.setdefault("/".join(parts[:depth]), (set(), []))
+            if depth < len(parts) - 1:
+                tree["/".join(parts[:depth])][0].add(parts[depth])
+        tree["/".join(parts[:-1])][1].append(parts[-1])
+    pending = [""] if tree else []
+    while pending:
+        relative = pending.pop()
+        subdirs, files = sorted(tree[relative][0]), sorted(tree[relative][1])
+        yield join(uri, relative) if relative else uri, subdirs, files
+        pending += [f"{relative}/{name}" if relative else name for name in reversed(subdirs)]
+
+
+def link_target(uri: str) -> str | None:
+    """Where a local symbolic link points; None for anything else."""
+    return os.readlink(local_path(uri)) if is_local(uri) and os.path.islink(local_path(uri)) else None
+
+
+def usage(uri: str) -> tuple[int, float]:
+    """(bytes, modification time) of a file or a directory tree; (0, 0.0) when nothing is there.
+    Locally the bytes of its files (links as themselves) and the time of the path itself; on an
+    object store the time of its newest object."""
+    if is_local(uri):
+        path = local_path(uri)
+        if not os.path.lexists(path):
+            return 0, 0.0
+        if not os.path.isdir(path) or os.path.islink(path):
+            stat = os.lstat(path)
+            return stat.st_size, stat.st_mtime
+        files = [os.lstat(os.path.join(d, name)).st_size for d, _, names in os.walk(path) for name in names]
+        return sum(files), os.lstat(path).st_mtime
+    found = match(join(uri, "**")) or (match(uri) if exists(uri) else [])
+    return sum(m.size_in_bytes for m in found), max((m.last_updated_in_seconds for m in found), default=0.0)
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Copies every file under the directory ``source`` to the same place under ``target``
+    (object by object on a store; server-side where the store can)."""
+    if is_local(source):
+        shutil.copytree(local_path(source), local_path(target), symlinks=True, dirs_exist_ok=True)
+        return
+    relative = _relative_files(source)
+    if relative:
+        _filesystems().copy([join(source, r) for r in relative], [join(target, r) for r in relative])
+
+
+def move_tree(source: str, target: str, commit_last: str | None = None) -> None:
+    """Moves the directory ``source`` to ``target``, which must not exist yet (FileExistsError,
+    or OSError locally). Locally one atomic rename; an object store has no rename, so object by
+    object (a reader may see a partial ``target`` meanwhile), the file named ``commit_last``
+    (relative to ``source``) after all others: a reader that waits for it sees a complete tree."""
+    if is_local(source):
+        try:
+            os.rename(local_path(source), local_path(target))
+        except OSError as error:  # a non-empty target directory
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError(error.errno, f"{target}: already exists") from error
+            raise
+        return
+    if directory_exists(target):
+        raise FileExistsError(f"{target}: already exists")
+    relative = _relative_files(source)
+    for batch in ([r for r in relative if r != commit_last], [r for r in relative if r == commit_last]):
+        if batch:
+            _filesystems().rename([join(source, r) for r in batch], [join(target, r) for r in batch])
+    delete([source])
 
 
 def delete(uris: list[str]) -> None:
@@ -180,26 +275,25 @@ def delete(uris: list[str]) -> None:
                 shutil.rmtree(path)
             elif os.path.lexists(path):
                 os.remove(path)
-        elif _uses_tensorflow(uri):
-            import tensorflow as tf
-
-            if tf.io.gfile.isdir(uri):
-                tf.io.gfile.rmtree(uri)
-            elif tf.io.gfile.exists(uri):
-                tf.io.gfile.remove(uri)
-        else:  # an object store has objects, not directories
-            from apache_beam.io.filesystems import FileSystems
-
-            objects = glob(uri) + glob(join(uri, "**"))
-            if objects:
-                FileSystems.delete(objects)
+            continue
+        filesystem = _filesystems().get_filesystem(uri)
+        if filesystem.has_dirs():  # deletes a directory with what is inside
+            if filesystem.exists(uri):
+                filesystem.delete([uri])
+            continue
+        objects = glob(uri) + glob(join(uri, "**"))
+        if objects:
+            _filesystems().delete(objects)
 
 
 # -- durability on a local disk (publish and Export make outputs durable before they are recorded)
 
 def sync_tree(path: str) -> None:
     """fsync every file and directory under ``path`` (bottom up, links skipped), so a host crash
-    after the metadata commit cannot leave a recorded artifact over empty or missing files."""
+    after the metadata commit cannot leave a recorded artifact over empty or missing files. A
+    remote store has made a file durable when its write closed: nothing to do."""
+    if not is_local(path):
+        return
     for directory, _, files in os.walk(path, topdown=False):
         for name in files:
             full = os.path.join(directory, name)
@@ -209,7 +303,9 @@ def sync_tree(path: str) -> None:
 
 
 def sync_directory(path: str) -> None:
-    """fsync a directory, making the renames and creations inside it durable."""
+    """fsync a directory, making the renames and creations inside it durable (local only)."""
+    if not is_local(path):
+        return
     _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import shutil
 import tempfile
 import time
@@ -33,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption, quality
+from ganpipe.components import monitoring, preemption, quality, storage
 from ganpipe.ganmodels.fast_loop import AUTO, auto_steps_per_execution
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs
@@ -92,9 +91,9 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             if preemption.spans_workers(strategy):
                 give_logs_a_batch_axis(gan)
             params = {**params, "d_steps": gan.d_steps, "gradient_penalty": gan.gradient_penalty}  # defaults resolved
-            manager = tf.train.CheckpointManager(gan.checkpoint(), os.path.join(work_dir, "checkpoints"),
+            manager = tf.train.CheckpointManager(gan.checkpoint(), storage.join(work_dir, "checkpoints"),
                                                  max_to_keep=params["keep_checkpoints"])
-            restore_latest(gan, os.path.join(output_dir, "checkpoints"), log)
+            restore_latest(gan, storage.join(output_dir, "checkpoints"), log)
             total_steps = resolve_steps(params, schema)
             probe = sample_probe(gan, examples_uri, schema)
             seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
@@ -122,7 +121,7 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
     done = monitoring.current_step(gan)
     images_per_step = params["batch_size"] * params["d_steps"]
     guard = monitoring.DivergenceGuard()
-    writer = tf.summary.create_file_writer(os.path.join(work_dir, "logs", "train"))
+    writer = tf.summary.create_file_writer(storage.join(work_dir, "logs", "train"))
     monitor = monitoring.TensorBoardMonitor(
         writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
         images_per_step=images_per_step, probe=probe, statistics=statistics)
@@ -310,12 +309,13 @@ def gan_name(params: dict) -> str:
 def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,
                 log) -> dict:
     """Final networks, the sample grid and model.json."""
-    gan.generator.save(os.path.join(output_dir, "generator.keras"))
-    gan.discriminator.save(os.path.join(output_dir, "discriminator.keras"))
+    storage.makedirs(output_dir)  # Keras writes a .keras file into an existing directory
+    gan.generator.save(storage.join(output_dir, "generator.keras"))
+    gan.discriminator.save(storage.join(output_dir, "discriminator.keras"))
     if params["ema_decay"] is not None:
         # SRGAN's G needs low-resolution images to recompute BatchNorm statistics: the probe's
-        gan.ema_generator(getattr(probe, "lowres", None)).save(os.path.join(output_dir, "generator_ema.keras"))
-    grid = monitoring.write_png(probe.render(gan).grids["samples"], os.path.join(output_dir, "samples.png"))
+        gan.ema_generator(getattr(probe, "lowres", None)).save(storage.join(output_dir, "generator_ema.keras"))
+    grid = monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, "samples.png"))
     info = {
         "family": params["family"],
         "latent_dim": None if isinstance(gan, SRGAN) else params["latent_dim"],  # SRGAN has no noise

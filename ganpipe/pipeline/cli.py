@@ -15,12 +15,13 @@ import sys
 import click
 
 from ganpipe import __version__
+from ganpipe.components import storage
 from ganpipe.pipeline import cluster_commands, console, dag
 from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
 from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
                                        ExecutionRecord, MetadataStore)
-from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_view
+from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_runs, tensorboard_view
 from ganpipe.pipeline.trial import write_run_trial
 
 # Artifact property conventions the summary reads (set by components):
@@ -114,11 +115,15 @@ def _print_summary(result: RunResult, root: str, pipeline: str, parameters: dict
     if view:
         write_run_trial(view, pipeline, result.run_id, result.steps, parameters)
         echo(f"TensorBoard: tensorboard --logdir {view}")
+    elif not storage.is_local(root):  # no symlinked view on a remote root: name each run's logs
+        runs = tensorboard_runs(artifacts)
+        if runs:
+            echo("TensorBoard: tensorboard --logdir_spec " + ",".join(f"{name}:{logs}" for name, logs in runs.items()))
     for component, artifact in artifacts:
         if artifact.properties.get(PUSHED) and artifact.properties.get(PUSHED_DESTINATION):
             echo(f"SavedModel:  {artifact.properties[PUSHED_DESTINATION]}")
         if artifact.properties.get(SAMPLE_GRID):
-            echo(f"Samples:     {os.path.join(artifact.uri, artifact.properties[SAMPLE_GRID])} ({component})")
+            echo(f"Samples:     {storage.resolve(artifact.uri, artifact.properties[SAMPLE_GRID])} ({component})")
 
 
 def _step_result(outputs: dict) -> str:
@@ -335,7 +340,7 @@ def _print_downstream(store: MetadataStore, record: ArtifactRecord, depth: int, 
 
 
 @main.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir")
 @click.option("-n", "count", type=click.IntRange(min=1), required=True, help="Number of samples.")
 @click.option("-o", "--out", required=True, type=click.Path(),
               help="Output: a directory for png, a file for grid, tfrecord and csv.")

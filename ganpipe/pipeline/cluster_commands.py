@@ -4,10 +4,12 @@ Registered on the ``ganpipe`` group by cli.py. Neither imports TensorFlow or kfp
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import click
+
+from ganpipe.components import storage
+from ganpipe.components.base import absolute_path
 
 
 class UsageFailure(click.ClickException):
@@ -46,8 +48,7 @@ def execute_command(component, inputs, outputs, params, record, pipeline_name, p
         code = execute.execute(
             component, execute.parse_bindings(inputs, "--input"), execute.parse_bindings(outputs, "--output"),
             execute.parse_params(params), record_path=record, pipeline_name=pipeline_name,
-            pipeline_root=os.path.abspath(pipeline_root) if pipeline_root and "://" not in pipeline_root
-            else pipeline_root or "", beam_args=list(beam_args), log=click.echo)
+            pipeline_root=absolute_path(pipeline_root) or "", beam_args=list(beam_args), log=click.echo)
     except execute.UsageError as error:
         raise UsageFailure(str(error)) from error
     sys.exit(code)
@@ -82,14 +83,14 @@ def worker_command(config_file, overrides, root, timeout) -> None:
         raise UsageFailure("TF_CONFIG names no cluster of two or more workers; run `ganpipe run` instead")
     if execute.is_chief_task():
         raise UsageFailure("TF_CONFIG names this task the chief: run `ganpipe run` here")
-    pipeline_root = os.path.abspath(root) if root else config.root
+    pipeline_root = absolute_path(root) if root else config.root
     steps = [node.name for node in config.nodes if execute.needs_own_process(config.parameters.get(node.section, {}))]
     if not steps:
         raise UsageFailure("no step of this pipeline trains with strategy multi_worker (set train.strategy)")
     handoff = execute.handoff_path(pipeline_root, config.name, steps[0])
     click.echo(f"Waiting for the chief to start {steps[0]} ({handoff})")
     deadline = time.monotonic() + timeout
-    while not os.path.exists(handoff):
+    while not storage.exists(handoff):
         if time.monotonic() > deadline:
             click.echo(f"Error: the chief did not start {steps[0]} within {timeout:g} s", err=True)
             sys.exit(1)

@@ -28,6 +28,7 @@ import traceback
 from typing import Any, Callable
 
 from ganpipe import __version__
+from ganpipe.components import storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import dag
 
@@ -92,8 +93,7 @@ def run_in_own_process(component: Component, inputs: dict[str, Artifact], output
                     ctx.log(line.rstrip("\n"))
                 code = process.wait()
         finally:
-            if os.path.exists(handoff):
-                os.remove(handoff)
+            storage.delete([handoff])
         record = read_record(record_path) if os.path.exists(record_path) else {}
     if code != 0:
         raise StepFailed(record.get("error") or f"{component.name} exited with code {code}",
@@ -205,7 +205,7 @@ def bind_artifacts(component: Component, inputs: dict[str, str], outputs: dict[s
     if missing:
         raise UsageError(f"--output {missing[0]}=URI: required by {component.name}")
     for name, uri in inputs.items():
-        if "://" not in uri and not os.path.exists(uri):
+        if storage.is_local(uri) and not os.path.exists(uri):
             raise UsageError(f"--input {name}={uri}: no such file or directory")
     bound_inputs = {name: Artifact(component.inputs[name], uri) for name, uri in inputs.items()}
     bound_outputs = {name: Artifact(component.outputs[name], uri) for name, uri in outputs.items()}
@@ -236,7 +236,7 @@ def cluster_size() -> int:
 def handoff_path(pipeline_root: str, pipeline: str, component: str) -> str:
     """Where the chief's ``ganpipe run`` leaves a multi-worker step's arguments for the other
     workers' ``ganpipe worker`` (shared storage under the pipeline root); removed when it ends."""
-    return os.path.join(pipeline_root, pipeline, ".workers", f"{component}.json")
+    return storage.join(pipeline_root, pipeline, ".workers", f"{component}.json")
 
 
 def tf_config_task() -> tuple[dict, dict]:
@@ -256,8 +256,7 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
     inputs, outputs = bind_artifacts(component, input_uris, output_uris)
     record_path = record_path or default_record_path(component, outputs)
     for artifact in outputs.values():
-        if "://" not in artifact.uri:
-            os.makedirs(artifact.uri, exist_ok=True)
+        storage.makedirs(artifact.uri)
     ctx = ExecutionContext(pipeline_name=pipeline_name, component=component.name, execution_id=0,
                            beam_args=list(beam_args or []), pipeline_root=pipeline_root or os.getcwd(), log=log)
     started = time.time()
@@ -282,18 +281,19 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
 
 
 def write_record(path: str, record: dict) -> None:
-    """Written whole, then renamed: a reader never sees half a record."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    """Written whole, then renamed (locally; an object store shows an object only once it is
+    whole): a reader never sees half a record."""
+    data = json.dumps(record, indent=2, sort_keys=True, default=str).encode("utf-8")
+    if not storage.is_local(path):
+        storage.write_bytes(path, data)
+        return
     temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, sort_keys=True, default=str)
+    storage.write_bytes(temporary, data)
     os.replace(temporary, path)
 
 
 def read_record(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return storage.read_json(path)
 
 
 if __name__ == "__main__":  # the local runner's own-process path: same options as `ganpipe execute`

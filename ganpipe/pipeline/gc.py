@@ -17,20 +17,25 @@ executions that are no longer running, TensorBoard views whose targets are gone,
 no process holds. ``older_than`` (seconds) spares anything newer.
 
 Order, so a gc killed at any instant leaves nothing half-deleted that a run could take: artifacts
-are marked DELETED first (a DELETED artifact is never a cache hit), then each directory is moved
-into ``<root>/.trash/`` with one atomic rename, then the trash is deleted. A later gc finishes
-what a killed one started (DELETED artifacts still on disk, leftovers in the trash).
+are marked DELETED first (a DELETED artifact is never a cache hit), then each local directory is
+moved into ``<root>/.trash/`` with one atomic rename, then the trash is deleted. On a remote
+artifact root (no rename) the marked directories are deleted in place. A later gc finishes what a
+killed one started (DELETED artifacts still present, leftovers in the trash).
+
+``root`` is the local metadata directory (the store, the locks, the trash); the artifact roots
+are found from the recorded artifacts (``<artifact root>/<pipeline>/<Component>/<output>/<id>``)
+and may be any URI ``storage`` serves. Staging directories, locks and TensorBoard views exist on
+local roots only.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-import shutil
 import time
 import uuid
 
-from ganpipe.components import faults
+from ganpipe.components import faults, storage
 from ganpipe.pipeline.metadata import DELETED, LIVE, RUNNING, ArtifactRecord, MetadataStore
 from ganpipe.pipeline.runner import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TENSORBOARD_VIEWS, FileLock,
                                      run_is_alive)
@@ -94,9 +99,10 @@ def collect_garbage(root: str, dry_run: bool = False, policy: Policy = Policy())
 def _delete(store: MetadataStore, root: str, artifacts: list[Garbage], policy: Policy,
             cutoff: float | None) -> list[Garbage]:
     _empty_trash(root)  # what a killed gc had already moved there
+    leftover = _marked_but_present(store)  # what it had marked but not moved yet
     marked = set(store.mark_deleted([g.artifact_id for g in artifacts], _protected))
     faults.point("gc:after-mark")
-    artifacts = [g for g in artifacts if g.artifact_id in marked] + _marked_but_present(store)
+    artifacts = [g for g in artifacts if g.artifact_id in marked] + leftover
     garbage = artifacts + _files(store, root, policy, cutoff, [g.path for g in artifacts])
     for position, item in enumerate(garbage):
         _move_to_trash(root, item.path)
@@ -120,7 +126,7 @@ def _unneeded_artifacts(store: MetadataStore, policy: Policy, cutoff: float | No
         _keep_with_upstream(store, record.artifact.id, keep)
     keep |= store.artifacts_of_running_runs()
     created = {r.artifact.id: _created(store, r) for r in live}
-    return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", _size(r.artifact.uri), r.artifact.id)
+    return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", _bytes(r.artifact.uri), r.artifact.id)
             for r in live if r.artifact.id not in keep and (cutoff is None or created[r.artifact.id] < cutoff)]
 
 
@@ -137,7 +143,7 @@ def _roots_to_keep(live: list[ArtifactRecord], keep_last: int) -> list[ArtifactR
             blessed_seen.add(record.pipeline)
             roots.append(record)
         destination = properties.get("pushed_destination")
-        if properties.get("pushed") and destination and os.path.isdir(destination):
+        if properties.get("pushed") and destination and storage.directory_exists(destination):
             roots.append(record)  # a served version: its whole lineage stays
     return roots
 
@@ -163,8 +169,8 @@ def _created(store: MetadataStore, record: ArtifactRecord) -> float:
 
 def _marked_but_present(store: MetadataStore) -> list[Garbage]:
     """DELETED artifacts whose directory a killed gc had not moved yet."""
-    return [Garbage(r.artifact.uri, f"deleted {r.component}.{r.output}", _size(r.artifact.uri), r.artifact.id)
-            for r in store.artifacts(state=DELETED) if os.path.exists(r.artifact.uri)]
+    return [Garbage(r.artifact.uri, f"deleted {r.component}.{r.output}", _bytes(r.artifact.uri), r.artifact.id)
+            for r in store.artifacts(state=DELETED) if storage.directory_exists(r.artifact.uri)]
 
 
 # -- files no artifact row describes --------------------------------------------------------------
@@ -182,21 +188,33 @@ def _unrecorded_outputs(store: MetadataStore, root: str, running: set[int]) -> l
     """Execution-id directories in known output slots that no artifact row points to, of
     executions no longer running (a running one may be between publish and commit). Only slots
     the store knows are scanned, so unrelated files under the root are never touched."""
-    records = store.artifacts()
-    recorded = {os.path.normpath(r.artifact.uri) for r in records}
-    slots = {os.path.join(root, r.pipeline, r.component, r.output) for r in records}
+    recorded = {storage.normalize(r.artifact.uri) for r in store.artifacts()}
     garbage = []
-    for slot in sorted(s for s in slots if os.path.isdir(s)):
-        for name in sorted(os.listdir(slot)):
-            published = os.path.join(slot, name)
-            if name.isdigit() and int(name) not in running and os.path.normpath(published) not in recorded:
-                garbage.append(Garbage(published, "unrecorded output", _size(published)))
+    for slot in sorted({storage.dirname(uri) for uri in recorded}):
+        for name in storage.listdir(slot):
+            published = storage.join(slot, name)
+            if name.isdigit() and int(name) not in running and storage.normalize(published) not in recorded:
+                garbage.append(Garbage(published, "unrecorded output", _bytes(published)))
     return garbage
+
+
+def artifact_roots(store: MetadataStore, root: str) -> list[str]:
+    """Where the pipelines of this store keep their artifacts: ``root`` (a local root holds its
+    own store) and the root of every artifact published at ``<root>/<pipeline>/<Component>/
+    <output>/<execution id>``."""
+    roots = {root}
+    for record in store.artifacts():
+        uri = storage.normalize(record.artifact.uri)
+        tail = f"/{record.pipeline}/{record.component}/{record.output}/{record.producer_id}"
+        if uri.endswith(tail):
+            roots.add(uri[:-len(tail)])
+    return sorted(roots)
 
 
 def _staging_dirs(store: MetadataStore, root: str) -> list[str]:
     components = {(e.pipeline, e.component) for e in store.executions()}
-    return [staging for staging in (os.path.join(root, p, c, STAGING) for p, c in sorted(components))
+    return [staging for base in artifact_roots(store, root) if storage.is_local(base)
+            for staging in (os.path.join(base, p, c, STAGING) for p, c in sorted(components))
             if os.path.isdir(staging)]
 
 
@@ -212,7 +230,7 @@ def _staging(store: MetadataStore, root: str, include_partial: bool) -> list[Gar
             resumable = os.path.exists(os.path.join(path, RESUMABLE_MARK))
             if include_partial or not resumable:
                 garbage.append(Garbage(path, "partial resumable attempt" if resumable else "unfinished attempt",
-                                       _size(path)))
+                                       _bytes(path)))
     return garbage
 
 
@@ -227,17 +245,17 @@ def _in_use(staging_dir: str) -> bool:
 def _stale_incoming(store: MetadataStore, root: str, running: set[int]) -> list[Garbage]:
     """``.incoming-<execution id>-*`` in every model directory Export wrote to, unless that
     execution is still running (then it is an export in progress)."""
-    model_roots = {os.path.dirname(r.artifact.properties["pushed_destination"])
+    model_roots = {storage.dirname(r.artifact.properties["pushed_destination"])
                    for r in store.artifacts(type="PushedModel") if r.artifact.properties.get("pushed_destination")}
-    serving = os.path.join(root, SERVING)
-    if os.path.isdir(serving):
-        model_roots |= {os.path.join(serving, name) for name in os.listdir(serving)}
+    for base in artifact_roots(store, root):
+        serving = storage.join(base, SERVING)
+        model_roots |= {storage.join(serving, name) for name in storage.listdir(serving)}
     garbage = []
-    for model_root in sorted(m for m in model_roots if os.path.isdir(m)):
-        for name in sorted(os.listdir(model_root)):
+    for model_root in sorted(model_roots):
+        for name in storage.listdir(model_root):
             if name.startswith(INCOMING_PREFIX) and _incoming_execution(name) not in running:
-                path = os.path.join(model_root, name)
-                garbage.append(Garbage(path, "stale incoming export", _size(path)))
+                path = storage.join(model_root, name)
+                garbage.append(Garbage(path, "stale incoming export", _bytes(path)))
     return garbage
 
 
@@ -253,8 +271,9 @@ def _dead_views(store: MetadataStore, root: str, deleting: list[str]) -> list[Ga
         return os.path.exists(target) and not any(target.startswith(d + os.sep) for d in deleting)
 
     garbage = []
-    for pipeline in sorted({r.pipeline for r in store.runs()}):
-        views = os.path.join(root, pipeline, TENSORBOARD_VIEWS)
+    for base, pipeline in sorted({(base, run.pipeline) for base in artifact_roots(store, root)
+                                  if storage.is_local(base) for run in store.runs()}):
+        views = os.path.join(base, pipeline, TENSORBOARD_VIEWS)
         for name in sorted(os.listdir(views)) if os.path.isdir(views) else []:
             view = os.path.join(views, name)
             links = [os.path.join(view, entry) for entry in os.listdir(view)]  # plus the run's hparams/ trial
@@ -281,7 +300,11 @@ def _remove_unheld_locks(store: MetadataStore, root: str) -> None:
 
 def _move_to_trash(root: str, path: str) -> None:
     """One atomic rename out of sight; a path on another filesystem (an export base elsewhere)
-    is renamed to a hidden sibling instead."""
+    is renamed to a hidden sibling instead. A remote path (no rename) is deleted in place: its
+    artifact is already marked DELETED, so no run takes it meanwhile."""
+    if not storage.is_local(path):
+        storage.delete([path])
+        return
     if not os.path.lexists(path):
         return
     trash = os.path.join(root, TRASH)
@@ -292,31 +315,20 @@ def _move_to_trash(root: str, path: str) -> None:
     except OSError:
         target = os.path.join(os.path.dirname(path), f"{TRASH}-{uuid.uuid4().hex}")
         os.rename(path, target)
-        _remove(target)
+        storage.delete([target])
 
 
 def _empty_trash(root: str) -> None:
     trash = os.path.join(root, TRASH)
     for position, name in enumerate(sorted(os.listdir(trash)) if os.path.isdir(trash) else []):
-        _remove(os.path.join(trash, name))
+        storage.delete([os.path.join(trash, name)])
         if position == 0:
             faults.point("gc:mid-delete")
 
 
-def _size(path: str) -> int:
-    if not os.path.lexists(path):
-        return 0
-    if os.path.isfile(path) or os.path.islink(path):
-        return os.lstat(path).st_size
-    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
+def _bytes(path: str) -> int:
+    return storage.usage(path)[0]
 
 
 def _mtime(path: str) -> float:
-    return os.lstat(path).st_mtime if os.path.lexists(path) else 0.0
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        os.remove(path)
+    return storage.usage(path)[1]

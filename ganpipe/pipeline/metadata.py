@@ -22,7 +22,7 @@ import urllib.parse
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ganpipe.components import fingerprints
+from ganpipe.components import fingerprints, storage
 from ganpipe.components.base import Artifact
 
 STORE_FILE = "metadata.sqlite"
@@ -324,20 +324,21 @@ class MetadataStore:
 
     def artifact_at(self, path: str) -> ArtifactRecord | None:
         """The artifact whose directory is ``path`` or contains it; for a published SavedModel
-        (outside the artifact tree), the PushedModel that recorded it as its destination."""
-        path = probe = os.path.abspath(path)
+        (outside the artifact tree), the PushedModel that recorded it as its destination. A local
+        path or a URI."""
+        path = probe = storage.normalize(path)
         while True:
             row = self._db.execute(_ARTIFACT_QUERY + " WHERE artifacts.uri = ? ORDER BY artifacts.id DESC",
                                    (probe,)).fetchone()
             if row:
                 return _artifact_record(row)
-            parent = os.path.dirname(probe)
+            parent = storage.dirname(probe)
             if parent == probe:
                 break
             probe = parent
         for record in self.artifacts(type="PushedModel"):
             destination = record.artifact.properties.get("pushed_destination")
-            if destination and (path == destination or path.startswith(destination.rstrip(os.sep) + os.sep)):
+            if destination and (path == destination or path.startswith(storage.join(destination, ""))):
                 return record
         return None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -32,13 +31,14 @@ from typing import Any, Callable, Iterable, Sequence
 from ganpipe.components import faults, fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, console, dag, execute
-from ganpipe.pipeline.metadata import COMPLETE, FAILED, MetadataStore
+from ganpipe.pipeline.metadata import ABANDONED, COMPLETE, FAILED, MetadataStore
 
 STAGING = ".staging"
 RESUMABLE_MARK = ".resumable"  # in a resumable component's staging/<key>/: gc keeps it by default
 LOCKS = ".locks"
 GC_LOCK = "gc.lock"  # one `ganpipe gc` at a time; runs do not take it (gc works beside them)
 TENSORBOARD_VIEWS = "tensorboard"  # <root>/<pipeline>/tensorboard/run-<id>/: symlinks to log dirs
+EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard's event file names
 EXECUTION_LOGS = "logs"  # <root>/<pipeline>/<Component>/logs/<execution id>.log: each execution's messages
 
 
@@ -228,20 +228,23 @@ class LocalRunner:
             execution_id = store.start_execution(run_id, component.name, parameters, key,
                                                  cache.code_fingerprint(component), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
-            return self._execute(store, component, inputs, parameters, staging, execution_id, forced, started, view)
+            return self._execute(store, component, inputs, parameters, key, execution_id, forced, started, view)
         finally:
             key_lock.release()
 
     def _execute(self, store: MetadataStore, component: Component, inputs: dict[str, Artifact],
-                 parameters: dict[str, Any], staging: str, execution_id: int, forced: bool,
+                 parameters: dict[str, Any], key: str, execution_id: int, forced: bool,
                  started: float, view: str | None = None) -> StepResult:
         """Runs the executor into staging, publishes, commits; a failure is recorded, not raised."""
         local = storage.is_local(self.root)
         component_dir = storage.join(self.root, self.pipeline, component.name)
+        staging = storage.join(component_dir, STAGING, key)
         if local:
             outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
         else:
             outputs = _remote_outputs(component, component_dir, execution_id)
+            if component.resumable and not forced:
+                self._continue_attempt(store, component, key, component_dir, outputs)
         log = console.component_logger(component.name).info
         context = ExecutionContext(
             pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
@@ -258,7 +261,8 @@ class LocalRunner:
                 publish(outputs, component_dir, execution_id, component.name)
                 link_tensorboard_logs(view, component, outputs)
             else:
-                _fingerprint_remote(outputs)
+                for artifact in outputs.values():
+                    artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
         except BaseException as error:
             store.fail_execution(execution_id, failure_text(error, component.resumable) + "\n"
                                  + traceback.format_exc() + f"log: {log_file}")
@@ -273,6 +277,22 @@ class LocalRunner:
         if local:
             shutil.rmtree(staging, ignore_errors=True)
         return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
+
+
+    def _continue_attempt(self, store: MetadataStore, component: Component, key: str, component_dir: str,
+                          outputs: dict[str, Artifact]) -> None:
+        """On a remote root a resumable component's failed or killed attempt left its files under
+        its own execution id: copies the newest such attempt's into ``outputs``, as a local root
+        keeps them in staging, so the component resumes from them."""
+        attempts = [e for state in (FAILED, ABANDONED) for e in store.executions(state=state)
+                    if (e.pipeline, e.component, e.cache_key) == (self.pipeline, component.name, key)]
+        for attempt in sorted(attempts, key=lambda e: e.id, reverse=True):
+            sources = {name: storage.join(component_dir, name, str(attempt.id)) for name in outputs}
+            if all(storage.directory_exists(source) for source in sources.values()):
+                for name, source in sources.items():
+                    storage.copy_tree(source, outputs[name].uri)
+                self.echo(f"      continuing from the files of execution {attempt.id}")
+                return
 
 
 def failure_text(error: BaseException, resumable: bool = True) -> str:
@@ -376,21 +396,11 @@ def _remote_outputs(component: Component, component_dir: str, execution_id: int)
     """On an object store, where rename is not atomic, outputs are written in place under their
     execution id; the store's record of the execution (after the executor succeeded) is the
     commit point, so an unrecorded directory is an abandoned attempt, never a published one."""
-    return {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
-            for name, artifact_type in component.outputs.items()}
-
-
-def _fingerprint_remote(outputs: dict[str, Artifact]) -> None:
-    """sha256 over each output's relative file paths, sizes and contents, read through the
-    filesystem layer (the same material as ``directory_fingerprint``, for a URI)."""
+    outputs = {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
+               for name, artifact_type in component.outputs.items()}
     for artifact in outputs.values():
-        digest = hashlib.sha256()
-        for path in storage.glob(storage.join(artifact.uri, "**")):
-            data = storage.read_bytes(path)
-            relative = path[len(artifact.uri.rstrip("/")) + 1:].encode()
-            digest.update(b"F" + relative + b"\0" + str(len(data)).encode() + b"\0")
-            digest.update(hashlib.sha256(data).digest())
-        artifact.fingerprint = digest.hexdigest()
+        storage.makedirs(artifact.uri)  # where a filesystem has directories, TF writes into them
+    return outputs
 
 
 def _relocate(value: Any, old: str, new: str) -> Any:
@@ -404,24 +414,29 @@ def _relocate(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[tuple[str, Artifact]]) -> str | None:
-    """Links the TensorBoard logs of a run's ``(component, artifact)`` pairs into one directory,
-    ``<root>/<pipeline>/tensorboard/run-<id>/``, and returns it (None if there are none): each
-    ``<artifact>/logs/<name>/`` becomes ``<name>`` (Model logs/train -> train, Evaluation logs/eval
-    -> eval); a ``logs/`` holding event files itself becomes ``<component>``. TensorBoard 2.21
-    follows symlinked run directories, so one ``--logdir`` shows them all."""
+def tensorboard_runs(artifacts: Iterable[tuple[str, Artifact]]) -> dict[str, str]:
+    """TensorBoard run name -> log directory of a run's ``(component, artifact)`` pairs, on any
+    root: each ``<artifact>/logs/<name>/`` is ``<name>`` (Model logs/train -> train, Evaluation
+    logs/eval -> eval); a ``logs/`` holding event files itself is ``<component>``."""
     found: dict[str, str] = {}
-    if not storage.is_local(root):  # symlinks need a local root
-        return None
     for component, artifact in artifacts:
-        logs = os.path.join(artifact.uri, "logs")
-        entries = sorted(os.listdir(logs)) if os.path.isdir(logs) else []
-        if any(os.path.isfile(os.path.join(logs, name)) for name in entries):
+        logs = storage.join(artifact.uri, "logs")
+        entries = storage.listdir(logs)
+        if any(name.startswith(EVENT_FILE_PREFIX) for name in entries):
             runs = [(component.lower(), logs)]
         else:
-            runs = [(name, os.path.join(logs, name)) for name in entries]
+            runs = [(name, storage.join(logs, name)) for name in entries]
         for name, target in runs:
             found[name if name not in found else f"{component.lower()}-{name}"] = target
+    return found
+
+
+def tensorboard_view(root: str, pipeline: str, run_id: int, artifacts: Iterable[tuple[str, Artifact]]) -> str | None:
+    """Links ``tensorboard_runs(artifacts)`` into one directory, ``<root>/<pipeline>/tensorboard/
+    run-<id>/``, and returns it (None if there are none, or on a remote root: symlinks need a
+    local one). TensorBoard 2.21 follows symlinked run directories, so one ``--logdir`` shows them
+    all."""
+    found = tensorboard_runs(artifacts) if storage.is_local(root) else {}
     if not found:
         return None
     view = tensorboard_view_dir(root, pipeline, run_id)

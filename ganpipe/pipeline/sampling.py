@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Callable
 
 import numpy as np
+
+from ganpipe.components import storage
 
 FORMATS = ("png", "grid", "tfrecord", "csv")
 _IMAGE_FORMATS = ("png", "grid", "tfrecord")
@@ -44,24 +45,22 @@ class SampleModel:
 
 
 def load_sample_model(model_dir: str) -> SampleModel:
+    """The generator in ``model_dir`` (a local path or a URI)."""
     for name in ("generator_ema.keras", "generator.keras"):
-        if os.path.isfile(os.path.join(model_dir, name)):
-            return _keras_model(os.path.join(model_dir, name), _read_info(model_dir, "model.json"))
-    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        if storage.exists(storage.join(model_dir, name)):
+            return _keras_model(storage.join(model_dir, name), _read_info(model_dir, "model.json"))
+    if storage.exists(storage.join(model_dir, "saved_model.pb")):
         # A Train artifact, a SavedModel from this ganpipe (assets.extra/) or from an older one (assets/).
-        info = (_read_info(model_dir, "model.json") or _read_info(model_dir, os.path.join("assets.extra", "model.json"))
-                or _read_info(model_dir, os.path.join("assets", "model.json")))
+        info = (_read_info(model_dir, "model.json") or _read_info(model_dir, "assets.extra", "model.json")
+                or _read_info(model_dir, "assets", "model.json"))
         return _saved_model(model_dir, info)
     raise SampleError(f"{model_dir}: neither generator.keras + model.json (a Train Model artifact) "
                       "nor saved_model.pb (an exported SavedModel)")
 
 
-def _read_info(model_dir: str, name: str) -> dict[str, Any]:
-    path = os.path.join(model_dir, name)
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _read_info(model_dir: str, *name: str) -> dict[str, Any]:
+    path = storage.join(model_dir, *name)
+    return storage.read_json(path) if storage.exists(path) else {}
 
 
 def _keras_model(path: str, info: dict[str, Any]) -> SampleModel:

@@ -1,11 +1,12 @@
 """``ganpipe verify``: recompute the fingerprint of every live artifact and compare it with the
 one recorded at publish time (with the scheme it was recorded with), and check that every served
-version a PushedModel recorded is still there. Opens the store read-only and writes nothing."""
+version a PushedModel recorded is still there. Opens the store read-only and writes nothing.
+Artifacts are read through ``storage``, so an artifact root may be any URI it serves."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
+from ganpipe.components import storage
 from ganpipe.components.fingerprints import artifact_fingerprint
 from ganpipe.pipeline.metadata import LIVE, MetadataStore
 from ganpipe.pipeline.runner import run_is_alive
@@ -25,12 +26,12 @@ def verify(root: str) -> tuple[int, list[Problem]]:
     problems = []
     for record in records:
         artifact = record.artifact
-        if not os.path.isdir(artifact.uri):
+        if not storage.directory_exists(artifact.uri):
             problems.append(Problem(artifact.id, artifact.uri, "missing"))
             continue
         if artifact_fingerprint(artifact.uri, record.scheme) != artifact.fingerprint:
             problems.append(Problem(artifact.id, artifact.uri, "fingerprint mismatch"))
         destination = artifact.properties.get("pushed_destination")
-        if artifact.properties.get("pushed") and destination and not os.path.isdir(destination):
+        if artifact.properties.get("pushed") and destination and not storage.directory_exists(destination):
             problems.append(Problem(artifact.id, destination, "served version missing"))
     return len(records), problems

@@ -16,7 +16,8 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from google.protobuf.message import DecodeError
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import Corrupt, batched, example_pb2, iter_records
+from ganpipe.components.beamio import Corrupt, batched, iter_records
+from ganpipe.components.example_proto import Example
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan, relative_name
 
 COMPRESSIONS = {"auto": CompressionTypes.AUTO, "none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
@@ -68,7 +69,7 @@ def check_compression(path: str, compression: str) -> None:
         raise ComponentError(f"ingest.source: {path} is not GZIP-compressed; set ingest.compression: none")
 
 
-def peek_example(paths: list[str], compression: str) -> example_pb2.Example | None:
+def peek_example(paths: list[str], compression: str) -> Example | None:
     """The first record that parses as a tf.Example (within the first few records)."""
     for path in paths:
         for index, record in enumerate(iter_records(path, _resolved(path, compression))):
@@ -76,13 +77,13 @@ def peek_example(paths: list[str], compression: str) -> example_pb2.Example | No
                 break
             if not isinstance(record, Corrupt):
                 try:
-                    return example_pb2.Example.FromString(record)
+                    return Example.FromString(record)
                 except DecodeError:
                     continue
     return None
 
 
-def feature_kind(example: example_pb2.Example, name: str) -> str | None:
+def feature_kind(example: Example, name: str) -> str | None:
     """``bytes_list``, ``float_list``, ``int64_list`` or None when the feature is absent."""
     if name not in example.features.feature:
         return None
@@ -117,7 +118,7 @@ class _ParseExamples(beam.DoFn):
     def _parse(self, record: RawRecord, serialized: bytes) -> None:
         where = f"record {record.index} of {record.path}"
         try:
-            features = example_pb2.Example.FromString(serialized).features.feature
+            features = Example.FromString(serialized).features.feature
         except DecodeError as e:
             raise Rejected("bad_record", f"{where} is not a tf.train.Example ({e})") from None
         record.label = self._label(features, where)
