@@ -131,9 +131,11 @@ CLASSIFIER = Component(
 )
 
 # -------------------------------------------------------------------------------------- train
-# Generator updates when neither steps nor epochs is set: the default digits run (DCGAN width 32,
-# 32x32x1, batch 64) trains in ~200 s on 2 CPU cores (FCD 117 at 3,000 steps vs 141 at 1,500).
-DEFAULT_STEPS = 3000
+# Generator updates when neither steps nor epochs is set. The default digits run (DCGAN width 32,
+# 32x32x1, batch 64) measured by benchmarks/digits_fcd.py (FCD / real-vs-real on 797 vs 1,000):
+# 3,000 steps 3.98x, 6,000 steps 2.97x, 9,000 steps 2.83x; Train 333 s for 6,000 steps on 2 shared
+# cores (18.7 steps/s at load ~4; 25-29 steps/s quiet), the whole run 6.3 min: inside the 10 minutes.
+DEFAULT_STEPS = 6000
 
 # The options of each family's network builder and GAN class (ganmodels), so train.network is
 # checked and deep-merged with these defaults at config time, without importing TensorFlow.
