@@ -219,7 +219,7 @@ def test_gc_deletes_superseded_artifacts_and_keeps_lineage(env):
     assert cli("gc", "--dry-run", "--root", env.root).stdout.startswith("0 item(s)")
     shutil.rmtree(os.path.join(env.root, "serving", "3"))  # withdrawn from serving
     dry = cli("gc", "--dry-run", "--root", env.root).stdout
-    assert f"superseded Fit.model" in dry and old_model in dry and old_push in dry
+    assert "superseded Fit.model" in dry and old_model in dry and old_push in dry
     assert os.path.join(env.root, "toy", "Make", "numbers", "1") not in dry  # upstream of the newest
     assert f"TensorBoard view of deleted logs {os.path.join(env.root, 'toy', 'tensorboard', 'run-1')}" in dry
     assert "3 item(s)" in dry and "would be freed" in dry

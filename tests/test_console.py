@@ -1,7 +1,6 @@
 """What the console shows: plain progress lines (rate, ETA, every tenth), the live rich display on
 a terminal, component messages through logging into the execution's log file."""
 import io
-import logging
 import re
 
 from ganpipe.components.base import Progress

@@ -21,7 +21,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from ganpipe.components import specs, train
-from ganpipe.components.base import Component, ExecutionContext
+from ganpipe.components.base import Component
 from ganpipe.pipeline import cli, execute
 from ganpipe.pipeline.dag import Node
 from ganpipe.pipeline.metadata import COMPLETE
