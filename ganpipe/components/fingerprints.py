@@ -37,8 +37,8 @@ VOLATILE_DIRECTORIES = ("logs", "checkpoints")
 VOLATILE_KEY_SUFFIX = "_seconds"
 KERAS_VOLATILE_MEMBER = "metadata.json"
 KERAS_CONFIG_MEMBER, KERAS_OBJECT_ID = "config.json", "shared_object_id"
-SMALL_FILE_BYTES = 16 * 2 ** 20
-CHUNK_BYTES = 2 ** 20  # external single files up to this size are hashed, not listed
+SMALL_FILE_BYTES = 16 * 2 ** 20  # external single files up to this size are hashed, not listed
+CHUNK_BYTES = 2 ** 20  # files are hashed in chunks of this size (a weights file needs no copy in memory)
 
 
 def artifact_fingerprint(uri: str, scheme: int = SCHEME) -> str:
