@@ -134,7 +134,7 @@ CLASSIFIER = Component(
 # Generator updates when neither steps nor epochs is set. The default digits run (DCGAN width 32,
 # 32x32x1, batch 64) measured by benchmarks/digits_fcd.py (FCD / real-vs-real on 797 vs 1,000):
 # 3,000 steps 3.98x, 6,000 steps 2.97x, 9,000 steps 2.83x; Train 333 s for 6,000 steps on 2 shared
-# cores (18.7 steps/s at load ~4; 25-29 steps/s quiet), the whole run 6.3 min: inside the 10 minutes.
+# cores (18.7 steps/s at load ~4; 36 steps/s quiet), the whole run 6.3 min at load ~4, 220 s quiet.
 DEFAULT_STEPS = 6000
 
 # The options of each family's network builder and GAN class (ganmodels), so train.network is
