@@ -7,7 +7,10 @@ versions counting up from 1 (the next after the largest present). ``export_base`
 ``pushed.json`` (pushed, reason, destination, version, signatures) and a copy of the model card;
 properties ``pushed``, ``pushed_destination``, ``version``, ``model_name``, ``reason``,
 ``already_served``. Without a blessing (and without ``force``) nothing is written to
-``export_base`` and the artifact records ``pushed: false`` and why.
+``export_base`` and the artifact records ``pushed: false`` and why; so it does for a blessed
+model whose main metric is worse than that of the newest served version blessed and measured
+the same way (``worse_than_served``: Evaluate's ``no_worse_than_last`` rule, checked again where
+the model would be served, whichever orchestrator ran Evaluate).
 
 Transactional and idempotent: everything (SavedModel, model card, ``assets.extra/``) is written
 into a hidden ``.incoming-<execution id>-*`` directory next to the versions, fsynced, and renamed
@@ -85,8 +88,9 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
                  export_base: str = "serving", force: bool = False, use_ema: bool = True,
                  max_generate_samples: int = 1024, lineage: dict | None = None, model_fingerprint: str = "",
                  execution_id: int = 0, log=print) -> dict:
-    """Exports if ``blessing["blessed"]`` or ``force`` (unless already served); writes pushed.json
-    (and the model card) into ``output_dir`` and returns pushed.json's content."""
+    """Exports if ``blessing["blessed"]`` (and no worse than what is served) or ``force``, unless
+    already served; writes pushed.json (and the model card) into ``output_dir`` and returns
+    pushed.json's content."""
     _check_model_name(model_name)
     blessed = bool(blessing and blessing.get("blessed"))
     result = {"pushed": False, "destination": None, "version": None, "model_name": model_name, "signatures": [],
