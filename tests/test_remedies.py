@@ -360,6 +360,7 @@ def test_packing_covers_every_mode_where_the_same_gan_unpacked_collapses():
     assert covered(packed) == 8 and packed.sum() >= 0.6, packed
     assert covered(plain) <= 4, plain
 
+
 def test_remedy_options_reach_the_gan_and_bad_ones_name_themselves():
     gan = ganmodels.build_gan("maxout_mlp", (2,), latent_dim=2, packing=4, r1=0.1, r1_interval=4, minibatch_std=4,
                               g_hidden=(8,), d_hidden=(8, 8))
