@@ -216,21 +216,31 @@ def link_target(uri: str) -> str | None:
     return os.readlink(local_path(uri)) if is_local(uri) and os.path.islink(local_path(uri)) else None
 
 
-def usage(uri: str) -> tuple[int, float]:
-    """(bytes, modification time) of a file or a directory tree; (0, 0.0) when nothing is there.
-    Locally the bytes of its files (links as themselves) and the time of the path itself; on an
-    object store the time of its newest object."""
+def size(uri: str) -> int:
+    """Bytes of a file, or of every file under a directory (local links count as themselves);
+    0 when nothing is there."""
     if is_local(uri):
         path = local_path(uri)
         if not os.path.lexists(path):
-            return 0, 0.0
+            return 0
         if not os.path.isdir(path) or os.path.islink(path):
-            stat = os.lstat(path)
-            return stat.st_size, stat.st_mtime
-        files = [os.lstat(os.path.join(d, name)).st_size for d, _, names in os.walk(path) for name in names]
-        return sum(files), os.lstat(path).st_mtime
-    found = match(join(uri, "**")) or (match(uri) if exists(uri) else [])
-    return sum(m.size_in_bytes for m in found), max((m.last_updated_in_seconds for m in found), default=0.0)
+            return os.lstat(path).st_size
+        return sum(os.lstat(os.path.join(d, name)).st_size for d, _, names in os.walk(path) for name in names)
+    return sum(m.size_in_bytes for m in _objects(uri))
+
+
+def modified(uri: str) -> float:
+    """Modification time: locally of the path itself, on an object store of its newest object;
+    0.0 when nothing is there."""
+    if is_local(uri):
+        path = local_path(uri)
+        return os.lstat(path).st_mtime if os.path.lexists(path) else 0.0
+    return max((m.last_updated_in_seconds for m in _objects(uri)), default=0.0)
+
+
+def _objects(uri: str) -> list:
+    """Metadata of every object under ``uri``, or of the object ``uri`` itself."""
+    return match(join(uri, "**")) or (match(uri) if exists(uri) else [])
 
 
 def copy_tree(source: str, target: str) -> None:

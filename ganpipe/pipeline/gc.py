@@ -126,7 +126,8 @@ def _unneeded_artifacts(store: MetadataStore, policy: Policy, cutoff: float | No
         _keep_with_upstream(store, record.artifact.id, keep)
     keep |= store.artifacts_of_running_runs()
     created = {r.artifact.id: _created(store, r) for r in live}
-    return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", _bytes(r.artifact.uri), r.artifact.id)
+    return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", storage.size(r.artifact.uri),
+                    r.artifact.id)
             for r in live if r.artifact.id not in keep and (cutoff is None or created[r.artifact.id] < cutoff)]
 
 
@@ -169,7 +170,8 @@ def _created(store: MetadataStore, record: ArtifactRecord) -> float:
 
 def _marked_but_present(store: MetadataStore) -> list[Garbage]:
     """DELETED artifacts whose directory a killed gc had not moved yet."""
-    return [Garbage(r.artifact.uri, f"deleted {r.component}.{r.output}", _bytes(r.artifact.uri), r.artifact.id)
+    return [Garbage(r.artifact.uri, f"deleted {r.component}.{r.output}", storage.size(r.artifact.uri),
+                    r.artifact.id)
             for r in store.artifacts(state=DELETED) if storage.directory_exists(r.artifact.uri)]
 
 
@@ -181,7 +183,7 @@ def _files(store: MetadataStore, root: str, policy: Policy, cutoff: float | None
     found = _unrecorded_outputs(store, root, running) + _staging(store, root, policy.include_partial)
     found += _stale_incoming(store, root, running)
     found += _dead_views(store, root, deleting + [g.path for g in found])
-    return [g for g in found if cutoff is None or _mtime(g.path) < cutoff]
+    return [g for g in found if cutoff is None or storage.modified(g.path) < cutoff]
 
 
 def _unrecorded_outputs(store: MetadataStore, root: str, running: set[int]) -> list[Garbage]:
@@ -194,7 +196,7 @@ def _unrecorded_outputs(store: MetadataStore, root: str, running: set[int]) -> l
         for name in storage.listdir(slot):
             published = storage.join(slot, name)
             if name.isdigit() and int(name) not in running and storage.normalize(published) not in recorded:
-                garbage.append(Garbage(published, "unrecorded output", _bytes(published)))
+                garbage.append(Garbage(published, "unrecorded output", storage.size(published)))
     return garbage
 
 
@@ -230,7 +232,7 @@ def _staging(store: MetadataStore, root: str, include_partial: bool) -> list[Gar
             resumable = os.path.exists(os.path.join(path, RESUMABLE_MARK))
             if include_partial or not resumable:
                 garbage.append(Garbage(path, "partial resumable attempt" if resumable else "unfinished attempt",
-                                       _bytes(path)))
+                                       storage.size(path)))
     return garbage
 
 
@@ -255,7 +257,7 @@ def _stale_incoming(store: MetadataStore, root: str, running: set[int]) -> list[
         for name in storage.listdir(model_root):
             if name.startswith(INCOMING_PREFIX) and _incoming_execution(name) not in running:
                 path = storage.join(model_root, name)
-                garbage.append(Garbage(path, "stale incoming export", _bytes(path)))
+                garbage.append(Garbage(path, "stale incoming export", storage.size(path)))
     return garbage
 
 
@@ -324,11 +326,3 @@ def _empty_trash(root: str) -> None:
         storage.delete([os.path.join(trash, name)])
         if position == 0:
             faults.point("gc:mid-delete")
-
-
-def _bytes(path: str) -> int:
-    return storage.usage(path)[0]
-
-
-def _mtime(path: str) -> float:
-    return storage.usage(path)[1]
