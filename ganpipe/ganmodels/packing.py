@@ -40,14 +40,21 @@ def check_packing(packing: int):
         raise ValueError(f"packing={packing!r}: give the number of samples per discriminator decision, 1..64")
 
 
-@keras.saving.register_keras_serializable(package="ganpipe")
-class Pack(keras.layers.Layer):
-    """[N, *shape] -> [ceil(N / m), *shape[:-1], m * shape[-1]]: consecutive samples side by side."""
+class _PackingLayer(keras.layers.Layer):
+    """A layer configured by the pack size m (checked, and saved in its config)."""
 
     def __init__(self, packing: int, **kwargs):
         super().__init__(**kwargs)
         check_packing(packing)
         self.packing = packing
+
+    def get_config(self):
+        return {**super().get_config(), "packing": self.packing}
+
+
+@keras.saving.register_keras_serializable(package="ganpipe")
+class Pack(_PackingLayer):
+    """[N, *shape] -> [ceil(N / m), *shape[:-1], m * shape[-1]]: consecutive samples side by side."""
 
     def call(self, samples):
         m = self.packing
@@ -66,18 +73,10 @@ class Pack(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (None,) + packed_shape(input_shape[1:], self.packing)
 
-    def get_config(self):
-        return {**super().get_config(), "packing": self.packing}
-
 
 @keras.saving.register_keras_serializable(package="ganpipe")
-class SpreadPackLogits(keras.layers.Layer):
+class SpreadPackLogits(_PackingLayer):
     """([P, 1] pack logits, [N, ...] samples) -> [N, 1]: each sample gets its pack's logit."""
-
-    def __init__(self, packing: int, **kwargs):
-        super().__init__(**kwargs)
-        check_packing(packing)
-        self.packing = packing
 
     def call(self, inputs):
         logits, samples = inputs
@@ -85,9 +84,6 @@ class SpreadPackLogits(keras.layers.Layer):
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[1][0],) + tuple(input_shapes[0][1:])
-
-    def get_config(self):
-        return {**super().get_config(), "packing": self.packing}
 
 
 def packed_discriminator(inner: keras.Model, data_shape, packing: int) -> keras.Model:
