@@ -276,10 +276,16 @@ def _wait_for(path, process, timeout=30):
         time.sleep(0.05)
 
 
-def test_sigkill_mid_component_then_rerun_resumes(env):
+def _run_until_fit_holds(env, *args):
+    """``ganpipe run`` of the toy pipeline, returned once Fit has started and waits on its hold file."""
     (env.controls / "Fit.hold").touch()
-    process = _ganpipe(env, "run", env.path, "--root", env.root)
+    process = _ganpipe(env, "run", env.path, "--root", env.root, *args)
     _wait_for(env.controls / "Fit.started", process)
+    return process
+
+
+def test_sigkill_mid_component_then_rerun_resumes(env):
+    process = _run_until_fit_holds(env)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     with MetadataStore(env.root) as store:  # as the killed process left it
@@ -431,9 +437,7 @@ def test_json_of_runs_and_show(env):
 
 
 def test_each_execution_has_a_log_file_and_the_view_exists_from_the_start(env):
-    (env.controls / "Fit.hold").touch()
-    process = _ganpipe(env, "run", env.path, "--root", env.root)
-    _wait_for(env.controls / "Fit.started", process)
+    process = _run_until_fit_holds(env)
     view = os.path.join(env.root, "toy", "tensorboard", "run-1")
     live = os.path.realpath(os.path.join(view, "train"))
     assert live.startswith(os.path.join(env.root, "toy", "Fit", ".staging") + os.sep)
@@ -466,9 +470,7 @@ def test_closed_stdout_never_fails_a_step(env):
 
 
 def test_ctrl_c_exits_130_and_the_run_resumes(env):
-    (env.controls / "Fit.hold").touch()
-    process = _ganpipe(env, "run", env.path, "--root", env.root)
-    _wait_for(env.controls / "Fit.started", process)
+    process = _run_until_fit_holds(env)
     process.send_signal(signal.SIGINT)
     code, out, err = _finish(process)
     assert code == 130 and "Interrupted" in err and "Traceback" not in err
@@ -527,9 +529,7 @@ def test_gc_beside_a_training_run(env):
     cli("run", env.path, "--root", env.root, "--set", "make.n=4")
     cli("run", env.path, "--root", env.root, "--set", "make.n=5")
     shutil.rmtree(os.path.join(env.root, "serving", "3"))  # the first run's version is withdrawn
-    (env.controls / "Fit.hold").touch()
-    process = _ganpipe(env, "run", env.path, "--root", env.root, "--set", "make.n=4", "--set", "fit.scale=7")
-    _wait_for(env.controls / "Fit.started", process)
+    process = _run_until_fit_holds(env, "--set", "make.n=4", "--set", "fit.scale=7")
     make_n4 = os.path.join(env.root, "toy", "Make", "numbers", "1")
     fit_n4 = os.path.join(env.root, "toy", "Fit", "model", "2")
     staging = os.path.join(env.root, "toy", "Fit", ".staging")
@@ -546,9 +546,7 @@ def test_gc_beside_a_training_run(env):
 
 
 def test_gc_keeps_a_killed_trainings_checkpoints_unless_asked(env):
-    (env.controls / "Fit.hold").touch()
-    process = _ganpipe(env, "run", env.path, "--root", env.root)
-    _wait_for(env.controls / "Fit.started", process)
+    process = _run_until_fit_holds(env)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     staging = os.path.join(env.root, "toy", "Fit", ".staging")
