@@ -184,10 +184,10 @@ def worse_than_served(blessing: dict, model_root: str) -> str | None:
     if tolerance is None:  # no_worse_than_last is off
         return None
     for version in sorted(_versions(model_root), reverse=True):
-        baseline = _read_extra(storage.join(model_root, str(version)), "blessing.json")
+        version_dir = storage.join(model_root, str(version))
+        baseline = _read_extra(version_dir, "blessing.json")
         if comparable(baseline, blessing):
-            check = no_worse_check(blessing, tolerance, baseline, f"served version {version}",
-                                   f"{storage.join(model_root, str(version))}")
+            check = no_worse_check(blessing, tolerance, baseline, f"served version {version}", version_dir)
             return None if check["passed"] else check["reason"]
     return None
 
