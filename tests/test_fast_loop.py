@@ -78,6 +78,7 @@ def test_train_aligns_executions_with_its_callbacks_and_resume_point():
     assert train.steps_per_execution({**params, "checkpoint_every": 30}, 0, 3000) == 10
     assert train.steps_per_execution(params, 1010, 3000) == 10  # a resume from step 1010
     assert train.steps_per_execution({**params, "steps_per_execution": 7}, 0, 3000) == 7
+    assert train.steps_per_execution(params, 0, 3000, replicas=2) == 1  # Keras' multi-step loop fails there
 
 
 def test_alternating_epoch_lengths_reuse_their_traced_functions():

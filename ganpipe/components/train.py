@@ -232,11 +232,9 @@ def steps_per_execution(params: dict, done: int, total_steps: int, replicas: int
     checkpoint step, and a resume starts on an execution boundary."""
     if params["steps_per_execution"] is not None:
         return params["steps_per_execution"]
-    if replicas > 1:  # Keras' multi-step loop fails over a distributed iterator (ganmodels/fast_loop.py)
-        return 1
     cadences = [params[name] for name in ("log_every", "sample_every", "checkpoint_every", "eval_every")
                 if params.get(name)]
-    return auto_steps_per_execution(*cadences, done, total_steps - done)
+    return auto_steps_per_execution(*cadences, done, total_steps - done, replicas=replicas)
 
 
 @contextlib.contextmanager

@@ -40,9 +40,12 @@ AUTO = "auto"
 KERAS_BOOKKEEPING = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
 
 
-def auto_steps_per_execution(*cadences: int | None, cap: int = MAX_STEPS_PER_EXECUTION) -> int:
+def auto_steps_per_execution(*cadences: int | None, replicas: int = 1, cap: int = MAX_STEPS_PER_EXECUTION) -> int:
     """The largest k <= cap dividing every cadence (steps between events, epoch length): with
-    executions of k steps every event falls exactly on an execution boundary."""
+    executions of k steps every event falls exactly on an execution boundary. 1 with more than
+    one replica (Keras' multi-step loop fails over a distributed iterator, see above)."""
+    if replicas > 1:
+        return 1
     common = 0
     for cadence in cadences:
         if cadence:
@@ -98,8 +101,8 @@ class ChunkedTraining:
     def fit(self, *args, steps_per_epoch=None, callbacks=None, **kwargs):
         if getattr(self, "auto_steps_per_execution", False):
             callers = [cb for cb in (callbacks or []) if not isinstance(cb, KERAS_BOOKKEEPING)]
-            single = self.distribute_strategy.num_replicas_in_sync > 1 or any(_has_batch_hooks(cb) for cb in callers)
-            chosen = 1 if single else auto_steps_per_execution(steps_per_epoch)
+            chosen = 1 if any(_has_batch_hooks(cb) for cb in callers) else auto_steps_per_execution(
+                steps_per_epoch, replicas=self.distribute_strategy.num_replicas_in_sync)
             self._use_steps_per_execution(chosen)
         return super().fit(*args, steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs)
 
