@@ -17,6 +17,7 @@ setup(
         "apache-beam[tfrecord]>=2.60",  # the extra brings the CRC library TFRecord writing needs
         "google-crc32c>=1.5",  # hardware CRC-32C: every TFRecord record's CRC is checked on read
         "tensorflow-metadata>=1.14",  # schema.pbtxt / statistics.pb (TFMD protos; tfds brings it too)
+        "protobuf>=6.31",  # imported directly: tf.train.Example for TF-free Beam workers (TF brings it too)
         "click>=8.1",
         "pillow>=10",
         "scikit-learn>=1.4",  # ships the offline default data set (8x8 digits)
