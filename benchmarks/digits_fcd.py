@@ -41,10 +41,11 @@ def latest(root: str, pipeline: str, component: str, output: str) -> str:
     return max(paths, key=lambda path: int(os.path.basename(path)))
 
 
-def real_images(examples: str, schema: dict, split: str) -> np.ndarray:
-    batches = make_dataset(examples, schema, split=split, batch_size=256, shuffle=False, drop_remainder=False,
-                           cache=False)
-    return np.concatenate([batch.numpy() for batch in batches])
+def real_images(examples: str, schema: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of ``split``."""
+    batches = list(make_dataset(examples, schema, split=split, batch_size=256, shuffle=False, with_labels=True,
+                                drop_remainder=False, cache=False))
+    return tuple(np.concatenate([batch[part].numpy() for batch in batches]) for part in (0, 1))
 
 
 def measure(root: str, pipeline: str, data_pipeline: str) -> dict:
@@ -55,11 +56,14 @@ def measure(root: str, pipeline: str, data_pipeline: str) -> dict:
     feature_model, _ = classifier.load_feature_model(latest(root, data_pipeline, "Classifier", "classifier"))
     generator, generator_file = evaluate.load_generator(model_dir, use_ema=True)
 
-    train, held = real_images(examples, schema, "train"), real_images(examples, schema, "eval")
+    (train, train_labels), (held, held_labels) = (real_images(examples, schema, split) for split in ("train", "eval"))
     order = np.random.default_rng(SEED).permutation(len(train))
     reference, held_out = train[order[:REFERENCE]], np.concatenate([train[order[REFERENCE:]], held])
     latent = np.random.default_rng(SEED).standard_normal((FAKES, generator.inputs[0].shape[-1])).astype("float32")
-    fakes = evaluate.batched_call(generator, [latent], 256)
+    conditions = []
+    if len(generator.inputs) == 2:  # conditional: the held-out images' labels, so F[:797] and H match class for class
+        conditions = [np.resize(np.concatenate([train_labels[order[REFERENCE:]], held_labels]), FAKES).astype("int32")]
+    fakes = evaluate.batched_call(generator, [latent, *conditions], 256)
 
     extract = lambda x: evaluate.batched_call(feature_model, [x], 256)  # noqa: E731
     ref, held_f, fake_f = extract(reference), extract(held_out), extract(fakes)

@@ -50,6 +50,11 @@ CONFIGS = {
     "r1": {"r1": 0.1},
     "pac4_r1": {"packing": 4, "r1": 0.1},
     "pac4_ema": {"packing": 4, "ema_decay": 0.999},
+    "ema": {"ema_decay": 0.999},
+    "pac2_ema": {"packing": 2, "ema_decay": 0.999},
+    "mbstd_ema": {"minibatch_std": 4, "ema_decay": 0.999},
+    "r1_ema": {"r1": 0.1, "ema_decay": 0.999},
+    "pac4_r1_ema": {"packing": 4, "r1": 0.1, "ema_decay": 0.999},
 }
 # Table 1 of PacGAN (mean over 10 trials, 400 epochs): modes, HQ %.
 PUBLISHED = {
@@ -161,22 +166,27 @@ def table(finals: list[dict], iterations: int) -> str:
 
 
 def table_from_file(path: str) -> str:
-    """The table of each trial's last trajectory point; trials of unequal length are reported apart."""
-    last = {}
+    """The table of each trial's last trajectory point (trials of unequal length are reported
+    apart), then each trial's trajectory: iterations in thousands, modes / HQ %."""
+    trials = {}
     for line in open(path):
         row = json.loads(line)
-        last[(row["mixture"], row["config"], row["seed"])] = row
+        trials.setdefault((row["mixture"], row["config"], row["seed"]), []).append(row)
     by_length = {}
-    for row in last.values():
-        by_length.setdefault(row["iteration"], []).append(row)
-    return "\n\n".join(table(rows, iterations) for iterations, rows in sorted(by_length.items()))
+    for rows in trials.values():
+        by_length.setdefault(rows[-1]["iteration"], []).append(rows[-1])
+    tables = [table(rows, iterations) for iterations, rows in sorted(by_length.items())]
+    lines = [f"- {mixture} {name} seed {seed}: " + ", ".join(
+        f"{row['iteration'] / 1000:g}k {row['modes']:g}/{100 * row['hq']:.0f}" for row in rows)
+        for (mixture, name, seed), rows in sorted(trials.items())]
+    return "\n\n".join(tables + ["\n".join(lines)])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 iterations, 2 seeds, vanilla and pac4")
     parser.add_argument("--mixtures", default="ring8,grid25")
-    parser.add_argument("--configs", default="vanilla,pac4,mbstd,r1")
+    parser.add_argument("--configs", default="vanilla,pac4,ema,pac4_ema")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=400_000, help="the paper: 400 epochs x 1,000")
@@ -188,7 +198,8 @@ def main():
     parser.add_argument("--d-probe", type=int, default=None, metavar="STEPS",
                         help="only train D alone against blurred grid-25 fakes for STEPS steps (see above)")
     parser.add_argument("--table", default=None, metavar="JSONL",
-                        help="only print the table of the trials in this --out file (their last points)")
+                        help="only print the table of the trials in this --out file (their last points) and "
+                        "their trajectories")
     args = parser.parse_args()
     if args.table:
         print(table_from_file(args.table))

@@ -42,7 +42,7 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
     monkeypatch.delenv(config_module.ROOT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     config = load()
-    assert config.name == "digits_dcgan"
+    assert config.name == "digits_cgan"
     assert config.root == os.path.join(str(tmp_path), "ganpipe_runs")
     assert config.beam_args == []
     assert config.parameters == {
@@ -50,6 +50,16 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
         "export": {"model_name": "gan"}}
     monkeypatch.setenv(config_module.ROOT_ENV, str(tmp_path / "elsewhere"))
     assert load().root == str(tmp_path / "elsewhere")
+
+
+def test_the_built_in_run_is_conditional_and_a_config_file_keeps_the_parameter_defaults(tmp_path):
+    built_in = load_config(None, ["train.steps=5"]).parameters["train"]
+    assert built_in["family"] == "cgan" and built_in["steps"] == 5
+    assert load_config(None, ["train.family=dcgan"]).parameters["train"]["family"] == "dcgan"
+    from_file = load_config(write(tmp_path, "train: {steps: 5}\n")).parameters["train"]
+    assert from_file["family"] == "dcgan" and from_file["steps"] == 5
+    # Another DAG (here the toy one, whose train section has no family) does not get the built-in run.
+    assert "family" not in load().parameters["train"]
 
 
 def test_file_and_overrides(tmp_path):
@@ -171,8 +181,8 @@ def test_floats_in_e_notation_and_dotted_overrides():
     assert train["epochs"] == 2.5 and config.parameters["evaluate"]["num_samples"] == 1000
     from ganpipe.components import specs
 
-    dcgan_defaults = {p.name: p.default for p in specs.FAMILY_NETWORKS["dcgan"]}
-    assert dcgan_defaults["width"] == 32 and train["network"] == {**dcgan_defaults, "width": 64}
+    family_defaults = {p.name: p.default for p in specs.FAMILY_NETWORKS[train["family"]]}
+    assert family_defaults["width"] == 32 and train["network"] == {**family_defaults, "width": 64}
 
 
 def test_network_is_deep_merged_with_the_family_defaults(tmp_path):

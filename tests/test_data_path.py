@@ -291,7 +291,7 @@ def test_gc_and_verify_on_a_gs_root(gcs_emulator, tmp_path):
     old, ingested = run(IMAGE_SIZE)
     new, ingested_again = run(IMAGE_SIZE // 2)
     assert ingested_again == ingested and old["examples"] != new["examples"]
-    stray = f"{root}/digits_dcgan/Ingest/examples/999"
+    stray = f"{root}/digits_cgan/Ingest/examples/999"
     storage.write_bytes(f"{stray}/train/data.tfrecord", b"x")
     assert verify(metadata) == (7, [])
     removed = gc.collect_garbage(metadata)

@@ -343,6 +343,16 @@ def test_conditional_family_samples_one_column_per_class(digits, tmp_path):
     assert grid.shape[1] == 4 * (10 * 17 + 1) and grid.shape[0] == 4 * (6 * 17 + 1)
 
 
+def test_conditional_family_on_unlabelled_examples_says_what_to_do(digits):
+    _, schema = digits
+    unlabelled = {key: value for key, value in schema.items() if key != "num_classes"}
+    params = train.COMPONENT.resolve_parameters({**TINY_DCGAN, "family": "cgan"})
+    with pytest.raises(ComponentError, match="train.family=cgan needs examples labelled with 2 or more classes, "
+                                             "these have 0: .* or set train.family=dcgan"):
+        train.build_gan(unlabelled, params)
+    assert train.build_gan(schema, params).num_classes == 10
+
+
 def test_wasserstein_loss_alone_takes_its_defaults(digits):
     _, schema = digits
     build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}, "train"))  # noqa: E731

@@ -68,7 +68,7 @@ def test_every_step_writes_its_outputs_on_the_uri_root(pipeline):
     assert [step.status for step in pipeline["result"].steps] == ["ran"] * 6
     for component, artifacts in outputs.items():
         for name, artifact in artifacts.items():
-            assert artifact.uri.startswith(f"{root}/digits_dcgan/{component}/{name}/"), artifact.uri
+            assert artifact.uri.startswith(f"{root}/digits_cgan/{component}/{name}/"), artifact.uri
     model = outputs["Train"]["model"].uri
     for name in TRAIN_FILES:
         assert tf.io.gfile.exists(f"{model}/{name}"), name
@@ -99,7 +99,7 @@ def test_the_run_summary_names_its_tensorboard_logs_on_the_uri_root(pipeline, ca
 
     from ganpipe.pipeline.cli import _print_summary
 
-    _print_summary(pipeline["result"], pipeline["root"], "digits_dcgan", {})
+    _print_summary(pipeline["result"], pipeline["root"], "digits_cgan", {})
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("TensorBoard:"))
     spec = line.split("--logdir_spec ", 1)[1]
     assert _parse_event_files_spec(spec) == {
@@ -111,7 +111,7 @@ def test_the_run_summary_names_its_tensorboard_logs_on_the_uri_root(pipeline, ca
 def test_the_served_model_loads_from_the_uri_root_and_generates(pipeline):
     pushed = pipeline["outputs"]["Export"]["pushed_model"]
     destination = pushed.properties["pushed_destination"]
-    assert pushed.properties["pushed"] and destination == f"{pipeline['root']}/serving/digits_dcgan/1"
+    assert pushed.properties["pushed"] and destination == f"{pipeline['root']}/serving/digits_cgan/1"
     assert storage.read_json(f"{destination}/assets.extra/export.json")["model_fingerprint"] == \
         pipeline["outputs"]["Train"]["model"].fingerprint
     served = tf.saved_model.load(destination)
@@ -154,7 +154,7 @@ def test_ganpipe_execute_reads_and_writes_uri_artifacts_and_records_beside_them(
     output = f"{pipeline['root']}/execute/pushed_model"
     inputs = {"model": ("Train", "model"), "blessing": ("Evaluate", "blessing"), "schema": ("Preprocess", "schema")}
     arguments = ["execute", "--component", "Export", "--output", f"pushed_model={output}",
-                 "--pipeline-name", "digits_dcgan", "--pipeline-root", pipeline["root"]]
+                 "--pipeline-name", "digits_cgan", "--pipeline-root", pipeline["root"]]
     for name, (component, produced) in inputs.items():
         arguments += ["--input", f"{name}={outputs_uri(pipeline, component, produced)}"]
     result = CliRunner().invoke(cli.main, arguments)
@@ -199,8 +199,8 @@ def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
     newer = {step.component: step.outputs for step in second.steps}
     assert [s.status for s in second.steps] == ["cached"] * 3 + ["ran"] * 3
     assert newer["Export"]["pushed_model"].properties["version"] == 2
-    stray = f"{root}/digits_dcgan/Train/model/999"  # a crash between writing and recording
-    incoming = f"{root}/serving/digits_dcgan/.incoming-999-abcdef"  # a killed export
+    stray = f"{root}/digits_cgan/Train/model/999"  # a crash between writing and recording
+    incoming = f"{root}/serving/digits_cgan/.incoming-999-abcdef"  # a killed export
     unrelated = f"{root}/notes/readme.txt"
     for path in (f"{stray}/generator.keras", f"{incoming}/saved_model.pb", unrelated):
         storage.write_bytes(path, b"x")
@@ -219,7 +219,7 @@ def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
     kept.append(outputs_uri(pipeline, "Evaluate", "blessing"))  # the baseline the second Evaluate compared with
     for uri in kept:
         assert states[uri] == LIVE and storage.directory_exists(uri), uri
-    assert storage.exists(unrelated) and storage.directory_exists(f"{root}/serving/digits_dcgan/2")
+    assert storage.exists(unrelated) and storage.directory_exists(f"{root}/serving/digits_cgan/2")
     assert verify(metadata)[1] == [] and gc.collect_garbage(metadata) == []
     assert stray_entries(pipeline["cwd"]) == []
 
@@ -230,7 +230,7 @@ def test_a_preempted_train_resumes_on_the_uri_root(pipeline):
     its own outputs and trains on from that checkpoint, ending where an uninterrupted run ends."""
     longer = ["train.steps=400", "train.eval_every=100"]
     runner = make_runner(pipeline["root"], pipeline["metadata"], *longer)
-    slot = f"{pipeline['root']}/digits_dcgan/Train/model"
+    slot = f"{pipeline['root']}/digits_cgan/Train/model"
     before = set(storage.listdir(slot))
     stop = threading.Event()
 

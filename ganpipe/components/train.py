@@ -212,6 +212,10 @@ def synchronize_batch_norm(gan, option: bool | None, replicas: int) -> None:
 def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
     """The family's GAN from ``ganmodels.build_gan`` under the requested dtype policy, compiled."""
     network = dict(params["network"])  # checked against the family's options by specs.check_network
+    if params["family"] == "cgan" and schema.get("num_classes", 0) < 2:  # e.g. the built-in run on other data
+        raise ComponentError(f"train.family=cgan needs examples labelled with 2 or more classes, these have "
+                             f"{schema.get('num_classes', 0)}: label them (images: one folder per class) or "
+                             f"set train.family=dcgan")
     keras.utils.set_random_seed(params["seed"])
     with dtype_policy(params["precision"]):
         gan = ganmodels.build_gan(

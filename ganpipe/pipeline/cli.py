@@ -67,7 +67,7 @@ def main() -> None:
               help="Show TensorFlow, absl, Beam and Keras messages and debug lines (quiet by default).")
 @root_option
 def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root) -> None:
-    """Run the pipeline of CONFIG_FILE (default: built-in digits data set with DCGAN).
+    """Run the pipeline of CONFIG_FILE (default: the built-in digits data set with a class-conditional DCGAN).
 
     A component whose parameters, inputs and code are unchanged is a cache hit. Forcing a
     component re-runs it; downstream components then re-run only if its new outputs differ.
