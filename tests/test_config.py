@@ -54,10 +54,10 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
 
 def test_the_built_in_run_is_conditional_and_a_config_file_keeps_the_parameter_defaults(tmp_path):
     built_in = load_config(None, ["train.steps=5"]).parameters["train"]
-    assert built_in["family"] == "cgan" and built_in["steps"] == 5
+    assert (built_in["family"], built_in["batch_size"], built_in["steps"]) == ("cgan", 128, 5)
     assert load_config(None, ["train.family=dcgan"]).parameters["train"]["family"] == "dcgan"
     from_file = load_config(write(tmp_path, "train: {steps: 5}\n")).parameters["train"]
-    assert from_file["family"] == "dcgan" and from_file["steps"] == 5
+    assert (from_file["family"], from_file["batch_size"], from_file["ema_decay"]) == ("dcgan", 64, None)
     # Another DAG (here the toy one, whose train section has no family) does not get the built-in run.
     assert "family" not in load().parameters["train"]
 

@@ -131,11 +131,11 @@ CLASSIFIER = Component(
 )
 
 # -------------------------------------------------------------------------------------- train
-# Generator updates when neither steps nor epochs is set. The default digits run (DCGAN width 32,
-# 32x32x1, batch 64) measured by benchmarks/digits_fcd.py (FCD / real-vs-real on 797 vs 1,000):
-# 3,000 steps 3.98x, 6,000 steps 2.97x, 9,000 steps 2.83x; Train 333 s for 6,000 steps on 2 shared
-# cores (18.7 steps/s at load ~4; 36 steps/s quiet), the whole run 6.3 min at load ~4, 220 s quiet.
-DEFAULT_STEPS = 6000
+# Generator updates when neither steps nor epochs is set: the built-in run's (config.BUILT_IN_RUN:
+# class-conditional DCGAN, EMA generator, batch 128 on digits), 1.23x the real-vs-real FCD by
+# benchmarks/digits_fcd.py (797 vs 1,000 samples; README "Digits"). The unconditional DCGAN at batch
+# 64 measured 3.98x at 3,000 steps, 2.97x at 6,000, 2.83x at 9,000.
+DEFAULT_STEPS = 4000
 
 # The options of each family's network builder and GAN class (ganmodels), so train.network is
 # checked and deep-merged with these defaults at config time, without importing TensorFlow.

@@ -178,9 +178,9 @@ def _main_output(outputs) -> str:
 @main.command("config")
 @click.argument("section", required=False)
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="Resolve this config file (default: the built-in defaults).")
+              help="Resolve this config file (default: the built-in run's config).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="As for run (repeatable).")
-@click.option("--defaults", is_flag=True, help="Print the defaults, ignoring --config and --set.")
+@click.option("--defaults", is_flag=True, help="Print the built-in run's config, ignoring --config and --set.")
 def config_command(section, config_file, overrides, defaults) -> None:
     """Print the resolved config (or one SECTION) as YAML, each parameter's help as a comment.
 

@@ -25,7 +25,7 @@ PIPELINE_DEFAULTS = {"name": "digits_cgan", "root": None, "metadata": None, "dag
 # and the configuration measured best on it (README, "Digits": FCD against a real-vs-real baseline
 # on 1,000 samples). Only this run is conditional: parameter defaults stay unconditional, so a
 # config file for unlabelled data does not need labels.
-BUILT_IN_RUN = {"train": {"family": "cgan"}}
+BUILT_IN_RUN = {"train": {"family": "cgan", "ema_decay": 0.999, "batch_size": 128}}
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
