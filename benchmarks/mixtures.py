@@ -51,6 +51,8 @@ CONFIGS = {
     "pac4_r1": {"packing": 4, "r1": 0.1},
     "pac4_ema": {"packing": 4, "ema_decay": 0.999},
     "ema": {"ema_decay": 0.999},
+    "ema9999": {"ema_decay": 0.9999},
+    "pac4_ema9999": {"packing": 4, "ema_decay": 0.9999},
     "pac2_ema": {"packing": 2, "ema_decay": 0.999},
     "mbstd_ema": {"minibatch_std": 4, "ema_decay": 0.999},
     "r1_ema": {"r1": 0.1, "ema_decay": 0.999},
