@@ -133,9 +133,10 @@ CLASSIFIER = Component(
 # -------------------------------------------------------------------------------------- train
 # Generator updates when neither steps nor epochs is set: the built-in run's (config.BUILT_IN_RUN:
 # class-conditional DCGAN, EMA generator, batch 128 on digits): by benchmarks/digits_fcd.py (797 vs
-# 1,000 samples; README "Digits") 1.18x the real-vs-real FCD at 5,000 steps, 1.23x at 4,000. The
-# unconditional DCGAN at batch 64 measured 3.98x at 3,000 steps, 2.97x at 6,000, 2.83x at 9,000.
-DEFAULT_STEPS = 5000
+# 1,000 samples; README "Digits") 1.23x the real-vs-real FCD at 4,000 steps. 5,000 steps gave 1.18x
+# but the whole run took 10.8 min on 2 quiet cores, over the 10-minute budget. The unconditional
+# DCGAN at batch 64 measured 3.98x at 3,000 steps, 2.97x at 6,000, 2.83x at 9,000.
+DEFAULT_STEPS = 4000
 
 # The options of each family's network builder and GAN class (ganmodels), so train.network is
 # checked and deep-merged with these defaults at config time, without importing TensorFlow.
