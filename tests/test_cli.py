@@ -244,7 +244,15 @@ def _ganpipe(env, *args, **kwargs):
     """The real console script when installed, else the same entry point through python -m."""
     command = [shutil.which("ganpipe")] if shutil.which("ganpipe") else [sys.executable, "-m", "ganpipe.pipeline.cli"]
     return subprocess.Popen(command + list(args), env=env.subprocess_env, cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_like_a_foreground_job,
+                            **kwargs)
+
+
+def _like_a_foreground_job():
+    # Tests run in the background by a non-interactive shell (`pytest &`, some CI runners) inherit
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt; a terminal's Ctrl-C reaches a
+    # foreground process whose SIGINT is at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(process, timeout=60):
