@@ -58,8 +58,10 @@ def test_the_built_in_run_is_conditional_and_a_config_file_keeps_the_parameter_d
     assert load_config(None, ["train.family=dcgan"]).parameters["train"]["family"] == "dcgan"
     from_file = load_config(write(tmp_path, "train: {steps: 5}\n")).parameters["train"]
     assert (from_file["family"], from_file["batch_size"], from_file["ema_decay"]) == ("dcgan", 64, None)
-    # Another DAG (here the toy one, whose train section has no family) does not get the built-in run.
+    # Another DAG (here the toy one, whose train section has no family) does not get the built-in run,
+    # whether given to load_config or named by pipeline.dag.
     assert "family" not in load().parameters["train"]
+    assert "family" not in load_config(None, ["pipeline.dag=test_config:NODES"]).parameters["train"]
 
 
 def test_file_and_overrides(tmp_path):

@@ -350,6 +350,8 @@ def test_conditional_family_on_unlabelled_examples_says_what_to_do(digits):
     with pytest.raises(ComponentError, match="train.family=cgan needs examples labelled with 2 or more classes, "
                                              "these have 0: .* or set train.family=dcgan"):
         train.build_gan(unlabelled, params)
+    with pytest.raises(ComponentError, match="these have 1: "):  # one class is no condition either
+        train.build_gan({**schema, "num_classes": 1}, params)
     assert train.build_gan(schema, params).num_classes == 10
 
 
