@@ -15,11 +15,11 @@ Protocol (PacGAN, Lin et al. 2018, sec. 4.1 and Table 1; data and metric as VEEG
 
     python benchmarks/mixtures.py --quick                       # a few minutes on 2 cores
     python benchmarks/mixtures.py --iterations 400000 --seeds 10  # the paper's schedule
-    python benchmarks/mixtures.py --configs vanilla,pac4 --iterations 20000 --seeds 3 --out runs.jsonl
+    python benchmarks/mixtures.py --configs pac2_ema --iterations 120000 --seeds 3 --out runs.jsonl
 
 Each trial's trajectory (modes, HQ every ``--eval-every`` iterations) goes to ``--out`` as JSON lines.
 
-``--d-probe`` trains only the discriminator, packed with m = 1, 2, 4, to tell grid-25 samples from
+``--d-probe`` trains only the discriminator, packed with m = 1, 2, 4 (``--probe-packings``), to tell grid-25 samples from
 fixed diffuse fakes (each grid mode blurred to std 0.3, which is what G makes early on), with the
 same networks, optimiser and batch of D decisions, and prints its held-out accuracy as it learns:
 how fast a packed D of the paper's width can see that fakes are off the modes at all.
@@ -193,9 +193,9 @@ def table_from_file(path: str) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 iterations, 2 seeds, vanilla and pac4")
+    parser.add_argument("--quick", action="store_true", help="2,000 iterations, 2 seeds, vanilla and pac2")
     parser.add_argument("--mixtures", default="ring8,grid25")
-    parser.add_argument("--configs", default="vanilla,pac4,ema,pac4_ema")
+    parser.add_argument("--configs", default="vanilla,ema,pac2_ema,pac4_ema")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=400_000, help="the paper: 400 epochs x 1,000")
@@ -220,7 +220,7 @@ def main():
         discriminator_probe(args.d_probe, [int(m) for m in args.probe_packings.split(",")], args.beta1)
         return
     if args.quick:
-        args.configs, args.seeds, args.iterations = "vanilla,pac4", 2, 2_000
+        args.configs, args.seeds, args.iterations = "vanilla,pac2", 2, 2_000
     eval_every = args.eval_every or max(args.iterations // 10, 1)
     if args.iterations % eval_every or eval_every % args.steps_per_execution:
         parser.error("--iterations must be a multiple of --eval-every, and that of --steps-per-execution")
