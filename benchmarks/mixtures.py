@@ -19,10 +19,11 @@ Protocol (PacGAN, Lin et al. 2018, sec. 4.1 and Table 1; data and metric as VEEG
 
 Each trial's trajectory (modes, HQ every ``--eval-every`` iterations) goes to ``--out`` as JSON lines.
 
-``--d-probe`` trains only the discriminator, packed with m = 1, 2, 4 (``--probe-packings``), to tell grid-25 samples from
-fixed diffuse fakes (each grid mode blurred to std 0.3, which is what G makes early on), with the
-same networks, optimiser and batch of D decisions, and prints its held-out accuracy as it learns:
-how fast a packed D of the paper's width can see that fakes are off the modes at all.
+``--d-probe`` trains only the discriminator, packed with m = 1, 2, 4 (``--probe-packings``), to
+tell grid-25 samples from fixed diffuse fakes (each grid mode blurred to std 0.3, which is what G
+makes early on), with the same networks, optimiser and batch of D decisions, and prints its
+held-out accuracy as it learns: how fast a packed D of the paper's width can see that fakes are
+off the modes at all.
 """
 from __future__ import annotations
 
