@@ -54,7 +54,8 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
 
 def test_the_built_in_run_is_conditional_and_a_config_file_keeps_the_parameter_defaults(tmp_path):
     built_in = load_config(None, ["train.steps=5"]).parameters["train"]
-    assert (built_in["family"], built_in["batch_size"], built_in["steps"]) == ("cgan", 128, 5)
+    assert (built_in["family"], built_in["batch_size"], built_in["ema_decay"], built_in["steps"]) == (
+        "cgan", 128, 0.999, 5)
     assert load_config(None, ["train.family=dcgan"]).parameters["train"]["family"] == "dcgan"
     from_file = load_config(write(tmp_path, "train: {steps: 5}\n")).parameters["train"]
     assert (from_file["family"], from_file["batch_size"], from_file["ema_decay"]) == ("dcgan", 64, None)
