@@ -192,6 +192,11 @@ def table_from_file(path: str) -> str:
     return "\n\n".join(tables + ["\n".join(lines)])
 
 
+def pack_sizes(text: str) -> list[int]:
+    """``--probe-packings``: "1,2,4" -> [1, 2, 4]; argparse reports anything else as invalid."""
+    return [int(m) for m in text.split(",")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 iterations, 2 seeds, vanilla and pac2")
@@ -210,7 +215,8 @@ def main():
     parser.add_argument("--table", default=None, metavar="JSONL",
                         help="only print the table of the trials in this --out file (their last points) and "
                         "their trajectories")
-    parser.add_argument("--probe-packings", default="1,2,4", help="the pack sizes --d-probe trains")
+    parser.add_argument("--probe-packings", type=pack_sizes, default="1,2,4", help="the pack sizes --d-probe "
+                        "trains, comma-separated")
     parser.add_argument("--beta1", type=float, default=PAPER_BETA_1, help="Adam's beta_1 for both networks "
                         "(and the probe's D); see PAPER_BETA_1")
     args = parser.parse_args()
@@ -218,7 +224,7 @@ def main():
         print(table_from_file(args.table))
         return
     if args.d_probe:
-        discriminator_probe(args.d_probe, [int(m) for m in args.probe_packings.split(",")], args.beta1)
+        discriminator_probe(args.d_probe, args.probe_packings, args.beta1)
         return
     if args.quick:
         args.configs, args.seeds, args.iterations = "vanilla,pac2", 2, 2_000
