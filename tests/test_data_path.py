@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from ganpipe.components import beamio, ingest, preprocess, reader, storage, tfmd
+from ganpipe.components import ingest, preprocess, reader
+from ganpipe.infra import beamio, storage, tfmd
 from ganpipe.components.base import ComponentError
 from ganpipe.pipeline.config import ConfigError, load_config
 

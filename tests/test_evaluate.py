@@ -77,7 +77,7 @@ def feature_space(digits, tmp_path_factory):
 def test_same_classifier_gives_the_same_fingerprint_whatever_ran_before(feature_space, digits, tmp_path):
     """As for Train: equal weights must give an equal fingerprint, or Train and Evaluate re-run
     after a Classifier step that ran in a process where other layers were built first."""
-    from ganpipe.components import fingerprints
+    from ganpipe.infra import fingerprints
 
     keras.layers.Flatten(), keras.layers.Conv2D(2, 3), keras.layers.Dense(2)  # e.g. an earlier step
     root, _ = digits

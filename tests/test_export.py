@@ -363,7 +363,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
 def test_on_an_object_store_saved_model_pb_arrives_last(monkeypatch):
     """Without an atomic rename a version appears object by object: saved_model.pb, by which TF
     Serving recognises a SavedModel, is moved after everything else."""
-    from ganpipe.components import storage
+    from ganpipe.infra import storage
 
     source, target = "ram://export-order/.incoming-1", "ram://export-order/model/1"
     names = ["saved_model.pb", "fingerprint.pb", "variables/variables.index", "assets.extra/README.md"]

@@ -1,5 +1,5 @@
 """Fault injection: the real pipeline (Beam Ingest and Preprocess, Keras Classifier and Train,
-Evaluate, Export) and gc, SIGKILLed at named points (``ganpipe/components/faults.py``) in every
+Evaluate, Export) and gc, SIGKILLed at named points (``ganpipe/infra/faults.py``) in every
 component, in publish, in Export's push and in gc, and re-run after each kill.
 
 A tiny configuration (150 8x8 images, a 16-unit MLP GAN, 20 steps) runs the sequence

@@ -10,9 +10,10 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ganpipe.components import ingest, beamio
+from ganpipe.components import ingest
+from ganpipe.infra import beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.example_proto import Example
+from ganpipe.infra.example_proto import Example
 
 QUIET = dict(log=lambda line: None)
 

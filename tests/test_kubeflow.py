@@ -25,7 +25,7 @@ from kfp.local import placeholder_utils  # noqa: E402
 
 from ganpipe.pipeline import execute  # noqa: E402
 from ganpipe.pipeline.config import load_config  # noqa: E402
-from ganpipe.components.fingerprints import artifact_fingerprint  # noqa: E402
+from ganpipe.infra.fingerprints import artifact_fingerprint  # noqa: E402
 from test_train import checkpoint_values  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from ganpipe.components import ingest, preprocess, beamio
+from ganpipe.components import ingest, preprocess
+from ganpipe.infra import beamio
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
-from ganpipe.components.example_proto import Example
+from ganpipe.infra.example_proto import Example
 
 QUIET = dict(log=lambda line: None)
 GOOD_IMAGES = 30

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ganpipe.components import ingest, preprocess, reader, beamio
-from ganpipe.components.example_proto import Example
+from ganpipe.components import ingest, preprocess, reader
+from ganpipe.infra import beamio
+from ganpipe.infra.example_proto import Example
 
 QUIET = dict(log=lambda line: None)
 

@@ -9,7 +9,7 @@ from ganpipe.components.base import Artifact, Component, Parameter
 from ganpipe.pipeline import dag
 from ganpipe.pipeline.dag import Node, PipelineError
 from ganpipe.pipeline.metadata import CACHED, COMPLETE, FAILED, MetadataStore
-from ganpipe.components.fingerprints import artifact_fingerprint
+from ganpipe.infra.fingerprints import artifact_fingerprint
 from ganpipe.pipeline.runner import LocalRunner, tensorboard_view
 
 PIPELINE = "toy"

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ganpipe.components import evaluate, fingerprints, specs
+from ganpipe.components import evaluate, specs
+from ganpipe.infra import fingerprints
 from ganpipe.components.base import Component, Parameter
 from ganpipe.pipeline import cache, gc
 from ganpipe.pipeline.cli import main

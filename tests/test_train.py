@@ -113,7 +113,7 @@ def trained(digits, tmp_path_factory):
 def test_same_training_gives_the_same_fingerprint_whatever_ran_before(trained, digits, tmp_path):
     """Identical weights must give an identical semantic fingerprint, so that what follows Train
     stays a cache hit: layer names may not depend on the layers this process built before."""
-    from ganpipe.components import fingerprints
+    from ganpipe.infra import fingerprints
 
     keras.layers.Flatten(), keras.layers.Conv2D(2, 3), keras.layers.Dense(2)  # e.g. a Classifier step ran
     model, _ = trained

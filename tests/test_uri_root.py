@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ganpipe.components import fingerprints, storage
+from ganpipe.infra import fingerprints, storage
 from ganpipe.pipeline import console, gc
 from ganpipe.pipeline.config import load_config
 from ganpipe.pipeline.metadata import DELETED, LIVE, MetadataStore

@@ -17,17 +17,14 @@ from typing import Any, Callable
 
 # YAML 1.1 (PyYAML) reads 2e-4 and 1e3 as strings: its float rule wants a dot and a signed exponent.
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-from ganpipe.components import storage
+from ganpipe.infra import storage
+from ganpipe.infra.errors import ComponentError  # noqa: F401  components raise it from here too
 
 
 def absolute_path(path: str | None) -> str | None:
     """A local path made absolute against the working directory at config time; URIs as given,
     so a cache key names the same files whatever the working directory of a later run."""
     return path if not path or not storage.is_local(path) else os.path.abspath(os.path.expanduser(path))
-
-
-class ComponentError(RuntimeError):
-    """A component failed for a reason the user can act on (bad input, diverged training...)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,8 @@ import os
 import keras
 from keras import layers
 
-from ganpipe.components import specs, storage
+from ganpipe.components import specs
+from ganpipe.infra import storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.reader import make_dataset
 

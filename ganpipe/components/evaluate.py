@@ -50,7 +50,8 @@ import tensorflow as tf
 
 from ganpipe.components import classifier as feature_models
 from ganpipe.components import monitoring
-from ganpipe.components import specs, storage
+from ganpipe.components import specs
+from ganpipe.infra import storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress, absolute_path
 from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.components.reader import make_dataset

@@ -50,9 +50,10 @@ import keras
 import tensorflow as tf
 
 import ganpipe
-from ganpipe.components import faults, specs, storage
+from ganpipe.components import specs
+from ganpipe.infra import faults, storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, absolute_path
-from ganpipe.components.fingerprints import artifact_fingerprint
+from ganpipe.infra.fingerprints import artifact_fingerprint
 from ganpipe.components.evaluate import comparable, load_generator, no_worse_check, read_model_info
 
 GENERATE_SEED_WORD = 0x6A11  # second word of generate's stateless seed

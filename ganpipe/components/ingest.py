@@ -22,7 +22,8 @@ import collections
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from ganpipe.components import beamio, sources, storage
+from ganpipe.components import sources
+from ganpipe.infra import beamio, storage
 from ganpipe.components.sources import labels
 from ganpipe.components.sources.common import RawRecord, Rejected, SourcePlan
 from ganpipe.components.sources.splits import DuplicateGroups, Splitter

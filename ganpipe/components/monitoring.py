@@ -29,7 +29,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
-from ganpipe.components import faults, storage
+from ganpipe.infra import faults, storage
 from ganpipe.ganmodels import inner_optimizer
 from ganpipe.ganmodels.srgan import bicubic_upscale
 

@@ -33,11 +33,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.text.summary_v2 import text_pb
 
-from ganpipe.components import beamio, ingest, storage, tfmd
+from ganpipe.components import ingest
+from ganpipe.infra import beamio, storage, tfmd
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.sources.common import Rejected
-from ganpipe.components.example_proto import Example
+from ganpipe.infra.example_proto import Example
 
 SPLITS = ingest.SPLITS
 REJECTED_FILE = "rejected.jsonl"

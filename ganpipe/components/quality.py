@@ -17,7 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ganpipe.components import monitoring, storage
+from ganpipe.components import monitoring
+from ganpipe.infra import storage
 from ganpipe.components.classifier import FEATURE_LAYER, load_feature_model
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels import metrics

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from ganpipe.components import storage
+from ganpipe.infra import storage
 
 SCHEMA_FILE = "schema.json"
 CACHE_LIMIT_BYTES = 2 * 2**30  # cache decoded records in memory up to this size

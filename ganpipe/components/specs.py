@@ -4,7 +4,8 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
-from ganpipe.components import fingerprints, sources
+from ganpipe.components import sources
+from ganpipe.infra import fingerprints
 from ganpipe.components.base import Component, ComponentError, Parameter, absolute_path, check_keys, did_you_mean
 
 FILE_SOURCE_KINDS = tuple(name for name, kind in sources.KINDS.items() if kind.takes_path)

@@ -32,7 +32,8 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption, quality, storage
+from ganpipe.components import monitoring, preemption, quality
+from ganpipe.infra import storage
 from ganpipe.ganmodels.fast_loop import AUTO, auto_steps_per_execution
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.components import specs

@@ -15,7 +15,7 @@ import sys
 import click
 
 from ganpipe import __version__
-from ganpipe.components import storage
+from ganpipe.infra import storage
 from ganpipe.pipeline import cluster_commands, console, dag
 from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
 from ganpipe.pipeline.console import echo

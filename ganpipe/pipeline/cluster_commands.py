@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ganpipe.components import storage
+from ganpipe.infra import storage
 from ganpipe.components.base import absolute_path
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from ganpipe.components import storage
+from ganpipe.infra import storage
 from ganpipe.components.base import check_keys, did_you_mean
 from ganpipe.pipeline import dag
 

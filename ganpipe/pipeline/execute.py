@@ -28,7 +28,7 @@ import traceback
 from typing import Any, Callable
 
 from ganpipe import __version__
-from ganpipe.components import storage
+from ganpipe.infra import storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import dag
 

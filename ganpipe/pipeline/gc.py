@@ -35,7 +35,7 @@ import re
 import time
 import uuid
 
-from ganpipe.components import faults, storage
+from ganpipe.infra import faults, storage
 from ganpipe.pipeline.metadata import DELETED, LIVE, RUNNING, ArtifactRecord, MetadataStore
 from ganpipe.pipeline.runner import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TENSORBOARD_VIEWS, FileLock,
                                      run_is_alive)

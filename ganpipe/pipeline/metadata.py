@@ -22,7 +22,7 @@ import urllib.parse
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ganpipe.components import fingerprints, storage
+from ganpipe.infra import fingerprints, storage
 from ganpipe.components.base import Artifact
 
 STORE_FILE = "metadata.sqlite"

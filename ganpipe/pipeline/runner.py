@@ -28,7 +28,7 @@ import traceback
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
-from ganpipe.components import faults, fingerprints, storage
+from ganpipe.infra import faults, fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, console, dag, execute
 from ganpipe.pipeline.metadata import ABANDONED, COMPLETE, FAILED, MetadataStore

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ganpipe.components import storage
+from ganpipe.infra import storage
 
 FORMATS = ("png", "grid", "tfrecord", "csv")
 _IMAGE_FORMATS = ("png", "grid", "tfrecord")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ganpipe.components import storage
-from ganpipe.components.fingerprints import artifact_fingerprint
+from ganpipe.infra import storage
+from ganpipe.infra.fingerprints import artifact_fingerprint
 from ganpipe.pipeline.metadata import LIVE, MetadataStore
 from ganpipe.pipeline.runner import run_is_alive
 

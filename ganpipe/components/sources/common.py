@@ -15,7 +15,7 @@ import unicodedata
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from ganpipe.components.beamio import METRICS_NAMESPACE
+from ganpipe.infra.beamio import METRICS_NAMESPACE
 
 
 # Why a record is rejected: the ``reason`` class of each line in the rejected listing (the

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import batched
+from ganpipe.infra.beamio import batched
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan
 
 RANGE_BYTES = 16 << 20

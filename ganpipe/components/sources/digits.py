@@ -4,7 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
-from ganpipe.components.beamio import chunks
+from ganpipe.infra.beamio import chunks
 from ganpipe.components.sources.common import CountRead, RawRecord, SourcePlan
 
 COUNT = 1797

@@ -13,7 +13,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import BATCH_SIZE
+from ganpipe.infra.beamio import BATCH_SIZE
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan, relative_name
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import chunks
+from ganpipe.infra.beamio import chunks
 from ganpipe.components.sources.common import CountRead, RawRecord, SourcePlan
 
 _HEADER_READERS = {

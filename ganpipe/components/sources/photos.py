@@ -11,7 +11,7 @@ import apache_beam as beam
 import numpy as np
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import chunks
+from ganpipe.infra.beamio import chunks
 from ganpipe.components.sources.common import CountRead, RawRecord, SourcePlan
 
 

@@ -5,7 +5,7 @@ import apache_beam as beam
 import numpy as np
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import BATCH_SIZE
+from ganpipe.infra.beamio import BATCH_SIZE
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan
 
 

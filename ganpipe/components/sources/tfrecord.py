@@ -16,8 +16,8 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from google.protobuf.message import DecodeError
 
 from ganpipe.components.base import ComponentError
-from ganpipe.components.beamio import Corrupt, batched, iter_records
-from ganpipe.components.example_proto import Example
+from ganpipe.infra.beamio import Corrupt, batched, iter_records
+from ganpipe.infra.example_proto import Example
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan, relative_name
 
 COMPRESSIONS = {"auto": CompressionTypes.AUTO, "none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}

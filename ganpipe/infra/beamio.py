@@ -30,10 +30,10 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.options.value_provider import StaticValueProvider
 
-from ganpipe.components import storage
-from ganpipe.components.example_proto import Example  # not TensorFlow's: workers never import TF
-from ganpipe.components import tf_filesystem  # noqa: F401  registers ram:// with Beam's FileSystems
-from ganpipe.components.base import ComponentError
+from ganpipe.infra import storage
+from ganpipe.infra.example_proto import Example  # not TensorFlow's: workers never import TF
+from ganpipe.infra import tf_filesystem  # noqa: F401  registers ram:// with Beam's FileSystems
+from ganpipe.infra.errors import ComponentError
 
 BATCH_SIZE = 256
 METRICS_NAMESPACE = "ganpipe"  # Beam counters: for monitoring only, never for checks

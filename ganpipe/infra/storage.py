@@ -89,7 +89,7 @@ def _filesystems():
     """Beam's ``FileSystems``, with TensorFlow's own schemes registered (``tf_filesystem``)."""
     from apache_beam.io.filesystems import FileSystems
 
-    from ganpipe.components import tf_filesystem  # noqa: F401  defining its class registers ram://
+    from ganpipe.infra import tf_filesystem  # noqa: F401  defining its class registers ram://
 
     return FileSystems
 

@@ -29,7 +29,7 @@ import os
 import zipfile
 from typing import Any
 
-from ganpipe.components import storage
+from ganpipe.infra import storage
 
 WHOLE_TREE, SEMANTIC = 1, 2
 SCHEME = SEMANTIC  # what new artifacts are fingerprinted with
