@@ -1,4 +1,4 @@
-"""Mutation testing of the GAN core: one-line mutants of gan.py and losses.py against the fast tests.
+"""Mutation testing: one-line mutants of a suite of modules (the GAN core by default) against their fast tests.
 
 Not part of CI. mutmut/cosmic-ray run every mutant in a fresh process (TensorFlow's ~10 s import
 each time, more on a loaded machine); this script imports TensorFlow once (running no op), copies
@@ -12,7 +12,7 @@ fixture (the trained LAPGAN, SRGAN, cGAN) stay together at the end so it is buil
 
 Results go to a JSON-lines file, one record per mutant, so the run can be done in chunks:
 
-    python tools/mutate.py --list                      # every mutant with its id
+    python tools/mutate.py --suite cache --list        # every mutant of a suite (SUITES) with its id
     nice -n 10 python tools/mutate.py --ids 1-40       # a chunk; re-running skips killed mutants
     python tools/mutate.py --summary                   # counts over the results file so far
 
@@ -37,11 +37,23 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ("ganpipe/ganmodels/gan.py", "ganpipe/ganmodels/losses.py")
-# Every fast test file that builds or trains a GAN or calls the losses (grep ganmodels in tests/);
-# test_train, test_evaluate and test_export use the GAN only through the pipeline components.
-FAST_TESTS = ("tests/test_gan.py tests/test_losses.py tests/test_families.py tests/test_remedies.py "
-              "tests/test_fast_loop.py -m 'not slow'")
+# One suite per module group: the files mutated and the fast tests that must kill their mutants.
+# Each suite's results go to mutants-<suite>.jsonl. The core suite: every fast test file that builds
+# or trains a GAN or calls the losses (test_train, test_evaluate and test_export use the GAN only
+# through the pipeline components).
+SUITES = {
+    "core": (("ganpipe/ganmodels/gan.py", "ganpipe/ganmodels/losses.py"),
+             "tests/test_gan.py tests/test_losses.py tests/test_families.py tests/test_remedies.py "
+             "tests/test_fast_loop.py -m 'not slow'"),
+    "fast_loop": (("ganpipe/ganmodels/fast_loop.py",), "tests/test_fast_loop.py -m 'not slow'"),
+    "reader": (("ganpipe/components/reader.py",), "tests/test_reader.py -m 'not slow'"),
+    "quality": (("ganpipe/components/quality.py",), "tests/test_quality.py -m 'not slow'"),
+    "evaluate": (("ganpipe/components/evaluate.py",), "tests/test_evaluate.py -m 'not slow'"),
+    "cache": (("ganpipe/pipeline/cache.py",), "tests/test_state.py -m 'not slow'"),
+    "fingerprints": (("ganpipe/infra/fingerprints.py",), "tests/test_state.py -m 'not slow'"),
+    "storage": (("ganpipe/infra/storage.py",), "tests/test_uri_root.py -m 'not slow'"),
+    "metadata": (("ganpipe/pipeline/metadata.py",), "tests/test_state.py -m 'not slow'"),
+}
 SWAPS = [
     (r" \+ ", " - "), (r" - ", " + "), (r" \* ", " / "), (r" / ", " * "), (r" // ", " * "),
     (r" >= ", " > "), (r" <= ", " < "), (r" > ", " >= "), (r" < ", " <= "), (r" == ", " != "), (r" != ", " == "),
@@ -50,7 +62,9 @@ SWAPS = [
     (r"ops\.maximum", "ops.minimum"), (r"ops\.mean\(", "ops.sum("), (r"\(-", "("), (r"\[:n\]", "[n:]"),
     (r"\[n:\]", "[:n]"), (r"\bk == ", "k != "), (r"\+= ", "-= "),
 ]
-CALL_STATEMENT = re.compile(r"^(\s*)(self\.|_apply|ema\.|variable\.|tape\.|layer\.)[\w.]*\(.*\)\s*$")
+# a statement that is only a call: the GAN core's state-changing calls; any call elsewhere
+CORE_CALL = re.compile(r"^(\s*)(self\.|_apply|ema\.|variable\.|tape\.|layer\.)[\w.]*\(.*\)\s*$")
+ANY_CALL = re.compile(r"^(\s*)([A-Za-z_][\w.]*)\(.*\)\s*$")
 
 # Mutants no test can kill because the program behaves the same, keyed by (file, original line,
 # mutated line), each with the reason. A mutant listed here that gets killed is reported as such.
@@ -94,7 +108,7 @@ def candidate_lines(source: str):
         yield number, line
 
 
-def mutants(path: str, source: str):
+def mutants(path: str, source: str, call_statement=ANY_CALL):
     """Every mutant of one file as a dict: line number, original and mutated line, operator, and a
     key that survives edits elsewhere in the file (the line's text and its occurrence)."""
     seen = {}
@@ -106,7 +120,7 @@ def mutants(path: str, source: str):
             if match:
                 mutated = code[:match.start()] + re.sub(pattern, replacement, code[match.start():], count=1)
                 changes.append((mutated, f"{pattern!r} -> {replacement!r}"))
-        call = CALL_STATEMENT.match(code)
+        call = call_statement.match(code)
         if call:
             changes.append((f"{call.group(1)}pass", "call removed"))
         for mutated, what in changes:
@@ -116,8 +130,10 @@ def mutants(path: str, source: str):
                    "key": "|".join(text) + f"|{seen[text]}", "text": text}
 
 
-def all_mutants():
-    found = [m for path in TARGETS for m in mutants(path, open(os.path.join(ROOT, path)).read())]
+def all_mutants(suite: str):
+    call_statement = CORE_CALL if suite == "core" else ANY_CALL
+    found = [m for path in SUITES[suite][0]
+             for m in mutants(path, open(os.path.join(ROOT, path)).read(), call_statement)]
     for number, mutant in enumerate(found, 1):
         mutant["id"] = number
     return found
@@ -247,9 +263,10 @@ def summary(mutants_now, results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="core", choices=sorted(SUITES), help="which files to mutate (SUITES)")
     parser.add_argument("--ids", default="", help="mutants to run, e.g. 1-40,55 (default: all; see --list)")
-    parser.add_argument("--tests", default=FAST_TESTS, help="pytest arguments, relative to the repository")
-    parser.add_argument("--results", default=os.path.join(ROOT, "mutants.jsonl"), help="JSON-lines results file")
+    parser.add_argument("--tests", default="", help="pytest arguments, relative to the repository (default: the suite's)")
+    parser.add_argument("--results", default="", help="JSON-lines results file (default: mutants-<suite>.jsonl)")
     parser.add_argument("--timeout", type=float, default=0.0,
                         help="seconds per mutant (default: 3x the unmutated run + 60)")
     parser.add_argument("--skip-baseline", action="store_true",
@@ -258,7 +275,9 @@ def main():
     parser.add_argument("--list", action="store_true", help="print every mutant with its id and stop")
     parser.add_argument("--summary", action="store_true", help="print the counts of the results file and stop")
     args = parser.parse_args()
-    found = all_mutants()
+    args.tests = args.tests or SUITES[args.suite][1]
+    args.results = args.results or os.path.join(ROOT, f"mutants-{args.suite}.jsonl")
+    found = all_mutants(args.suite)
     results = load_results(args.results)
     if args.list:
         for m in found:
