@@ -1,15 +1,24 @@
 """Differentially private D training: per-example clipping, the noise on the sum, Poisson sampling,
 the accountant against dp-accounting's own computation, config-time refusals through the CLI, and
 a killed private run resuming with the same epsilon."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import dp_accounting
 import numpy as np
 import pytest
 import tensorflow as tf
 from dp_accounting import pld, rdp
 
+from ganpipe.components import specs, train
 from ganpipe.ganmodels import privacy
 from ganpipe.ganmodels.accounting import PrivacyCost, calibrate_noise
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = tf.constant([3, 4], tf.int64)
 
 
@@ -125,3 +134,111 @@ def test_calibrated_noise_reaches_the_target():
     sigma = calibrate_noise(3.0, 200, sampling_probability=0.05, delta=1e-5)
     cost = PrivacyCost(sigma, 0.05, 1e-5)
     assert cost.epsilon(200) <= 3.0 < PrivacyCost(sigma * 0.97, 0.05, 1e-5).epsilon(200)
+
+
+# ------------------------------------------------------------------ through Train and the CLI
+
+TINY_PRIVATE_CGAN = {"family": "cgan", "network": {"width": 8, "embedding_dim": 4}, "latent_dim": 8,
+                     "batch_size": 16, "log_every": 5, "sample_every": 1000, "eval_every": 0,
+                     "privacy": {"noise_multiplier": 1.3, "l2_norm_clip": 1.0, "class_prior_noise": 40.0}}
+RUN_TRAINING = """
+import json, sys
+from ganpipe.components import train
+root, output_dir, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with open(root + "/schema.json") as f:
+    schema = json.load(f)
+train.train_model(root, schema, output_dir, **params)
+"""
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from test_train import write_processed_examples
+
+    root = str(tmp_path_factory.mktemp("processed"))
+    return root, write_processed_examples(root)
+
+
+def train_private(digits, output_dir, **changes):
+    root, schema = digits
+    params = specs.TRAIN.resolve_parameters({**TINY_PRIVATE_CGAN, **changes}, "train")
+    return train.train_model(root, schema, str(output_dir), log=lambda message: None, **params)
+
+
+def test_reported_epsilon_is_dp_accounting_for_every_d_update_at_q_from_the_data(digits, tmp_path):
+    """6 steps x 2 D updates on Poisson samples at q = 16 / 1733 training records (not the batch's
+    own size, not per G step), after one noised histogram: dp-accounting's RDP epsilon of exactly
+    those events at delta = 1 / (10 N), in model.json and in TensorBoard's last privacy/epsilon."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    info = train_private(digits, tmp_path, steps=6, d_steps=2)
+    records = digits[1]["counts"]["train"]
+    accountant = rdp.RdpAccountant()
+    accountant.compose(dp_accounting.GaussianDpEvent(40.0))
+    accountant.compose(dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(16 / records, dp_accounting.GaussianDpEvent(1.3)), 12))
+    expected = accountant.get_epsilon(1 / (10 * records))
+    guarantee = info["privacy"]
+    assert guarantee["private_steps"] == 12 and guarantee["delta"] == pytest.approx(1 / (10 * records))
+    assert guarantee["epsilon"] == pytest.approx(expected, abs=1e-4)
+    events = event_accumulator.EventAccumulator(os.path.join(tmp_path, "logs", "train"),
+                                                size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    logged = events.Tensors("privacy/epsilon")
+    assert logged[-1].step == 6 and float(tf.make_ndarray(logged[-1].tensor_proto)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_killed_private_run_resumes_with_the_same_epsilon_and_weights(digits, tmp_path):
+    """SIGKILL after the first checkpoint; the resumed run's private_steps, class prior, epsilon and
+    D's weights equal an uninterrupted run's (the accountant's state is in the checkpoint)."""
+    root, schema = digits
+    params = {**TINY_PRIVATE_CGAN, "steps": 16, "checkpoint_every": 4}
+    interrupted = str(tmp_path / "interrupted")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+    process = subprocess.Popen([sys.executable, "-c", RUN_TRAINING, root, interrupted, json.dumps(params)],
+                               env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    index = os.path.join(interrupted, "checkpoints", "checkpoint")
+    while not os.path.exists(index) and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    resumed = train_private(digits, interrupted, steps=16, checkpoint_every=4)
+    straight = train_private(digits, tmp_path / "straight", steps=16, checkpoint_every=4)
+    assert resumed["privacy"] == straight["privacy"] and resumed["privacy"]["private_steps"] == 16
+    after_resume = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(interrupted, "checkpoints")))
+    uninterrupted = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "straight" / "checkpoints")))
+    for name in uninterrupted.get_variable_to_shape_map():
+        if name.startswith("gan/") and "OPTIMIZER" not in name:
+            np.testing.assert_allclose(after_resume.get_tensor(name), uninterrupted.get_tensor(name), atol=1e-6,
+                                       err_msg=name)
+
+
+def test_target_epsilon_with_noise_sets_the_step_count(digits, tmp_path):
+    privacy_settings = {"noise_multiplier": 2.0, "target_epsilon": 0.5, "delta": 1e-5}
+    info = train_private(digits, tmp_path, privacy=privacy_settings)
+    records = digits[1]["counts"]["train"]
+    cost = PrivacyCost(2.0, 16 / records, 1e-5)
+    assert info["steps"] == cost.steps_within(0.5) and info["privacy"]["epsilon"] <= 0.5
+    assert cost.epsilon(info["steps"] + 1) > 0.5
+
+
+DCGAN_CONFIG = """
+pipeline: {name: refused}
+train: {family: dcgan, steps: 2, privacy: {noise_multiplier: 1.0}}
+"""
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.reuse_fakes=true", "train.reuse_fakes"), ("train.packing=2", "train.packing"),
+    ("train.network.minibatch_std=4", "LayerNorm or GroupNorm"), ("train.loss=wasserstein", "gradient_penalty"),
+    ("train.precision=mixed_float16", "float32"), ("train.family=lapgan", "train.family"),
+    ("train.privacy.noise_multiplier=null", "noise_multiplier or target_epsilon"),
+    ("train.privacy.accountant=moments", "rdp, pld")])
+def test_refused_combinations_exit_2_before_anything_runs(tmp_path, override, named):
+    config = tmp_path / "dp.yaml"
+    config.write_text(DCGAN_CONFIG)
+    result = subprocess.run([sys.executable, "-m", "ganpipe.pipeline.cli", "run", str(config), "--set", override, "--root",
+                             str(tmp_path / "root")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert named in result.stderr and not (tmp_path / "root").exists()

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption, quality
+from ganpipe.components import monitoring, preemption, privacy, quality
 from ganpipe.infra import storage
 from ganpipe.ganmodels.fast_loop import AUTO, auto_steps_per_execution
 from ganpipe.ganmodels.srgan import SRGAN
@@ -53,7 +53,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
                        progress=ctx.progress, classifier_dir=classifier, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
-                                final_metrics=info["final_metrics"])
+                                final_metrics=info["final_metrics"], **privacy.properties(info))
 
 
 COMPONENT = specs.TRAIN
@@ -92,16 +92,17 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             if preemption.spans_workers(strategy):
                 give_logs_a_batch_axis(gan)
             params = {**params, "d_steps": gan.d_steps, "gradient_penalty": gan.gradient_penalty}  # defaults resolved
+            private = privacy.private_run(gan, examples_uri, schema, params, resolve_steps(params, schema), log)
             manager = tf.train.CheckpointManager(gan.checkpoint(), storage.join(work_dir, "checkpoints"),
                                                  max_to_keep=params["keep_checkpoints"])
             restore_latest(gan, storage.join(output_dir, "checkpoints"), log)
-            total_steps = resolve_steps(params, schema)
+            total_steps = private.steps if private else resolve_steps(params, schema)
             probe = sample_probe(gan, examples_uri, schema)
             seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
-                                         total_steps, statistics, log, progress, classifier_dir)
+                                         total_steps, statistics, log, progress, classifier_dir, private)
             if not writes_here:
                 return {}
-            return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
+            return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log, private)
     finally:
         if not writes_here:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -116,9 +117,10 @@ def restore_latest(gan, checkpoint_dir: str, log) -> None:
 
 
 def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log,
-        progress, classifier_dir=None):
+        progress, classifier_dir=None, private=None):
     """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
-    metrics' means over the last logging window."""
+    metrics' means over the last logging window. ``private``: a ``privacy.PrivateRun`` (its
+    Poisson-sampled batches and its epsilon in TensorBoard)."""
     done = monitoring.current_step(gan)
     images_per_step = params["batch_size"] * params["d_steps"]
     guard = monitoring.DivergenceGuard()
@@ -134,9 +136,11 @@ def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, t
                      boundary]
         curve = quality.quality_curve(writer, classifier_dir, examples_uri, schema, params, gan, work_dir, log)
         callbacks += [curve] if curve else []
+        callbacks += [private.epsilon_logger(writer, params["log_every"], total_steps)] if private else []
         if done < total_steps:
             log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
-            dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
+            dataset = (private.dataset(params["seed"], start_step=done) if private else
+                       training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done))
             gan.set_steps_per_execution(steps_per_execution(params, done, total_steps, strategy.num_replicas_in_sync))
             with progress("step", total_steps, "steps") as bar:
                 gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
@@ -310,7 +314,7 @@ def gan_name(params: dict) -> str:
 
 
 def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,
-                log) -> dict:
+                log, private=None) -> dict:
     """Final networks, the sample grid and model.json."""
     storage.makedirs(output_dir)  # Keras writes a .keras file into an existing directory
     gan.generator.save(storage.join(output_dir, "generator.keras"))
@@ -337,7 +341,9 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "training_seconds": round(seconds, 1),
         "sample_grid": grid,
         "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
+        "privacy": private.describe(gan) if private else None,  # (epsilon, delta), what they cover
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
-    log(f"trained {info['steps']} steps")  # the run's summary names the published samples.png
+    log(f"trained {info['steps']} steps" + (f", (epsilon {info['privacy']['epsilon']:.3g}, delta "
+                                              f"{info['privacy']['delta']:.3g})" if private else ""))  # the run's summary names the published samples.png
     return info
