@@ -20,7 +20,7 @@ from ganpipe.pipeline import cluster_commands, console, dag
 from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
 from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
-                                       ExecutionRecord, MetadataStore)
+                                       ExecutionRecord, MetadataStore, StoreError)
 from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_runs, tensorboard_view
 from ganpipe.pipeline.trial import write_run_trial
 
@@ -44,7 +44,18 @@ root_option = click.option(
     help="Pipeline root holding the metadata store and artifacts [default: $GANPIPE_ROOT or ./ganpipe_runs].")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group; a store that cannot be used (damaged, newer, refused beside another
+    store's artifacts) is a usage error of any command: its one line, exit 2, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StoreError as error:
+            raise UsageFailure(str(error)) from error
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ganpipe")
 def main() -> None:
     """Train GANs as a TFX-style batch pipeline: Ingest -> Preprocess -> Classifier -> Train ->
