@@ -77,6 +77,7 @@ _ADDED_COLUMNS = (
     ("artifacts", "fingerprint_scheme", "INTEGER NOT NULL DEFAULT 1"),  # version 2
     ("artifacts", "manifest", "TEXT"),  # version 3; NULL: recorded before manifests existed
 )
+_TABLES = {"pipelines", "runs", "executions", "artifacts", "events"}
 # SQLite's result codes for a file that is not a database or whose pages do not add up.
 _DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 
@@ -89,7 +90,8 @@ def damaged_store(path: str, reason: str) -> StoreError:
     """The one line a damaged store gives: what SQLite said and the two ways out."""
     return StoreError(
         f"{path}: damaged metadata store ({reason}). Recover what it holds: sqlite3 {path} .recover "
-        f"| sqlite3 {path}.recovered (.dump where .recover fails), then mv {path}.recovered {path}; "
+        f"| sqlite3 {path}.recovered (.dump where .recover fails), mv {path}.recovered {path}, then "
+        f"ganpipe gc (it completes the store and removes outputs no row records); "
         f"or move {path} aside, with the artifacts it recorded, to start a new store")
 
 
@@ -124,6 +126,10 @@ class MetadataStore:
         if verdict != "ok":
             raise damaged_store(self.path, f"quick_check: {verdict}")
         self._check_version(migrate=not self.read_only)
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not tables >= _TABLES:  # a recovered store that lost tables, not a new one
+            raise StoreError(f"{self.path}: incomplete store (no table {', '.join(sorted(_TABLES - tables))}); "
+                             "`ganpipe gc` opens it for writing and adds them")
 
     def _check_version(self, migrate: bool) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -139,11 +145,9 @@ class MetadataStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version >= SCHEMA_VERSION:  # another process got here first
                 return
-            legacy = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'artifacts'").fetchone()
-            if not legacy:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            for statement in _SCHEMA.split(";"):  # each IF NOT EXISTS: what a recovery lost comes back
+                if statement.strip():
+                    db.execute(statement)
             for table, column, definition in _ADDED_COLUMNS:
                 if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
