@@ -224,6 +224,8 @@ class LocalRunner:
                 source, outputs, execution_id = hit
                 self.echo(f"      cached: reusing execution {source.id} (run {source.run_id})")
                 link_tensorboard_logs(view, component, outputs)
+                if execute.needs_own_process(parameters) and execute.cluster_size() > 1:  # workers wait for it
+                    execute.announce_cached(self.root, self.pipeline, component.name, source.id, parameters)
                 return StepResult(component.name, "cached", execution_id, time.time() - started, outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key,
                                                  cache.code_fingerprint(component), inputs)
