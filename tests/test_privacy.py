@@ -242,3 +242,18 @@ def test_refused_combinations_exit_2_before_anything_runs(tmp_path, override, na
                             env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 2, result.stderr[-2000:]
     assert named in result.stderr and not (tmp_path / "root").exists()
+
+
+def test_run_table_and_model_card_state_the_guarantee():
+    from ganpipe.components.base import Artifact
+    from ganpipe.components.privacy import privacy_statement
+    from ganpipe.pipeline.cli import _step_result
+
+    model = Artifact("Model", "/models/7", properties={"epsilon": 2.5, "delta": 1e-5, "steps": 10})
+    assert _step_result({"model": model}) == "/models/7 (epsilon 2.5, delta 1e-05)"
+    guarantee = {"epsilon": 2.5, "delta": 1e-5, "accountant": "pld", "noise_multiplier": 1.2, "l2_norm_clip": 1.0,
+                 "sampling_probability": 0.04, "training_records": 1600, "private_steps": 800,
+                 "protects": "the examples", "not_protected": "the Classifier"}
+    card = privacy_statement(guarantee)
+    assert "epsilon = 2.5, delta = 1e-05" in card and "PLD" in card and "Not protected: the Classifier" in card
+    assert "Not trained with differential privacy" in privacy_statement(None)
