@@ -141,40 +141,51 @@ class PrivateDiscriminatorTraining:
         return tf.cast(draws[0], tf.int32)
 
     def discriminator_step(self, real, condition, index):
+        """One private D update: the clipped, noised real part plus the public part."""
         gan = self.gan
-        variables = gan.discriminator.trainable_variables
         seen, seen_condition = gan.discriminator_input(tf.cast(real, "float32"), condition, f"d_real/{index}")
         targets = gan.real_targets(tf.shape(seen)[0], index)
         d_update = tf.cast(gan.step, "int64") * gan.d_steps + index
+        real_grads = self.real_gradients(seen, seen_condition, targets, d_update, index)
+        public_grads, fake_logits, fake_term = self.public_gradients(d_update, index)
+        variables = gan.discriminator.trainable_variables
+        gan.d_optimizer.apply_gradients(zip([r + p for r, p in zip(real_grads, public_grads)], variables))
+        # The logged metrics read the real batch without noise: TensorBoard is outside the guarantee.
+        real_logits = tf.cast(gan.discriminate(seen, seen_condition, training=False), "float32")
+        d_loss = tf.reduce_mean(gan.gan_loss.discriminator(real_logits, real_logits, targets)[0]) + fake_term
+        return {"d_loss": d_loss, **gan.gan_loss.training_metrics(real_logits, fake_logits)}
+
+    def real_gradients(self, samples, labels, targets, d_update, index):
+        """The private part: per real example, D's real loss term plus its own R1 penalty."""
+        gan, conditional = self.gan, labels is not None
 
         def example_loss(sample, label, target):
-            sample, label = sample[None], None if condition is None else label[None]
+            sample, label = sample[None], label[None] if conditional else None
             logit = tf.cast(gan.discriminate(sample, label, training=True), "float32")
             real_term = gan.gan_loss.discriminator(logit, logit, target[None])[0]
             penalty = self.real_penalty(lambda x: gan.discriminate(x, label, training=True), sample, None, d_update)
             return tf.reduce_sum(real_term) + penalty
 
-        labels = tf.zeros_like(targets, tf.int32) if condition is None else seen_condition
-        real_grads = private_gradients(
-            example_loss, (seen, labels, targets), variables, l2_norm_clip=self.l2_norm_clip,
-            noise_multiplier=self.noise_multiplier, expected_batch_size=self.expected_batch_size,
-            seed=gan.noise_seed("dp_noise", index))
-        fake_labels = self.prior_labels("d_labels", index)
-        fake = gan.generate(gan.sample_latent(self.expected_batch_size, "d_latent", index), fake_labels, training=True)
+        labels = labels if conditional else tf.zeros_like(targets, tf.int32)  # vectorized_map wants tensors
+        return private_gradients(example_loss, (samples, labels, targets), gan.discriminator.trainable_variables,
+                                 l2_norm_clip=self.l2_norm_clip, noise_multiplier=self.noise_multiplier,
+                                 expected_batch_size=self.expected_batch_size, seed=gan.noise_seed("dp_noise", index))
+
+    def public_gradients(self, d_update, index):
+        """The part that reads no real example: D's fake term on fakes for prior labels, R2 on
+        them, D's weight penalties. Returns (gradients, fake logits, fake term's mean)."""
+        gan, count = self.gan, self.expected_batch_size
+        labels = self.prior_labels("d_labels", index)
+        fake = gan.generate(gan.sample_latent(count, "d_latent", index), labels, training=True)
         with tf.GradientTape() as tape:
-            shown, shown_labels = gan.discriminator_input(fake, fake_labels, f"d_fake/{index}")
+            shown, shown_labels = gan.discriminator_input(fake, labels, f"d_fake/{index}")
             fake_logits = tf.cast(gan.discriminate(shown, shown_labels, training=True), "float32")
-            fake_term = tf.reduce_sum(gan.gan_loss.discriminator(fake_logits, fake_logits, 1.0)[1])
-            public = (fake_term / self.expected_batch_size + _regularization(gan.discriminator)
-                      + self.fake_penalty(lambda x: gan.discriminate(x, fake_labels, training=True), None, fake,
-                                          d_update))
-        public_grads = tape.gradient(public, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        gan.d_optimizer.apply_gradients(zip([r + p for r, p in zip(real_grads, public_grads)], variables))
-        # The logged metrics read the real batch without noise: TensorBoard is outside the guarantee.
-        real_logits = tf.cast(gan.discriminate(seen, seen_condition, training=False), "float32")
-        real_term = gan.gan_loss.discriminator(real_logits, real_logits, targets)[0]
-        d_loss = tf.reduce_mean(real_term) + fake_term / self.expected_batch_size
-        return {"d_loss": d_loss, **gan.gan_loss.training_metrics(real_logits, fake_logits)}
+            fake_term = tf.reduce_mean(gan.gan_loss.discriminator(fake_logits, fake_logits, 1.0)[1])
+            penalty = self.fake_penalty(lambda x: gan.discriminate(x, labels, training=True), None, fake, d_update)
+            public = fake_term + penalty + _regularization(gan.discriminator)
+        grads = tape.gradient(public, gan.discriminator.trainable_variables,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return grads, fake_logits, fake_term
 
 
 def refuse_unaccounted_options(gan) -> None:
