@@ -15,7 +15,6 @@ resumes), 2 usage error (unknown component, bad parameters, missing input).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ from typing import Any, Callable
 
 from ganpipe import __version__
 from ganpipe.infra import storage
+from ganpipe.infra.references import load_reference
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import dag
 
@@ -147,9 +147,8 @@ def find_component(reference: str) -> Component:
             return dag.find_node(dag.DEFAULT_NODES, reference).component
         except dag.PipelineError as error:
             raise UsageError(f"--component: {error}, or module:ATTRIBUTE") from error
-    module, _, attribute = reference.partition(":")
     try:
-        found = getattr(importlib.import_module(module), attribute)
+        found = load_reference(reference)
     except (ImportError, AttributeError) as error:
         raise UsageError(f"--component: cannot load {reference}: {error}") from error
     if not isinstance(found, Component):
