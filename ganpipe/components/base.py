@@ -229,6 +229,9 @@ class Component:
     # parameters -> JSON value fingerprinting what the step reads from outside the pipeline (source
     # files, weights); computed before the cache key, so it must not import TensorFlow or Beam.
     external_inputs: Callable[[dict[str, Any]], Any] | None = None
+    # parameters -> names of modules the executor runs without importing them (a custom model
+    # family's module, registered when the DAG module was imported): in the code closure too.
+    code_modules: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
 
     def semantic_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` without the ones declared not to affect the output."""

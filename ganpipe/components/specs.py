@@ -4,6 +4,8 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
+import sys
+
 from ganpipe.components import sources
 from ganpipe.infra import fingerprints
 from ganpipe.components.base import Component, ComponentError, Parameter, absolute_path, check_keys, did_you_mean
@@ -12,8 +14,8 @@ FILE_SOURCE_KINDS = tuple(name for name, kind in sources.KINDS.items() if kind.t
 
 
 def absolute_source(source: str) -> str:
-    kind, separator, location = source.partition(":")
-    return f"{kind}:{absolute_path(location)}" if kind in FILE_SOURCE_KINDS and location else source
+    name, argument = sources.split_source(source)
+    return f"{name}:{absolute_path(argument)}" if name in FILE_SOURCE_KINDS and argument else source
 
 
 def absolute_weights(network: dict) -> dict:
@@ -22,13 +24,14 @@ def absolute_weights(network: dict) -> dict:
 
 
 def ingest_inputs(params: dict) -> dict:
-    """What Ingest reads besides its parameters: the files behind a file source, or the prepared
-    TFDS data (built-in sources come from a package: its version is in the dependencies)."""
-    kind, _, location = params["source"].partition(":")
-    if kind in FILE_SOURCE_KINDS and location:
-        return {"files": fingerprints.source_files(kind, location)}
-    if kind == "tfds" and location:
-        return fingerprints.tfds_data(location, params["tfds_data_dir"])
+    """What Ingest reads besides its parameters: the listing of the files behind a file source
+    (the one its reader reads), or the prepared TFDS data (built-in sources come from a package:
+    its version is in the dependencies)."""
+    kind, argument = sources.parse_source(params["source"])
+    if kind.takes_path:
+        return {"files": fingerprints.source_files(argument, kind.listing(argument))}
+    if kind.name == "tfds":
+        return fingerprints.tfds_data(argument, params["tfds_data_dir"])
     return {}
 
 
@@ -56,8 +59,7 @@ def check_source(params: dict, section: str) -> dict:
     try:
         sources.parse_source(params["source"])
     except ComponentError as error:
-        kind = params["source"].partition(":")[0]
-        raise ValueError(f"{error}{did_you_mean(kind, sources.KINDS) if kind not in sources.KINDS else ''}") from None
+        raise ValueError(str(error)) from None
     return params
 
 
@@ -193,10 +195,26 @@ FAMILY_NETWORKS: dict[str, tuple[Parameter, ...]] = {
 }
 
 
-def register_family(name: str, network: tuple[Parameter, ...]) -> None:
+# Custom family -> the module that registered it: its code is in Train's and Evaluate's code closure.
+FAMILY_MODULES: dict[str, str] = {}
+
+
+def register_family(name: str, network: tuple[Parameter, ...], module: str | None = None) -> None:
     """Makes a family registered with ``ganmodels.register_family`` valid in configs: call it from the
-    module a custom ``pipeline.dag`` names, with the builder's options as Parameters."""
+    module a custom ``pipeline.dag`` names, with the builder's options as Parameters. ``module``
+    (default: the caller's) holds the family's code, so editing it re-runs Train and Evaluate."""
     FAMILY_NETWORKS[name] = tuple(network)
+    FAMILY_MODULES[name] = module or sys._getframe(1).f_globals["__name__"]
+
+
+def family_module(params: dict) -> tuple[str, ...]:
+    """Train's code beyond its imports: the module of a custom family."""
+    return tuple(filter(None, [FAMILY_MODULES.get(params["family"])]))
+
+
+def every_family_module(params: dict) -> tuple[str, ...]:
+    """Evaluate loads a model of any family: every custom family's module."""
+    return tuple(sorted(set(FAMILY_MODULES.values())))
 
 
 def check_network(params: dict, section: str) -> dict:
@@ -299,6 +317,7 @@ TRAIN = Component(
     tensorboard_logs={"train": "model/logs/train"},
     dependencies=("tensorflow", "keras", "numpy"),
     external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
+    code_modules=family_module,
 )
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -344,6 +363,7 @@ EVALUATE = Component(
     dependencies=("tensorflow", "keras", "numpy", "scipy"),
     description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
     tensorboard_logs={"eval": "evaluation/logs/eval"},
+    code_modules=every_family_module,
 )
 
 # -------------------------------------------------------------------------------------- export

@@ -45,7 +45,7 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
                                                  f"(run {source.run_id})"))
                 continue
             steps.append((node.name, WILL_RUN, _why(store, runner.pipeline, component.name, parameters,
-                                                    cache.code_fingerprint(component))))
+                                                    cache.code_fingerprint(component, parameters))))
     return steps
 
 
