@@ -103,3 +103,47 @@ def test_an_image_replaced_with_the_same_size_and_mtime_reruns_ingest(tmp_path):
     shutil.copyfile(tmp_path / "other.png", images / "1.png")  # new content, same size
     os.utime(images / "1.png", ns=(before.st_atime_ns, before.st_mtime_ns))  # touch -r: the old mtime back
     assert "will run" in ingest_plan(tmp_path / "root", source)
+
+
+FAMILY_MODULE = '''
+from ganpipe.components import specs
+from ganpipe.ganmodels import networks
+from ganpipe.pipeline.dag import DEFAULT_NODES, Node
+
+WIDTH = {width}
+
+
+@networks.register_family("tiny")
+def tiny(data_shape, latent_dim, num_classes=0):
+    return networks.build_mlp(data_shape, latent_dim, hidden=(WIDTH,))
+
+
+specs.register_family("tiny", ())
+NODES = (*DEFAULT_NODES[:2], Node("Train", "ganpipe.components.specs:TRAIN",
+                                  {{"examples": "Preprocess.examples", "schema": "Preprocess.schema"}}))
+'''
+
+
+@pytest.mark.slow
+def test_editing_a_custom_family_module_reruns_train(tmp_path):
+    module = tmp_path / "tinyfamily.py"
+    module.write_text(FAMILY_MODULE.format(width=16))
+    config = tmp_path / "tiny.yaml"
+    config.write_text("pipeline: {dag: 'tinyfamily:NODES'}\npreprocess: {image_size: 8}\n"
+                      "train: {family: tiny, steps: 2, batch_size: 16}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, str(tmp_path)]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def ganpipe_here(*args):
+        result = subprocess.run([sys.executable, "-m", "ganpipe.pipeline.cli", *args, "--root", str(tmp_path / "root"),
+                                 str(config)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def train_plan():
+        return next(line for line in ganpipe_here("run", "--dry-run").splitlines() if "Train" in line)
+
+    ganpipe_here("run")
+    assert "cached" in train_plan()
+    module.write_text(FAMILY_MODULE.format(width=64))
+    plan = train_plan()
+    assert "will run" in plan and "code changed" in plan

@@ -45,6 +45,9 @@ class Parameter:
     # Applied to a valid value at config time, e.g. making a path absolute so the cache key names
     # the same files whatever the working directory of a later run.
     normalize: Callable[[Any], Any] | None = None
+    # check(value, where) raises ValueError naming ``where`` for a value of the right type that the
+    # step would refuse anyway (a name with "/", an unknown policy): refused at config time instead.
+    check: Callable[[Any, str], Any] | None = None
 
     def validate(self, value: Any, where: str) -> Any:
         """Returns ``value`` (ints widened to float where a float is wanted) or raises ValueError."""
@@ -65,7 +68,15 @@ class Parameter:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
             raise ValueError(f"{where}: {value!r} is above the maximum {self.max}")
+        if self.check is not None:
+            self.check(value, where)
         return self.normalize(value) if self.normalize else value
+
+
+def check_plain_name(value: str, where: str) -> None:
+    """A name used as one directory level: no separator, not empty, "." or ".."."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value:
+        raise ValueError(f"{where}: {value!r} must be a plain directory name (no '/', not '.' or '..')")
 
 
 def _type_names(types: tuple[type, ...]) -> str:
