@@ -180,7 +180,7 @@ def _main_output(outputs) -> str:
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="Resolve this config file (default: the built-in run's config).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="As for run (repeatable).")
-@click.option("--defaults", is_flag=True, help="Print the built-in run's config, ignoring --config and --set.")
+@click.option("--defaults", is_flag=True, help="Print the built-in run (configs/digits.yaml) resolved, ignoring --config and --set.")
 def config_command(section, config_file, overrides, defaults) -> None:
     """Print the resolved config (or one SECTION) as YAML, each parameter's help as a comment.
 
