@@ -41,6 +41,7 @@ from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, dag
 
 RECORD_SUFFIX = ".execution.json"
+STAGING = ".staging"  # the local runner's name for it too (runner.STAGING; importing runner here would be a circle)
 COMPLETE, FAILED, FAILED_RESUMABLE = "COMPLETE", "FAILED", "FAILED_RESUMABLE"
 
 
@@ -338,8 +339,6 @@ def durable_staging_dir(component: Component, params: dict[str, Any], inputs: di
     (None for others): the same inputs and parameters give the same directory on every attempt."""
     if not component.resumable:
         return None
-    from ganpipe.pipeline.runner import STAGING
-
     for artifact in inputs.values():
         artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
     key = cache.cache_key(component, params, inputs)
