@@ -52,8 +52,9 @@ SUITES = {
                  "tests/test_evaluate.py -m 'not slow'"),
     "cache": (("ganpipe/pipeline/cache.py",), "tests/test_state.py -m 'not slow'"),
     "fingerprints": (("ganpipe/infra/fingerprints.py",), "tests/test_state.py -m 'not slow'"),
-    "storage": (("ganpipe/infra/storage.py",), "tests/test_uri_root.py -m 'not slow'"),
-    "metadata": (("ganpipe/pipeline/metadata.py",), "tests/test_state.py -m 'not slow'"),
+    "storage": (("ganpipe/infra/storage.py",), "tests/test_storage.py -m 'not slow'"),
+    "metadata": (("ganpipe/pipeline/metadata.py", "ganpipe/pipeline/records.py"),
+                 "tests/test_store.py tests/test_runner.py tests/test_state.py -m 'not slow'"),
 }
 SWAPS = [
     (r" \+ ", " - "), (r" - ", " + "), (r" \* ", " / "), (r" / ", " * "), (r" // ", " * "),

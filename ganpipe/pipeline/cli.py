@@ -19,7 +19,7 @@ from ganpipe.pipeline import cluster_commands, console, dag, lineage_command
 from ganpipe.pipeline.cli_common import UsageFailure, existing_store, locations_arguments, open_store, root_option, table
 from ganpipe.pipeline.config import ConfigError, load_config, resolve_locations
 from ganpipe.pipeline.console import echo
-from ganpipe.pipeline.metadata import ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, ExecutionRecord
+from ganpipe.pipeline.metadata import ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, ExecutionRecord, StoreError
 from ganpipe.pipeline.runner import LocalRunner, RunResult, tensorboard_runs, tensorboard_view
 from ganpipe.pipeline.trial import write_run_trial
 
@@ -32,7 +32,18 @@ INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 STATUS = {COMPLETE: "ran", CACHED: "cached", FAILED: "failed", ABANDONED: "abandoned", RUNNING: "running"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group; a store that cannot be used (damaged, newer, refused beside another
+    store's artifacts) is a usage error of any command: its one line, exit 2, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StoreError as error:
+            raise UsageFailure(str(error)) from error
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ganpipe")
 def main() -> None:
     """Train GANs as a TFX-style batch pipeline: Ingest -> Preprocess -> Classifier -> Train ->
@@ -169,7 +180,7 @@ def _main_output(outputs) -> str:
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="Resolve this config file (default: the built-in run's config).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="As for run (repeatable).")
-@click.option("--defaults", is_flag=True, help="Print the built-in run's config, ignoring --config and --set.")
+@click.option("--defaults", is_flag=True, help="Print the built-in run (configs/digits.yaml) resolved, ignoring --config and --set.")
 def config_command(section, config_file, overrides, defaults) -> None:
     """Print the resolved config (or one SECTION) as YAML, each parameter's help as a comment.
 

@@ -10,7 +10,7 @@ import click
 from ganpipe.pipeline.config import ConfigError, default_root, resolve_locations
 from ganpipe.pipeline.console import echo
 from ganpipe.pipeline.metadata import STORE_FILE, MetadataStore
-from ganpipe.pipeline.runner import run_is_alive
+from ganpipe.pipeline.layout import run_is_alive
 
 
 class UsageFailure(click.ClickException):

@@ -39,9 +39,9 @@ from ganpipe import __version__
 from ganpipe.infra import fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, dag
+from ganpipe.pipeline.layout import STAGING
 
 RECORD_SUFFIX = ".execution.json"
-STAGING = ".staging"  # the local runner's name for it too (runner.STAGING; importing runner here would be a circle)
 COMPLETE, FAILED, FAILED_RESUMABLE = "COMPLETE", "FAILED", "FAILED_RESUMABLE"
 
 
