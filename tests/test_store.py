@@ -5,6 +5,8 @@ keeps its references whole (foreign keys), and ``gc --dry-run`` writes nothing."
 import os
 import shutil
 import sqlite3
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -178,3 +180,19 @@ def test_gc_dry_run_lists_what_gc_deletes_and_writes_nothing(tmp_path):
     deleted = gc.collect_garbage(str(tmp_path))
     assert first["Make"].outputs["model"].uri in {g.path for g in listed}
     assert sorted((g.path, g.reason) for g in listed) == sorted((g.path, g.reason) for g in deleted)
+
+
+def test_a_writer_waits_for_another_writers_transaction_instead_of_failing(tmp_path):
+    with MetadataStore(str(tmp_path)) as store:
+        store.start_run(PIPELINE, {}, "run-a.lock")
+    holder = sqlite3.connect(tmp_path / "metadata.sqlite", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    released = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    released.start()
+    with MetadataStore(str(tmp_path), timeout=10.0) as store:
+        started = time.monotonic()
+        store.start_run(PIPELINE, {}, "run-b.lock")
+        assert time.monotonic() - started >= 0.4  # it waited for the other write, then wrote
+        assert [run.lock for run in store.runs()] == ["run-b.lock", "run-a.lock"]
+    released.join()
+    holder.close()

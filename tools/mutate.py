@@ -89,6 +89,13 @@ EQUIVALENT = {
         "a constant added to an objective that is only differentiated (the logged losses exclude it)",
     ("gan.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
         "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
+    ("storage.py", "for directory, _, files in os.walk(path, topdown=False):",
+     "for directory, _, files in os.walk(path, topdown=True):"):
+        "every file and directory is fsynced before sync_tree returns and the commit comes after: order is moot",
+    ("metadata.py", "self._db.execute(f\"PRAGMA busy_timeout = {int(timeout * 1000)}\")", "pass"):
+        "sqlite3.connect(timeout=...) already sets the same busy timeout; the pragma restates it",
+    ("metadata.py", "return json.dumps(value, sort_keys=True)", "return json.dumps(value, sort_keys=False)"):
+        "stored JSON is only read back with json.loads: key order never reaches a comparison",
 }
 
 
