@@ -36,6 +36,7 @@ import time
 import uuid
 
 from ganpipe.infra import faults, storage
+from ganpipe.pipeline import execute
 from ganpipe.pipeline.metadata import DELETED, LIVE, RUNNING, ArtifactRecord, MetadataStore
 from ganpipe.pipeline.layout import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TENSORBOARD_VIEWS, FileLock,
                                      lock_is_held, run_is_alive)
@@ -184,7 +185,7 @@ def _files(store: MetadataStore, root: str, policy: Policy, cutoff: float | None
            deleting: list[str]) -> list[Garbage]:
     running = {e.id for e in store.executions(state=RUNNING) if store.run(e.run_id).state == RUNNING}
     found = _unrecorded_outputs(store, root, running) + _staging(store, root, policy.include_partial)
-    found += _stale_incoming(store, root, running)
+    found += _stale_incoming(store, root, running) + _worker_scratch(store, root)
     found += _dead_views(store, root, deleting + [g.path for g in found])
     return [g for g in found if cutoff is None or storage.modified(g.path) < cutoff]
 
@@ -236,6 +237,20 @@ def _staging(store: MetadataStore, root: str, include_partial: bool) -> list[Gar
             if include_partial or not resumable:
                 garbage.append(Garbage(path, "partial resumable attempt" if resumable else "unfinished attempt",
                                        storage.size(path)))
+    return garbage
+
+
+def _worker_scratch(store: MetadataStore, root: str) -> list[Garbage]:
+    """What multi-worker workers killed mid-step left (``execute.worker_scratch_root``), of
+    pipelines with no execution running."""
+    busy = {e.pipeline for e in store.executions(state=RUNNING)}
+    pipelines = sorted({e.pipeline for e in store.executions()} - busy)
+    garbage = []
+    for base in (base for base in artifact_roots(store, root) if storage.is_local(base)):
+        for pipeline in pipelines:
+            scratch = execute.worker_scratch_root(base, pipeline)
+            garbage += [Garbage(path, "worker scratch", storage.size(path))
+                        for path in (os.path.join(scratch, name) for name in storage.listdir(scratch))]
     return garbage
 
 

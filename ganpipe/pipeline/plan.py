@@ -49,7 +49,7 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
                                                  f"{lookup.source.id} (run {lookup.source.run_id})"))
                 continue
             why = lookup.damaged[0] if lookup.damaged else _why(store, runner.pipeline, component.name, parameters,
-                                                                 cache.code_fingerprint(component))
+                                                                 cache.code_fingerprint(component, parameters))
             steps.append((node.name, WILL_RUN, why))
     return steps
 

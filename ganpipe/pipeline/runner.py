@@ -148,10 +148,12 @@ class LocalRunner:
                 if lookup.source:
                     self.echo(f"      cached: reusing execution {lookup.source.id} (run {lookup.source.run_id})")
                     link_tensorboard_logs(view, component, lookup.outputs)
+                    if execute.needs_own_process(parameters) and execute.cluster_size() > 1:  # workers wait for it
+                        execute.announce_cached(self.root, self.pipeline, component.name, lookup.source.id, parameters)
                     return StepResult(component.name, "cached", lookup.execution_id, time.time() - started,
                                       lookup.outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key,
-                                                 cache.code_fingerprint(component), inputs)
+                                                 cache.code_fingerprint(component, parameters), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
             return self._execute(store, component, inputs, parameters, key, execution_id, forced, started, view)
         finally:
