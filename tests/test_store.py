@@ -159,6 +159,12 @@ def test_a_store_that_records_nothing_is_refused_beside_published_artifacts(tmp_
         assert fresh.runs() == []
 
 
+def test_an_empty_store_file_with_no_artifacts_beside_it_plans_a_first_run(tmp_path):
+    (tmp_path / "metadata.sqlite").write_bytes(b"")
+    assert {why for _, _, why in dry_run(runner(tmp_path))} == {f"no runs yet under {tmp_path}"}
+    assert run(tmp_path)[0]["Use"].status == "ran"
+
+
 def test_the_store_refuses_an_event_naming_an_artifact_it_never_recorded(tmp_path):
     with MetadataStore(str(tmp_path)) as store:
         run_id = store.start_run(PIPELINE, {}, "run-x.lock")
