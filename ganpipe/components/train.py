@@ -40,6 +40,7 @@ from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 
 # Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
+SAMPLES_FILE = "samples.png"  # the final sample grid, in the Model artifact
 GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
                   "g_l2", "ema_decay", "reuse_fakes", "seed", "packing", "r1", "r2", "r1_interval", "diffaugment")
 
@@ -318,7 +319,7 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
     if params["ema_decay"] is not None:
         # SRGAN's G needs low-resolution images to recompute BatchNorm statistics: the probe's
         gan.ema_generator(getattr(probe, "lowres", None)).save(storage.join(output_dir, "generator_ema.keras"))
-    grid = monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, "samples.png"))
+    monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, SAMPLES_FILE))
     info = {
         "family": params["family"],
         "latent_dim": None if isinstance(gan, SRGAN) else params["latent_dim"],  # SRGAN has no noise
@@ -335,7 +336,7 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "seed": params["seed"],
         "ema": params["ema_decay"] is not None,
         "training_seconds": round(seconds, 1),
-        "sample_grid": grid,
+        "sample_grid": SAMPLES_FILE,  # relative to the artifact: right wherever it is published
         "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
