@@ -50,8 +50,9 @@ SUITES = {
     "quality": (("ganpipe/components/quality.py",), "tests/test_quality.py -m 'not slow'"),
     "evaluate": (tuple(f"ganpipe/components/evaluate/{name}.py" for name in ("measure", "samples", "blessing", "report")),
                  "tests/test_evaluate.py -m 'not slow'"),
-    "cache": (("ganpipe/pipeline/cache.py",), "tests/test_state.py -m 'not slow'"),
-    "fingerprints": (("ganpipe/infra/fingerprints.py",), "tests/test_state.py -m 'not slow'"),
+    "cache": (("ganpipe/pipeline/cache.py",), "tests/test_cache_keys.py tests/test_state.py -m 'not slow'"),
+    "fingerprints": (("ganpipe/infra/fingerprints.py", "ganpipe/infra/listing.py"),
+                     "tests/test_cache_keys.py tests/test_state.py -m 'not slow'"),
     "storage": (("ganpipe/infra/storage.py",), "tests/test_uri_root.py -m 'not slow'"),
     "metadata": (("ganpipe/pipeline/metadata.py",), "tests/test_state.py -m 'not slow'"),
 }
