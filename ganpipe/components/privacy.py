@@ -81,15 +81,15 @@ class PrivateRun:
     """Train's private side: the guarantee's parameters resolved from the data, the private D
     step installed on the GAN, Poisson-sampled batches, epsilon as training goes."""
 
-    def __init__(self, privacy: dict, params: dict, schema: dict, planned_steps: int, log):
+    def __init__(self, privacy: dict, d_steps: int, batch_size: int, schema: dict, planned_steps: int, log):
         from ganpipe.ganmodels.accounting import PrivacyCost, calibrate_noise
 
-        self.settings, self.d_steps = privacy, params["d_steps"]
+        self.settings, self.d_steps = privacy, d_steps
         self.records = schema["counts"]["train"]
-        if params["batch_size"] >= self.records:
-            raise ValueError(f"train.privacy: batch_size {params['batch_size']} must be below the "
-                             f"{self.records} training records (the sampling rate is batch_size / records)")
-        self.sampling_probability = params["batch_size"] / self.records
+        if batch_size >= self.records:
+            raise ValueError(f"train.privacy: batch_size {batch_size} must be below the {self.records} training "
+                             f"records (the sampling rate is batch_size / records)")
+        self.sampling_probability = batch_size / self.records
         delta = privacy["delta"] if privacy["delta"] is not None else 1.0 / (10 * self.records)
         noise, target = privacy["noise_multiplier"], privacy["target_epsilon"]
         self.steps = planned_steps
@@ -189,12 +189,13 @@ def privacy_statement(privacy: dict | None) -> str:
             f"Not protected: {privacy['not_protected']}.")
 
 
-def private_run(gan, examples_uri: str, schema: dict, params: dict, planned_steps: int, log) -> PrivateRun | None:
-    """Train's entry point: None without ``params["privacy"]``."""
-    if params.get("privacy") is None:
+def private_run(gan, examples_uri: str, schema: dict, args, planned_steps: int, log) -> PrivateRun | None:
+    """Train's entry point (``args``: its ``TrainArgs``, defaults resolved): None without privacy."""
+    game = args.game
+    if game.privacy is None:
         return None
-    return PrivateRun(params["privacy"], params, schema, planned_steps, log).install(gan, examples_uri, schema,
-                                                                                  params["seed"])
+    run = PrivateRun(game.privacy, game.d_steps, args.runtime.batch_size, schema, planned_steps, log)
+    return run.install(gan, examples_uri, schema, game.seed)
 
 
 def properties(info: dict) -> dict:

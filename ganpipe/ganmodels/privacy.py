@@ -24,8 +24,10 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from ganpipe.ganmodels import updates
 from ganpipe.ganmodels.conditional import ConditionalGAN
-from ganpipe.ganmodels.gan import GAN, _couples_samples, _regularization
+from ganpipe.ganmodels.gan import GAN
+from ganpipe.ganmodels.network_walk import couples_samples
 
 
 def per_example_gradients(example_loss, examples, variables):
@@ -182,7 +184,7 @@ class PrivateDiscriminatorTraining:
             fake_logits = tf.cast(gan.discriminate(shown, shown_labels, training=True), "float32")
             fake_term = tf.reduce_mean(gan.gan_loss.discriminator(fake_logits, fake_logits, 1.0)[1])
             penalty = self.fake_penalty(lambda x: gan.discriminate(x, labels, training=True), None, fake, d_update)
-            public = fake_term + penalty + _regularization(gan.discriminator)
+            public = fake_term + penalty + updates.regularization(gan.discriminator)
         grads = tape.gradient(public, gan.discriminator.trainable_variables,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return grads, fake_logits, fake_term
@@ -199,7 +201,7 @@ def refuse_unaccounted_options(gan) -> None:
         "gradient_penalty": (gan.gradient_penalty > 0, "WGAN-GP's interpolates mix a real and a fake example; "
                              "use r1, the hinge loss, or spectral_norm with the wasserstein loss"),
         "packing": (gan.packing != 1, "a packed D decides on several real examples at once; use packing: 1"),
-        "a cross-sample layer in D": (_couples_samples(gan.discriminator),
+        "a cross-sample layer in D": (couples_samples(gan.discriminator),
                                       "BatchNorm or minibatch standard deviation lets one example change every "
                                       "other's gradient; use LayerNorm or GroupNorm in D, or no normalisation"),
         "mixed precision": (gan.uses_float16(), "loss scaling would rescale the clipping norm; use float32"),

@@ -153,7 +153,7 @@ class LocalRunner:
                     return StepResult(component.name, "cached", lookup.execution_id, time.time() - started,
                                       lookup.outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key,
-                                                 cache.code_fingerprint(component), inputs)
+                                                 cache.code_fingerprint(component, parameters), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
             return self._execute(store, component, inputs, parameters, key, execution_id, forced, started, view)
         finally:
