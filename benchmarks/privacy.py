@@ -6,9 +6,8 @@ cost of a private D step over a plain one.
 1. Step cost, in this process: the configs/dp_digits.yaml networks (cgan, width 32, 16x16, batch
    64), ``--timing-steps`` train steps of the plain GAN and of the private one, alternated over
    ``--rounds`` rounds (the machine's load moves both alike); the ratio of medians.
-2. Quality: ``ganpipe run configs/dp_digits.yaml`` per setting on one root (Ingest, Preprocess and
-   the Classifier are cache hits after the first), ``--steps`` steps each, the noise calibrated to
-   each target epsilon at delta 1e-5; the FCD beside its real-vs-real baseline from Evaluate, and
+2. Quality: ``ganpipe run configs/dp_digits.yaml`` per setting on one root, one pipeline name per
+   setting, ``--steps`` steps each, the noise calibrated to each target epsilon at delta 1e-5; the FCD beside its real-vs-real baseline from Evaluate, and
    the accuracy of the Classifier on 1,000 class-conditional samples (100 per digit) of the EMA
    generator, with its binomial standard error. The sample grid at epsilon 10 goes to
    ``--grid`` (a PNG).
