@@ -351,7 +351,7 @@ TRAIN = Component(
     resumable=True,
     check=check_train,
     tensorboard_logs={"train": "model/logs/train"},
-    dependencies=("tensorflow", "keras", "numpy"),
+    dependencies=("tensorflow", "keras", "numpy", "dp-accounting"),  # dp-accounting: train.privacy's epsilon
     external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
     code_modules=family_module,
 )
