@@ -1,4 +1,4 @@
-"""Trustworthy pipeline state (issue 12), each scenario with the real runner, store and gc:
+"""Trustworthy pipeline state, each scenario with the real runner, store and gc:
 cache keys that see every input and nothing else, the served model as a resolved input,
 gc that keeps what matters, semantic fingerprints, the store's schema version, read-only use,
 fsync before the commit and ``ganpipe verify``."""
@@ -375,7 +375,10 @@ def test_verify_reports_changed_and_missing_artifacts(tmp_path):
     result = CliRunner().invoke(main, ["verify", "--root", str(tmp_path)])
     assert result.exit_code == 0 and "0 problem(s)" in result.output
     model = steps["Train"].outputs["model"]
-    (open(model.path("model.json"), "w")).write('{"fcd": 1.0}')
+    with open(model.path("model.json")) as f:
+        text = f.read()
+    with open(model.path("model.json"), "w") as f:
+        f.write(text.replace("10.0", "11.0"))  # same size: only the fingerprint tells
     shutil.rmtree(steps["Data"].outputs["examples"].uri)
     shutil.rmtree(os.path.join(tmp_path, "serving", PIPELINE, "1"))
     result = CliRunner().invoke(main, ["verify", "--root", str(tmp_path)])
@@ -400,12 +403,12 @@ def test_outputs_are_fsynced_before_the_metadata_commit(tmp_path, monkeypatch):
         synced.add(os.fstat(fd).st_ino)
         return real_fsync(fd)
 
-    def complete(store, execution_id, outputs):
+    def complete(store, execution_id, outputs, manifests):
         for artifact in outputs.values():
             paths = [os.path.join(d, f) for d, subdirs, names in os.walk(artifact.uri) for f in names + subdirs]
             paths += [artifact.uri, os.path.dirname(artifact.uri)]  # the rename's directory entry too
             order.append(all(os.stat(p).st_ino in synced for p in paths))
-        return real_commit(store, execution_id, outputs)
+        return real_commit(store, execution_id, outputs, manifests)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(MetadataStore, "complete_execution", complete)
@@ -436,10 +439,10 @@ def test_read_only_commands_work_on_a_read_only_root(tmp_path):
         pytest.skip("no permission to make a mount namespace")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     commands = " && ".join(f"{sys.executable} -m ganpipe.pipeline.cli {c} --root {tmp_path}"
-                           for c in ("runs", "show 1", "verify"))
+                           for c in ("runs", "show 1", "verify", "gc --dry-run"))
     script = (f"mount --bind {tmp_path} {tmp_path} && mount -o remount,bind,ro {tmp_path} && "
               f"! touch {tmp_path}/probe 2>/dev/null && {commands}")
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.path.dirname(__file__)])})
     assert done.returncode == 0, done.stderr
-    assert "COMPLETE" in done.stdout and "0 problem(s)" in done.stdout
+    assert "COMPLETE" in done.stdout and "0 problem(s)" in done.stdout and "would be freed" in done.stdout
