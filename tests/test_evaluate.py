@@ -441,8 +441,12 @@ def test_the_gate_refuses_only_a_model_worse_by_more_than_the_noise():
     # higher is better: a lower value is the worse one
     assert decide(report(main="precision", precision=0.5, served=(0.6, -0.1, 0.02)))["blessed"] is False
     assert decide(report(main="precision", precision=0.7, served=(0.6, 0.1, 0.02)))["blessed"] is True
-    # the served model's value not finite: no comparison can pass
-    assert decide(report(fcd=10.0, served=(None, None, None)))["blessed"] is False
+    # the served model's value or the difference's std not finite: no comparison can pass
+    for served in ((None, None, None), (10.0, 0.3, None)):
+        result = decide(report(fcd=10.0, served=served))
+        assert result["blessed"] is False and result["reasons"] == [
+            "fcd of the served version 3 or the difference is not finite (one-sided test at level 0.05, paired "
+            "over 20 folds)"]
 
 
 def test_the_gate_records_what_export_decides_with():
