@@ -40,6 +40,8 @@ from ganpipe.ganmodels.network_walk import batch_norm_layers
 from ganpipe.ganmodels.srgan import SRGAN
 from ganpipe.infra import storage
 
+SAMPLES_FILE = "samples.png"  # the final sample grid, in the Model artifact
+
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
     schema = inputs["schema"].read_json("schema.json")
@@ -235,7 +237,7 @@ def write_model(gan, probe, schema: dict, output_dir: str, args: TrainArgs, seco
     if args.game.ema_decay is not None:
         # SRGAN's G needs low-resolution images to recompute BatchNorm statistics: the probe's
         gan.ema_generator(getattr(probe, "lowres", None)).save(storage.join(output_dir, "generator_ema.keras"))
-    grid = monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, "samples.png"))
+    monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, SAMPLES_FILE))
     info = {
         "family": args.game.family,
         "latent_dim": None if isinstance(gan, SRGAN) else args.game.latent_dim,  # SRGAN has no noise
@@ -252,7 +254,7 @@ def write_model(gan, probe, schema: dict, output_dir: str, args: TrainArgs, seco
         "seed": args.game.seed,
         "ema": args.game.ema_decay is not None,
         "training_seconds": round(seconds, 1),
-        "sample_grid": grid,
+        "sample_grid": SAMPLES_FILE,  # relative to the artifact: right wherever it is published
         "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)

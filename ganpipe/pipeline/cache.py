@@ -82,7 +82,7 @@ def code_closure(component: Component, parameters: dict[str, Any] | None = None)
     for name in filter(None, (module, *extra)):
         packages.setdefault(name.split(".")[0], _package_dir(name.split(".")[0]))
     closure: dict[str, str] = {}
-    pending = [(module, path), *((name, _module_file(name, packages)) for name in extra)]
+    pending = [(module, path), *((name, _module_file(name, packages)) for root in extra for name in _with_parents(root))]
     while pending:
         name, source = pending.pop()
         if name in closure or not source:

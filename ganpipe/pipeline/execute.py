@@ -39,6 +39,7 @@ from ganpipe.infra import fingerprints, storage
 from ganpipe.infra.references import load_reference
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, dag
+from ganpipe.pipeline.layout import STAGING
 
 RECORD_SUFFIX = ".execution.json"
 COMPLETE, FAILED, FAILED_RESUMABLE = "COMPLETE", "FAILED", "FAILED_RESUMABLE"
@@ -337,8 +338,6 @@ def durable_staging_dir(component: Component, params: dict[str, Any], inputs: di
     (None for others): the same inputs and parameters give the same directory on every attempt."""
     if not component.resumable:
         return None
-    from ganpipe.pipeline.layout import STAGING
-
     for artifact in inputs.values():
         artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
     key = cache.cache_key(component, params, inputs)
