@@ -53,8 +53,9 @@ SUITES = {
     "cache": (("ganpipe/pipeline/cache.py",), "tests/test_cache_keys.py tests/test_state.py -m 'not slow'"),
     "fingerprints": (("ganpipe/infra/fingerprints.py", "ganpipe/infra/listing.py"),
                      "tests/test_cache_keys.py tests/test_state.py -m 'not slow'"),
-    "storage": (("ganpipe/infra/storage.py",), "tests/test_uri_root.py -m 'not slow'"),
-    "metadata": (("ganpipe/pipeline/metadata.py",), "tests/test_state.py -m 'not slow'"),
+    "storage": (("ganpipe/infra/storage.py",), "tests/test_storage.py -m 'not slow'"),
+    "metadata": (("ganpipe/pipeline/metadata.py", "ganpipe/pipeline/records.py"),
+                 "tests/test_store.py tests/test_runner.py tests/test_state.py -m 'not slow'"),
 }
 SWAPS = [
     (r" \+ ", " - "), (r" - ", " + "), (r" \* ", " / "), (r" / ", " * "), (r" // ", " * "),
