@@ -223,6 +223,16 @@ def test_identity_changes_when_a_file_is_replaced_with_the_same_size_and_mtime(t
     assert fields == [str(stat.st_size), str(stat.st_mtime_ns), str(stat.st_ino), str(stat.st_ctime_ns)]
 
 
+def test_an_object_is_identified_by_size_update_time_and_any_generation_its_metadata_has():
+    from apache_beam.io.filesystem import FileMetadata
+
+    plain = FileMetadata("gs://b/a.png", 10, 1700000000.5)
+    assert listing.object_identity(plain) == "10:1700000000.5"
+    versioned = FileMetadata("gs://b/a.png", 10, 1700000000.5)
+    versioned.generation, versioned.etag = 1234, "CJ2"  # what a newer filesystem's metadata may carry
+    assert listing.object_identity(versioned) == "10:1700000000.5:generation=1234:etag=CJ2"
+
+
 def test_without_filters_every_part_of_a_listing():
     found = listing.Listing([listing.Entry("/r/a", "1"), listing.Entry("/r/.b", "2")],
                             [listing.Entry("/r/.c", problem="x"), listing.Entry("/r/d", problem="y")], ["/r/.e", "/r/f"])
