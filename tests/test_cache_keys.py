@@ -15,6 +15,7 @@ from ganpipe.pipeline import cache
 PACKAGE_FILES = {
     "__init__.py": "",
     "plain.py": "X = 1\n",
+    "star.py": "V = 7\n",
     "named.py": "Y = 2\n",
     "unused.py": "Z = 3\n",
     "toplevel_helper.py": "W = 4\n",
@@ -27,7 +28,7 @@ PACKAGE_FILES = {
         "from {pkg} import named\n"
         "from .helpers import thing\n"
         "from .. import toplevel_helper\n"
-        "from {pkg}.plain import *\n\n\n"
+        "from {pkg}.star import *\n\n\n"
         "def run(inputs, outputs, params, ctx):\n"
         "    from {pkg} import named as again  # imports inside functions count too\n"
     ),
@@ -55,7 +56,8 @@ def test_closure_follows_every_import_form_and_nothing_else(user_package):
     name, _ = user_package
     closure = cache.code_closure(step(f"{name}.steps.executor:run"))
     assert set(closure) == {f"{name}{suffix}" for suffix in (
-        "", ".plain", ".named", ".toplevel_helper", ".steps", ".steps.sibling", ".steps.helpers", ".steps.executor")}
+        "", ".plain", ".star", ".named", ".toplevel_helper", ".steps", ".steps.sibling", ".steps.helpers",
+        ".steps.executor")}
     assert closure[name].endswith(os.path.join(name, "__init__.py"))
     assert closure[f"{name}.steps.executor"].endswith(os.path.join("steps", "executor.py"))
 
