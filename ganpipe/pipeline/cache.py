@@ -30,6 +30,7 @@ import sys
 from typing import Any
 
 from ganpipe.components.base import Artifact, Component
+from ganpipe.infra.references import split_reference
 
 PACKAGE = "ganpipe"
 
@@ -95,7 +96,7 @@ def code_closure(component: Component, parameters: dict[str, Any] | None = None)
 
 def _executor_module(executor) -> tuple[str, str | None]:
     if isinstance(executor, str):
-        name = executor.partition(":")[0]
+        name = split_reference(executor)[0]
         top = name.split(".")[0]
         return name, _module_file(name, {top: _package_dir(top)})
     name = getattr(executor, "__module__", None) or ""
