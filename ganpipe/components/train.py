@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption, privacy, quality, specs
+from ganpipe.components import monitoring, preemption, private_training, quality, specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.train_args import TrainArgs
 from ganpipe.components.trainer import Session, Trainer, is_conditional
@@ -52,7 +52,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
                        progress=ctx.progress, classifier_dir=classifier, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
-                                final_metrics=info["final_metrics"], **privacy.properties(info))
+                                final_metrics=info["final_metrics"], **private_training.properties(info))
 
 
 COMPONENT = specs.TRAIN
@@ -90,7 +90,7 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             if preemption.spans_workers(strategy):
                 give_logs_a_batch_axis(gan)
             args = args.with_game(d_steps=gan.d_steps, gradient_penalty=gan.gradient_penalty)  # defaults resolved
-            private = privacy.private_run(gan, examples_uri, schema, args, resolve_steps(args, schema), log)
+            private = private_training.private_run(gan, examples_uri, schema, args, resolve_steps(args, schema), log)
             manager = tf.train.CheckpointManager(gan.checkpoint(), storage.join(work_dir, "checkpoints"),
                                                  max_to_keep=args.checkpointing.keep_checkpoints)
             restore_latest(gan, storage.join(output_dir, "checkpoints"), log)

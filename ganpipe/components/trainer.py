@@ -35,7 +35,7 @@ class Session:
     classifier_dir: str | None
     log: Callable
     progress: Callable
-    private: Any = None  # a privacy.PrivateRun: Poisson-sampled batches, epsilon in TensorBoard
+    private: Any = None  # a private_training.PrivateRun: Poisson-sampled batches, epsilon in TensorBoard
 
 
 class Trainer:
