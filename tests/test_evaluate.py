@@ -528,4 +528,4 @@ def test_too_few_eval_examples_is_an_error(digits, mlp_models, feature_space, tm
         evaluate.evaluate_model(mlp_models[0].uri, root, few, feature_space.uri, str(tmp_path))
     with pytest.raises(ComponentError, match="main_metric: 'psnr' was not computed"):
         evaluate.evaluate_model(mlp_models[0].uri, root, schema, feature_space.uri, str(tmp_path), num_samples=20,
-                                main_metric="psnr")
+                                num_fakes=40, main_metric="psnr")
