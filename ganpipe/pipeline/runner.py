@@ -73,7 +73,7 @@ class LocalRunner:
         self.echo = echo
         self.config = config or {}
         self.display = display or console.PlainDisplay()
-        self.publisher: Publisher = publisher_for(self.root, self.metadata, pipeline, echo)
+        self.publisher: Publisher = publisher_for(self.root, self.metadata, pipeline)
 
     def plan(self, until: str | None = None, force: Iterable[str] = ()) -> tuple[list[dag.Node], set[str]]:
         """The nodes to run in order and the names to force; raises PipelineError on bad names."""
@@ -165,7 +165,7 @@ class LocalRunner:
                  started: float, view: str | None = None) -> StepResult:
         """Runs the executor where the publisher says, publishes, commits; a failure is recorded,
         not raised."""
-        outputs = self.publisher.prepare(store, component, key, execution_id, forced)
+        outputs = self.publisher.prepare(store, component, key, execution_id, forced, self.echo)
         log = console.component_logger(component.name).info
         context = ExecutionContext(
             pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,

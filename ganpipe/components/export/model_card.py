@@ -6,6 +6,7 @@ import re
 import ganpipe
 from ganpipe.components.evaluate.report import metrics_table, served_sentence
 from ganpipe.components.export.signatures import lowres_shape
+from ganpipe.components.privacy import privacy_statement
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
@@ -24,6 +25,7 @@ def model_card(model_name, version, info, schema, blessing, result, generator_fi
         "## Training\n\n" + _bullets({key: info[key] for key in ("family", "latent_dim", "num_classes", "steps",
                                                                    "precision", "seed", "ema", "final_metrics")
                                  if key in info}),
+        "## Privacy\n\n" + privacy_statement(info.get("privacy")),
         "## Evaluation\n\n" + _metrics_section(blessing),
         "## Lineage\n\n" + _bullets(_lineage_facts(lineage, model_name)),
     ]
