@@ -438,6 +438,7 @@ def test_the_gate_refuses_only_a_model_worse_by_more_than_the_noise():
     assert decide(report(fcd=10.4, served=(10.0, 0.4, 0.2)), no_worse_level=0.01)["blessed"] is True  # z = 2.33
     assert decide(report(fcd=10.4, served=(10.0, 0.4, 0.2)), no_worse_than_served=False)["blessed"] is True
     assert decide(report(fcd=5.0, served=(10.0, -5.0, 0.2)))["blessed"] is True  # better
+    assert decide(report(fcd=10.0, served=(10.0, 0.0, 0.0)))["blessed"] is True  # the served model itself
     # higher is better: a lower value is the worse one
     assert decide(report(main="precision", precision=0.5, served=(0.6, -0.1, 0.02)))["blessed"] is False
     assert decide(report(main="precision", precision=0.7, served=(0.6, 0.1, 0.02)))["blessed"] is True
@@ -528,4 +529,4 @@ def test_too_few_eval_examples_is_an_error(digits, mlp_models, feature_space, tm
         evaluate.evaluate_model(mlp_models[0].uri, root, few, feature_space.uri, str(tmp_path))
     with pytest.raises(ComponentError, match="main_metric: 'psnr' was not computed"):
         evaluate.evaluate_model(mlp_models[0].uri, root, schema, feature_space.uri, str(tmp_path), num_samples=20,
-                                main_metric="psnr")
+                                num_fakes=40, main_metric="psnr")

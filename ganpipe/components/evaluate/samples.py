@@ -25,6 +25,7 @@ SAMPLE_NOISE_SEED = 0x5EED_0E7A  # the noise of the fakes, offset from training'
 # O(reference^2) per fold.
 REFERENCE_CAP = 5000
 MIN_FOLDS = 2  # a standard error needs two folds
+MAX_FOLDS = 50  # more folds only shrink an already small standard error, at the reference's cost each
 
 
 @dataclasses.dataclass
@@ -49,13 +50,13 @@ def load_generator(model_dir: str, use_ema: bool) -> tuple[keras.Model, str]:
 def sample_sizes(schema: dict, num_samples: int, num_fakes: int) -> tuple[int, int, int]:
     """(reference count, fold size n, folds): every train example up to REFERENCE_CAP; n =
     min(num_samples, eval count), so the real-vs-real baseline on the eval split has the folds'
-    size; as many folds of n fakes as ``num_fakes`` holds, at least MIN_FOLDS."""
+    size; as many folds of n fakes as ``num_fakes`` holds, from MIN_FOLDS to MAX_FOLDS."""
     counts = schema.get("counts", {})
     n = min(num_samples, counts.get("eval", 0))
     if n < specs.MIN_SAMPLES or counts.get("train", 0) < specs.MIN_SAMPLES:
         raise ComponentError(f"evaluate: needs at least {specs.MIN_SAMPLES} train and eval examples, the schema counts "
                              f"{counts} (preprocess: keep a larger eval split)")
-    return min(counts["train"], REFERENCE_CAP), n, max(MIN_FOLDS, num_fakes // n)
+    return min(counts["train"], REFERENCE_CAP), n, max(MIN_FOLDS, min(MAX_FOLDS, num_fakes // n))
 
 
 def read_split(examples_uri: str, schema: dict, split: str, n: int, params: dict, superres: bool) -> Split:
