@@ -164,7 +164,8 @@ def test_classifier_artifact(feature_space):
 def test_unlabelled_data_uses_pixels_or_raw_vectors(tmp_path):
     counts = {"train": 100, "eval": 20}
     pixels = classifier.build_feature_model(
-        "unused", {"kind": "image", "shape": [32, 32, 3], "num_classes": 0, "counts": counts}, str(tmp_path / "p"))
+        "unused", {"kind": "image", "shape": [32, 32, 3], "num_classes": 0, "counts": counts}, str(tmp_path / "p"),
+        unlabelled_features="pixels")
     assert pixels["feature_space"] == "pixels" and pixels["feature_dim"] == 16 * 16 * 3
     assert pixels["eval_accuracy"] is None and pixels["outputs"] == ["features"]
     model, _ = classifier.load_feature_model(str(tmp_path / "p"))
@@ -360,7 +361,7 @@ def test_superresolution_model_reports_psnr_ssim_against_bicubic(tmp_path_factor
     schema = write_examples(root, records, {"kind": "image", "shape": [16, 16, 1], "channels": 1,
                                             "lowres_shape": [8, 8, 1]})
     features = Artifact("FeatureModel", str(tmp_path_factory.mktemp("pixels")))
-    classifier.build_feature_model(root, schema, features.uri)
+    classifier.build_feature_model(root, schema, features.uri, unlabelled_features="pixels")
     keras.utils.set_random_seed(2)
     gan = build_gan("srgan", (16, 16, 1), lowres_shape=(8, 8, 1), residual_blocks=1, filters=8, width=8, stages=1,
                     dense_units=16, bicubic_skip=False)

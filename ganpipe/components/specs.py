@@ -115,6 +115,10 @@ CLASSIFIER_PARAMETERS = (
     Parameter("feature_dim", int, 128, "size of the penultimate layer: the feature space", min=2),
     Parameter("dropout", float, 0.3, "dropout after the feature layer, in training only", min=0.0, max=0.9),
     Parameter("seed", int, 0, "seeds weights and data order"),
+    Parameter("unlabelled_features", str, "contrastive", "feature space of unlabelled images: contrastive (a "
+              "self-supervised SimCLR encoder trained on the train split) or pixels (average-pooled)",
+              choices=("contrastive", "pixels")),
+    Parameter("contrastive_epochs", int, 40, "passes over the train split of the self-supervised encoder", min=1),
     Parameter("inception_weights", str, None,
               "path to Keras InceptionV3 weights (.h5, with or without top): use Inception features (FID) "
               "instead of a trained classifier; never downloaded", nullable=True, normalize=absolute_path),
