@@ -15,6 +15,43 @@ def float32_policy():
     keras.config.set_dtype_policy("float32")
 
 
+@pytest.fixture(scope="session")
+def gcs_bucket():
+    """A GCS emulator (gcp-storage-emulator, in memory) for this session: ``gs://ganpipe-cli``
+    through Beam's GCS client in this process and in subprocesses (``STORAGE_EMULATOR_HOST``).
+    TensorFlow's own GCS filesystem ignores the emulator, so only non-TF code can use it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("apache_beam.io.gcp.gcsio")
+    pytest.importorskip("gcp_storage_emulator")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+                                f"--port={port}", "--in-memory", "--default-bucket=ganpipe-cli", "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert process.poll() is None and time.time() < deadline, process.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        previous = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+        yield "gs://ganpipe-cli"
+        os.environ.pop("STORAGE_EMULATOR_HOST")
+        if previous:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def write_image_examples(root, images, labels=None, eval_count=0, label_names=()):
     """uint8 images [N, H, W, C] (and integer labels) in Preprocess's processed layout, the first
     ``eval_count`` in the eval split; returns the schema. For tests of the steps after Preprocess."""

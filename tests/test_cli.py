@@ -2,6 +2,8 @@
 click's CliRunner and as real subprocesses for SIGKILL, concurrency and exit codes."""
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -72,6 +74,22 @@ def publish(inputs, outputs, params, ctx):
     os.makedirs(destination)
     outputs["pushed_model"].properties.update(pushed=True, pushed_destination=destination)
 
+
+def make_json(inputs, outputs, params, ctx):
+    _control("Make")
+    outputs["numbers"].write_json("numbers.json", list(range(params["n"])))
+
+
+def fit_json(inputs, outputs, params, ctx):
+    _control("Fit")
+    outputs["model"].write_json("model.json", {"total": sum(inputs["numbers"].read_json("numbers.json"))})
+
+
+# Through the filesystem layer only, for roots on an object store.
+URI_NODES = [
+    Node.of(Component("Make", {}, {"numbers": "Numbers"}, (Parameter("n", int, 3, min=1),), make_json)),
+    Node.of(Component("Fit", {"numbers": "Numbers"}, {"model": "Model"}, (), fit_json), {"numbers": "Make.numbers"}),
+]
 
 NODES = [
     Node.of(Component("Make", {}, {"numbers": "Numbers"}, (Parameter("n", int, 3, min=1),), make)),
@@ -178,10 +196,24 @@ def test_runs_show_and_lineage(env):
     assert cli("lineage", "/nowhere", "--root", env.root, expect=2).stderr.startswith("Error: /nowhere: not an artifact")
 
 
-def test_failed_run_exits_1_and_records_the_error(env):
+def printed_command(text: str) -> list[str]:
+    """The ganpipe command a message names in parentheses, e.g. "(details: ganpipe show 1 --root R)"."""
+    return shlex.split(re.search(r"\((?:details: )?(ganpipe [^)]*)\)", text).group(1))
+
+
+def run_as_printed(words: list[str], cwd, env) -> subprocess.CompletedProcess:
+    """A command exactly as the CLI printed it, run from another working directory."""
+    assert words[0] == "ganpipe"
+    command = [shutil.which("ganpipe")] if shutil.which("ganpipe") else [sys.executable, "-m", "ganpipe"]
+    return subprocess.run(command + words[1:], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_failed_run_exits_1_and_records_the_error(env, tmp_path):
     (env.controls / "Fit.crash").touch()
     result = cli("run", env.path, "--root", env.root, expect=1)
     assert "Error: Fit failed: ComponentError: Fit: injected failure" in result.stderr
+    details = run_as_printed(printed_command(result.stderr), tmp_path, env.subprocess_env)
+    assert details.returncode == 0 and "Run 1  pipeline toy  FAILED" in details.stdout, details.stderr
     assert summary(result.stdout)["Fit"][0] == "failed"
     assert not os.path.exists(os.path.join(env.root, "toy", "Fit", "model"))
     shown = cli("show", "1", "--root", env.root).stdout
@@ -482,6 +514,8 @@ def test_ctrl_c_exits_130_and_the_run_resumes(env):
     process.send_signal(signal.SIGINT)
     code, out, err = _finish(process)
     assert code == 130 and "Interrupted" in err and "Traceback" not in err
+    listed = run_as_printed(printed_command(err), env.controls, env.subprocess_env)
+    assert listed.returncode == 0 and re.search(r"^1\s+toy\s+FAILED", listed.stdout, re.M), listed.stderr
     with MetadataStore(env.root) as store:
         run = store.run(1)
         assert run.state == "FAILED" and "interrupted (Ctrl-C); resumable" in run.error
@@ -566,3 +600,73 @@ def test_gc_keeps_a_killed_trainings_checkpoints_unless_asked(env):
     cli("run", env.path, "--root", env.root)
     with MetadataStore(env.root) as store:
         assert store.artifacts(type="Model")[0].artifact.properties["resumed"] is True
+
+
+@pytest.mark.slow
+def test_commands_printed_for_a_gs_root_work_as_printed(env, gcs_bucket, tmp_path, monkeypatch):
+    """On an object-store root the store stays on a local disk (here ./ganpipe_runs of the run's
+    working directory): the failure hint names both, and every command that finds runs takes the
+    same --root and --metadata, from any directory."""
+    config = tmp_path / "uri.yaml"
+    config.write_text(f"pipeline: {{name: toyuri, dag: '{TOY_MODULE}:URI_NODES'}}\n")
+    (env.controls / "Fit.crash").touch()
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.delenv("GANPIPE_ROOT", raising=False)
+    root = f"{gcs_bucket}/{tmp_path.name}/runs"
+    result = cli("run", str(config), "--root", root, expect=1)
+    words = printed_command(result.stderr)
+    assert words[:4] == ["ganpipe", "show", "1", "--root"] and words[4] == root
+    subprocess_env = {key: value for key, value in env.subprocess_env.items() if key != "GANPIPE_ROOT"}
+    subprocess_env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
+    shown = run_as_printed(words, elsewhere, subprocess_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "Run 1  pipeline toyuri  FAILED" in shown.stdout and "injected failure" in shown.stdout
+    assert f"{root}/toyuri/Make/numbers/1" in shown.stdout
+    locations = words[3:]
+    for command, expected in ((["runs"], r"^1\s+toyuri\s+FAILED"), (["lineage", "1"], r"^artifact 1 Numbers gs://"),
+                              (["verify"], r"^1 live artifact\(s\) checked, 0 problem"),
+                              (["gc", "--dry-run"], r"item\(s\)")):
+        done = run_as_printed(["ganpipe", *command, *locations], elsewhere, subprocess_env)
+        assert done.returncode == 0 and re.search(expected, done.stdout, re.M), (command, done.stdout, done.stderr)
+    assert not os.listdir(elsewhere) and not os.path.exists(here / "gs:")
+
+
+def test_a_non_chief_worker_keeps_its_temporary_files_in_its_scratch_and_removes_them_on_any_exit(
+        tmp_path, monkeypatch):
+    import tempfile
+
+    from ganpipe.pipeline import execute
+
+    root = str(tmp_path / "root")
+    scratch = os.path.join(execute.worker_scratch_root(root, "p"), "worker-1")
+    os.makedirs(os.path.join(scratch, "left-by-a-killed-worker"))
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(RuntimeError, match="preempted"):
+        with execute.worker_scratch(root, "p"):
+            assert os.listdir(scratch) == []  # emptied when the worker starts
+            work = tempfile.mkdtemp(prefix="ganpipe-worker-")  # as Train's non-chief workers make it
+            assert os.path.dirname(work) == scratch
+            raise RuntimeError("preempted")
+    assert not os.path.exists(scratch) and tempfile.gettempdir() != scratch
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    with execute.worker_scratch(root, "p"):  # the chief writes the real outputs, no scratch
+        assert tempfile.gettempdir() != scratch
+
+
+def test_gc_sweeps_what_a_killed_worker_left_in_its_scratch(env):
+    from ganpipe.pipeline import execute
+
+    cli("run", env.path, "--root", env.root)
+    left = os.path.join(execute.worker_scratch_root(env.root, "toy"), "worker-1")
+    os.makedirs(os.path.join(left, "checkpoints"))
+    with open(os.path.join(left, "checkpoints", "ckpt-1.data"), "wb") as f:
+        f.write(b"x" * 1000)
+    assert re.search(r"would delete .* worker scratch +" + re.escape(left), cli("gc", "--dry-run", "--root", env.root).stdout)
+    assert os.path.exists(left)
+    cli("gc", "--root", env.root)
+    assert not os.path.exists(left)

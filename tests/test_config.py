@@ -239,3 +239,59 @@ def test_main_metric_choices_are_the_metrics_evaluate_can_compare():
     comparable = {rename(key, space) for key, way in metrics.DIRECTIONS.items() if way != "neither"
                   for space in FRECHET_NAMES}
     assert set(specs.MAIN_METRICS) == comparable | {"auto"}
+
+
+REFUSED = [
+    ("export.model_name=../../x", "export.model_name: '../../x' must be a plain directory name"),
+    ("train.diffaugment=bogus", "train.diffaugment: 'bogus': give one or more of color, translation, cutout"),
+    ("preprocess.background=[1,2]", "preprocess.background: [1, 2] is not a grey level 0..255 or [R, G, B]"),
+    ("ingest.label_names=[a,b,a]", "ingest.label_names: 'a' given more than once"),
+    ("pipeline.name=metadata.sqlite", "pipeline.name: 'metadata.sqlite' is a name the root holds for itself"),
+]
+
+
+@pytest.mark.parametrize("override, message", REFUSED)
+def test_values_a_step_would_refuse_exit_2_before_any_step_dry_run_included(tmp_path, override, message):
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    for dry_run in ([], ["--dry-run"]):
+        result = subprocess.run([sys.executable, "-m", "ganpipe.pipeline.cli", "run", *dry_run, "--root",
+                                 str(tmp_path / "root"), "--set", override], env=env, capture_output=True, text=True)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("override, message", REFUSED + [
+    ("export.model_name=..", "export.model_name: '..' must be a plain directory name"),
+    ("export.model_name=a\\b", "must be a plain directory name"),
+    ("train.diffaugment=color,cutot", "(did you mean 'cutout'?)"),
+    ("train.diffaugment=','", "train.diffaugment: ',': give one or more"),
+    ("preprocess.background=256", "preprocess.background: 256 is not a grey level"),
+    ("preprocess.background=[0,0,-1]", "preprocess.background: [0, 0, -1] is not a grey level"),
+    ("preprocess.background=[0,0,true]", "preprocess.background: [0, 0, True] is not a grey level"),
+    ("ingest.label_names=[1,'1']", "ingest.label_names: '1' given more than once"),
+    ("ingest.label_names=[a,'']", "ingest.label_names: '' means 'no label'"),
+    ("pipeline.name=metadata.sqlite-wal", "pipeline.name: 'metadata.sqlite-wal' is a name the root holds"),
+    ("pipeline.name=serving", "pipeline.name: 'serving' is a name the root holds for itself"),
+])
+def test_checks_on_parameter_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+def test_checked_values_that_are_fine_pass_unchanged():
+    config = load_config(None, ["export.model_name=digits.v2", "train.diffaugment=color, cutout",
+                                "preprocess.background=[0, 128, 255]", "ingest.label_names=[1, b]",
+                                "pipeline.name=metadata"])
+    assert config.parameters["export"]["model_name"] == "digits.v2"
+    assert config.parameters["train"]["diffaugment"] == "color, cutout"
+    assert config.parameters["preprocess"]["background"] == [0, 128, 255]
+    assert config.parameters["ingest"]["label_names"] == [1, "b"] and config.name == "metadata"
+
+
+def test_diffaugment_policies_of_the_spec_are_the_models():
+    from ganpipe.components import specs
+    from ganpipe.ganmodels import diffaugment
+
+    assert specs.DIFFAUGMENT_POLICIES == diffaugment.POLICIES

@@ -371,7 +371,7 @@ def test_runner_gives_a_multi_worker_train_its_own_process_and_a_worker_joins_it
     root = str(tmp_path / "root")
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    worker = subprocess.Popen([sys.executable, "-m", "ganpipe.pipeline.cli", "worker", str(config_file), "--root", root],
+    worker = subprocess.Popen([sys.executable, "-m", "ganpipe", "worker", str(config_file), "--root", root],
                               env={**ENVIRONMENT, "TF_CONFIG": json.dumps({"cluster": cluster,
                                                                            "task": {"type": "worker", "index": 1}})},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -387,6 +387,28 @@ def test_runner_gives_a_multi_worker_train_its_own_process_and_a_worker_joins_it
     assert "training dcgan (float32, multi_worker strategy) for steps 1..4" in worker_output
     assert "trained" not in worker_output  # the chief alone writes the model
     assert not os.path.exists(execute.handoff_path(root, "p", "Train"))
+    assert os.listdir(execute.worker_scratch_root(root, "p")) == []  # the worker's scratch went with it
+
+    # The chief's Train is a cache hit: a waiting worker, and one that starts later, exit 0 at once;
+    # one given other parameters keeps waiting for a Train that is not this one.
+    def worker_command(*overrides, timeout=300):
+        return subprocess.Popen([sys.executable, "-m", "ganpipe", "worker", str(config_file), "--root", root,
+                                 "--timeout", str(timeout), *overrides],
+                                env={**ENVIRONMENT, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                             "task": {"type": "worker", "index": 1}})},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    waiting = worker_command()
+    again = LocalRunner(root, "p", nodes, {"train": train.COMPONENT.resolve_parameters(train_section)},
+                        echo=lines.append).run()
+    assert [step.status for step in again.steps] == ["cached", "cached"]
+    late, other = worker_command(), worker_command("--set", "train.steps=5", timeout=2)
+    for process in (waiting, late):
+        output = process.communicate(timeout=120)[0]
+        assert process.returncode == 0, output[-3000:]
+        assert f"Train is a cache hit on the chief (reuses execution {result.steps[1].execution_id})" in output
+    output = other.communicate(timeout=120)[0]
+    assert other.returncode == 1 and "did not start Train within 2 s" in output, output[-3000:]
 
 
 def write_source(inputs, outputs, params, ctx):

@@ -48,11 +48,13 @@ SUITES = {
     "fast_loop": (("ganpipe/ganmodels/fast_loop.py",), "tests/test_fast_loop.py -m 'not slow'"),
     "reader": (("ganpipe/components/reader.py",), "tests/test_reader.py -m 'not slow'"),
     "quality": (("ganpipe/components/quality.py",), "tests/test_quality.py -m 'not slow'"),
-    "evaluate": (("ganpipe/components/evaluate.py",), "tests/test_evaluate.py -m 'not slow'"),
+    "evaluate": (tuple(f"ganpipe/components/evaluate/{name}.py" for name in ("measure", "samples", "blessing", "report")),
+                 "tests/test_evaluate.py -m 'not slow'"),
     "cache": (("ganpipe/pipeline/cache.py",), "tests/test_state.py -m 'not slow'"),
     "fingerprints": (("ganpipe/infra/fingerprints.py",), "tests/test_state.py -m 'not slow'"),
-    "storage": (("ganpipe/infra/storage.py",), "tests/test_uri_root.py -m 'not slow'"),
-    "metadata": (("ganpipe/pipeline/metadata.py",), "tests/test_state.py -m 'not slow'"),
+    "storage": (("ganpipe/infra/storage.py",), "tests/test_storage.py -m 'not slow'"),
+    "metadata": (("ganpipe/pipeline/metadata.py", "ganpipe/pipeline/records.py"),
+                 "tests/test_store.py tests/test_runner.py tests/test_state.py -m 'not slow'"),
 }
 SWAPS = [
     (r" \+ ", " - "), (r" - ", " + "), (r" \* ", " / "), (r" / ", " * "), (r" // ", " * "),

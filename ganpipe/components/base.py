@@ -45,6 +45,9 @@ class Parameter:
     # Applied to a valid value at config time, e.g. making a path absolute so the cache key names
     # the same files whatever the working directory of a later run.
     normalize: Callable[[Any], Any] | None = None
+    # check(value, where) raises ValueError naming ``where`` for a value of the right type that the
+    # step would refuse anyway (a name with "/", an unknown policy): refused at config time instead.
+    check: Callable[[Any, str], Any] | None = None
 
     def validate(self, value: Any, where: str) -> Any:
         """Returns ``value`` (ints widened to float where a float is wanted) or raises ValueError."""
@@ -65,7 +68,15 @@ class Parameter:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
             raise ValueError(f"{where}: {value!r} is above the maximum {self.max}")
+        if self.check is not None:
+            self.check(value, where)
         return self.normalize(value) if self.normalize else value
+
+
+def check_plain_name(value: str, where: str) -> None:
+    """A name used as one directory level: no separator, not empty, "." or ".."."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value:
+        raise ValueError(f"{where}: {value!r} must be a plain directory name (no '/', not '.' or '..')")
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -229,6 +240,9 @@ class Component:
     # parameters -> JSON value fingerprinting what the step reads from outside the pipeline (source
     # files, weights); computed before the cache key, so it must not import TensorFlow or Beam.
     external_inputs: Callable[[dict[str, Any]], Any] | None = None
+    # parameters -> names of modules the executor runs without importing them (a custom model
+    # family's module, registered when the DAG module was imported): in the code closure too.
+    code_modules: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
 
     def semantic_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` without the ones declared not to affect the output."""

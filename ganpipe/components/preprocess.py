@@ -81,7 +81,10 @@ class ImageDecoder:
         self.resample = RESIZE_METHODS[resize_method]
         self.center_crop = center_crop
         self.lowres_size = image_size // lowres_factor if lowres_factor else 0
-        self.background = _background(background)
+        try:
+            self.background = specs.background_rgb(background)
+        except ValueError as e:
+            raise ComponentError(str(e)) from None
         if wide_modes not in WIDE_MODES:
             raise ComponentError(f"preprocess.wide_modes: {wide_modes!r} is not one of {', '.join(WIDE_MODES)}")
         self.wide_modes = wide_modes
@@ -177,14 +180,6 @@ class ImageDecoder:
     @staticmethod
     def encode(decoded: dict) -> tuple[list, list]:
         return [(name, [data]) for name, data in decoded.items() if name != "source"], []
-
-
-def _background(value) -> tuple[int, int, int]:
-    """``preprocess.background``: a grey level or [R, G, B], each 0..255."""
-    rgb = [value] * 3 if isinstance(value, int) else list(value)
-    if len(rgb) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb):
-        raise ComponentError(f"preprocess.background: {value!r} is not a grey level 0..255 or [R, G, B]")
-    return tuple(rgb)
 
 
 def _from_pixels(data: bytes, shape: tuple[int, ...]) -> Image.Image:

@@ -4,16 +4,20 @@ As in TFX, a spec is separate from its executor: this module imports nothing hea
 validation, cache hits and ``ganpipe --help`` never import TensorFlow or Beam. Each executor is
 named ``"module:function"`` and imported only when the component really runs.
 """
+import sys
+
 from ganpipe.components import sources
 from ganpipe.infra import fingerprints
-from ganpipe.components.base import Component, ComponentError, Parameter, absolute_path, check_keys, did_you_mean
+from ganpipe.components.base import (Component, ComponentError, Parameter, absolute_path, check_keys, check_plain_name,
+                                     did_you_mean)
+from ganpipe.components.sources import labels
 
 FILE_SOURCE_KINDS = tuple(name for name, kind in sources.KINDS.items() if kind.takes_path)
 
 
 def absolute_source(source: str) -> str:
-    kind, separator, location = source.partition(":")
-    return f"{kind}:{absolute_path(location)}" if kind in FILE_SOURCE_KINDS and location else source
+    name, argument = sources.split_source(source)
+    return f"{name}:{absolute_path(argument)}" if name in FILE_SOURCE_KINDS and argument else source
 
 
 def absolute_weights(network: dict) -> dict:
@@ -22,13 +26,14 @@ def absolute_weights(network: dict) -> dict:
 
 
 def ingest_inputs(params: dict) -> dict:
-    """What Ingest reads besides its parameters: the files behind a file source, or the prepared
-    TFDS data (built-in sources come from a package: its version is in the dependencies)."""
-    kind, _, location = params["source"].partition(":")
-    if kind in FILE_SOURCE_KINDS and location:
-        return {"files": fingerprints.source_files(kind, location)}
-    if kind == "tfds" and location:
-        return fingerprints.tfds_data(location, params["tfds_data_dir"])
+    """What Ingest reads besides its parameters: the listing of the files behind a file source
+    (the one its reader reads), or the prepared TFDS data (built-in sources come from a package:
+    its version is in the dependencies)."""
+    kind, argument = sources.parse_source(params["source"])
+    if kind.takes_path:
+        return {"files": fingerprints.source_files(argument, kind.listing(argument))}
+    if kind.name == "tfds":
+        return fingerprints.tfds_data(argument, params["tfds_data_dir"])
     return {}
 
 
@@ -44,7 +49,7 @@ INGEST_PARAMETERS = (
     Parameter("label_names", list, None,
               "fixed label vocabulary (scalars coerced to names); other labels are rejected "
               "(default: the names seen, in natural order)",
-              nullable=True),
+              nullable=True, check=labels.check_label_names),
     Parameter("split_key", str, "path", "what the train/eval split hashes: path (the record's name relative "
               "to the source root) or content; identical records always share a split",
               choices=("path", "content")),
@@ -56,8 +61,7 @@ def check_source(params: dict, section: str) -> dict:
     try:
         sources.parse_source(params["source"])
     except ComponentError as error:
-        kind = params["source"].partition(":")[0]
-        raise ValueError(f"{error}{did_you_mean(kind, sources.KINDS) if kind not in sources.KINDS else ''}") from None
+        raise ValueError(str(error)) from None
     return params
 
 
@@ -74,6 +78,14 @@ INGEST = Component(
 )
 
 # -------------------------------------------------------------------------------------- preprocess
+def background_rgb(value, where: str = "preprocess.background") -> tuple[int, int, int]:
+    """``preprocess.background``: a grey level or [R, G, B], each 0..255, as (R, G, B)."""
+    rgb = [value] * 3 if isinstance(value, int) else list(value)
+    if len(rgb) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in rgb):
+        raise ValueError(f"{where}: {value!r} is not a grey level 0..255 or [R, G, B]")
+    return tuple(rgb)
+
+
 PREPROCESS_PARAMETERS = (
     Parameter("image_size", int, 32, "square output size in pixels (digits 8x8 are upsampled)",
               min=4, max=4096),
@@ -88,7 +100,7 @@ PREPROCESS_PARAMETERS = (
     Parameter("unlabelled", str, "reject", "a record without a label in a labelled data set: reject it, or "
               "keep it with label -1", choices=("reject", "keep")),
     Parameter("background", (int, list), 255, "images with transparency are composited over this grey level "
-              "or [R, G, B] (0..255)"),
+              "or [R, G, B] (0..255)", check=background_rgb),
     Parameter("wide_modes", str, "rescale", "16/32-bit integer and float images: rescale to 8 bits (integers "
               "as 16-bit, floats from [0, 1]; other values rejected) or reject", choices=("rescale", "reject")),
     Parameter("max_image_pixels", int, 89_478_485, "reject images decoding to more pixels (decompression-bomb "
@@ -197,10 +209,26 @@ FAMILY_NETWORKS: dict[str, tuple[Parameter, ...]] = {
 }
 
 
-def register_family(name: str, network: tuple[Parameter, ...]) -> None:
+# Custom family -> the module that registered it: its code is in Train's and Evaluate's code closure.
+FAMILY_MODULES: dict[str, str] = {}
+
+
+def register_family(name: str, network: tuple[Parameter, ...], module: str | None = None) -> None:
     """Makes a family registered with ``ganmodels.register_family`` valid in configs: call it from the
-    module a custom ``pipeline.dag`` names, with the builder's options as Parameters."""
+    module a custom ``pipeline.dag`` names, with the builder's options as Parameters. ``module``
+    (default: the caller's) holds the family's code, so editing it re-runs Train and Evaluate."""
     FAMILY_NETWORKS[name] = tuple(network)
+    FAMILY_MODULES[name] = module or sys._getframe(1).f_globals["__name__"]
+
+
+def family_module(params: dict) -> tuple[str, ...]:
+    """Train's code beyond its imports: the module of a custom family."""
+    return tuple(filter(None, [FAMILY_MODULES.get(params["family"])]))
+
+
+def every_family_module(params: dict) -> tuple[str, ...]:
+    """Evaluate loads a model of any family: every custom family's module."""
+    return tuple(sorted(set(FAMILY_MODULES.values())))
 
 
 def check_network(params: dict, section: str) -> dict:
@@ -219,6 +247,18 @@ def check_network(params: dict, section: str) -> dict:
     network = {name: p.default for name, p in schema.items()}
     network.update({key: schema[key].validate(value, f"{section}.network.{key}") for key, value in given.items()})
     return {**params, "network": network}
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")  # ganmodels.diffaugment.POLICIES (a test ties them)
+
+
+def check_diffaugment(policy: str, where: str) -> None:
+    """``color,translation,cutout``: one or more known transforms, comma-separated."""
+    names = [name.strip() for name in policy.split(",") if name.strip()]
+    unknown = [name for name in names if name not in DIFFAUGMENT_POLICIES]
+    if unknown or not names:
+        raise ValueError(f"{where}: {policy!r}: give one or more of {', '.join(DIFFAUGMENT_POLICIES)} "
+                         f"(comma-separated){did_you_mean(unknown[0], DIFFAUGMENT_POLICIES) if unknown else ''}")
+
+
 LOSSES = ("non_saturating", "minimax", "wasserstein", "hinge", "least_squares")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -261,7 +301,7 @@ TRAIN_PARAMETERS = (
     Parameter("r1_interval", int, 1, "lazy regularisation: R1/R2 every this many D updates, weighted by it",
               min=1, max=1000),
     Parameter("diffaugment", str, None, "DiffAugment policy for images, e.g. color,translation,cutout; "
-              "empty = off", nullable=True),
+              "empty = off", nullable=True, check=check_diffaugment),
     Parameter("seed", int, 0, "seeds initial weights, noise and data order"),
     Parameter("precision", str, "float32", "Keras dtype policy of the networks", choices=PRECISIONS),
     Parameter("jit_compile", bool, None, "compile the train step with XLA; empty = auto (on for dense-only "
@@ -303,6 +343,7 @@ TRAIN = Component(
     tensorboard_logs={"train": "model/logs/train"},
     dependencies=("tensorflow", "keras", "numpy"),
     external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
+    code_modules=family_module,
 )
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -348,11 +389,13 @@ EVALUATE = Component(
     dependencies=("tensorflow", "keras", "numpy", "scipy"),
     description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
     tensorboard_logs={"eval": "evaluation/logs/eval"},
+    code_modules=every_family_module,
 )
 
 # -------------------------------------------------------------------------------------- export
 EXPORT_PARAMETERS = (
-    Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True),
+    Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True,
+              check=check_plain_name),
     Parameter("export_base", str, None, "TF Serving base directory; empty = <pipeline root>/serving, "
               "a relative path is resolved against the pipeline root", nullable=True),
     Parameter("force", bool, False, "export even if the model was not blessed"),

@@ -21,7 +21,6 @@ verify`` recomputes each artifact with the scheme recorded for it.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
@@ -29,7 +28,7 @@ import os
 import zipfile
 from typing import Any
 
-from ganpipe.infra import storage
+from ganpipe.infra import listing, storage
 
 WHOLE_TREE, SEMANTIC = 1, 2
 SCHEME = SEMANTIC  # what new artifacts are fingerprinted with
@@ -140,48 +139,28 @@ def file_content(path: str | None) -> str | None:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def file_listing(paths: list[str], base: str) -> str:
-    """sha256 over (path relative to ``base``, size, mtime in ns) of each file: what a filesystem's
-    match metadata gives cheaply. Adding, removing, replacing or touching a file changes it."""
+def listing_digest(found: listing.Listing) -> str:
+    """sha256 over a listing (``infra.listing``): each file's path and identity (size, mtime, inode
+    and ctime locally; size, update time and generation on an object store), each rejected
+    entry's path and reason, each directory walked. Adding, removing, replacing or touching a
+    file changes it, and so does mending or breaking a link."""
     digest = hashlib.sha256()
-    for path in sorted(paths):
-        stat = os.stat(path)
-        digest.update(f"{os.path.relpath(path, base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for entry in found.files:
+        digest.update(f"F{entry.path}\0{entry.identity}\n".encode())
+    for entry in found.rejected:
+        digest.update(f"R{entry.path}\0{entry.problem}\n".encode())
+    for directory in found.directories:
+        digest.update(f"D{directory}\n".encode())
     return digest.hexdigest()
 
 
-def tree_listing(root: str) -> str:
-    """``file_listing`` of every file under ``root`` plus the names of its directories (a new,
-    still empty version directory of a data set counts)."""
-    if not os.path.isdir(root):
-        return f"missing:{root}"
-    files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
-    directories = sorted(os.path.relpath(d, root) for d, _, _ in os.walk(root))
-    return hashlib.sha256((file_listing(files, root) + "\0".join(directories)).encode()).hexdigest()
-
-
-def remote_listing(pattern: str) -> str:
-    """Listing from the filesystem's match metadata (size, last update: the object generation's
-    time on GCS/S3) for a path with a URI scheme; imports Beam's filesystem registry only then."""
-    target = pattern if any(ch in pattern for ch in "*?[") else pattern.rstrip("/") + "/**"
-    digest = hashlib.sha256()
-    for meta in sorted(storage.match(target), key=lambda m: m.path):
-        digest.update(f"{meta.path}\0{meta.size_in_bytes}\0{meta.last_updated_in_seconds}\n".encode())
-    return digest.hexdigest()
-
-
-def source_files(kind: str, location: str) -> str:
-    """The fingerprint of the files behind a file source ``kind:location``."""
-    if storage.scheme(location):
-        return remote_listing(location)
-    if kind == "tfrecord":
-        return file_listing([p for p in glob.glob(location, recursive=True) if os.path.isfile(p)],
-                            os.path.dirname(location.split("*", 1)[0]) or ".")
-    if os.path.isfile(location) and os.path.getsize(location) <= SMALL_FILE_BYTES:
+def source_files(location: str, found: listing.Listing) -> str:
+    """The fingerprint of the files behind a file source: the content of a single local file up
+    to ``SMALL_FILE_BYTES`` (a ``touch`` is no change), else the listing the reader reads."""
+    if (not found.rejected and [entry.path for entry in found.files] == [location] and storage.is_local(location)
+            and os.path.getsize(location) <= SMALL_FILE_BYTES):
         return file_content(location)
-    if os.path.isfile(location):
-        return file_listing([location], os.path.dirname(location))
-    return tree_listing(location)
+    return listing_digest(found)
 
 
 def tfds_data(name: str, data_dir: str | None) -> dict[str, str]:
@@ -190,4 +169,4 @@ def tfds_data(name: str, data_dir: str | None) -> dict[str, str]:
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
     builder = name.split("/", 1)[0].split(":", 1)[0]
     location = data_dir.rstrip("/") + "/" + builder
-    return {"data_dir": data_dir, "files": remote_listing(location) if storage.scheme(data_dir) else tree_listing(location)}
+    return {"data_dir": data_dir, "files": listing_digest(listing.list_files(location + "/**"))}

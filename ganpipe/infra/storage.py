@@ -98,7 +98,7 @@ def _beam_supports(uri: str) -> bool:
     try:
         _filesystems().get_filesystem(uri)
         return True
-    except ValueError:
+    except (ValueError, OSError):  # OSError: Beam's BeamIOError when the scheme's package is missing
         return False
 
 

@@ -10,9 +10,11 @@
                 TFDS data, the content hash of weight files
     versions    installed versions of the distributions the component declares (TensorFlow,
                 Keras, Beam, numpy, Pillow, scikit-learn, ...)
-    code        sha256 of the component's code closure: the executor's module and every module
-                of its package or of ganpipe it imports, transitively, found by reading the
-                source (``ast``), never by importing it, so no TensorFlow is loaded to decide a hit
+    code        sha256 of the component's code closure: the executor's module, the modules its
+                ``code_modules(parameters)`` names (a custom model family's module) and every
+                module of their packages or of ganpipe they import, transitively, found by
+                reading the source (``ast``), never by importing it, so no TensorFlow is loaded
+                to decide a hit
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def key_material(component: Component, parameters: dict[str, Any], inputs: dict[
     return {"component": component.name, "parameters": component.semantic_parameters(parameters),
             "inputs": {name: artifact.fingerprint for name, artifact in inputs.items()},
             "external": external, "versions": dependency_versions(component.dependencies),
-            "code": code_fingerprint(component)}
+            "code": code_fingerprint(component, parameters)}
 
 
 def dependency_versions(distributions: tuple[str, ...]) -> dict[str, str | None]:
@@ -57,10 +59,10 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
-def code_fingerprint(component: Component) -> str:
-    """sha256 over the (name, content) of every file in the executor's code closure."""
+def code_fingerprint(component: Component, parameters: dict[str, Any] | None = None) -> str:
+    """sha256 over the (name, content) of every file in the step's code closure."""
     digest = hashlib.sha256()
-    for name, path in sorted(code_closure(component).items()):
+    for name, path in sorted(code_closure(component, parameters).items()):
         digest.update(name.encode() + b"\0" + _parsed(path, *_stamp(path))[0])
     return digest.hexdigest()
 
@@ -70,15 +72,16 @@ def _stamp(path: str) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
-def code_closure(component: Component) -> dict[str, str]:
-    """{module name: source file} of the executor's module and what it imports, transitively,
-    within ganpipe and the executor's own top-level package."""
+def code_closure(component: Component, parameters: dict[str, Any] | None = None) -> dict[str, str]:
+    """{module name: source file} of the executor's module, the component's ``code_modules`` and
+    what they import, transitively, within ganpipe and their own top-level packages."""
     module, path = _executor_module(component.executor)
+    extra = component.code_modules(parameters) if component.code_modules and parameters is not None else ()
     packages = {PACKAGE: _package_dir(PACKAGE)}
-    if module:
-        packages.setdefault(module.split(".")[0], _package_dir(module.split(".")[0]))
+    for name in filter(None, (module, *extra)):
+        packages.setdefault(name.split(".")[0], _package_dir(name.split(".")[0]))
     closure: dict[str, str] = {}
-    pending = [(module, path)]
+    pending = [(module, path), *((name, _module_file(name, packages)) for name in extra)]
     while pending:
         name, source = pending.pop()
         if name in closure or not source:

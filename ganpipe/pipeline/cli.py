@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 
 import click
 
 from ganpipe import __version__
 from ganpipe.infra import storage
-from ganpipe.pipeline import cluster_commands, console, dag
-from ganpipe.pipeline.config import ConfigError, default_root, load_config, resolve_locations
+from ganpipe.pipeline import cluster_commands, console, dag, lineage_command
+from ganpipe.pipeline.cli_common import UsageFailure, existing_store, locations_arguments, open_store, root_option, table
+from ganpipe.pipeline.config import ConfigError, load_config, resolve_locations
 from ganpipe.pipeline.console import echo
-from ganpipe.pipeline.metadata import (ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, STORE_FILE, ArtifactRecord,
-                                       ExecutionRecord, MetadataStore)
-from ganpipe.pipeline.runner import LocalRunner, RunResult, run_is_alive, tensorboard_runs, tensorboard_view
+from ganpipe.pipeline.metadata import ABANDONED, CACHED, COMPLETE, FAILED, RUNNING, ExecutionRecord, StoreError
+from ganpipe.pipeline.runner import LocalRunner, RunResult, tensorboard_runs, tensorboard_view
 from ganpipe.pipeline.trial import write_run_trial
 
 # Artifact property conventions the summary reads (set by components):
@@ -33,18 +32,18 @@ INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 STATUS = {COMPLETE: "ran", CACHED: "cached", FAILED: "failed", ABANDONED: "abandoned", RUNNING: "running"}
 
 
-class UsageFailure(click.ClickException):
-    """A usage or configuration error: message on stderr, exit code 2, no usage dump."""
+class Commands(click.Group):
+    """The command group; a store that cannot be used (damaged, newer, refused beside another
+    store's artifacts) is a usage error of any command: its one line, exit 2, no traceback."""
 
-    exit_code = 2
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StoreError as error:
+            raise UsageFailure(str(error)) from error
 
 
-root_option = click.option(
-    "--root", type=click.Path(file_okay=False), default=None,
-    help="Pipeline root holding the metadata store and artifacts [default: $GANPIPE_ROOT or ./ganpipe_runs].")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ganpipe")
 def main() -> None:
     """Train GANs as a TFX-style batch pipeline: Ingest -> Preprocess -> Classifier -> Train ->
@@ -66,7 +65,7 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Show TensorFlow, absl, Beam and Keras messages and debug lines (quiet by default).")
 @root_option
-def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root) -> None:
+def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root, metadata) -> None:
     """Run the pipeline of CONFIG_FILE (default: the built-in digits data set with a class-conditional DCGAN).
 
     A component whose parameters, inputs and code are unchanged is a cache hit. Forcing a
@@ -78,8 +77,8 @@ def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root)
     console.configure_logging(verbose, display)
     try:
         config = load_config(config_file, overrides)
-        if root:
-            config.root, config.metadata = resolve_locations(root)
+        if root or metadata:
+            config.root, config.metadata = resolve_locations(root or config.root, metadata)
         runner = LocalRunner(config.root, config.name, config.nodes, config.parameters,
                              config.beam_args + list(beam_args), echo=console.component_logger("").info,
                              config={**config.as_dict(), "config_file": config_file}, metadata=config.metadata,
@@ -90,17 +89,18 @@ def run(config_file, overrides, until, force, beam_args, dry_run, verbose, root)
     if dry_run:
         from ganpipe.pipeline.plan import dry_run as plan_steps
 
-        _table(("STEP", "COMPONENT", "PLAN", "WHY"), [(i, *step) for i, step in enumerate(plan_steps(runner, until, force), 1)])
+        table(("STEP", "COMPONENT", "PLAN", "WHY"), [(i, *step) for i, step in enumerate(plan_steps(runner, until, force), 1)])
         return
     try:
         result = runner.run(until, force)
     except KeyboardInterrupt:
         echo(f"\nInterrupted: the run is recorded as failed (resumable); run the same command again to resume "
-             f"(ganpipe runs --root {config.root})", err=True)
+             f"(ganpipe runs {locations_arguments(config.root, config.metadata)})", err=True)
         sys.exit(INTERRUPTED)
     _print_summary(result, config.root, config.name, config.parameters)
     if result.state != COMPLETE:
-        echo(f"Error: {result.error} (details: ganpipe show {result.run_id} --root {config.root})", err=True)
+        echo(f"Error: {result.error} (details: ganpipe show {result.run_id} "
+             f"{locations_arguments(config.root, config.metadata)})", err=True)
         sys.exit(1)
 
 
@@ -108,7 +108,7 @@ def _print_summary(result: RunResult, root: str, pipeline: str, parameters: dict
     echo("")
     rows = [(s.component, s.status, f"{s.seconds:.1f}", s.error if s.status == "failed" else _step_result(s.outputs))
             for s in result.steps]
-    _table(("COMPONENT", "STATUS", "SECONDS", "RESULT"), rows)
+    table(("COMPONENT", "STATUS", "SECONDS", "RESULT"), rows)
     echo(f"\nRun {result.run_id} {result.state} in {result.seconds:.1f} s")
     artifacts = [(s.component, a) for s in result.steps for a in s.outputs.values()]
     view = tensorboard_view(root, pipeline, result.run_id, artifacts)
@@ -202,14 +202,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs to list.")
 @json_option
 @root_option
-def runs(limit, as_json, root) -> None:
+def runs(limit, as_json, root, metadata) -> None:
     """List runs, newest first: id, pipeline, state, start time, duration."""
-    with _open_store(root) as store:
+    with open_store(root, metadata) as store:
         records = store.runs(limit)
     if as_json:
         echo(json.dumps([_run_json(r) for r in records], indent=2))
         return
-    _table(("RUN", "PIPELINE", "STATE", "STARTED", "DURATION"),
+    table(("RUN", "PIPELINE", "STATE", "STARTED", "DURATION"),
            [(r.id, r.pipeline, r.state, _when(r.started), _duration(r.started, r.ended)) for r in records])
 
 
@@ -217,10 +217,10 @@ def runs(limit, as_json, root) -> None:
 @click.argument("run_id", type=int)
 @json_option
 @root_option
-def show(run_id, as_json, root) -> None:
+def show(run_id, as_json, root, metadata) -> None:
     """Show one run: each component, cached or ran, times, its result (Evaluate's main metric
     beside its baseline and the blessing, Export's served version), output uris and key metrics."""
-    with _open_store(root) as store:
+    with open_store(root, metadata) as store:
         record = store.run(run_id)
         if record is None:
             raise UsageFailure(f"no run {run_id} in {store.path}")
@@ -236,12 +236,12 @@ def show(run_id, as_json, root) -> None:
     if record.error:
         echo(f"Error: {record.error}")
     echo("")
-    _table(("COMPONENT", "STATUS", "SECONDS", "EXECUTION", "RESULT"),
+    table(("COMPONENT", "STATUS", "SECONDS", "EXECUTION", "RESULT"),
            [(e.component, STATUS[e.state], _duration(e.started, e.ended, unit=""), _execution_label(e),
              _step_result(outputs[e.id]) if e.state in (COMPLETE, CACHED) else "-")
             for e in executions])
     echo("")
-    _table(("OUTPUT", "TYPE", "URI", "KEY METRICS"),
+    table(("OUTPUT", "TYPE", "URI", "KEY METRICS"),
            [(f"{e.component}.{name}", a.type, a.uri, _key_metrics(a.properties))
             for e in executions for name, a in outputs[e.id].items()])
     for execution in executions:
@@ -286,60 +286,6 @@ def _key_metrics(properties: dict) -> str:
 
 
 @main.command()
-@click.argument("target")
-@root_option
-def lineage(target, root) -> None:
-    """Where an artifact came from and what used it. TARGET is an artifact id or a path inside one."""
-    with _open_store(root) as store:
-        record = store.artifact(int(target)) if target.isdigit() else store.artifact_at(target)
-        if record is None:
-            raise UsageFailure(f"{target}: not an artifact recorded in {store.path}")
-        echo(_artifact_line(record))
-        echo(f"  fingerprint {record.artifact.fingerprint}")
-        echo("Upstream:")
-        _print_upstream(store, record, depth=1, seen=set())
-        echo("Downstream:")
-        _print_downstream(store, record, depth=1, seen=set())
-
-
-def _artifact_line(record: ArtifactRecord) -> str:
-    deleted = "  [deleted by gc]" if record.state != "LIVE" else ""
-    return f"artifact {record.artifact.id} {record.artifact.type} {record.artifact.uri}{deleted}"
-
-
-def _print_upstream(store: MetadataStore, record: ArtifactRecord, depth: int, seen: set[int]) -> None:
-    producer = store.execution(record.producer_id)
-    indent = "  " * depth
-    echo(f"{indent}<- {producer.component} execution {producer.id} (run {producer.run_id}, {producer.state})")
-    if producer.id in seen:
-        return
-    seen.add(producer.id)
-    for name, artifact in store.execution_artifacts(producer.id, "input").items():
-        upstream = store.artifact(artifact.id)
-        echo(f"{indent}   {name}: {_artifact_line(upstream)}")
-        _print_upstream(store, upstream, depth + 2, seen)
-
-
-def _print_downstream(store: MetadataStore, record: ArtifactRecord, depth: int, seen: set[int]) -> None:
-    indent = "  " * depth
-    consumers = store.consumers(record.artifact.id)
-    reused_in = sorted({c.run_id for c in consumers if c.state == CACHED})
-    if not consumers and depth == 1:
-        echo(f"{indent}(not used by any execution yet)")
-    for consumer in (c for c in consumers if c.state != CACHED):
-        echo(f"{indent}-> {consumer.component} execution {consumer.id} (run {consumer.run_id}, {consumer.state})")
-        if consumer.id in seen:
-            continue
-        seen.add(consumer.id)
-        for name, artifact in store.execution_artifacts(consumer.id, "output").items():
-            downstream = store.artifact(artifact.id)
-            echo(f"{indent}   {name}: {_artifact_line(downstream)}")
-            _print_downstream(store, downstream, depth + 2, seen)
-    if reused_in:
-        echo(f"{indent}(also consumed by cache hits in runs {', '.join(map(str, reused_in))})")
-
-
-@main.command()
 @click.argument("model_dir")
 @click.option("-n", "count", type=click.IntRange(min=1), required=True, help="Number of samples.")
 @click.option("-o", "--out", required=True, type=click.Path(),
@@ -368,7 +314,7 @@ def sample(model_dir, count, out, fmt, seed) -> None:
 @click.option("--include-partial", is_flag=True,
               help="Also delete resumable partial attempts (a killed Train's checkpoints).")
 @root_option
-def gc(dry_run, keep_last, older_than, include_partial, root) -> None:
+def gc(dry_run, keep_last, older_than, include_partial, root, metadata) -> None:
     """Delete superseded artifacts, unfinished attempts and unrecorded outputs under the root.
 
     Kept with their whole upstream lineage: the newest artifacts of each component output, the
@@ -377,14 +323,14 @@ def gc(dry_run, keep_last, older_than, include_partial, root) -> None:
     """
     from ganpipe.pipeline.gc import GcInProgress, Policy, collect_garbage, parse_age
 
-    root = _existing_root(root)
+    store_dir = existing_store(root, metadata)
     try:
         policy = Policy(keep_last=keep_last, older_than=parse_age(older_than) if older_than else None,
                         include_partial=include_partial)
     except ValueError as error:
         raise UsageFailure(str(error)) from error
     try:
-        garbage = collect_garbage(root, dry_run, policy)
+        garbage = collect_garbage(store_dir, dry_run, policy)
     except GcInProgress as error:
         echo(f"Error: {error}", err=True)
         sys.exit(1)
@@ -397,37 +343,17 @@ def gc(dry_run, keep_last, older_than, include_partial, root) -> None:
 
 @main.command()
 @root_option
-def verify(root) -> None:
+def verify(root, metadata) -> None:
     """Recompute the fingerprints of all live artifacts and report any that changed or vanished
     (exit 1), and served versions that are gone. Read-only."""
     from ganpipe.pipeline.verify import verify as verify_root
 
-    checked, problems = verify_root(_existing_root(root))
+    checked, problems = verify_root(existing_store(root, metadata))
     for problem in problems:
         echo(f"{problem.problem}: artifact {problem.artifact_id} {problem.path}")
     echo(f"{checked} live artifact(s) checked, {len(problems)} problem(s)")
     if problems:
         sys.exit(1)
-
-
-def _existing_root(root: str | None) -> str:
-    root = os.path.abspath(root or default_root())
-    if not os.path.isfile(os.path.join(root, STORE_FILE)):
-        raise UsageFailure(f"{root}: no {STORE_FILE} here (no runs yet?); pass --root or set $GANPIPE_ROOT")
-    return root
-
-
-def _open_store(root: str | None) -> MetadataStore:
-    """Opens an existing store read-only; runs whose process died show as ABANDONED."""
-    root = _existing_root(root)
-    return MetadataStore(root, read_only=True, is_alive=run_is_alive(root))
-
-
-def _table(headers: tuple[str, ...], rows: list[tuple]) -> None:
-    cells = [tuple(map(str, headers))] + [tuple(map(str, row)) for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _when(timestamp: float) -> str:
@@ -446,6 +372,7 @@ def _megabytes(size: int) -> str:
 main.add_command(cluster_commands.execute_command)
 main.add_command(cluster_commands.compile_command)
 main.add_command(cluster_commands.worker_command)
+main.add_command(lineage_command.lineage)
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="ganpipe")

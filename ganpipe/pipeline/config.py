@@ -17,6 +17,8 @@ import yaml
 from ganpipe.infra import storage
 from ganpipe.components.base import check_keys, did_you_mean
 from ganpipe.pipeline import dag
+from ganpipe.pipeline.gc import SERVING
+from ganpipe.pipeline.metadata import STORE_FILE
 
 DEFAULT_ROOT = "./ganpipe_runs"
 ROOT_ENV = "GANPIPE_ROOT"  # the default pipeline root when neither config nor --root gives one
@@ -27,6 +29,9 @@ PIPELINE_DEFAULTS = {"name": "digits_cgan", "root": None, "metadata": None, "dag
 # config file for unlabelled data does not need labels.
 BUILT_IN_RUN = {"train": {"family": "cgan", "ema_decay": 0.999, "batch_size": 128}}
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What the root holds beside the pipelines' directories: the store with SQLite's side files and
+# Export's default serving directory. A pipeline of one of these names would write over them.
+RESERVED_NAMES = (*(STORE_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm")), SERVING)
 
 
 class ConfigError(ValueError):
@@ -161,6 +166,9 @@ def _pipeline_section(given: Any) -> dict[str, Any]:
     if not _NAME_PATTERN.match(section["name"]):
         raise ConfigError(f"pipeline.name: {section['name']!r} must be letters, digits, '_', '.' or '-' "
                           "(it names a directory)")
+    if section["name"] in RESERVED_NAMES:
+        raise ConfigError(f"pipeline.name: {section['name']!r} is a name the root holds for itself "
+                          f"({', '.join(RESERVED_NAMES)}); choose another")
     return section
 
 

@@ -7,7 +7,14 @@ execution record (JSON) beside its outputs. The local runner runs executors thro
 except when a step needs a fresh process:
 ``MultiWorkerMirroredStrategy`` must be created before the process runs any TensorFlow op, which
 earlier steps of a ``ganpipe run`` already did; such a step runs as ``python -m
-ganpipe.pipeline.execute`` with the same arguments ``ganpipe execute`` takes.
+ganpipe execute``.
+
+With ``durable_staging`` (what compiled Kubeflow steps ask for), a resumable component (Train)
+runs in ``<pipeline root>/<pipeline>/<Component>/.staging/<cache key>/``, as under the local
+runner, and its outputs are copied to the given output paths once it succeeds: an orchestrator
+that keeps a step's outputs only when it exits 0 (KFP's launcher) loses a preempted attempt's
+files with the pod, while a retry or a resubmitted run with the same inputs and parameters finds
+its checkpoints there.
 
 Exit codes, as ``ganpipe run``: 0 done, 1 the executor failed (the record says whether a re-run
 resumes), 2 usage error (unknown component, bad parameters, missing input).
@@ -18,6 +25,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,9 +36,9 @@ import traceback
 from typing import Any, Callable
 
 from ganpipe import __version__
-from ganpipe.infra import storage
+from ganpipe.infra import fingerprints, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
-from ganpipe.pipeline import dag
+from ganpipe.pipeline import cache, dag
 
 RECORD_SUFFIX = ".execution.json"
 COMPLETE, FAILED, FAILED_RESUMABLE = "COMPLETE", "FAILED", "FAILED_RESUMABLE"
@@ -76,13 +84,13 @@ class StepFailed(RuntimeError):
 
 def run_in_own_process(component: Component, inputs: dict[str, Artifact], outputs: dict[str, Artifact],
                        params: dict[str, Any], ctx: ExecutionContext) -> None:
-    """Runs ``python -m ganpipe.pipeline.execute`` (inheriting ``TF_CONFIG``), streams its output to
+    """Runs ``python -m ganpipe execute`` (inheriting ``TF_CONFIG``), streams its output to
     ``ctx.log`` and copies the outputs' properties back from its record."""
     reference = component_reference(component)
     handoff = handoff_path(ctx.pipeline_root, ctx.pipeline_name, component.name)
     with tempfile.TemporaryDirectory(prefix="ganpipe-execute-") as scratch:
         record_path = os.path.join(scratch, "record.json")
-        command = [sys.executable, "-m", "ganpipe.pipeline.execute", *command_arguments(
+        command = [sys.executable, "-m", "ganpipe", "execute", *command_arguments(
             reference, inputs, outputs, params, record_path, ctx)]
         if cluster_size() > 1:  # the other workers (`ganpipe worker`) run the same step
             write_record(handoff, {"arguments": command_arguments(reference, inputs, outputs, params, None, ctx)})
@@ -239,6 +247,42 @@ def handoff_path(pipeline_root: str, pipeline: str, component: str) -> str:
     return storage.join(pipeline_root, pipeline, ".workers", f"{component}.json")
 
 
+def announce_cached(pipeline_root: str, pipeline: str, component: str, execution_id: int,
+                    params: dict[str, Any]) -> None:
+    """The chief's multi-worker step is a cache hit: tells the workers waiting for it (``ganpipe
+    worker`` with the same config) there is nothing to run. Left in place, so a worker that starts
+    later exits at once too; the next run that runs the step replaces it with its arguments."""
+    write_record(handoff_path(pipeline_root, pipeline, component),
+                 {"cached_from": execution_id, "parameters": json.loads(json.dumps(params, default=str))})
+
+
+def worker_scratch_root(pipeline_root: str, pipeline: str) -> str:
+    """Where non-chief workers keep their throw-away files: under a local pipeline root (where
+    ``ganpipe gc`` sweeps what a killed worker left), else in the system's temporary directory."""
+    if storage.is_local(pipeline_root):
+        return os.path.join(storage.local_path(pipeline_root), pipeline, ".workers", "scratch")
+    return os.path.join(tempfile.gettempdir(), "ganpipe-workers", pipeline)
+
+
+@contextlib.contextmanager
+def worker_scratch(pipeline_root: str, pipeline: str):
+    """A non-chief worker's temporary directory (Train's collective checkpoints and logs go to
+    ``tempfile``), one per task, emptied when it starts and removed on any exit Python sees."""
+    task = tf_config_task()[0]
+    if is_chief_task():
+        yield
+        return
+    scratch = os.path.join(worker_scratch_root(pipeline_root, pipeline), f"{task.get('type')}-{task.get('index')}")
+    shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker of this task left
+    os.makedirs(scratch)
+    previous, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def tf_config_task() -> tuple[dict, dict]:
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     return config.get("task") or {}, config.get("cluster") or {}
@@ -246,9 +290,12 @@ def tf_config_task() -> tuple[dict, dict]:
 
 def execute(component_reference: str, input_uris: dict[str, str], output_uris: dict[str, str],
             params: dict[str, Any], *, record_path: str | None = None, pipeline_name: str = "ganpipe",
-            pipeline_root: str = "", beam_args: list[str] | None = None, log: Callable[[str], None] = print) -> int:
+            pipeline_root: str = "", beam_args: list[str] | None = None, durable_staging: bool = False,
+            log: Callable[[str], None] = print) -> int:
     """Runs one step and writes its record; returns the exit code. Raises UsageError before running."""
     component = find_component(component_reference)
+    if durable_staging and not pipeline_root:
+        raise UsageError("--durable-staging: needs --pipeline-root, storage every attempt of the step reaches")
     try:
         resolved = component.resolve_parameters(params, component.name.lower())
     except ValueError as error:
@@ -261,8 +308,13 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
                            beam_args=list(beam_args or []), pipeline_root=pipeline_root or os.getcwd(), log=log)
     started = time.time()
     state, error = COMPLETE, None
+    staging = durable_staging_dir(component, resolved, inputs, ctx) if durable_staging else None
     try:
-        run_here(component, inputs, outputs, resolved, ctx)
+        with worker_scratch(ctx.pipeline_root, pipeline_name):
+            if staging:
+                run_in_staging(component, inputs, outputs, resolved, ctx, staging)
+            else:
+                run_here(component, inputs, outputs, resolved, ctx)
     except Exception as failure:  # the record and exit code carry it; the traceback goes to stderr
         state = FAILED_RESUMABLE if getattr(failure, "resumable", False) else FAILED
         if state == FAILED:
@@ -280,6 +332,50 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
     return 0 if state == COMPLETE else 1
 
 
+def durable_staging_dir(component: Component, params: dict[str, Any], inputs: dict[str, Artifact],
+                        ctx: ExecutionContext) -> str | None:
+    """``<pipeline root>/<pipeline>/<Component>/.staging/<cache key>/`` of a resumable component
+    (None for others): the same inputs and parameters give the same directory on every attempt."""
+    if not component.resumable:
+        return None
+    from ganpipe.pipeline.layout import STAGING
+
+    for artifact in inputs.values():
+        artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
+    key = cache.cache_key(component, params, inputs)
+    return storage.join(ctx.pipeline_root, ctx.pipeline_name, component.name, STAGING, key)
+
+
+def run_in_staging(component: Component, inputs: dict[str, Artifact], outputs: dict[str, Artifact],
+                   params: dict[str, Any], ctx: ExecutionContext, staging: str) -> None:
+    """Runs the executor with its outputs in ``staging`` (keeping what an earlier attempt left
+    there), then copies them to ``outputs`` and removes ``staging``; a failure leaves it in place."""
+    staged = {name: Artifact(artifact.type, storage.join(staging, name)) for name, artifact in outputs.items()}
+    for artifact in staged.values():
+        storage.makedirs(artifact.uri)
+    ctx.log(f"{component.name} runs in {staging} (resumes from what an earlier attempt left there)")
+    run_here(component, inputs, staged, params, ctx)
+    if not is_chief_task():  # the chief alone writes outputs, and copies them when they are whole
+        return
+    for name, artifact in outputs.items():
+        copy_files(staged[name].uri, artifact.uri)
+        artifact.properties.update(staged[name].properties)
+    storage.delete([staging])
+
+
+def copy_files(source: str, target: str) -> None:
+    """Every file under ``source`` to the same place under ``target``, across schemes (a store's
+    staging to the step's local output path)."""
+    if storage.scheme(source) == storage.scheme(target):
+        storage.copy_tree(source, target)
+        return
+    for directory, _, files in storage.walk(source):
+        relative = directory[len(source.rstrip("/")):].lstrip("/")
+        storage.makedirs(storage.join(target, relative))
+        for name in files:
+            storage.write_bytes(storage.join(target, relative, name), storage.read_bytes(storage.join(directory, name)))
+
+
 def write_record(path: str, record: dict) -> None:
     """Written whole, then renamed (locally; an object store shows an object only once it is
     whole): a reader never sees half a record."""
@@ -295,8 +391,3 @@ def write_record(path: str, record: dict) -> None:
 def read_record(path: str) -> dict:
     return storage.read_json(path)
 
-
-if __name__ == "__main__":  # the local runner's own-process path: same options as `ganpipe execute`
-    from ganpipe.pipeline.cli import main
-
-    sys.exit(main(["execute", *sys.argv[1:]]))

@@ -36,9 +36,10 @@ import time
 import uuid
 
 from ganpipe.infra import faults, storage
+from ganpipe.pipeline import execute
 from ganpipe.pipeline.metadata import DELETED, LIVE, RUNNING, ArtifactRecord, MetadataStore
-from ganpipe.pipeline.runner import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TENSORBOARD_VIEWS, FileLock,
-                                     run_is_alive)
+from ganpipe.pipeline.layout import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TENSORBOARD_VIEWS, FileLock,
+                                     lock_is_held, run_is_alive)
 
 TRASH = ".trash"
 INCOMING_PREFIX = ".incoming-"  # Export's hidden directories: .incoming-<execution id>-<random>
@@ -80,18 +81,21 @@ def parse_age(text: str) -> float:
 
 
 def collect_garbage(root: str, dry_run: bool = False, policy: Policy = Policy()) -> list[Garbage]:
-    """Returns what is (or, with ``dry_run``, would be) deleted under ``root``."""
+    """Returns what is (or, with ``dry_run``, would be) deleted under ``root``. A dry run changes
+    nothing, so it takes no lock and opens the store read-only (it works on a read-only root);
+    runs whose process is gone count as abandoned, as a real gc marks them first."""
+    cutoff = time.time() - policy.older_than if policy.older_than is not None else None
+    if dry_run:
+        with MetadataStore(root, read_only=True, is_alive=run_is_alive(root)) as store:
+            artifacts = _unneeded_artifacts(store, policy, cutoff)
+            return artifacts + _files(store, root, policy, cutoff, [g.path for g in artifacts])
     gc_lock = FileLock(os.path.join(root, LOCKS, GC_LOCK))
     if not gc_lock.acquire(blocking=False):
         raise GcInProgress(f"another gc is working on {root}; wait for it to finish")
     try:
         with MetadataStore(root) as store:
             store.reap_abandoned(run_is_alive(root))
-            cutoff = time.time() - policy.older_than if policy.older_than is not None else None
-            artifacts = _unneeded_artifacts(store, policy, cutoff)
-            if dry_run:
-                return artifacts + _files(store, root, policy, cutoff, [g.path for g in artifacts])
-            return _delete(store, root, artifacts, policy, cutoff)
+            return _delete(store, root, _unneeded_artifacts(store, policy, cutoff), policy, cutoff)
     finally:
         gc_lock.release()
 
@@ -179,9 +183,9 @@ def _marked_but_present(store: MetadataStore) -> list[Garbage]:
 
 def _files(store: MetadataStore, root: str, policy: Policy, cutoff: float | None,
            deleting: list[str]) -> list[Garbage]:
-    running = {e.id for e in store.executions(state=RUNNING)}
+    running = {e.id for e in store.executions(state=RUNNING) if store.run(e.run_id).state == RUNNING}
     found = _unrecorded_outputs(store, root, running) + _staging(store, root, policy.include_partial)
-    found += _stale_incoming(store, root, running)
+    found += _stale_incoming(store, root, running) + _worker_scratch(store, root)
     found += _dead_views(store, root, deleting + [g.path for g in found])
     return [g for g in found if cutoff is None or storage.modified(g.path) < cutoff]
 
@@ -227,7 +231,7 @@ def _staging(store: MetadataStore, root: str, include_partial: bool) -> list[Gar
     for staging in _staging_dirs(store, root):
         for name in sorted(os.listdir(staging)):
             path = os.path.join(staging, name)
-            if not os.path.isdir(path) or _in_use(path):
+            if not os.path.isdir(path) or lock_is_held(path + ".lock"):
                 continue
             resumable = os.path.exists(os.path.join(path, RESUMABLE_MARK))
             if include_partial or not resumable:
@@ -236,12 +240,18 @@ def _staging(store: MetadataStore, root: str, include_partial: bool) -> list[Gar
     return garbage
 
 
-def _in_use(staging_dir: str) -> bool:
-    lock = FileLock(staging_dir + ".lock")
-    if not lock.acquire(blocking=False):
-        return True
-    lock.release()
-    return False
+def _worker_scratch(store: MetadataStore, root: str) -> list[Garbage]:
+    """What multi-worker workers killed mid-step left (``execute.worker_scratch_root``), of
+    pipelines with no execution running."""
+    busy = {e.pipeline for e in store.executions(state=RUNNING)}
+    pipelines = sorted({e.pipeline for e in store.executions()} - busy)
+    garbage = []
+    for base in (base for base in artifact_roots(store, root) if storage.is_local(base)):
+        for pipeline in pipelines:
+            scratch = execute.worker_scratch_root(base, pipeline)
+            garbage += [Garbage(path, "worker scratch", storage.size(path))
+                        for path in (os.path.join(scratch, name) for name in storage.listdir(scratch))]
+    return garbage
 
 
 def _stale_incoming(store: MetadataStore, root: str, running: set[int]) -> list[Garbage]:

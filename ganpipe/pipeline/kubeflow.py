@@ -2,10 +2,22 @@
 
 Each node becomes a container step running ``ganpipe execute`` in the user's image; its inputs
 are the upstream steps' output artifacts and its outputs are KFP artifacts under the pipeline
-root, passed to ``ganpipe execute`` as local paths (KFP mounts or stages them there), so the steps
-need no object-store client; the execution record is one more output artifact. The node's resolved parameters are one constant JSON parameter
-(``params``), which the compiled spec shows and a run may override. KFP's step caching is on or
-off for every step alike; ganpipe's own cache is not used there (no metadata store).
+root, passed to ``ganpipe execute`` as local paths (the launcher downloads inputs there and
+uploads outputs from there), so the steps need no object-store client for them; the execution
+record is one more output artifact. The node's resolved parameters are one constant JSON
+parameter (``params``), which the compiled spec shows and a run may override. KFP's step caching
+is on or off for every step alike; ganpipe's own cache is not used there (no metadata store).
+
+Every argument is a constant or a string holding plain ``{{$.inputs...}}``/``{{$.outputs...}}``
+placeholders, the only kind the open-source backend substitutes (its driver resolves input
+parameters and ``IfPresent``; its launcher replaces these strings, see
+backend/src/v2/component/launcher_v2.go ``getPlaceholders``); a ``Concat`` would reach the step as
+literal JSON there.
+
+``root`` is ganpipe's own root on storage every step reaches: Export serves under
+``<root>/serving`` and Train keeps its checkpoints in ``<root>/<pipeline>/Train/.staging/<cache
+key>/`` while it runs (``ganpipe execute --durable-staging``), because the launcher uploads a
+step's outputs only when it exits 0 and a preempted pod's disk is lost.
 
 Needs the ``kubeflow`` extra (the ``kfp`` SDK); imported only by ``ganpipe compile``.
 """
@@ -32,20 +44,33 @@ def kfp_name(name: str) -> str:
     return _KFP_NAME.sub("-", name.lower()).strip("-") or "ganpipe"
 
 
-def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[str],
-              serving_root: str | None) -> dict:
+def input_path(name: str) -> str:
+    """The local path of input artifact ``name``, as the launcher substitutes it."""
+    return f"{{{{$.inputs.artifacts['{name}'].path}}}}"
+
+
+def output_path(name: str) -> str:
+    """The local path the launcher uploads output artifact ``name`` from (on exit 0)."""
+    return f"{{{{$.outputs.artifacts['{name}'].path}}}}"
+
+
+def input_parameter(name: str) -> str:
+    return f"{{{{$.inputs.parameters['{name}']}}}}"
+
+
+def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[str], root: str) -> dict:
     """The container component of one node, in the SDK's component YAML format: one input per
     wired artifact, one output per artifact the component writes, plus ``params``."""
     component = node.component
     command = ["ganpipe", "execute", "--component", node.name, "--pipeline-name", pipeline_name,
-               "--params", {"inputValue": PARAMS_INPUT}]
+               "--params", input_parameter(PARAMS_INPUT), "--pipeline-root", root]
     for name in node.wiring:
-        command += ["--input", {"concat": [f"{name}=", {"inputPath": name}]}]
+        command += ["--input", f"{name}={input_path(name)}"]
     for name in component.outputs:
-        command += ["--output", {"concat": [f"{name}=", {"outputPath": name}]}]
-    command += ["--record", {"outputPath": RECORD_OUTPUT}]
-    if serving_root:
-        command += ["--pipeline-root", serving_root]
+        command += ["--output", f"{name}={output_path(name)}"]
+    command += ["--record", output_path(RECORD_OUTPUT)]
+    if component.resumable:
+        command.append("--durable-staging")
     command += [f"--beam-arg={arg}" for arg in beam_args]
     return {
         "name": node.name,
@@ -58,13 +83,13 @@ def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[st
     }
 
 
-def build_pipeline(config: PipelineConfig, image: str, *, pipeline_root: str | None = None,
-                   serving_root: str | None = None, caching: bool = True):
+def build_pipeline(config: PipelineConfig, image: str, *, root: str, pipeline_root: str | None = None,
+                   caching: bool = True):
     """The KFP pipeline function of ``config``'s DAG (steps in ganpipe's topological order)."""
     ordered = dag.topological_order(config.nodes)
     dag.check_wiring(ordered)
     steps = {node.name: components.load_component_from_text(yaml.safe_dump(
-        step_spec(node, image, config.name, config.beam_args, serving_root))) for node in ordered}
+        step_spec(node, image, config.name, config.beam_args, root))) for node in ordered}
 
     @dsl.pipeline(name=kfp_name(config.name), description=f"ganpipe pipeline {config.name}",
                   pipeline_root=pipeline_root)

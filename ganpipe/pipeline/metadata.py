@@ -10,6 +10,9 @@ writing migrates it in one transaction, a newer one is refused. Read-only comman
 with ``read_only=True`` (SQLite ``mode=ro``; ``immutable`` when even the WAL index cannot be
 created, e.g. on a read-only root) and never write: runs whose process is gone are shown as
 ABANDONED without being marked.
+
+A file SQLite cannot read as a database (overwritten, truncated) is a ``StoreError`` naming the
+file and the ways out (``sqlite3 .recover``, or moving it aside), never a raw sqlite traceback.
 """
 from __future__ import annotations
 
@@ -24,11 +27,15 @@ from typing import Any, Callable, Iterator
 
 from ganpipe.infra import fingerprints, storage
 from ganpipe.components.base import Artifact
+from ganpipe.pipeline.records import (ARTIFACT_QUERY, EXECUTION_QUERY, RUN_QUERY, ArtifactRecord, CacheLookup,
+                                      ExecutionRecord, RunRecord, artifact_of, artifact_record, execution_record,
+                                      run_record)
 
 STORE_FILE = "metadata.sqlite"
 # 1: the original layout (user_version 0); 2: artifacts.fingerprint_scheme (how the fingerprint
-# was computed, so `ganpipe verify` recomputes each artifact the way it was recorded).
-SCHEMA_VERSION = 2
+# was computed, so `ganpipe verify` recomputes each artifact the way it was recorded);
+# 3: artifacts.manifest (JSON: relative path -> size of each content file, written at publish).
+SCHEMA_VERSION = 3
 
 # Run and execution states.
 RUNNING, COMPLETE, CACHED, FAILED, ABANDONED = "RUNNING", "COMPLETE", "CACHED", "FAILED", "ABANDONED"
@@ -53,7 +60,7 @@ CREATE INDEX IF NOT EXISTS executions_by_run ON executions(run_id);
 CREATE TABLE IF NOT EXISTS artifacts (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, uri TEXT NOT NULL, fingerprint TEXT NOT NULL,
     properties TEXT NOT NULL, state TEXT NOT NULL, created REAL NOT NULL,
-    fingerprint_scheme INTEGER NOT NULL DEFAULT 1);
+    fingerprint_scheme INTEGER NOT NULL DEFAULT 1, manifest TEXT);
 CREATE INDEX IF NOT EXISTS artifacts_by_uri ON artifacts(uri);
 CREATE TABLE IF NOT EXISTS events (
     execution_id INTEGER NOT NULL REFERENCES executions(id),
@@ -64,55 +71,28 @@ CREATE INDEX IF NOT EXISTS events_by_artifact ON events(artifact_id, kind);
 """
 
 
-# Each entry takes a store from version i + 1 to i + 2 (index 0: 1 -> 2).
-_MIGRATIONS = (
-    "ALTER TABLE artifacts ADD COLUMN fingerprint_scheme INTEGER NOT NULL DEFAULT 1",
+# The columns later versions added to the original layout, each added where it is missing (a store
+# recovered with `sqlite3 .dump` has its columns but not its user_version).
+_ADDED_COLUMNS = (
+    ("artifacts", "fingerprint_scheme", "INTEGER NOT NULL DEFAULT 1"),  # version 2
+    ("artifacts", "manifest", "TEXT"),  # version 3; NULL: recorded before manifests existed
 )
+_TABLES = {"pipelines", "runs", "executions", "artifacts", "events"}
+# SQLite's result codes for a file that is not a database or whose pages do not add up.
+_DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 
 
 class StoreError(RuntimeError):
-    """The store cannot be used as asked (written by a newer ganpipe, or not there read-only)."""
+    """The store cannot be used as asked (damaged, written by a newer ganpipe, not there read-only)."""
 
 
-@dataclasses.dataclass
-class RunRecord:
-    id: int
-    pipeline: str
-    state: str
-    config: dict[str, Any]
-    lock: str
-    started: float
-    ended: float | None
-    error: str | None
-
-
-@dataclasses.dataclass
-class ExecutionRecord:
-    id: int
-    run_id: int
-    pipeline: str
-    component: str
-    state: str
-    parameters: dict[str, Any]
-    cache_key: str
-    code_fingerprint: str
-    cached_from: int | None
-    started: float
-    ended: float | None
-    error: str | None
-
-
-@dataclasses.dataclass
-class ArtifactRecord:
-    """A stored artifact plus where it came from (the execution that computed it)."""
-
-    artifact: Artifact
-    state: str
-    pipeline: str
-    component: str
-    output: str
-    producer_id: int
-    scheme: int = fingerprints.SCHEME  # how ``artifact.fingerprint`` was computed
+def damaged_store(path: str, reason: str) -> StoreError:
+    """The one line a damaged store gives: what SQLite said and the two ways out."""
+    return StoreError(
+        f"{path}: damaged metadata store ({reason}). Recover what it holds: sqlite3 {path} .recover "
+        f"| sqlite3 {path}.recovered (.dump where .recover fails), mv {path}.recovered {path}, then "
+        f"ganpipe gc (it completes the store and removes outputs no row records); "
+        f"or move {path} aside, with the artifacts it recorded, to start a new store")
 
 
 class MetadataStore:
@@ -122,19 +102,34 @@ class MetadataStore:
         self.path = os.path.join(root, STORE_FILE)
         self.read_only = read_only
         self._is_alive = is_alive
-        if read_only:
+        try:
+            self._open(root, timeout)
+        except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorname", None) not in _DAMAGED:
+                raise
+            raise damaged_store(self.path, str(error)) from error
+
+    def _open(self, root: str, timeout: float) -> None:
+        if self.read_only:
             self._db = _connect_read_only(self.path, timeout)
-            self._check_version(migrate=False)
-            return
-        os.makedirs(root, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
-        # lock up front and the busy timeout applies (a deferred upgrade could fail at once).
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._check_version(migrate=True)
+        else:
+            os.makedirs(root, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
+            # lock up front and the busy timeout applies (a deferred upgrade could fail at once).
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+        # Reads every page (the store is small), so a truncated file is found here, not mid-run.
+        verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise damaged_store(self.path, f"quick_check: {verdict}")
+        self._check_version(migrate=not self.read_only)
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not tables >= _TABLES:  # a recovered store that lost tables, not a new one
+            raise StoreError(f"{self.path}: incomplete store (no table {', '.join(sorted(_TABLES - tables))}); "
+                             "`ganpipe gc` opens it for writing and adds them")
 
     def _check_version(self, migrate: bool) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -142,22 +137,20 @@ class MetadataStore:
             raise StoreError(f"{self.path}: schema version {version} was written by a newer ganpipe "
                              f"(this one reads up to {SCHEMA_VERSION}); upgrade ganpipe")
         if migrate and version < SCHEMA_VERSION:
-            self._migrate(version)
+            self._migrate()
 
-    def _migrate(self, version: int) -> None:
+    def _migrate(self) -> None:
         """Creates a new store at the current version, or brings an older one up to it."""
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version >= SCHEMA_VERSION:  # another process got here first
                 return
-            legacy = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'artifacts'").fetchone()
-            if not legacy:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            else:
-                for statement in _MIGRATIONS[max(version, 1) - 1:]:
+            for statement in _SCHEMA.split(";"):  # each IF NOT EXISTS: what a recovery lost comes back
+                if statement.strip():
                     db.execute(statement)
+            for table, column, definition in _ADDED_COLUMNS:
+                if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @property
@@ -218,12 +211,12 @@ class MetadataStore:
         return dead
 
     def runs(self, limit: int | None = None) -> list[RunRecord]:
-        rows = self._db.execute(_RUN_QUERY + " ORDER BY runs.id DESC LIMIT ?", (limit or -1,)).fetchall()
-        return [self._apparent(_run(row)) for row in rows]
+        rows = self._db.execute(RUN_QUERY + " ORDER BY runs.id DESC LIMIT ?", (limit or -1,)).fetchall()
+        return [self._apparent(run_record(row)) for row in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
-        row = self._db.execute(_RUN_QUERY + " WHERE runs.id = ?", (run_id,)).fetchone()
-        return self._apparent(_run(row)) if row else None
+        row = self._db.execute(RUN_QUERY + " WHERE runs.id = ?", (run_id,)).fetchone()
+        return self._apparent(run_record(row)) if row else None
 
     def _apparent(self, run: RunRecord) -> RunRecord:
         """What ``reap_abandoned`` would make of ``run``, for a store that may not write it."""
@@ -244,16 +237,18 @@ class MetadataStore:
             _add_events(db, execution_id, "input", inputs)
         return execution_id
 
-    def complete_execution(self, execution_id: int, outputs: dict[str, Artifact]) -> None:
-        """Records the published outputs (setting their ids) and marks the execution COMPLETE."""
+    def complete_execution(self, execution_id: int, outputs: dict[str, Artifact],
+                           manifests: dict[str, dict[str, int]]) -> None:
+        """Records the published outputs (setting their ids) with their manifests (content file ->
+        size, by output name) and marks the execution COMPLETE."""
         now = time.time()
         with self._write() as db:
-            for artifact in outputs.values():
+            for name, artifact in outputs.items():
                 artifact.id = db.execute(
-                    "INSERT INTO artifacts (type, uri, fingerprint, properties, state, created, fingerprint_scheme)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO artifacts (type, uri, fingerprint, properties, state, created, fingerprint_scheme,"
+                    " manifest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (artifact.type, artifact.uri, artifact.fingerprint, _dumps(artifact.properties), LIVE, now,
-                     fingerprints.SCHEME)).lastrowid
+                     fingerprints.SCHEME, _dumps(manifests[name]))).lastrowid
             _add_events(db, execution_id, "output", outputs)
             db.execute("UPDATE executions SET state = ?, ended = ? WHERE id = ?", (COMPLETE, now, execution_id))
 
@@ -262,23 +257,36 @@ class MetadataStore:
             db.execute("UPDATE executions SET state = ?, ended = ?, error = ? WHERE id = ?",
                        (FAILED, time.time(), error, execution_id))
 
+    def find_cached(self, pipeline: str, cache_key: str,
+                    problem: Callable[[Artifact, dict[str, int] | None], str | None]) -> CacheLookup:
+        """The newest COMPLETE execution with ``cache_key`` whose outputs are all LIVE and whole
+        (``problem(artifact, manifest)`` None), and why each newer one with damaged outputs was
+        passed over."""
+        rows = self._db.execute(
+            EXECUTION_QUERY + " WHERE executions.cache_key = ? AND executions.state = ? AND pipelines.name = ?"
+            " ORDER BY executions.id DESC", (cache_key, COMPLETE, pipeline)).fetchall()
+        damaged = []
+        for row in rows:
+            outputs = self.execution_artifacts(row["id"], "output")
+            if any(self.artifact(a.id).state != LIVE for a in outputs.values()):
+                continue
+            problems = [p for p in (problem(a, self.manifest(a.id)) for a in outputs.values()) if p]
+            if not problems:
+                return CacheLookup(execution_record(row), outputs, damaged)
+            damaged.append(f"outputs of execution {row['id']} damaged: {'; '.join(problems)}")
+        return CacheLookup(None, {}, damaged)
+
     def claim_cached(self, run_id: int, pipeline: str, cache_key: str, inputs: dict[str, Artifact],
-                     present: Callable[[Artifact], bool]) -> tuple[ExecutionRecord, dict[str, Artifact], int] | None:
-        """A cache hit, found and recorded in one transaction: the newest COMPLETE execution with
-        ``cache_key`` whose outputs are all LIVE and ``present``, and the CACHED execution linking
-        this run to them. `ganpipe gc` marks artifacts DELETED in its own transaction before it
-        touches their files, so a hit can never be an artifact gc has started to remove."""
+                     problem: Callable[[Artifact, dict[str, int] | None], str | None]) -> CacheLookup:
+        """``find_cached`` and, on a hit, the CACHED execution linking this run to its outputs
+        (``lookup.execution_id``), in one transaction. `ganpipe gc` marks artifacts DELETED in its
+        own transaction before it touches their files, so a hit can never be an artifact gc has
+        started to remove."""
         with self._write() as db:
-            rows = db.execute(
-                _EXECUTION_QUERY + " WHERE executions.cache_key = ? AND executions.state = ? AND pipelines.name = ?"
-                " ORDER BY executions.id DESC", (cache_key, COMPLETE, pipeline)).fetchall()
-            for row in rows:
-                outputs = self.execution_artifacts(row["id"], "output")
-                states = {self.artifact(a.id).state for a in outputs.values()}
-                if states <= {LIVE} and all(present(a) for a in outputs.values()):
-                    source = _execution(row)
-                    return source, outputs, self._record_cached(db, run_id, source, inputs, outputs)
-        return None
+            lookup = self.find_cached(pipeline, cache_key, problem)
+            if lookup.source:
+                lookup.execution_id = self._record_cached(db, run_id, lookup.source, inputs, lookup.outputs)
+        return lookup
 
     @staticmethod
     def _record_cached(db: sqlite3.Connection, run_id: int, source: ExecutionRecord, inputs: dict[str, Artifact],
@@ -294,33 +302,45 @@ class MetadataStore:
         return execution_id
 
     def execution(self, execution_id: int) -> ExecutionRecord | None:
-        row = self._db.execute(_EXECUTION_QUERY + " WHERE executions.id = ?", (execution_id,)).fetchone()
-        return _execution(row) if row else None
+        row = self._db.execute(EXECUTION_QUERY + " WHERE executions.id = ?", (execution_id,)).fetchone()
+        return execution_record(row) if row else None
 
     def executions(self, run_id: int | None = None, state: str | None = None) -> list[ExecutionRecord]:
         rows = self._db.execute(
-            _EXECUTION_QUERY + " WHERE (? IS NULL OR executions.run_id = ?) AND (? IS NULL OR executions.state = ?)"
+            EXECUTION_QUERY + " WHERE (? IS NULL OR executions.run_id = ?) AND (? IS NULL OR executions.state = ?)"
             " ORDER BY executions.id", (run_id, run_id, state, state)).fetchall()
-        return [_execution(row) for row in rows]
+        return [execution_record(row) for row in rows]
 
     def execution_artifacts(self, execution_id: int, kind: str) -> dict[str, Artifact]:
         """The inputs or outputs (``kind``) of an execution, by name."""
         rows = self._db.execute(
             "SELECT events.name, artifacts.* FROM events JOIN artifacts ON artifacts.id = events.artifact_id"
             " WHERE events.execution_id = ? AND events.kind = ? ORDER BY events.name", (execution_id, kind))
-        return {row["name"]: _artifact(row) for row in rows}
+        return {row["name"]: artifact_of(row) for row in rows}
 
     def consumers(self, artifact_id: int) -> list[ExecutionRecord]:
         rows = self._db.execute(
-            _EXECUTION_QUERY + " JOIN events ON events.execution_id = executions.id"
+            EXECUTION_QUERY + " JOIN events ON events.execution_id = executions.id"
             " WHERE events.artifact_id = ? AND events.kind = 'input' ORDER BY executions.id", (artifact_id,))
-        return [_execution(row) for row in rows]
+        return [execution_record(row) for row in rows]
 
     # -- artifacts ----------------------------------------------------------------------------
 
     def artifact(self, artifact_id: int) -> ArtifactRecord | None:
-        row = self._db.execute(_ARTIFACT_QUERY + " WHERE artifacts.id = ?", (artifact_id,)).fetchone()
-        return _artifact_record(row) if row else None
+        row = self._db.execute(ARTIFACT_QUERY + " WHERE artifacts.id = ?", (artifact_id,)).fetchone()
+        return artifact_record(row) if row else None
+
+    def manifest(self, artifact_id: int) -> dict[str, int] | None:
+        """Content file -> size recorded at publish; None for artifacts from before manifests."""
+        row = self._db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        text = row["manifest"] if "manifest" in row.keys() else None  # a store opened read-only before version 3
+        return None if text is None else json.loads(text)
+
+    def has_executions(self) -> bool:
+        """False for a new (or zero-length) store: nothing recorded yet."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'executions'").fetchone():
+            return False
+        return self._db.execute("SELECT 1 FROM executions LIMIT 1").fetchone() is not None
 
     def artifact_at(self, path: str) -> ArtifactRecord | None:
         """The artifact whose directory is ``path`` or contains it; for a published SavedModel
@@ -328,10 +348,10 @@ class MetadataStore:
         path or a URI."""
         path = probe = storage.normalize(path)
         while True:
-            row = self._db.execute(_ARTIFACT_QUERY + " WHERE artifacts.uri = ? ORDER BY artifacts.id DESC",
+            row = self._db.execute(ARTIFACT_QUERY + " WHERE artifacts.uri = ? ORDER BY artifacts.id DESC",
                                    (probe,)).fetchone()
             if row:
-                return _artifact_record(row)
+                return artifact_record(row)
             parent = storage.dirname(probe)
             if parent == probe:
                 break
@@ -346,10 +366,10 @@ class MetadataStore:
                   state: str | None = None) -> list[ArtifactRecord]:
         """Computed artifacts, newest first, optionally of one pipeline, type or state."""
         rows = self._db.execute(
-            _ARTIFACT_QUERY + " WHERE (? IS NULL OR pipelines.name = ?) AND (? IS NULL OR artifacts.type = ?)"
+            ARTIFACT_QUERY + " WHERE (? IS NULL OR pipelines.name = ?) AND (? IS NULL OR artifacts.type = ?)"
             " AND (? IS NULL OR artifacts.state = ?) ORDER BY artifacts.id DESC",
             (pipeline, pipeline, type, type, state, state)).fetchall()
-        return [_artifact_record(row) for row in rows]
+        return [artifact_record(row) for row in rows]
 
     def mark_deleted(self, artifact_ids: list[int], protected: Callable[["MetadataStore"], set[int]]) -> list[int]:
         """Marks the artifacts DELETED in one transaction, except those in ``protected(self)``,
@@ -362,24 +382,12 @@ class MetadataStore:
         return marked
 
     def artifacts_of_running_runs(self) -> set[int]:
-        """Every artifact an execution of a RUNNING run consumed or produced."""
+        """Every artifact an execution of a RUNNING run consumed or produced (for a read-only store
+        given ``is_alive``: of the runs whose process is still there)."""
         rows = self._db.execute(
-            "SELECT DISTINCT events.artifact_id FROM events JOIN executions ON executions.id = events.execution_id"
-            " JOIN runs ON runs.id = executions.run_id WHERE runs.state = ?", (RUNNING,))
-        return {row[0] for row in rows}
-
-
-_RUN_QUERY = ("SELECT runs.*, pipelines.name AS pipeline FROM runs"
-              " JOIN pipelines ON pipelines.id = runs.pipeline_id")
-_EXECUTION_QUERY = ("SELECT executions.*, pipelines.name AS pipeline FROM executions"
-                    " JOIN runs ON runs.id = executions.run_id JOIN pipelines ON pipelines.id = runs.pipeline_id")
-# An artifact's origin is the output event of the execution that computed it (not a cache hit's).
-_ARTIFACT_QUERY = (
-    "SELECT artifacts.*, events.name AS output, executions.id AS producer_id,"
-    " executions.component AS component, pipelines.name AS pipeline FROM artifacts"
-    " JOIN events ON events.artifact_id = artifacts.id AND events.kind = 'output'"
-    " JOIN executions ON executions.id = events.execution_id AND executions.cached_from IS NULL"
-    " JOIN runs ON runs.id = executions.run_id JOIN pipelines ON pipelines.id = runs.pipeline_id")
+            "SELECT DISTINCT events.artifact_id, runs.lock FROM events JOIN executions ON executions.id ="
+            " events.execution_id JOIN runs ON runs.id = executions.run_id WHERE runs.state = ?", (RUNNING,))
+        return {row[0] for row in rows if self._is_alive is None or self._is_alive(row[1])}
 
 
 def _dumps(value: Any) -> str:
@@ -389,19 +397,6 @@ def _dumps(value: Any) -> str:
 def _add_events(db: sqlite3.Connection, execution_id: int, kind: str, artifacts: dict[str, Artifact]) -> None:
     db.executemany("INSERT INTO events (execution_id, artifact_id, kind, name) VALUES (?, ?, ?, ?)",
                    [(execution_id, artifact.id, kind, name) for name, artifact in artifacts.items()])
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(id=row["id"], pipeline=row["pipeline"], state=row["state"], config=json.loads(row["config"]),
-                     lock=row["lock"], started=row["started"], ended=row["ended"], error=row["error"])
-
-
-def _execution(row: sqlite3.Row) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=row["id"], run_id=row["run_id"], pipeline=row["pipeline"], component=row["component"],
-        state=row["state"], parameters=json.loads(row["parameters"]), cache_key=row["cache_key"],
-        code_fingerprint=row["code_fingerprint"], cached_from=row["cached_from"], started=row["started"],
-        ended=row["ended"], error=row["error"])
 
 
 def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
@@ -419,18 +414,3 @@ def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
         except sqlite3.OperationalError:
             db.close()
     raise StoreError(f"{path}: cannot be opened read-only")
-
-
-def fingerprint_scheme(row: sqlite3.Row) -> int:
-    return row["fingerprint_scheme"] if "fingerprint_scheme" in row.keys() else fingerprints.WHOLE_TREE
-
-
-def _artifact(row: sqlite3.Row) -> Artifact:
-    return Artifact(type=row["type"], uri=row["uri"], properties=json.loads(row["properties"]),
-                    fingerprint=row["fingerprint"], id=row["id"])
-
-
-def _artifact_record(row: sqlite3.Row) -> ArtifactRecord:
-    return ArtifactRecord(artifact=_artifact(row), state=row["state"], pipeline=row["pipeline"],
-                          component=row["component"], output=row["output"], producer_id=row["producer_id"],
-                          scheme=fingerprint_scheme(row))

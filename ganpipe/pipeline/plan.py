@@ -11,8 +11,9 @@ import os
 from typing import Iterable
 
 from ganpipe.pipeline import cache, dag
-from ganpipe.pipeline.metadata import COMPLETE, LIVE, MetadataStore, STORE_FILE
-from ganpipe.pipeline.runner import LocalRunner, artifact_present
+from ganpipe.pipeline.metadata import COMPLETE, MetadataStore, STORE_FILE
+from ganpipe.pipeline.publish import artifact_problem
+from ganpipe.pipeline.runner import LocalRunner, check_store_has_root_history
 
 CACHED, WILL_RUN = "cached", "will run"
 
@@ -20,11 +21,14 @@ CACHED, WILL_RUN = "cached", "will run"
 def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
     """``(component, CACHED | WILL_RUN, why)`` for each step the run would take, in order."""
     ordered, forced = runner.plan(until, force)
-    if not os.path.isfile(os.path.join(runner.metadata, STORE_FILE)):
+    store_path = os.path.join(runner.metadata, STORE_FILE)
+    if not os.path.isfile(store_path):
+        check_store_has_root_history(False, store_path, runner.root, runner.pipeline)
         return [(node.name, WILL_RUN, f"no runs yet under {runner.metadata}") for node in ordered]
     known: dict[str, object] = {}  # "Producer.output" -> Artifact, for steps that would be cache hits
     steps = []
     with MetadataStore(runner.metadata, read_only=True) as store:
+        check_store_has_root_history(store.has_executions(), store_path, runner.root, runner.pipeline)
         for node in ordered:
             component = node.component
             parameters = runner.parameters.get(node.section) or component.resolve_parameters({}, node.section)
@@ -37,27 +41,17 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
                 continue
             upstream = {name: known[ref] for name, ref in node.wiring.items()}
             inputs = {**upstream, **dag.resolve_inputs(node, store, runner.pipeline, upstream, parameters)}
-            hit = _cache_hit(store, runner.pipeline, cache.cache_key(component, parameters, inputs))
-            if hit:
-                source, outputs = hit
-                known.update({f"{node.name}.{name}": artifact for name, artifact in outputs.items()})
-                steps.append((node.name, CACHED, f"same parameters, inputs and code as execution {source.id} "
-                                                 f"(run {source.run_id})"))
+            lookup = store.find_cached(runner.pipeline, cache.cache_key(component, parameters, inputs),
+                                       artifact_problem)
+            if lookup.source:
+                known.update({f"{node.name}.{name}": artifact for name, artifact in lookup.outputs.items()})
+                steps.append((node.name, CACHED, f"same parameters, inputs and code as execution "
+                                                 f"{lookup.source.id} (run {lookup.source.run_id})"))
                 continue
-            steps.append((node.name, WILL_RUN, _why(store, runner.pipeline, component.name, parameters,
-                                                    cache.code_fingerprint(component))))
+            why = lookup.damaged[0] if lookup.damaged else _why(store, runner.pipeline, component.name, parameters,
+                                                                 cache.code_fingerprint(component, parameters))
+            steps.append((node.name, WILL_RUN, why))
     return steps
-
-
-def _cache_hit(store: MetadataStore, pipeline: str, key: str):
-    """What the runner's ``claim_cached`` would find, without recording anything: the newest
-    COMPLETE execution with ``key`` whose outputs are LIVE and present."""
-    for execution in reversed(store.executions(state=COMPLETE)):
-        if execution.cache_key == key and execution.pipeline == pipeline:
-            outputs = store.execution_artifacts(execution.id, "output")
-            if all(store.artifact(a.id).state == LIVE and artifact_present(a) for a in outputs.values()):
-                return execution, outputs
-    return None
 
 
 def _why(store: MetadataStore, pipeline: str, component: str, parameters: dict, code: str) -> str:

@@ -4,42 +4,30 @@ For each node in topological order the runner resolves its inputs (upstream outp
 a resolver picks from the store, such as Evaluate's blessed baseline), computes the cache key
 (``cache.py``: semantic parameters, input fingerprints, external files, dependency versions, code
 closure) and, in one store transaction, looks for a COMPLETE execution with that key whose
-artifacts are LIVE and present and records the cache hit. Otherwise the executor writes into a
-staging directory fixed by the key, ``<root>/<pipeline>/<Component>/.staging/<key>/<output>/``
-(a resumable component finds its killed attempt there); then publish: each output is
-fingerprinted on its semantic content, fsynced (files and directories), renamed to
-``<root>/<pipeline>/<Component>/<output>/<execution_id>/`` and its parent fsynced, and only then
-does the store record it (the commit point). A crash at any point leaves no recorded half artifact.
+artifacts are LIVE and whole (``publish.artifact_problem``) and records the cache hit. Otherwise
+the executor writes where the root's publisher says and the publisher publishes (``publish.py``);
+only then does the store record the outputs (the commit point).
 
-Concurrency and crashes rest on ``flock`` locks, which the kernel drops when a process dies, even
-by SIGKILL: a run holds a lock for its lifetime (a RUNNING run whose lock is free is abandoned),
-and a component holds the lock of its cache key while it runs, so two runs wanting the same work
-do it once: the second waits, then finds a cache hit.
+A run holds a lock for its lifetime (a RUNNING run whose lock is free is abandoned), and a
+component holds the lock of its cache key while it runs, so two runs wanting the same work do it
+once: the second waits, then finds a cache hit (``layout.py``).
 """
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import os
-import shutil
 import time
 import traceback
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
-from ganpipe.infra import faults, fingerprints, storage
+from ganpipe.infra import faults, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, console, dag, execute
-from ganpipe.pipeline.metadata import ABANDONED, COMPLETE, FAILED, MetadataStore
-
-STAGING = ".staging"
-RESUMABLE_MARK = ".resumable"  # in a resumable component's staging/<key>/: gc keeps it by default
-LOCKS = ".locks"
-GC_LOCK = "gc.lock"  # one `ganpipe gc` at a time; runs do not take it (gc works beside them)
-TENSORBOARD_VIEWS = "tensorboard"  # <root>/<pipeline>/tensorboard/run-<id>/: symlinks to log dirs
-EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard's event file names
-EXECUTION_LOGS = "logs"  # <root>/<pipeline>/<Component>/logs/<execution id>.log: each execution's messages
+from ganpipe.pipeline.layout import (EVENT_FILE_PREFIX, LOCKS, FileLock, execution_log_path, run_is_alive,
+                                     tensorboard_view_path)
+from ganpipe.pipeline.metadata import COMPLETE, FAILED, MetadataStore, StoreError
+from ganpipe.pipeline.publish import Publisher, artifact_problem, publisher_for
 
 
 @dataclasses.dataclass
@@ -59,70 +47,6 @@ class RunResult:
     steps: list[StepResult]
     seconds: float
     error: str | None = None
-
-
-class FileLock:
-    """A ``flock`` on ``path`` (exclusive, or ``shared``), released by the kernel if the holder dies."""
-
-    def __init__(self, path: str, shared: bool = False):
-        self.path = path
-        self._mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        self._fd: int | None = None
-
-    def acquire(self, blocking: bool = True) -> bool:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, self._mode | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            # `ganpipe gc` may have unlinked the file between our open and flock: lock the new one.
-            if _same_file(fd, self.path):
-                self._fd = fd
-                return True
-            os.close(fd)
-
-    def release(self, remove: bool = False) -> None:
-        if remove:
-            os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> "FileLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def lock_is_held(path: str) -> bool:
-    """True while some process (this one included) holds ``path`` locked."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def run_is_alive(root: str) -> Callable[[str], bool]:
-    """The liveness test ``MetadataStore.reap_abandoned`` needs for runs under ``root``."""
-    return lambda lock: lock_is_held(os.path.join(root, LOCKS, lock))
 
 
 class LocalRunner:
@@ -149,6 +73,7 @@ class LocalRunner:
         self.echo = echo
         self.config = config or {}
         self.display = display or console.PlainDisplay()
+        self.publisher: Publisher = publisher_for(self.root, self.metadata, pipeline, echo)
 
     def plan(self, until: str | None = None, force: Iterable[str] = ()) -> tuple[list[dag.Node], set[str]]:
         """The nodes to run in order and the names to force; raises PipelineError on bad names."""
@@ -167,6 +92,7 @@ class LocalRunner:
         lock_name = f"run-{uuid.uuid4().hex}.lock"
         run_lock = FileLock(os.path.join(self.metadata, LOCKS, lock_name))
         with MetadataStore(self.metadata) as store:
+            check_store_has_root_history(store.has_executions(), store.path, self.root, self.pipeline)
             run_lock.acquire()
             store.reap_abandoned(run_is_alive(self.metadata))
             config = {**self.config, "until": until, "force": sorted(forced)}
@@ -207,26 +133,27 @@ class LocalRunner:
         upstream = {name: produced[reference] for name, reference in node.wiring.items()}
         inputs = {**upstream, **dag.resolve_inputs(node, store, self.pipeline, upstream, parameters)}
         key = cache.cache_key(component, parameters, inputs)
-        component_dir = storage.join(self.root, self.pipeline, component.name)
-        staging = storage.join(component_dir, STAGING, key)
         started = time.time()
-        local = storage.is_local(self.root)
-        key_lock = FileLock(staging + ".lock" if local else
-                            os.path.join(self.metadata, LOCKS, f"{self.pipeline}-{component.name}-{key}.lock"))
+        key_lock = self.publisher.key_lock(component.name, key)
         if not key_lock.acquire(blocking=False):
             self.echo(f"      waiting for another run computing {component.name} ({key[:12]})")
             key_lock.acquire()
         try:
             # A run that held this key's lock before us may have died mid-execution: mark it now.
             store.reap_abandoned(run_is_alive(self.metadata))
-            hit = None if forced else store.claim_cached(run_id, self.pipeline, key, inputs, artifact_present)
-            if hit:
-                source, outputs, execution_id = hit
-                self.echo(f"      cached: reusing execution {source.id} (run {source.run_id})")
-                link_tensorboard_logs(view, component, outputs)
-                return StepResult(component.name, "cached", execution_id, time.time() - started, outputs)
+            if not forced:
+                lookup = store.claim_cached(run_id, self.pipeline, key, inputs, artifact_problem)
+                for damage in lookup.damaged:
+                    self.echo(f"      not reusable: {damage}")
+                if lookup.source:
+                    self.echo(f"      cached: reusing execution {lookup.source.id} (run {lookup.source.run_id})")
+                    link_tensorboard_logs(view, component, lookup.outputs)
+                    if execute.needs_own_process(parameters) and execute.cluster_size() > 1:  # workers wait for it
+                        execute.announce_cached(self.root, self.pipeline, component.name, lookup.source.id, parameters)
+                    return StepResult(component.name, "cached", lookup.execution_id, time.time() - started,
+                                      lookup.outputs)
             execution_id = store.start_execution(run_id, component.name, parameters, key,
-                                                 cache.code_fingerprint(component), inputs)
+                                                 cache.code_fingerprint(component, parameters), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
             return self._execute(store, component, inputs, parameters, key, execution_id, forced, started, view)
         finally:
@@ -235,16 +162,9 @@ class LocalRunner:
     def _execute(self, store: MetadataStore, component: Component, inputs: dict[str, Artifact],
                  parameters: dict[str, Any], key: str, execution_id: int, forced: bool,
                  started: float, view: str | None = None) -> StepResult:
-        """Runs the executor into staging, publishes, commits; a failure is recorded, not raised."""
-        local = storage.is_local(self.root)
-        component_dir = storage.join(self.root, self.pipeline, component.name)
-        staging = storage.join(component_dir, STAGING, key)
-        if local:
-            outputs = _prepare_staging(component, staging, fresh=forced or not component.resumable)
-        else:
-            outputs = _remote_outputs(component, component_dir, execution_id)
-            if component.resumable and not forced:
-                self._continue_attempt(store, component, key, component_dir, outputs)
+        """Runs the executor where the publisher says, publishes, commits; a failure is recorded,
+        not raised."""
+        outputs = self.publisher.prepare(store, component, key, execution_id, forced)
         log = console.component_logger(component.name).info
         context = ExecutionContext(
             pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,
@@ -257,12 +177,8 @@ class LocalRunner:
                     self.display.step(component.name):
                 execute.run_executor(component, inputs, outputs, parameters, context)
             faults.point(f"{component.name}:before-publish")
-            if local:
-                publish(outputs, component_dir, execution_id, component.name)
-                link_tensorboard_logs(view, component, outputs)
-            else:
-                for artifact in outputs.values():
-                    artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
+            manifests = self.publisher.publish(outputs, component.name, execution_id)
+            link_tensorboard_logs(view, component, outputs)
         except BaseException as error:
             store.fail_execution(execution_id, failure_text(error, component.resumable) + "\n"
                                  + traceback.format_exc() + f"log: {log_file}")
@@ -272,27 +188,27 @@ class LocalRunner:
             return StepResult(component.name, "failed", execution_id, time.time() - started, {},
                               f"{type(error).__name__}: {error}")
         faults.point(f"{component.name}:before-commit")
-        store.complete_execution(execution_id, outputs)
+        store.complete_execution(execution_id, outputs, manifests)
         faults.point(f"{component.name}:after-commit")
-        if local:
-            shutil.rmtree(staging, ignore_errors=True)
+        self.publisher.finish(component.name, key)
         return StepResult(component.name, "ran", execution_id, time.time() - started, outputs)
 
 
-    def _continue_attempt(self, store: MetadataStore, component: Component, key: str, component_dir: str,
-                          outputs: dict[str, Artifact]) -> None:
-        """On a remote root a resumable component's failed or killed attempt left its files under
-        its own execution id: copies the newest such attempt's into ``outputs``, as a local root
-        keeps them in staging, so the component resumes from them."""
-        attempts = [e for state in (FAILED, ABANDONED) for e in store.executions(state=state)
-                    if (e.pipeline, e.component, e.cache_key) == (self.pipeline, component.name, key)]
-        for attempt in sorted(attempts, key=lambda e: e.id, reverse=True):
-            sources = {name: storage.join(component_dir, name, str(attempt.id)) for name in outputs}
-            if all(storage.directory_exists(source) for source in sources.values()):
-                for name, source in sources.items():
-                    storage.copy_tree(source, outputs[name].uri)
-                self.echo(f"      continuing from the files of execution {attempt.id}")
-                return
+def check_store_has_root_history(has_executions: bool, store_path: str, root: str, pipeline: str) -> None:
+    """Refuses a store that records nothing (new, or emptied) beside published outputs of
+    ``pipeline`` under ``root``: its execution ids would start again at 1 and collide with them."""
+    if has_executions:
+        return
+    pipeline_dir = storage.join(root, pipeline)
+    published = [storage.join(pipeline_dir, component, output, run)
+                 for component in storage.listdir(pipeline_dir)
+                 for output in storage.listdir(storage.join(pipeline_dir, component))
+                 for run in storage.listdir(storage.join(pipeline_dir, component, output)) if run.isdigit()]
+    if published:
+        raise StoreError(
+            f"{store_path} records no runs, but {pipeline_dir} holds {len(published)} published output(s) "
+            f"(e.g. {published[0]}) of a store that was lost or emptied: put that store back (or recover it with "
+            f"`sqlite3 <damaged store> .recover`), or move {pipeline_dir} aside to start afresh")
 
 
 def failure_text(error: BaseException, resumable: bool = True) -> str:
@@ -303,18 +219,12 @@ def failure_text(error: BaseException, resumable: bool = True) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def execution_log_path(metadata: str, pipeline: str, component: str, execution_id: int) -> str:
-    """Each execution's log file, beside its component's outputs on a local root (under the local
-    metadata directory for a remote one); outside the outputs, so it never changes a fingerprint."""
-    return os.path.join(metadata, pipeline, component, EXECUTION_LOGS, f"{execution_id}.log")
-
-
 def tensorboard_view_dir(root: str, pipeline: str, run_id: int) -> str | None:
     """``<root>/<pipeline>/tensorboard/run-<id>/``, created at the start of the run (local roots:
     the view is symlinks)."""
     if not storage.is_local(root):
         return None
-    view = os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
+    view = tensorboard_view_path(root, pipeline, run_id)
     os.makedirs(view, exist_ok=True)
     return view
 
@@ -347,71 +257,6 @@ def replace_symlink(target: str, link: str) -> None:
     temporary = f"{link}.{uuid.uuid4().hex}.tmp"
     os.symlink(target, temporary)
     os.replace(temporary, link)
-
-
-def artifact_present(artifact: Artifact) -> bool:
-    """The files a cache hit would hand on are there: the artifact's directory and, for a pushed
-    model, the served version it recorded (deleted by hand: Export must run again)."""
-    properties = artifact.properties
-    if properties.get("pushed") and properties.get("pushed_destination"):
-        if not storage.directory_exists(properties["pushed_destination"]):
-            return False
-    return storage.directory_exists(artifact.uri)
-
-
-def _prepare_staging(component: Component, staging: str, fresh: bool) -> dict[str, Artifact]:
-    """One empty directory per output; a resumable component keeps its last attempt's files."""
-    if fresh:
-        shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging, exist_ok=True)
-    if component.resumable:
-        open(os.path.join(staging, RESUMABLE_MARK), "a").close()
-    outputs = {}
-    for name, artifact_type in component.outputs.items():
-        os.makedirs(os.path.join(staging, name), exist_ok=True)
-        outputs[name] = Artifact(type=artifact_type, uri=os.path.join(staging, name))
-    return outputs
-
-
-def publish(outputs: dict[str, Artifact], component_dir: str, execution_id: int, component: str) -> None:
-    """Fingerprints each output, makes it durable and moves it to
-    ``<component_dir>/<output>/<execution_id>``; the caller then records it (the commit point)."""
-    for name, artifact in outputs.items():
-        try:
-            json.dumps(artifact.properties)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"output {name!r}: properties must be JSON values: {error}") from error
-    for position, (name, artifact) in enumerate(outputs.items()):
-        artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
-        target = os.path.join(component_dir, name, str(execution_id))
-        storage.sync_tree(artifact.uri)
-        storage.move_into_place(artifact.uri, target)
-        artifact.properties = _relocate(artifact.properties, artifact.uri, target)
-        artifact.uri = target
-        if position == 0:
-            faults.point(f"{component}:mid-publish")
-
-
-def _remote_outputs(component: Component, component_dir: str, execution_id: int) -> dict[str, Artifact]:
-    """On an object store, where rename is not atomic, outputs are written in place under their
-    execution id; the store's record of the execution (after the executor succeeded) is the
-    commit point, so an unrecorded directory is an abandoned attempt, never a published one."""
-    outputs = {name: Artifact(type=artifact_type, uri=storage.join(component_dir, name, str(execution_id)))
-               for name, artifact_type in component.outputs.items()}
-    for artifact in outputs.values():
-        storage.makedirs(artifact.uri)  # where a filesystem has directories, TF writes into them
-    return outputs
-
-
-def _relocate(value: Any, old: str, new: str) -> Any:
-    """Rewrites paths an executor stored into properties from staging to published location."""
-    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-        return new + value[len(old):]
-    if isinstance(value, list):
-        return [_relocate(item, old, new) for item in value]
-    if isinstance(value, dict):
-        return {key: _relocate(item, old, new) for key, item in value.items()}
-    return value
 
 
 def tensorboard_runs(artifacts: Iterable[tuple[str, Artifact]]) -> dict[str, str]:

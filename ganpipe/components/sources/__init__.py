@@ -18,11 +18,12 @@ import dataclasses
 import importlib
 from typing import TYPE_CHECKING
 
-from ganpipe.components.base import ComponentError, Parameter, absolute_path
+from ganpipe.components.base import ComponentError, Parameter, absolute_path, did_you_mean
 
 if TYPE_CHECKING:  # Never run. Names the kind modules, imported by name below, for Ingest's cache
     # key: pipeline/cache.py finds a step's code by reading import statements, not strings.
     from ganpipe.components.sources import csv, digits, images, npz, photos, tfds, tfrecord  # noqa: F401
+    from ganpipe.infra import listing  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,11 @@ class SourceKind:
     argument: str | None  # how to write the part after "kind:" (e.g. "<dir>"); None: no argument
     parameters: tuple[Parameter, ...]
     module: str  # provides plan(argument, params) -> SourcePlan
+    # File kinds: the pattern the argument is listed with ("{}/**": every file under a directory)
+    # and whether hidden names under it are left out. The reader and the cache key both read
+    # ``listing(argument)``, so the key sees exactly the files that are read.
+    pattern: str = "{}"
+    skip_hidden: bool = False
 
     @property
     def takes_path(self) -> bool:
@@ -45,6 +51,19 @@ class SourceKind:
 
     def plan(self, argument: str, params: dict):
         return importlib.import_module(self.module).plan(argument, params)
+
+    def listing(self, argument: str) -> "listing.Listing":
+        """The files behind a file source (``infra.listing``): what its reader reads."""
+        from ganpipe.infra import listing  # light, but only file kinds need it
+
+        found = listing.list_files(self.pattern.format(argument.rstrip("/") if "**" in self.pattern else argument))
+        return found.without(lambda path: is_hidden(path, argument)) if self.skip_hidden else found
+
+
+def is_hidden(path: str, root: str) -> bool:
+    """A name under ``root`` with a part starting with "." (``.git/x``, ``a/.DS_Store``)."""
+    relative = path[len(root.rstrip("/")) + 1:] if path.startswith(root.rstrip("/") + "/") else path
+    return any(part.startswith(".") for part in relative.split("/"))
 
 
 # Parameters read by more than one kind are declared once.
@@ -62,7 +81,7 @@ KINDS: dict[str, SourceKind] = {
             Parameter("patch_size", int, 64, "photos: side of the square patches in pixels", min=4),
             Parameter("patch_stride", int, 32, "photos: step between patches (< patch_size: overlapping)", min=1),
         ), f"{__name__}.photos"),
-        SourceKind("images", "<dir>", (), f"{__name__}.images"),
+        SourceKind("images", "<dir>", (), f"{__name__}.images", pattern="{}/**", skip_hidden=True),
         SourceKind("tfds", "<name>", (
             Parameter("tfds_data_dir", str, None, "TensorFlow Datasets data_dir (tfds default if empty)",
                       nullable=True, normalize=absolute_path),
@@ -105,13 +124,21 @@ def source_syntax() -> str:
     return " | ".join(kind.syntax for kind in KINDS.values())
 
 
+def split_source(source: str) -> tuple[str, str]:
+    """``kind:argument`` -> (kind name, argument): the one place the string is split (a URI
+    argument keeps its own colons)."""
+    name, _, argument = source.partition(":")
+    return name, argument
+
+
 def parse_source(source: str) -> tuple[SourceKind, str]:
     """Splits ``kind:argument``; unknown kinds and a missing or extra argument fail at once."""
-    name, _, argument = source.partition(":")
+    name, argument = split_source(source)
     kind = KINDS.get(name)
     if kind is None:
         raise ComponentError(
             f"ingest.source: unknown source kind {name!r} in {source!r}; use one of {source_syntax()}"
+            + did_you_mean(name, KINDS)
         )
     if kind.argument is None and argument:
         raise ComponentError(f"ingest.source: {name!r} takes no argument, got {source!r}")

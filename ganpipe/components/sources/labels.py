@@ -62,6 +62,14 @@ def vocabulary(names) -> list[str]:
 
 def declared_label_names(values: list | None) -> list[str] | None:
     """``ingest.label_names`` checked: a list of unique labels (``[0, 1]`` means ``["0", "1"]``)."""
+    try:
+        return check_label_names(values, "ingest.label_names")
+    except ValueError as e:
+        raise ComponentError(str(e)) from None
+
+
+def check_label_names(values: list | None, where: str) -> list[str] | None:
+    """The canonical names of a label list, or ValueError naming ``where`` and the bad entry."""
     if values is None:
         return None
     names = []
@@ -69,11 +77,11 @@ def declared_label_names(values: list | None) -> list[str] | None:
         try:
             name = canonical_label(value)
         except BadLabel as e:
-            raise ComponentError(f"ingest.label_names: {e}") from None
+            raise ValueError(f"{where}: {e}") from None
         if name is None:
-            raise ComponentError(f"ingest.label_names: {value!r} means 'no label' and cannot name a class")
+            raise ValueError(f"{where}: {value!r} means 'no label' and cannot name a class")
         names.append(name)
     duplicates = sorted({name for name in names if names.count(name) > 1}, key=natural_key)
     if duplicates:
-        raise ComponentError(f"ingest.label_names: {', '.join(map(repr, duplicates))} given more than once")
+        raise ValueError(f"{where}: {', '.join(map(repr, duplicates))} given more than once")
     return names

@@ -1,10 +1,12 @@
 """``tfrecord:<glob>``: existing tf.Example TFRecord files; the image feature holds one encoded
 image (bytes) or a vector (float/int list), the label feature a name or a whole number.
 
-The pattern is matched on the workers (the job graph holds the pattern, not the file list) and
-files are spread with a Reshuffle, so parallelism does not follow the upstream shard count.
+The pattern is listed on the workers by the source's listing (``infra.listing``: Beam's pattern
+rule, links followed; the one the cache key fingerprints; the job graph holds the pattern, not the
+file list) and files are spread with a Reshuffle, so parallelism does not follow the upstream shard count.
 Every record's CRCs are checked: a corrupt record, a record that is not a tf.Example and a
-record without a usable image or vector are rejected records naming file and record index.
+record without a usable image or vector are rejected records naming file and record index; a
+dangling link or an unreadable entry the listing found is a rejected record naming the path.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from google.protobuf.message import DecodeError
 
+from ganpipe.components import sources
 from ganpipe.components.base import ComponentError
 from ganpipe.infra.beamio import Corrupt, batched, iter_records
 from ganpipe.infra.example_proto import Example
+from ganpipe.infra.listing import Entry
 from ganpipe.components.sources.common import CountRead, RawRecord, Rejected, SourcePlan, relative_name
 
 COMPRESSIONS = {"auto": CompressionTypes.AUTO, "none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
@@ -26,7 +30,7 @@ _PEEK_RECORDS = 100  # records tried at planning for the first tf.Example
 
 
 def plan(pattern, params) -> SourcePlan:
-    paths = sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
+    paths = [entry.path for entry in sources.KINDS["tfrecord"].listing(pattern).files]
     if not paths:
         raise ComponentError(f"ingest.source tfrecord:{pattern}: no files match")
     compression = COMPRESSIONS[params["compression"]]
@@ -105,9 +109,11 @@ class _ParseExamples(beam.DoFn):
         name = relative_name(path, root)
         yield [self._record(path, name, start + i, serialized) for i, serialized in enumerate(batch)]
 
-    def _record(self, path: str, name: str, index: int, serialized: bytes | Corrupt) -> RawRecord:
+    def _record(self, path: str, name: str, index: int, serialized: bytes | Corrupt | Entry) -> RawRecord:
         record = RawRecord(key=f"{path}#{index}", name=f"{name}#{index}", path=path, index=index)
         try:
+            if isinstance(serialized, Entry):  # what the listing could not use
+                raise Rejected("unreadable", serialized.problem)
             if isinstance(serialized, Corrupt):
                 raise Rejected("corrupt", serialized.message)
             self._parse(record, serialized)
@@ -147,8 +153,17 @@ class _ParseExamples(beam.DoFn):
         return values[0] if values else None
 
 
-def _read_file(path: str, compression: str):
-    """(path, index of the first record, batch) for a file's records."""
+def _list_entries(pattern: str):
+    return sources.KINDS["tfrecord"].listing(pattern).entries()
+
+
+def _read_file(entry, compression: str):
+    """(path, index of the first record, batch) for a listed file's records; one rejected record
+    for an entry the listing could not use."""
+    path = entry.path
+    if entry.problem:
+        yield path, 0, [entry]
+        return
     start = 0
     for batch in batched(iter_records(path, _resolved(path, compression))):
         if start == 0 and isinstance(batch[0], Corrupt) and batch[0].index == 0:
@@ -174,7 +189,7 @@ class ReadTFExampleFiles(beam.PTransform):
         return (
             pipeline
             | "Pattern" >> beam.Create([self.pattern])
-            | "Match" >> beam.FlatMap(lambda pattern: (m.path for m in FileSystems.match([pattern])[0].metadata_list))
+            | "ListFiles" >> beam.FlatMap(_list_entries)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadBatches" >> beam.FlatMap(_read_file, self.compression)
             | "Redistribute" >> beam.Reshuffle()
