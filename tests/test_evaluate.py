@@ -224,7 +224,9 @@ def test_metrics_json_content(evaluations, mlp_models):
     assert report["model"]["dir"] == os.path.abspath(mlp_models[1].uri)
     expected = {"fcd", "kid", "kid_std", "precision", "recall", "density", "coverage", "classifier_score",
                 "classifier_score_std", "classes_present", "class_entropy", "class_entropy_normalized",
-                "class_kl_uniform", "class_kl_real", "d_accuracy", "d_accuracy_real", "d_accuracy_fake"}
+                "class_kl_uniform", "class_kl_real", "d_accuracy", "d_accuracy_real", "d_accuracy_fake",
+                "copying_share", "copying_share_std", "copying_ct", "copying_ct_std", "membership_auc_d",
+                "membership_auc_d_std", "membership_auc_distance", "membership_auc_distance_std"}
     assert set(report["metrics"]) == expected
     for name, entry in report["metrics"].items():
         assert set(entry) == {"value", "baseline", "baseline_kind", "better"}

@@ -21,7 +21,8 @@ The artifact (``outputs["classifier"].uri``)::
 
     classifier.keras   inputs as the reader yields them ([-1, 1] images, standardised vectors);
                        dict outputs {"features": [N, D]} plus {"probabilities": [N, C]} if any
-    classifier.json    feature_space, feature_layer, outputs, input_shape, num_classes,
+    classifier.json    feature_space, feature_layer, outputs, input_shape, num_classes, recipe (the
+                       training parameters, which CAS reuses),
                        label_names, train/eval accuracy (null when nothing was trained)
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ MODEL_FILE, INFO_FILE = "classifier.keras", "classifier.json"
 FEATURE_LAYER, PROBABILITIES_LAYER = "features", "probabilities"
 INCEPTION_SIZE = 299
 MAX_PIXEL_SIDE = 16  # pixel feature space: pool larger images down to this side
+RECIPE = ("epochs", "batch_size", "learning_rate", "width", "feature_dim", "dropout", "seed")
 
 
 
@@ -86,6 +88,8 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
         model = pixel_model(shape) if schema["kind"] == "image" else raw_model(shape)
         info["feature_space"] = "pixels" if schema["kind"] == "image" else "raw"
         log(f"no labels: metrics use {info['feature_space']} features (no classifier score or mode coverage)")
+    # CAS trains this recipe again on generated samples (components/evaluate/synthetic.py)
+    info["recipe"] = {name: params[name] for name in RECIPE}
     info["outputs"] = sorted(model.output)
     info["feature_dim"] = int(model.output[FEATURE_LAYER].shape[-1])
     artifact = Artifact(type="FeatureModel", uri=output_dir)

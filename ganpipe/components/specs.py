@@ -370,6 +370,9 @@ EVALUATE_PARAMETERS = (
     Parameter("psnr_above", float, None, "srgan: bless only if PSNR (dB) is above this", nullable=True),
     Parameter("d_accuracy_within", float, None, "bless only if |held-out D accuracy - 0.5| is at most this",
               min=0.0, max=0.5, nullable=True),
+    Parameter("max_copying", float, None, "bless only if the share of fakes closer to a train example than 95% "
+              "of held-out examples are (copying_share, about 0.05 without copying) is below this",
+              min=0.0, max=1.0, nullable=True),
     Parameter("no_worse_than_last", bool, True, "bless only if the main metric is no worse than the last "
               "blessed model's of this pipeline (measured in the same feature space with as many samples)"),
     Parameter("regression_tolerance", float, 0.1, "no_worse_than_last: allowed relative regression "

@@ -12,6 +12,7 @@ from ganpipe.components import classifier as feature_models
 from ganpipe.components import specs
 from ganpipe.components.base import ComponentError, Progress, absolute_path
 from ganpipe.components.evaluate.report import sample_grid, write_report
+from ganpipe.components.evaluate.synthetic import measure_synthetic_data
 from ganpipe.components.evaluate.samples import (MODEL_PASSES, SampleCounter, Split, batched_call, check_finite,
                                                  existing, generate, load_generator, read_model_info, read_split,
                                                  sample_count)
@@ -47,8 +48,8 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         counted = SampleCounter(bar)
         fakes = generate(generator, held_out, n, params, counted)
         check_finite(fakes, storage.join(model_dir, generator_file))
-        values, baselines = feature_metrics(feature_model, feature_info, schema, reference.x, fakes, held_out.x,
-                                            params, counted)
+        values, baselines, held_out_features = feature_metrics(
+            feature_model, feature_info, schema, reference.x, fakes, held_out.x, params, counted)
         threshold = losses.get(info.get("loss") or "non_saturating").threshold
         if threshold is not None:  # a Wasserstein critic's scores have no decision threshold
             values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"],
@@ -57,6 +58,12 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         quality, bicubic = upscaling_quality(held_out, fakes, info)
         values.update(quality)
         baselines.update(bicubic)
+        synthetic = None
+    else:  # copying, CAS and the membership audit (upscaled eval images are not synthetic data)
+        synthetic = measure_synthetic_data(generator, discriminator, feature_model, feature_info, schema, examples_uri,
+                                           held_out, held_out_features, int(info.get("num_classes") or 0), params)
+        values.update(synthetic.values)
+        baselines.update(synthetic.baselines)
     space = feature_info["feature_space"]
     report = {
         "feature_space": space,
@@ -68,8 +75,11 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         "metrics": {rename(key, space): _entry(key, value, baselines.get(key))
                     for key, value in values.items()},
     }
+    if synthetic and synthetic.per_class:
+        report["cas_per_class"] = {str(label): entry for label, entry in synthetic.per_class.items()}
     report["main_metric"] = main_metric(report, params["main_metric"], superres)
-    write_report(report, output_dir, sample_grid(generator, held_out, info, fakes, params["seed"]), info)
+    write_report(report, output_dir, sample_grid(generator, held_out, info, fakes, params["seed"]), info,
+                 closest_pairs=synthetic.closest_pairs if synthetic else None)
     return report
 
 
@@ -84,7 +94,8 @@ def feature_space_id(feature_model: keras.Model, feature_space: str) -> str:
 
 
 def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_out, params, counted=None):
-    """The feature-space (and, for vectors, tabular) metrics and their real-vs-real baselines."""
+    """The feature-space (and, for vectors, tabular) metrics, their real-vs-real baselines, and the
+    held-out examples' features."""
     extract = lambda x: batched_call(feature_model, [x], params["batch_size"], counted)  # noqa: E731
     real, fake, other = extract(reference), extract(fakes), extract(held_out)
     names = ["frechet", "kernel", "precision_recall", "density_coverage"]
@@ -102,7 +113,8 @@ def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_
                "precision_recall": {"k": min(3, n - 1)}, "density_coverage": {"k": min(5, n - 1)}}
     if "classifier_score" in names:
         options["classifier_score"] = {"num_splits": min(10, n)}
-    return metrics.compute(names, real, fake, **options), metrics.real_vs_real(names, real, other, **options)
+    return (metrics.compute(names, real, fake, **options), metrics.real_vs_real(names, real, other, **options),
+            other)
 
 
 def held_out_discriminator_accuracy(discriminator, held_out: Split, fakes, batch_size: int,
@@ -139,8 +151,11 @@ def rename(key: str, feature_space: str) -> str:
     return key
 
 
+BASELINE_KINDS = {"psnr": "bicubic", "ssim": "bicubic", "cas": "real_trained"}  # else real_vs_real
+
+
 def _entry(key: str, value: float, baseline: float | None) -> dict:
-    kind = None if baseline is None else "bicubic" if key in ("psnr", "ssim") else "real_vs_real"
+    kind = None if baseline is None else BASELINE_KINDS.get(key, "real_vs_real")
     return {"value": _finite_or_none(value), "baseline": _finite_or_none(baseline), "baseline_kind": kind,
             "better": metrics.DIRECTIONS[key]}
 

@@ -30,10 +30,13 @@ def sample_grid(generator, held_out: Split, info: dict, fakes: np.ndarray, seed:
     return monitoring.sample_grid(batched_call(generator, [latent, labels], 256), GRID_COLUMNS)
 
 
-def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) -> None:
+def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict,
+                 closest_pairs: np.ndarray | None = None) -> None:
     evaluation = Artifact(type="Evaluation", uri=output_dir)
     evaluation.write_json("metrics.json", report)
     monitoring.write_png(grid, evaluation.path("samples.png"))
+    if closest_pairs is not None:
+        monitoring.write_png(closest_pairs, evaluation.path("closest_pairs.png"))
     writer = tf.summary.create_file_writer(evaluation.path("logs", "eval"))
     with writer.as_default(step=int(info.get("steps") or 0)):
         for name, entry in report["metrics"].items():
@@ -43,6 +46,8 @@ def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) ->
                 tf.summary.scalar(f"{monitoring.BASELINE}/{name}", entry["baseline"])
         tf.summary.text(f"{monitoring.QUALITY}/report", markdown_table(report))
         tf.summary.image(f"{monitoring.QUALITY}/samples", grid[np.newaxis])
+        if closest_pairs is not None:
+            tf.summary.image(f"{monitoring.QUALITY}/closest_pairs", closest_pairs[np.newaxis])
     writer.close()
 
 
@@ -60,10 +65,14 @@ def markdown_table(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, entry in report["metrics"].items():
-        baseline = _format(entry["baseline"]) + (" (bicubic)" if entry["baseline_kind"] == "bicubic" else "")
+        baseline = _format(entry["baseline"]) + (f" ({entry['baseline_kind'].replace('_', ' ')})"
+                                                 if entry["baseline_kind"] not in (None, "real_vs_real") else "")
         marker = " **(main)**" if name == report["main_metric"] else ""
         lines.append(f"| {name}{marker} | {_format(entry['value'])} | {baseline if entry['baseline_kind'] else '-'} "
                      f"| {entry['better']} |")
+    if report.get("cas_per_class"):
+        lines += ["", "CAS per class (trained on generated / on real examples): " + ", ".join(
+            f"{label}: {entry['cas']:.2f} / {entry['real']:.2f}" for label, entry in report["cas_per_class"].items())]
     return "\n".join(lines)
 
 
