@@ -16,6 +16,7 @@ def test_accuracy_worst_class_and_per_class():
     assert result["cas"] == pytest.approx(0.7)
     assert result["cas_worst_class"] == pytest.approx(0.5)
     assert metrics.per_class_accuracy(labels, one_hot(predicted)) == {0: 0.5, 1: 1.0, 2: 0.6}
+    assert metrics.compute_classification_accuracy(one_hot(labels), one_hot(predicted)) == result  # one-hot labels
 
 
 def test_std_matches_the_spread_over_fresh_test_sets():

@@ -18,7 +18,8 @@ from .classifier_score import as_probabilities
 
 def compute_classification_accuracy(labels, probabilities) -> dict[str, float]:
     """``{"cas", "cas_std", "cas_worst_class"}`` of ``probabilities`` [N, C] (a classifier trained
-    on fakes, applied to real eval examples) against their true integer ``labels`` [N]."""
+    on fakes, applied to real eval examples) against their true integer ``labels`` [N] (or one-hot
+    rows [N, C])."""
     labels, correct = _correct(labels, probabilities)
     accuracy = float(correct.mean())
     present = np.unique(labels)
@@ -35,6 +36,8 @@ def per_class_accuracy(labels, probabilities) -> dict[int, float]:
 def _correct(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:
     probabilities = as_probabilities(probabilities, "classifier probabilities")
     labels = np.asarray(labels)
+    if labels.ndim == 2:  # one-hot rows or probabilities: the class by argmax, as mode_coverage reads them
+        labels = labels.argmax(axis=1)
     if labels.shape != (len(probabilities),) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels: expected {len(probabilities)} integer labels, got {labels.dtype} {labels.shape}")
     if labels.min() < 0 or labels.max() >= probabilities.shape[1]:
