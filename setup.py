@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ganpipe", "ganpipe.*"]),
+    package_data={"ganpipe": ["configs/*.yaml"]},  # the built-in run and the ready-made configs
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.15",

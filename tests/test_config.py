@@ -9,6 +9,7 @@ from ganpipe.components.base import Component, Parameter
 from ganpipe.pipeline import config as config_module
 from ganpipe.pipeline.config import ConfigError, load_config
 from ganpipe.pipeline.dag import Node
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _noop(inputs, outputs, params, ctx):
@@ -52,10 +53,13 @@ def test_defaults_without_a_file(monkeypatch, tmp_path):
     assert load().root == str(tmp_path / "elsewhere")
 
 
-def test_the_built_in_run_is_conditional_and_a_config_file_keeps_the_parameter_defaults(tmp_path):
+def test_the_built_in_run_is_the_shipped_digits_config_and_a_config_file_keeps_the_parameter_defaults(tmp_path):
     built_in = load_config(None, ["train.steps=5"]).parameters["train"]
     assert (built_in["family"], built_in["batch_size"], built_in["ema_decay"], built_in["steps"]) == (
         "cgan", 128, 0.999, 5)
+    shipped = load_config(config_module.BUILT_IN_CONFIG)
+    assert shipped.as_dict() == load_config(None).as_dict()
+    assert os.path.samefile(config_module.BUILT_IN_CONFIG, os.path.join(REPOSITORY, "configs", "digits.yaml"))
     assert load_config(None, ["train.family=dcgan"]).parameters["train"]["family"] == "dcgan"
     from_file = load_config(write(tmp_path, "train: {steps: 5}\n")).parameters["train"]
     assert (from_file["family"], from_file["batch_size"], from_file["ema_decay"]) == ("dcgan", 64, None)

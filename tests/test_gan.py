@@ -260,6 +260,91 @@ def test_one_sgd_step_equals_the_analytic_update_with_penalties(reuse_fakes):
     assert logs["g_loss"] == pytest.approx(g_loss, rel=1e-5)
 
 
+def test_label_smoothing_and_flips_change_only_the_real_targets_of_ds_update():
+    """D's SGD(1.0) step by hand with smoothing 0.1 and flips 0.3: the real targets are
+    0.9 or 0 (flipped), the fakes' target stays 0 (their term is softplus(fake logit))."""
+    n, smoothing, flip = 64, 0.1, 0.3
+    gan = linear_gan(0.0, 0.0, label_smoothing=smoothing, label_flip=flip)
+    real = np.random.default_rng(1).normal(2.0, 1.0, (n, 1)).astype("float32")
+    (wg, bg), (wd, bd) = gan.generator.get_weights(), gan.discriminator.get_weights()
+    fake = gan.sample_latent(n, "d_latent", 0).numpy() @ wg + bg
+    draws = tf.random.stateless_uniform((n,), seed=gan.noise_seed("label_flip", 0)).numpy()
+    targets = np.where(draws >= flip, 1.0 - smoothing, 0.0)[:, None]
+    assert 0 < np.sum(targets == 0.0) < n  # both kinds of real target occur
+    real_logit, fake_logit = real @ wd + bd, fake @ wd + bd
+    d_real, d_fake = sigmoid(real_logit) - targets, sigmoid(fake_logit)  # d loss / d logit, per sample
+    wd_new = wd - np.mean(d_real * real + d_fake * fake)
+    bd_new = bd - np.mean(d_real + d_fake)
+    gan.discriminator_step(tf.constant(real), None, 0)
+    for got, want in zip(gan.discriminator.get_weights(), [wd_new, bd_new]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def first_update_norms(policy):
+    """|update| of D's and G's weights after one SGD step from the same start under ``policy``."""
+    keras.config.set_dtype_policy(policy)
+    gan = tiny_gan()
+    gan.compile(keras.optimizers.SGD(0.01), keras.optimizers.SGD(0.01))
+    d_before, g_before = snapshot(gan.discriminator.trainable_variables), snapshot(gan.generator.trainable_variables)
+    gan.train_on_batch(images(16))
+    norm = lambda before, variables: np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for b, v in zip(before, variables)))  # noqa: E731
+    return norm(d_before, gan.discriminator.trainable_variables), norm(g_before, gan.generator.trainable_variables)
+
+
+def test_mixed_float16_updates_both_networks_as_much_as_float32():
+    """Each loss is scaled before its float16 backward pass and unscaled by the optimizer: the
+    first SGD updates match float32's size (a loss left unscaled is divided by 2^15 there)."""
+    d32, g32 = first_update_norms("float32")
+    d16, g16 = first_update_norms("mixed_float16")
+    assert d16 == pytest.approx(d32, rel=0.05) and g16 == pytest.approx(g32, rel=0.05)
+
+
+class StepRecording(ganmodels.GAN):
+    """Keeps each D step's d_loss (run eagerly)."""
+
+    def discriminator_step(self, real, condition, index):
+        stats = super().discriminator_step(real, condition, index)
+        self.d_losses.append(float(stats["d_loss"]))
+        return stats
+
+
+def test_logged_d_metrics_are_means_over_the_d_steps():
+    keras.utils.set_random_seed(0)
+    generator, discriminator = ganmodels.build_networks("mlp", (2,), latent_dim=2, hidden=(4,))
+    gan = StepRecording(generator, discriminator, 2, d_steps=3)
+    gan.d_losses = []
+    gan.compile(run_eagerly=True, jit_compile=False)
+    logs = gan.train_on_batch(np.random.default_rng(0).normal(size=(12, 2)).astype("float32"), return_dict=True)
+    assert len(gan.d_losses) == 3 and len(set(gan.d_losses)) == 3
+    assert logs["d_loss"] == pytest.approx(np.mean(gan.d_losses), rel=1e-6)
+
+
+def packed_mlp(**options):
+    keras.utils.set_random_seed(0)
+    return ganmodels.build_gan("mlp", (2,), latent_dim=2, packing=2, hidden=(4,), **options)
+
+
+@pytest.mark.parametrize("options, rows", [({"reuse_fakes": True}, 5), ({"d_steps": 2}, 2), ({}, 3)])
+def test_packs_that_would_mix_real_and_fake_are_an_error_naming_the_fix(options, rows):
+    """5 rows with reuse_fakes (the single backward pass would read a mixed pack), 2 rows for
+    2 D steps (one-row slices: every pack one real and one fake), 3 rows in one D step."""
+    gan = packed_mlp(**options)
+    gan.compile()
+    batch = np.zeros((rows, 2), "float32")
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"packing=2: .* would mix real and fake; "
+                       r"make the batch per D step \(train.batch_size\) a multiple of 2"):
+        gan.train_on_batch(batch)
+    with pytest.raises(ValueError, match="a D step got 3 real samples"):  # static shapes name the count
+        gan.discriminate_pair(tf.zeros((3, 2)), tf.zeros((3, 2)), None, 0)
+
+
+def test_whole_packs_train():
+    gan = packed_mlp(d_steps=2, reuse_fakes=True)
+    gan.compile()
+    logs = gan.train_on_batch(np.random.default_rng(0).normal(size=(8, 2)).astype("float32"), return_dict=True)
+    assert np.isfinite(logs["d_loss"]) and int(gan.step.numpy()) == 1
+
+
 class Recording(ganmodels.GAN):
     """Records what each D call of the game sees, by stream (run eagerly)."""
 

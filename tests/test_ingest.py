@@ -432,3 +432,14 @@ def test_example_proto_is_tensorflows_wire_format():
     parsed = Example.FromString(theirs.SerializeToString())
     assert parsed.features.feature["none"].WhichOneof("kind") == "float_list"
     assert list(parsed.features.feature["shape"].int64_list.value) == [32, -1, 2**40]
+
+
+def test_ingest_parameters_are_its_own_plus_each_kinds_and_run_ingest_takes_the_spec_defaults(tmp_path):
+    from ganpipe.components import sources, specs
+
+    kinds = {p.name for kind in sources.KINDS.values() for p in kind.parameters}
+    own = {"source", "eval_fraction", "num_shards", "label_names", "split_key", "split_salt"}
+    assert {p.name for p in specs.INGEST.parameters} == own | kinds
+    assert specs.FILE_SOURCE_KINDS == ("images", "tfrecord", "npz", "csv")
+    with pytest.raises(ComponentError, match=r"ingest.csv_delimitr: unknown key \(did you mean 'csv_delimiter'\?\)"):
+        ingest.run_ingest("digits", str(tmp_path / "out"), csv_delimitr=";")

@@ -55,6 +55,7 @@ BUCKET = "gs://kfp-bucket"
 # Small but whole: every component runs, Train long enough to move.
 CONFIG = {
     "pipeline": {"name": "kfp_digits"},
+    "beam": {"args": ["--direct_num_workers=1"]},  # reaches the data steps as --beam-arg
     "preprocess": {"image_size": 16},
     "classifier": {"epochs": 1, "width": 8, "feature_dim": 16},
     "train": {"network": {"width": 8}, "latent_dim": 8, "batch_size": 32, "steps": 20, "log_every": 10,
@@ -150,13 +151,14 @@ def test_compile_refuses_without_a_root_for_served_models_and_checkpoints(tmp_pa
 ])
 def test_compile_says_where_served_models_and_checkpoints_go_and_every_step_gets_it(tmp_path, options, root,
                                                                                       source):
-    code, output, commands = compile_commands(tmp_path, *options)
+    code, output, commands = compile_commands(tmp_path, *options, "--set", "beam.args=[--direct_num_workers=2]")
     assert code == 0, output
     assert (f"Served models go to {root}/serving, Train's checkpoints to {root}/digits_cgan/Train/.staging "
             f"(under {source})") in output
     assert len(commands) == 6
     for step, command in commands.items():
         assert command[command.index("--pipeline-root") + 1] == root, step
+        assert "--beam-arg=--direct_num_workers=2" in command, step
         assert not any("Concat" in part or "IfPresent" in part for part in command), step
 
 

@@ -113,3 +113,9 @@ def test_loss_properties_that_the_train_step_relies_on():
     assert exact == {"non_saturating", "minimax", "wasserstein"}
     real, fake = losses.hinge_discriminator(np.array([0.0]), np.array([-1.5], "float32"), None)
     assert value(fake) == 0.0  # the flat part that rules hinge out
+
+
+def test_the_train_spec_offers_exactly_the_registered_losses():
+    from ganpipe.components import specs
+
+    assert specs.LOSSES == tuple(losses.LOSSES)

@@ -74,3 +74,22 @@ def test_no_curve_without_a_classifier_or_with_eval_every_0(data, tmp_path):
     for run in ("a", "b"):
         assert curve(str(tmp_path / run / "logs" / "train")) == {}
     assert not os.path.exists(tmp_path / "b" / "best.json")
+
+
+def test_a_resumed_run_keeps_comparing_against_the_best_point_before_the_kill(data, tmp_path):
+    """The best point of the first attempt (made unbeatable here) survives a resume: the resumed
+    run's points never replace it, and without one a resumed run would keep its own best."""
+    root, schema, feature_dir = data
+    params = {**TINY_DCGAN, "eval_every": 3, "eval_samples": 32, "keep_best": True, "checkpoint_every": 3}
+    train.train_model(root, schema, str(tmp_path), classifier_dir=feature_dir, log=lambda message: None,
+                      **{**params, "steps": 3})
+    unbeatable = {"step": 3, "metric": "fcd", "value": -1.0}
+    with open(tmp_path / quality.BEST_INFO, "w") as f:
+        json.dump(unbeatable, f)
+    saved = os.path.getmtime(tmp_path / quality.BEST_GENERATOR)
+    info = train.train_model(root, schema, str(tmp_path), classifier_dir=feature_dir, log=lambda message: None,
+                             **{**params, "steps": 6})
+    assert info["steps"] == 6 and info["best"] == unbeatable
+    assert os.path.getmtime(tmp_path / quality.BEST_GENERATOR) == saved
+    os.remove(tmp_path / quality.BEST_GENERATOR)  # a best.json without its generator is no best point
+    assert quality.read_best(str(tmp_path)) is None

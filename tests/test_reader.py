@@ -1,4 +1,5 @@
 """The tf.data reader over Preprocess's shards: values, shapes, labels, batching, shuffling."""
+import json
 import os
 
 import numpy as np
@@ -124,3 +125,80 @@ def test_clear_errors(images, vectors, tmp_path):
         reader.make_dataset(vectors[0], vectors[1], with_lowres=True)
     with pytest.raises(FileNotFoundError, match="no schema"):
         reader.load_schema(str(tmp_path))
+
+
+# ------------------------------------------------------- file order and the in-memory cache
+
+
+def copy_in_shards(output, split, destination, shards):
+    """``output``'s ``split`` rewritten as ``shards`` files of consecutive records, with its schema."""
+    records = [serialized for path in beamio.shard_paths(os.path.join(output, split))
+               for serialized in beamio.iter_records(path)]
+    os.makedirs(os.path.join(destination, split))
+    per_shard = -(-len(records) // shards)
+    for k in range(shards):
+        with tf.io.TFRecordWriter(os.path.join(destination, split, f"part-{k:03d}.tfrecord")) as writer:
+            for serialized in records[k * per_shard:(k + 1) * per_shard]:
+                writer.write(serialized)
+    schema = reader.load_schema(output)
+    with open(os.path.join(destination, reader.SCHEMA_FILE), "w") as f:
+        json.dump(schema, f)
+    return str(destination), schema
+
+
+def test_file_order_is_shuffled_per_seed_beyond_the_record_buffer(images, tmp_path, monkeypatch):
+    """With a record shuffle buffer of 1 only the file-level shuffle reorders: the first records
+    then come from other files for other seeds (a data set larger than the buffer relies on it)."""
+    monkeypatch.setattr(reader, "SHUFFLE_BUFFER", 1)
+    root, schema = copy_in_shards(images[0], "train", tmp_path / "sharded", shards=12)
+    count = schema["counts"]["train"]
+
+    def epoch(**options):
+        dataset = reader.make_dataset(root, schema, batch_size=count, drop_remainder=False, **options)
+        return next(iter(dataset)).numpy().reshape(count, -1)
+
+    orders = [epoch(seed=seed)[:4].tobytes() for seed in range(4)]
+    assert len(set(orders)) > 1
+    assert epoch(seed=2)[:4].tobytes() == orders[2]
+
+
+def is_cached(root, schema, **options):
+    """Whether epochs after the first come from memory: they survive the shards' deletion."""
+    dataset = reader.make_dataset(root, schema, batch_size=schema["counts"]["train"], shuffle=False, repeat=True,
+                                  drop_remainder=False, **options)
+    epochs = iter(dataset)
+    next(epochs)
+    for path in tf.io.gfile.glob(os.path.join(root, "train", "*.tfrecord")):
+        os.remove(path)
+    try:
+        for _ in range(4):
+            next(epochs)
+    except tf.errors.NotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("fixture, with_lowres, record_bytes", [("images", False, 8 * 8 * 3),
+                                                                 ("images", True, 8 * 8 * 3 + 4 * 4 * 3),
+                                                                 ("vectors", False, 2 * 4)])
+def test_records_are_cached_in_memory_up_to_the_limit(fixture, with_lowres, record_bytes, request, tmp_path,
+                                                      monkeypatch):
+    output, schema = request.getfixturevalue(fixture)
+    limit = schema["counts"]["train"] * record_bytes  # uint8 pixels, float32 features
+    for name, bytes_allowed, cached in (("at", limit, True), ("under", limit - 1, False)):
+        monkeypatch.setattr(reader, "CACHE_LIMIT_BYTES", bytes_allowed)
+        root, _ = copy_in_shards(output, "train", tmp_path / name, shards=2)
+        assert is_cached(root, schema, with_lowres=with_lowres) == cached, name
+
+
+def test_cache_is_on_by_default_and_can_be_turned_off(images, tmp_path):
+    assert is_cached(*copy_in_shards(images[0], "train", tmp_path / "default", shards=2))
+    assert not is_cached(*copy_in_shards(images[0], "train", tmp_path / "off", shards=2), cache=False)
+
+
+def test_the_last_partial_batch_is_dropped_by_default(images):
+    output, schema = images
+    count = schema["counts"]["train"]
+    batch_size = next(size for size in range(5, count) if count % size)
+    batches = list(reader.make_dataset(output, schema, batch_size=batch_size, shuffle=False).as_numpy_iterator())
+    assert len(batches) == count // batch_size and {len(batch) for batch in batches} == {batch_size}

@@ -143,6 +143,9 @@ def test_editing_a_custom_family_module_reruns_train(tmp_path):
         return next(line for line in ganpipe_here("run", "--dry-run").splitlines() if "Train" in line)
 
     ganpipe_here("run")
+    model = published(tmp_path / "root", "Train", "model")
+    info = json.loads((model / "model.json").read_text())
+    assert info["sample_grid"] == "samples.png" and (model / info["sample_grid"]).is_file()  # not in .staging
     assert "cached" in train_plan()
     module.write_text(FAMILY_MODULE.format(width=64))
     plan = train_plan()

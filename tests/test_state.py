@@ -1,4 +1,4 @@
-"""Trustworthy pipeline state (issue 12), each scenario with the real runner, store and gc:
+"""Trustworthy pipeline state, each scenario with the real runner, store and gc:
 cache keys that see every input and nothing else, the blessing baseline as a resolved input,
 gc that keeps what matters, semantic fingerprints, the store's schema version, read-only use,
 fsync before the commit and ``ganpipe verify``."""
@@ -428,10 +428,10 @@ def test_read_only_commands_work_on_a_read_only_root(tmp_path):
         pytest.skip("no permission to make a mount namespace")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     commands = " && ".join(f"{sys.executable} -m ganpipe.pipeline.cli {c} --root {tmp_path}"
-                           for c in ("runs", "show 1", "verify"))
+                           for c in ("runs", "show 1", "verify", "gc --dry-run"))
     script = (f"mount --bind {tmp_path} {tmp_path} && mount -o remount,bind,ro {tmp_path} && "
               f"! touch {tmp_path}/probe 2>/dev/null && {commands}")
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.path.dirname(__file__)])})
     assert done.returncode == 0, done.stderr
-    assert "COMPLETE" in done.stdout and "0 problem(s)" in done.stdout
+    assert "COMPLETE" in done.stdout and "0 problem(s)" in done.stdout and "would be freed" in done.stdout

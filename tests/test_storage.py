@@ -30,6 +30,14 @@ def test_written_files_read_back_and_list_sorted_by_name_on_any_root(base):
     assert [p[len(base):] for p in storage.glob(storage.join(base, "b", "**"))] == ["/b/c/z", "/b/y.bin"]
 
 
+def test_walk_visits_subdirectories_in_name_order_whatever_the_directory_order(base):
+    names = ["q", "d", "x", "a", "m", "k", "z", "b"]  # created out of order: a local listing keeps no order
+    tree(base, {f"{name}/f": b"" for name in names})
+    top = next(iter(storage.walk(base)))
+    assert top[1] == sorted(names)
+    assert [d.rstrip("/").rsplit("/", 1)[-1] for d, _, _ in storage.walk(base)][1:] == sorted(names)
+
+
 def test_a_rewritten_file_holds_only_the_new_bytes_and_json_is_sorted(base):
     target = storage.join(base, "v.json")
     storage.write_bytes(target, b"a much longer first version")
@@ -128,4 +136,16 @@ def test_local_trees_are_fsynced_file_by_file_and_directory_by_directory(tmp_pat
     storage.move_into_place(str(tmp_path / "out"), str(tmp_path / "published" / "1"))
     assert set(synced) == {os.stat(tmp_path).st_ino, os.stat(tmp_path / "published").st_ino}
     assert (tmp_path / "published" / "1" / "sub" / "f").read_bytes() == b"x"
+    (tmp_path / "second").mkdir()
+    storage.move_into_place(str(tmp_path / "second"), str(tmp_path / "published" / "2"))  # a parent that exists
+    assert sorted(os.listdir(tmp_path / "published")) == ["1", "2"]
     storage.sync_tree("ram://nothing-to-sync")  # remote writes are durable when closed
+
+
+def test_syncing_a_tree_leaves_no_file_descriptor_open(tmp_path):
+    for index in range(20):
+        (tmp_path / "out" / str(index)).mkdir(parents=True)
+        (tmp_path / "out" / str(index) / "f").write_bytes(b"x")
+    before = len(os.listdir("/proc/self/fd"))
+    storage.sync_tree(str(tmp_path / "out"))
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -5,12 +5,14 @@ keeps its references whole (foreign keys), and ``gc --dry-run`` writes nothing."
 import os
 import shutil
 import sqlite3
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from ganpipe.components.base import Artifact, Component, Parameter
-from ganpipe.pipeline import gc
+from ganpipe.pipeline import gc, layout
 from ganpipe.pipeline.cli import main
 from ganpipe.pipeline.dag import Node
 from ganpipe.pipeline.metadata import MetadataStore, StoreError
@@ -43,13 +45,15 @@ NODES = [
 ]
 
 
-def runner(root, lines=None):
-    return LocalRunner(str(root), PIPELINE, NODES, echo=(lines.append if lines is not None else lambda line: None))
+def runner(root, lines=None, size=None):
+    return LocalRunner(str(root), PIPELINE, NODES, {"make": {"size": size}} if size else {},
+                       echo=(lines.append if lines is not None else lambda line: None))
 
 
-def run(root):
+def run(root, size=None):
+    """Runs the toy pipeline (``size``: Make's parameter); its steps by component and its lines."""
     lines = []
-    result = runner(root, lines).run()
+    result = runner(root, lines, size).run()
     assert result.state == "COMPLETE", result.error
     return {step.component: step for step in result.steps}, lines
 
@@ -155,6 +159,12 @@ def test_a_store_that_records_nothing_is_refused_beside_published_artifacts(tmp_
         assert fresh.runs() == []
 
 
+def test_an_empty_store_file_with_no_artifacts_beside_it_plans_a_first_run(tmp_path):
+    (tmp_path / "metadata.sqlite").write_bytes(b"")
+    assert {why for _, _, why in dry_run(runner(tmp_path))} == {f"no runs yet under {tmp_path}"}
+    assert run(tmp_path)[0]["Use"].status == "ran"
+
+
 def test_the_store_refuses_an_event_naming_an_artifact_it_never_recorded(tmp_path):
     with MetadataStore(str(tmp_path)) as store:
         run_id = store.start_run(PIPELINE, {}, "run-x.lock")
@@ -167,7 +177,7 @@ def test_the_store_refuses_an_event_naming_an_artifact_it_never_recorded(tmp_pat
 
 def test_gc_dry_run_lists_what_gc_deletes_and_writes_nothing(tmp_path):
     first, _ = run(tmp_path)
-    LocalRunner(str(tmp_path), PIPELINE, NODES, {"make": {"size": 4}}, echo=lambda line: None).run()
+    run(tmp_path, size=4)
     with MetadataStore(str(tmp_path)) as store:  # a run whose process is gone used the first model
         dead = store.start_run(PIPELINE, {}, "run-gone.lock")
         store.start_execution(dead, "Use", {}, "key", "code", {"model": first["Make"].outputs["model"]})
@@ -178,3 +188,75 @@ def test_gc_dry_run_lists_what_gc_deletes_and_writes_nothing(tmp_path):
     deleted = gc.collect_garbage(str(tmp_path))
     assert first["Make"].outputs["model"].uri in {g.path for g in listed}
     assert sorted((g.path, g.reason) for g in listed) == sorted((g.path, g.reason) for g in deleted)
+
+
+def test_a_writer_waits_for_another_writers_transaction_instead_of_failing(tmp_path):
+    with MetadataStore(str(tmp_path)) as store:
+        store.start_run(PIPELINE, {}, "run-a.lock")
+    holder = sqlite3.connect(tmp_path / "metadata.sqlite", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    released = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    released.start()
+    with MetadataStore(str(tmp_path), timeout=10.0) as store:
+        started = time.monotonic()
+        store.start_run(PIPELINE, {}, "run-b.lock")
+        assert time.monotonic() - started >= 0.4  # it waited for the other write, then wrote
+        assert [run.lock for run in store.runs()] == ["run-b.lock", "run-a.lock"]
+    released.join()
+    holder.close()
+
+
+def record(store, component, uri, properties=None, inputs=None):
+    """One COMPLETE execution of ``component`` in a run of its own, producing ``uri``; the artifact."""
+    run_id = store.start_run(PIPELINE, {}, f"run-{component}.lock")
+    execution = store.start_execution(run_id, component, {}, "key", "code", inputs or {})
+    artifact = Artifact("PushedModel" if properties else "Model", uri, properties or {}, "fingerprint")
+    store.complete_execution(execution, {"out": artifact}, {"out": {}})
+    store.finish_run(run_id, "COMPLETE")
+    return artifact
+
+
+def test_a_path_leads_to_the_artifact_holding_it_or_to_the_push_that_served_it(tmp_path):
+    serving = str(tmp_path / "serving" / "1")
+    with MetadataStore(str(tmp_path)) as store:
+        model = record(store, "Train", str(tmp_path / "Train" / "model" / "1"))
+        pushed = record(store, "Export", str(tmp_path / "Export" / "pushed" / "2"),
+                        {"pushed": True, "pushed_destination": serving}, {"model": model})
+        assert store.artifact_at(os.path.join(model.uri, "weights", "g.keras")).artifact.id == model.id
+        assert store.artifact_at(model.uri + "/").artifact.id == model.id
+        assert store.artifact_at(serving).artifact.id == pushed.id
+        assert store.artifact_at(os.path.join(serving, "saved_model.pb")).artifact.id == pushed.id
+        assert store.artifact_at(serving + "0") is None  # serving/10 is another version
+        assert store.artifact_at(str(tmp_path / "elsewhere")) is None
+
+
+def test_runs_whose_process_is_gone_show_as_abandoned_without_being_marked(tmp_path):
+    run(tmp_path)
+    with MetadataStore(str(tmp_path)) as store:
+        store.start_run(PIPELINE, {}, "run-gone.lock")
+    with layout.FileLock(str(tmp_path / layout.LOCKS / "run-alive.lock")):
+        with MetadataStore(str(tmp_path)) as store:
+            store.start_run(PIPELINE, {}, "run-alive.lock")
+        result = cli("runs", "--root", tmp_path)
+        states = [line.split()[2] for line in result.output.splitlines()[1:]]
+        assert states == ["RUNNING", "ABANDONED", "COMPLETE"], result.output
+    with MetadataStore(str(tmp_path), read_only=True) as store:
+        assert [run.state for run in store.runs()] == ["RUNNING", "RUNNING", "COMPLETE"]
+
+
+def test_gc_keeps_what_a_live_run_uses_and_marks_what_it_deletes(tmp_path):
+    first, _ = run(tmp_path)
+    second, _ = run(tmp_path, size=4)
+    run(tmp_path, size=5)
+    with layout.FileLock(str(tmp_path / layout.LOCKS / "run-alive.lock")):
+        with MetadataStore(str(tmp_path)) as store:
+            alive = store.start_run(PIPELINE, {}, "run-alive.lock")
+            store.start_execution(alive, "Use", {}, "key", "code", {"model": first["Make"].outputs["model"]})
+        listed = {g.path for g in gc.collect_garbage(str(tmp_path), dry_run=True)}
+        deleted = {g.path for g in gc.collect_garbage(str(tmp_path))}
+    kept, superseded = first["Make"].outputs["model"], second["Make"].outputs["model"]
+    assert superseded.uri in listed and superseded.uri in deleted and not os.path.exists(superseded.uri)
+    assert kept.uri not in listed | deleted and os.path.isdir(kept.uri)
+    with MetadataStore(str(tmp_path), read_only=True) as store:
+        assert store.artifact(superseded.id).state == "DELETED" and store.artifact(kept.id).state == "LIVE"
+

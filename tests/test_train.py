@@ -19,6 +19,8 @@ from tensorboard.backend.event_processing import event_accumulator, plugin_event
 from ganpipe import ganmodels
 from ganpipe.components import monitoring, specs, train
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.train_args import TrainArgs
+from ganpipe.infra import fingerprints
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
@@ -113,8 +115,6 @@ def trained(digits, tmp_path_factory):
 def test_same_training_gives_the_same_fingerprint_whatever_ran_before(trained, digits, tmp_path):
     """Identical weights must give an identical semantic fingerprint, so that what follows Train
     stays a cache hit: layer names may not depend on the layers this process built before."""
-    from ganpipe.infra import fingerprints
-
     keras.layers.Flatten(), keras.layers.Conv2D(2, 3), keras.layers.Dense(2)  # e.g. a Classifier step ran
     model, _ = trained
     root, _ = digits
@@ -170,26 +170,32 @@ def test_tensorboard_tags_at_expected_steps(trained):
     assert learning_rate == pytest.approx(2e-4)
 
 
+class PerStepValues(ganmodels.GAN):
+    """Keeps each step's own d_loss (run eagerly)."""
+
+    def record(self, stats):
+        self.per_step.append(float(stats["d_loss"]))
+        return super().record(stats)
+
+
 def test_logged_scalars_are_means_over_the_window_since_the_last_log(tmp_path):
-    """Per-step values recovered from Keras' running means (v_t = t m_t - (t-1) m_(t-1)) must
-    average to each logged scalar over its window."""
     keras.utils.set_random_seed(0)
     generator, discriminator = ganmodels.build_networks("mlp", (8,), latent_dim=4, hidden=(8,))
-    gan = ganmodels.GAN(generator, discriminator, 4)
-    gan.compile()
-    running = []
-    recorder = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: running.append(logs["d_loss"]))
-    real = (tf.constant(np.random.default_rng(0).normal(size=(16, 8)).astype("float32")), None)
+    gan = PerStepValues(generator, discriminator, 4)
+    gan.per_step = []
+    gan.compile(run_eagerly=True, jit_compile=False)
+    real = tf.constant(np.random.default_rng(0).normal(size=(16, 8)).astype("float32"))
     writer = tf.summary.create_file_writer(str(tmp_path))
     monitor = monitoring.TensorBoardMonitor(writer, total_steps=12, log_every=4, sample_every=100, images_per_step=8,
-                                            probe=monitoring.NoiseProbe(gan, real[0]))
-    data = tf.data.Dataset.from_tensor_slices(real[0]).repeat().batch(8)
-    gan.fit(data, epochs=1, steps_per_epoch=12, callbacks=[recorder, monitor], verbose=0)
+                                            probe=monitoring.NoiseProbe(gan, real))
+    data = tf.data.Dataset.from_tensor_slices(real).repeat().batch(8)
+    gan.fit(data, epochs=1, steps_per_epoch=12, callbacks=[monitor], verbose=0)
     writer.close()
-    per_step = [t * m - (t - 1) * previous for t, (m, previous) in enumerate(zip(running, [0.0] + running), 1)]
     logged = [float(tf.make_ndarray(e.tensor_proto)) for e in read_events(str(tmp_path)).Tensors("gan/d_loss")]
-    assert logged == pytest.approx([np.mean(per_step[i:i + 4]) for i in (0, 4, 8)], abs=1e-4)
-    assert not logged[2] == pytest.approx(running[11], abs=1e-4)  # not the running mean
+    windows = [np.mean(gan.per_step[i:i + 4]) for i in (0, 4, 8)]
+    assert logged == pytest.approx(windows, rel=1e-6)
+    assert not logged[2] == pytest.approx(np.mean(gan.per_step), rel=1e-3)  # not the running mean
+    assert monitoring.window_means(gan)["d_loss"] == pytest.approx(windows[2], rel=1e-6)  # what model.json takes
 
 
 # ------------------------------------------------------------------------- resume
@@ -239,6 +245,10 @@ def test_kill_and_resume_matches_an_uninterrupted_run(digits, tmp_path):
     assert any("ema_weights" in name for name in uninterrupted) and any("optimizer" in name for name in uninterrupted)
     for name, value in uninterrupted.items():
         np.testing.assert_allclose(after_resume[name], value, rtol=0, atol=1e-6, err_msg=name)
+    # The window of the last log spans the kill: its means come from the checkpointed trackers,
+    # so model.json, and with it the Model fingerprint that downstream cache keys read, are equal.
+    assert resumed["final_metrics"] == straight["final_metrics"]
+    assert fingerprints.artifact_fingerprint(interrupted) == fingerprints.artifact_fingerprint(straight_dir)
 
 
 def test_rerun_of_a_finished_run_trains_no_further(digits, tmp_path):
@@ -316,9 +326,23 @@ def test_bad_options_name_the_key(digits, tmp_path):
         train.train_model(root, schema, str(tmp_path), family="dcgan", network={"depth": 3})
 
 
+def test_batch_size_that_cannot_form_whole_packs_is_a_config_error():
+    with pytest.raises(ValueError, match=r"train.batch_size=10 is not a multiple of train.packing=4: a pack would mix"):
+        TrainArgs.from_params({"batch_size": 10, "packing": 4})
+    assert TrainArgs.from_params({"batch_size": 12, "packing": 4}).game.packing == 4
+
+
+def test_train_args_group_every_parameter_once_with_its_value():
+    given = {"loss": "hinge", "g_beta_1": 0.1, "batch_size": 7, "log_every": 3, "keep_checkpoints": 9}
+    args = TrainArgs.from_params(given)
+    assert (args.game.loss, args.optimisers.g.beta_1, args.optimisers.d.beta_1) == ("hinge", 0.1, 0.5)
+    assert (args.runtime.batch_size, args.monitoring.log_every, args.checkpointing.keep_checkpoints) == (7, 3, 9)
+    assert set(args.game.gan_options()) == set(ganmodels.families.GAN_OPTIONS) | {"packing", "d_l1", "d_l2", "g_l1", "g_l2"}
+
+
 def test_steps_win_over_epochs_and_epochs_count_global_batches():
     schema = {"counts": {"train": 1000}}
-    resolve = lambda **given: train.resolve_steps(train.COMPONENT.resolve_parameters(given), schema)  # noqa: E731
+    resolve = lambda **given: train.resolve_steps(TrainArgs.from_params(given), schema)  # noqa: E731
     assert resolve() == specs.DEFAULT_STEPS
     assert resolve(epochs=2, batch_size=100, d_steps=2) == 10
     assert resolve(epochs=2, steps=7) == 7
@@ -326,10 +350,10 @@ def test_steps_win_over_epochs_and_epochs_count_global_batches():
 
 def test_separate_l2_for_each_network(digits):
     _, schema = digits
-    params = train.COMPONENT.resolve_parameters({**TINY_MLP, "d_l2": 0.5})
+    params = TrainArgs.from_params({**TINY_MLP, "d_l2": 0.5})
     gan = train.build_gan(schema, params)
     assert gan.discriminator.losses and not gan.generator.losses
-    same_init = train.build_gan(schema, train.COMPONENT.resolve_parameters(TINY_MLP))
+    same_init = train.build_gan(schema, TrainArgs.from_params(TINY_MLP))
     for a, b in zip(gan.discriminator.weights, same_init.discriminator.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -346,7 +370,7 @@ def test_conditional_family_samples_one_column_per_class(digits, tmp_path):
 def test_conditional_family_on_unlabelled_examples_says_what_to_do(digits):
     _, schema = digits
     unlabelled = {key: value for key, value in schema.items() if key != "num_classes"}
-    params = train.COMPONENT.resolve_parameters({**TINY_DCGAN, "family": "cgan"})
+    params = TrainArgs.from_params({**TINY_DCGAN, "family": "cgan"})
     with pytest.raises(ComponentError, match="train.family=cgan needs examples labelled with 2 or more classes, "
                                              "these have 0: .* or set train.family=dcgan"):
         train.build_gan(unlabelled, params)
@@ -357,7 +381,7 @@ def test_conditional_family_on_unlabelled_examples_says_what_to_do(digits):
 
 def test_wasserstein_loss_alone_takes_its_defaults(digits):
     _, schema = digits
-    build = lambda **given: train.build_gan(schema, train.COMPONENT.resolve_parameters({**TINY_MLP, **given}, "train"))  # noqa: E731
+    build = lambda **given: train.build_gan(schema, TrainArgs.from_params({**TINY_MLP, **given}))  # noqa: E731
     wgan = build(loss="wasserstein")
     assert (wgan.d_steps, wgan.gradient_penalty) == (5, 10.0)
     explicit = build(loss="wasserstein", d_steps=2, gradient_penalty=1.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import os
 import re
 import time
@@ -18,6 +17,7 @@ from typing import Any, Callable
 # YAML 1.1 (PyYAML) reads 2e-4 and 1e3 as strings: its float rule wants a dot and a signed exponent.
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 from ganpipe.infra import storage
+from ganpipe.infra.references import load_reference
 from ganpipe.infra.errors import ComponentError  # noqa: F401  components raise it from here too
 
 
@@ -253,8 +253,7 @@ class Component:
                 ctx: ExecutionContext) -> None:
         executor = self.executor
         if isinstance(executor, str):
-            module, _, function = executor.partition(":")
-            executor = getattr(importlib.import_module(module), function)
+            executor = load_reference(executor)
         executor(inputs, outputs, params, ctx)
 
     def defaults(self) -> dict[str, Any]:

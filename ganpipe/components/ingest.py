@@ -28,7 +28,7 @@ from ganpipe.components.sources import labels
 from ganpipe.components.sources.common import RawRecord, Rejected, SourcePlan
 from ganpipe.components.sources.splits import DuplicateGroups, Splitter
 from ganpipe.components import specs
-from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, check_keys
 
 SPLITS = ("train", "eval")
 METADATA_FILE = "metadata.json"
@@ -139,38 +139,22 @@ def _check_output_empty(output_dir: str) -> None:
             raise ComponentError(f"{output_dir}/{split} already holds shards; write to an empty directory")
 
 
-def run_ingest(
-    source: str = "digits",
-    output_dir: str = "",
-    *,
-    eval_fraction: float = 0.1,
-    num_shards: int = 0,
-    tfds_data_dir: str | None = None,
-    tfds_download: bool = False,
-    tfds_split: str = "train",
-    image_feature: str = "image",
-    label_feature: str | None = "label",
-    label_column: str | None = None,
-    features_key: str = "x",
-    label_names: list[str] | None = None,
-    csv_delimiter: str = ",",
-    csv_encoding: str = "utf-8-sig",
-    compression: str = "auto",
-    split_key: str = "path",
-    split_salt: str = "",
-    patch_size: int = 64,
-    patch_stride: int = 32,
-    beam_args=(),
-    log=print,
-) -> dict:
+def run_ingest(source: str = "digits", output_dir: str = "", *, beam_args=(), log=print, **params) -> dict:
     """Reads ``source`` into raw tf.Example shards under ``output_dir`` (a path or URI); returns
-    the metadata. The Beam job writes everything, ``metadata.json`` included; the driver only
-    checks the counts in it."""
+    the metadata. ``params`` are Ingest's parameters (``specs.INGEST``, each source kind's own
+    included), their defaults from the spec. The Beam job writes everything, ``metadata.json``
+    included; the driver only checks the counts in it."""
     if not output_dir:
         raise ComponentError("run_ingest: output_dir is required")
-    params = dict(locals(), label_names=labels.declared_label_names(label_names))
+    try:
+        check_keys(params, specs.INGEST.defaults(), "ingest")
+    except ValueError as error:
+        raise ComponentError(str(error)) from None
+    params = {**specs.INGEST.defaults(), **params, "source": source}
+    params["label_names"] = labels.declared_label_names(params["label_names"])
     plan = sources.plan_source(source, params)
-    splitter = Splitter(eval_fraction, split_key, split_salt)
+    eval_fraction, num_shards = params["eval_fraction"], params["num_shards"]
+    splitter = Splitter(eval_fraction, params["split_key"], params["split_salt"])
     pipeline = beamio.make_pipeline(beam_args)
     _check_output_empty(output_dir)
     log(f"Ingest: {source} ({plan.kind}) -> {output_dir}, shards per split: {num_shards or 'runner decides'}")

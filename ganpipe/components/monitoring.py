@@ -142,8 +142,10 @@ class TensorBoardMonitor(keras.callbacks.Callback):
     """Writes the training run's TensorBoard summaries, all on the GAN's ``step``.
 
     - every ``log_every`` steps: the metrics as **means over the window since the previous log**
-      (derived from the trackers' running ``total`` and ``count``, which Keras only resets at epoch
-      start; LAPGAN's levels also as ``level_<k>/<name>``), D's and G's learning rates, the loss
+      (the GAN's trackers hold that window: cleared at the start of each window, saved in
+      checkpoints and carried over Keras' reset at the start of ``fit``, so a resumed run logs
+      and ends with the values of an uninterrupted one; LAPGAN's levels also as
+      ``level_<k>/<name>``), D's and G's learning rates, the loss
       scales (float16) and real images per second; a progress line goes to ``log``;
     - every ``sample_every`` steps: the ``probe``'s image grids (see ``NoiseProbe`` and
       ``SuperResolutionProbe``) and histograms of D's raw outputs (logits) on its real and fake
@@ -167,9 +169,15 @@ class TensorBoardMonitor(keras.callbacks.Callback):
         self.statistics = statistics
         self.window_start = None
         self.last_means: dict[str, float] = {}
+        self.carried: list = []
+        self.window_done = False
 
     def on_train_begin(self, logs=None):
         step = current_step(self.model)
+        # The window so far, as the checkpoint restored it (Keras clears the trackers next).
+        self.carried = [(variable, value) for variable in tracker_variables(self.model)
+                        if np.any(value := tf.convert_to_tensor(variable).numpy())]
+        self.window_done = step > 0 and step % self.log_every == 0
         mark_session_start(self.writer, step + 1)
         if step == 0:
             with self.writer.as_default(step=0):
@@ -182,7 +190,15 @@ class TensorBoardMonitor(keras.callbacks.Callback):
         self.next_sample = (step // self.sample_every + 1) * self.sample_every
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.window_start = self.snapshot()
+        for variable, value in self.carried:
+            variable.assign(value)
+        self.window_start = {"step": current_step(self.model), "time": time.perf_counter()}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.window_done:  # the trackers hold the window logged last: start the next one
+            for tracker in metric_trackers(self.model).values():
+                tracker.reset_state()
+            self.window_done = False
 
     def on_train_batch_end(self, batch, logs=None):
         step = current_step(self.model)
@@ -194,21 +210,14 @@ class TensorBoardMonitor(keras.callbacks.Callback):
             self.next_sample = (step // self.sample_every + 1) * self.sample_every
 
     def on_train_end(self, logs=None):
-        step = current_step(self.model)
-        if self.window_start and step > self.window_start["step"]:
-            self.write_scalars(step)
+        if not self.window_done and window_means(self.model):
+            self.write_scalars(current_step(self.model))
         self.writer.flush()
 
-    def snapshot(self) -> dict:
-        trackers = metric_trackers(self.model)
-        totals = {name: scalar_value(tracker.total) for name, tracker in trackers.items()}
-        counts = {name: scalar_value(tracker.count) for name, tracker in trackers.items()}
-        return {"step": current_step(self.model), "time": time.perf_counter(), "totals": totals, "counts": counts}
-
     def write_scalars(self, step: int):
-        now, before = self.snapshot(), self.window_start
-        means = self.last_means = window_means(before, now)
-        seconds = max(now["time"] - before["time"], 1e-9)
+        """The window's means and rates at ``step``; the trackers are cleared before the next step."""
+        means = self.last_means = window_means(self.model)
+        seconds = max(time.perf_counter() - self.window_start["time"], 1e-9)
         gan = self.model
         with self.writer.as_default(step=step):
             for name, value in means.items():
@@ -219,9 +228,10 @@ class TensorBoardMonitor(keras.callbacks.Callback):
                 tf.summary.scalar(f"learning_rate/{network}", scalar_value(inner_optimizer(optimizer).learning_rate))
                 if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
                     tf.summary.scalar(f"loss_scale/{network}", scalar_value(optimizer.dynamic_scale))
-            images_per_second = (now["step"] - before["step"]) * self.images_per_step / seconds
+            images_per_second = (step - self.window_start["step"]) * self.images_per_step / seconds
             tf.summary.scalar("images_per_second", images_per_second)
-        self.window_start = now
+        self.window_start = {"step": step, "time": time.perf_counter()}
+        self.window_done = True
 
     def write_samples(self, step: int):
         rendering = self.probe.render(self.model)
@@ -285,14 +295,18 @@ def mark_session_start(writer, step: int):
     tf.raw_ops.ImportEvent(writer=writer._resource, event=event.SerializeToString())
 
 
-def window_means(before: dict, now: dict) -> dict[str, float]:
-    """Mean of each metric over the steps between two tracker snapshots."""
+def window_means(gan) -> dict[str, float]:
+    """Each metric's mean over the current window (the steps its tracker has seen)."""
     means = {}
-    for name, count in now["counts"].items():
-        count -= before["counts"][name]
+    for name, tracker in metric_trackers(gan).items():
+        count = scalar_value(tracker.count)
         if count > 0:
-            means[name] = (now["totals"][name] - before["totals"][name]) / count
+            means[name] = scalar_value(tracker.total) / count
     return means
+
+
+def tracker_variables(gan) -> list:
+    return [variable for tracker in metric_trackers(gan).values() for variable in tracker.variables]
 
 
 @dataclasses.dataclass

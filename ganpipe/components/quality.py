@@ -21,6 +21,7 @@ from ganpipe.components import monitoring
 from ganpipe.infra import storage
 from ganpipe.components.classifier import FEATURE_LAYER, load_feature_model
 from ganpipe.components.reader import make_dataset
+from ganpipe.components.train_args import TrainArgs
 from ganpipe.ganmodels import metrics
 
 BEST_GENERATOR, BEST_INFO = "generator_best.keras", "best.json"
@@ -90,19 +91,19 @@ def read_best(best_dir: str | None) -> dict | None:
     return None
 
 
-def quality_curve(writer, classifier_dir: str | None, examples_uri: str, schema: dict, params: dict, gan,
+def quality_curve(writer, classifier_dir: str | None, examples_uri: str, schema: dict, args: TrainArgs, gan,
                   work_dir: str, log=print) -> QualityCurve | None:
     """The callback, or None when ``eval_every`` is 0, no Classifier is wired in, or the family
     does not generate from noise (SRGAN upscales: Evaluate's PSNR/SSIM measure it)."""
-    if not params["eval_every"] or classifier_dir is None:
+    if not args.monitoring.eval_every or classifier_dir is None:
         return None
     if not getattr(gan, "latent_dim", 0):
         log("quality curve: not for a model without latent noise (srgan); Evaluate measures it")
         return None
     feature_model, info = load_feature_model(classifier_dir)
-    count = min(params["eval_samples"], schema["counts"]["train"])
+    count = min(args.monitoring.eval_samples, schema["counts"]["train"])
     real = next(iter(make_dataset(examples_uri, schema, split="train", batch_size=count, shuffle=True,
-                                  seed=params["seed"], drop_remainder=False, cache=False)))
+                                  seed=args.game.seed, drop_remainder=False, cache=False)))
     real_features = np.asarray(feature_model(real, training=False)[FEATURE_LAYER])
     return QualityCurve(writer, feature_model, real_features, FRECHET_NAMES[info["feature_space"]],
-                        params["eval_every"], count, work_dir if params["keep_best"] else None, log)
+                        args.monitoring.eval_every, count, work_dir if args.monitoring.keep_best else None, log)

@@ -244,6 +244,9 @@ def check_network(params: dict, section: str) -> dict:
             better = f"{section}.d_{key} / {section}.g_{key}" if f"d_{key}" in params else f"{section}.{key}"
             raise ValueError(f"{section}.network.{key}: set {better} instead")
     check_keys(given, schema, f"{section}.network")
+    if params["batch_size"] % params["packing"]:
+        raise ValueError(f"{section}.batch_size={params['batch_size']} is not a multiple of {section}.packing="
+                         f"{params['packing']}: a pack would mix real and fake samples; make it a multiple")
     network = {name: p.default for name, p in schema.items()}
     network.update({key: schema[key].validate(value, f"{section}.network.{key}") for key, value in given.items()})
     return {**params, "network": network}

@@ -26,22 +26,21 @@ import contextlib
 import functools
 import shutil
 import tempfile
-import time
 
 import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption, quality
-from ganpipe.infra import storage
-from ganpipe.ganmodels.fast_loop import AUTO, auto_steps_per_execution
-from ganpipe.ganmodels.srgan import SRGAN
-from ganpipe.components import specs
+from ganpipe.components import monitoring, preemption, quality, specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
+from ganpipe.components.train_args import TrainArgs
+from ganpipe.components.trainer import Session, Trainer, is_conditional
+from ganpipe.ganmodels.fast_loop import AUTO
+from ganpipe.ganmodels.network_walk import batch_norm_layers
+from ganpipe.ganmodels.srgan import SRGAN
+from ganpipe.infra import storage
 
-# Parameters that go to ganmodels.build_gan as GAN options (None = the family's or loss's default).
-GAN_PARAMETERS = ("loss", "d_steps", "gradient_penalty", "label_flip", "label_smoothing", "d_l1", "d_l2", "g_l1",
-                  "g_l2", "ema_decay", "reuse_fakes", "seed", "packing", "r1", "r2", "r1_interval", "diffaugment")
+SAMPLES_FILE = "samples.png"  # the final sample grid, in the Model artifact
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -63,19 +62,18 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
                 log=print, progress=None, classifier_dir: str | None = None, **params) -> dict:
     """Trains (or resumes training) into ``output_dir``; returns what it wrote to model.json.
 
-    ``params`` are this component's parameters (missing ones take their defaults). With a
-    Classifier artifact (``classifier_dir``) the quality curve is measured (``quality.py``). Raises
-    ComponentError if a loss turns NaN/Inf, keeping the last good checkpoint, and
-    ``preemption.Preempted`` after saving a checkpoint on SIGTERM.
+    ``params`` are this component's parameters (missing ones take their defaults), checked and
+    grouped once into ``TrainArgs``. With a Classifier artifact (``classifier_dir``) the quality
+    curve is measured (``quality.py``). Raises ComponentError if a loss turns NaN/Inf, keeping the
+    last good checkpoint, and ``preemption.Preempted`` after saving a checkpoint on SIGTERM.
 
     Multi-worker: every worker is given the same ``output_dir`` (shared storage); all restore from
     its ``checkpoints/``, only the chief writes there, and only the chief writes the artifact.
     Non-chief workers save their (collective) checkpoints and logs to a temporary directory and
     return ``{}``.
     """
-    params = COMPONENT.resolve_parameters(params, "train")
-    progress = progress or functools.partial(Progress, log)
-    strategy = make_strategy(params["strategy"])
+    args = TrainArgs.from_params(params)
+    strategy = make_strategy(args.runtime.strategy)
     writes_here = strategy.extended.should_checkpoint
     work_dir = output_dir if writes_here else tempfile.mkdtemp(prefix="ganpipe-worker-")
     # Keras numbers auto-named layers per process (flatten, flatten_1...): without a fresh session
@@ -84,24 +82,24 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
     # come first for multi-worker collectives; outside its scope, which lives in the TF graph.
     keras.backend.clear_session()
     try:
-        with op_determinism(params["deterministic"]):
+        with op_determinism(args.runtime.deterministic):
             with strategy.scope():
-                gan = build_gan(schema, params)
+                gan = build_gan(schema, args)
                 gan.build_optimizers()
-            synchronize_batch_norm(gan, params["sync_batch_norm"], strategy.num_replicas_in_sync)
+            synchronize_batch_norm(gan, args.runtime.sync_batch_norm, strategy.num_replicas_in_sync)
             if preemption.spans_workers(strategy):
                 give_logs_a_batch_axis(gan)
-            params = {**params, "d_steps": gan.d_steps, "gradient_penalty": gan.gradient_penalty}  # defaults resolved
+            args = args.with_game(d_steps=gan.d_steps, gradient_penalty=gan.gradient_penalty)  # defaults resolved
             manager = tf.train.CheckpointManager(gan.checkpoint(), storage.join(work_dir, "checkpoints"),
-                                                 max_to_keep=params["keep_checkpoints"])
+                                                 max_to_keep=args.checkpointing.keep_checkpoints)
             restore_latest(gan, storage.join(output_dir, "checkpoints"), log)
-            total_steps = resolve_steps(params, schema)
+            session = Session(strategy, manager, work_dir, examples_uri, schema, statistics, classifier_dir, log,
+                              progress or functools.partial(Progress, log))
             probe = sample_probe(gan, examples_uri, schema)
-            seconds, final_metrics = fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params,
-                                         total_steps, statistics, log, progress, classifier_dir)
+            seconds, final_metrics = Trainer(gan, args, session).train(resolve_steps(args, schema), probe)
             if not writes_here:
                 return {}
-            return write_model(gan, probe, schema, output_dir, params, seconds, final_metrics, log)
+            return write_model(gan, probe, schema, output_dir, args, seconds, final_metrics, log)
     finally:
         if not writes_here:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -115,48 +113,8 @@ def restore_latest(gan, checkpoint_dir: str, log) -> None:
         log(f"resumed from {latest} at step {monitoring.current_step(gan)}")
 
 
-def fit(gan, strategy, manager, probe, examples_uri, schema, work_dir, params, total_steps, statistics, log,
-        progress, classifier_dir=None):
-    """Runs the remaining steps with monitoring and checkpoints; returns the seconds spent and the
-    metrics' means over the last logging window."""
-    done = monitoring.current_step(gan)
-    images_per_step = params["batch_size"] * params["d_steps"]
-    guard = monitoring.DivergenceGuard()
-    writer = tf.summary.create_file_writer(storage.join(work_dir, "logs", "train"))
-    monitor = monitoring.TensorBoardMonitor(
-        writer, total_steps=total_steps, log_every=params["log_every"], sample_every=params["sample_every"],
-        images_per_step=images_per_step, probe=probe, statistics=statistics)
-    started = time.perf_counter()
-    with contextlib.closing(writer), preemption.TerminationRequest() as termination:
-        boundary = preemption.BoundaryCheckpointer(manager, strategy, termination, guard,
-                                                   params["checkpoint_every_seconds"], writer)
-        callbacks = [guard, monitor, monitoring.Checkpointer(manager, params["checkpoint_every"], guard, writer),
-                     boundary]
-        curve = quality.quality_curve(writer, classifier_dir, examples_uri, schema, params, gan, work_dir, log)
-        callbacks += [curve] if curve else []
-        if done < total_steps:
-            log(f"training {gan_name(params)} for steps {done + 1}..{total_steps}, {images_per_step} images a step")
-            dataset = training_dataset(gan, strategy, examples_uri, schema, params, skip_batches=done)
-            gan.set_steps_per_execution(steps_per_execution(params, done, total_steps, strategy.num_replicas_in_sync))
-            with progress("step", total_steps, "steps") as bar:
-                gan.fit(dataset, epochs=1, steps_per_epoch=total_steps - done, verbose=0, shuffle=False,
-                        callbacks=callbacks + [monitoring.ProgressReporter(bar, monitor)])
-    step = monitoring.current_step(gan)
-    if guard.diverged_at is None and preemption.saved_step(manager) != step and guard.state_is_finite(gan):
-        manager.save(checkpoint_number=step)
-    if guard.diverged_at is not None:
-        kept = manager.latest_checkpoint or "none yet"
-        raise ComponentError(f"training diverged at step {guard.diverged_at}: {guard.problem}; "
-                             f"kept the last good checkpoint ({kept}); lower the learning rates or change the loss")
-    if boundary.preempted_at is not None:
-        raise preemption.Preempted(f"stopped by SIGTERM at step {boundary.preempted_at} of {total_steps} after "
-                                   f"saving a checkpoint; run again to resume from it")
-    return time.perf_counter() - started, monitor.last_means
-
-
 def checkpoint_step(path: str) -> int:
     return int(path.rsplit("-", 1)[1])
-
 
 @functools.cache
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -205,41 +163,28 @@ def synchronize_batch_norm(gan, option: bool | None, replicas: int) -> None:
     with more than one replica (Keras reads ``synchronized`` at call time)."""
     synchronized = replicas > 1 if option is None else option
     for network in (gan.generator, gan.discriminator):
-        for layer in network._flatten_layers():
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = synchronized
+        for layer in batch_norm_layers(network):
+            layer.synchronized = synchronized
 
 
-def build_gan(schema: dict, params: dict) -> ganmodels.GAN:
+def build_gan(schema: dict, args: TrainArgs) -> ganmodels.GAN:
     """The family's GAN from ``ganmodels.build_gan`` under the requested dtype policy, compiled."""
-    network = dict(params["network"])  # checked against the family's options by specs.check_network
-    if params["family"] == "cgan" and schema.get("num_classes", 0) < 2:  # e.g. the built-in run on other data
+    game, runtime = args.game, args.runtime
+    if game.family == "cgan" and schema.get("num_classes", 0) < 2:  # e.g. the built-in run on other data
         raise ComponentError(f"train.family=cgan needs examples labelled with 2 or more classes, these have "
                              f"{schema.get('num_classes', 0)}: label them (images: one folder per class) or "
                              f"set train.family=dcgan")
-    keras.utils.set_random_seed(params["seed"])
-    with dtype_policy(params["precision"]):
+    keras.utils.set_random_seed(game.seed)
+    with dtype_policy(runtime.precision):
         gan = ganmodels.build_gan(
-            params["family"], schema["shape"], latent_dim=params["latent_dim"],
-            num_classes=schema.get("num_classes", 0), lowres_shape=schema.get("lowres_shape"), **network,
-            **{name: params[name] for name in GAN_PARAMETERS})
-    jit_compile = AUTO if params["jit_compile"] is None else params["jit_compile"]  # fast_loop decides
-    gan.compile(
-        d_optimizer=ganmodels.default_optimizer(params["d_learning_rate"], params["d_beta_1"], params["d_beta_2"]),
-        g_optimizer=ganmodels.default_optimizer(params["g_learning_rate"], params["g_beta_1"], params["g_beta_2"]),
-        jit_compile=jit_compile, steps_per_execution=params["steps_per_execution"] or 1)
+            game.family, schema["shape"], latent_dim=game.latent_dim, num_classes=schema.get("num_classes", 0),
+            lowres_shape=schema.get("lowres_shape"), **game.network, **game.gan_options())
+    jit_compile = AUTO if runtime.jit_compile is None else runtime.jit_compile  # fast_loop decides
+    d, g = args.optimisers.d, args.optimisers.g
+    gan.compile(d_optimizer=ganmodels.default_optimizer(d.learning_rate, d.beta_1, d.beta_2),
+                g_optimizer=ganmodels.default_optimizer(g.learning_rate, g.beta_1, g.beta_2),
+                jit_compile=jit_compile, steps_per_execution=runtime.steps_per_execution or 1)
     return gan
-
-
-def steps_per_execution(params: dict, done: int, total_steps: int, replicas: int = 1) -> int:
-    """The set value, or (auto) the largest k <= 100 dividing every callback cadence, the steps
-    done and the steps to run: executions then end exactly on every log, sample grid and
-    checkpoint step, and a resume starts on an execution boundary."""
-    if params["steps_per_execution"] is not None:
-        return params["steps_per_execution"]
-    cadences = [params[name] for name in ("log_every", "sample_every", "checkpoint_every", "eval_every")
-                if params.get(name)]
-    return auto_steps_per_execution(*cadences, done, total_steps - done, replicas=replicas)
 
 
 @contextlib.contextmanager
@@ -252,40 +197,18 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def resolve_steps(params: dict, schema: dict) -> int:
-    """Total generator steps; ``params["d_steps"]`` must be resolved (train_model takes the model's)."""
-    if params["steps"] is not None:
-        return params["steps"]
-    if params["epochs"] is None:
+def resolve_steps(args: TrainArgs, schema: dict) -> int:
+    """Total generator steps; ``args.game.d_steps`` must be resolved (train_model takes the model's)."""
+    runtime = args.runtime
+    if runtime.steps is not None:
+        return runtime.steps
+    if runtime.epochs is None:
         return specs.DEFAULT_STEPS
-    per_epoch = schema["counts"]["train"] // (params["batch_size"] * params["d_steps"])
+    per_epoch = schema["counts"]["train"] // args.images_per_step
     if per_epoch == 0:
-        raise ValueError(f"train.batch_size: {params['batch_size']} x d_steps {params['d_steps']} is more than "
+        raise ValueError(f"train.batch_size: {runtime.batch_size} x d_steps {args.game.d_steps} is more than "
                          f"the {schema['counts']['train']} training examples")
-    return max(1, round(params["epochs"] * per_epoch))
-
-
-def is_conditional(gan) -> bool:
-    return bool(getattr(gan, "num_classes", 0))
-
-
-def training_dataset(gan, strategy, examples_uri: str, schema: dict, params: dict, skip_batches: int) -> tf.data.Dataset:
-    """The reader's seeded, repeated order, minus the batches an earlier attempt consumed.
-
-    Every worker reads all the files in the same order and takes its slice of each global batch
-    (DATA sharding): the global batches are those of a one-worker run, whatever the file count.
-    """
-    from ganpipe.components.reader import make_dataset
-
-    dataset = make_dataset(examples_uri, schema, split="train", batch_size=params["batch_size"] * params["d_steps"],
-                           shuffle=True, seed=params["seed"], repeat=True, with_labels=is_conditional(gan),
-                           with_lowres=isinstance(gan, SRGAN))
-    dataset = dataset.skip(skip_batches)
-    if preemption.spans_workers(strategy):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        dataset = dataset.with_options(options)
-    return dataset
+    return max(1, round(runtime.epochs * per_epoch))
 
 
 def sample_probe(gan, examples_uri: str, schema: dict):
@@ -305,23 +228,19 @@ def sample_probe(gan, examples_uri: str, schema: dict):
     return monitoring.NoiseProbe(gan, *batch) if conditional else monitoring.NoiseProbe(gan, batch)
 
 
-def gan_name(params: dict) -> str:
-    return f"{params['family']} ({params['precision']}, {params['strategy']} strategy)"
-
-
-def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds: float, final_metrics: dict,
+def write_model(gan, probe, schema: dict, output_dir: str, args: TrainArgs, seconds: float, final_metrics: dict,
                 log) -> dict:
     """Final networks, the sample grid and model.json."""
     storage.makedirs(output_dir)  # Keras writes a .keras file into an existing directory
     gan.generator.save(storage.join(output_dir, "generator.keras"))
     gan.discriminator.save(storage.join(output_dir, "discriminator.keras"))
-    if params["ema_decay"] is not None:
+    if args.game.ema_decay is not None:
         # SRGAN's G needs low-resolution images to recompute BatchNorm statistics: the probe's
         gan.ema_generator(getattr(probe, "lowres", None)).save(storage.join(output_dir, "generator_ema.keras"))
-    grid = monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, "samples.png"))
+    monitoring.write_png(probe.render(gan).grids["samples"], storage.join(output_dir, SAMPLES_FILE))
     info = {
-        "family": params["family"],
-        "latent_dim": None if isinstance(gan, SRGAN) else params["latent_dim"],  # SRGAN has no noise
+        "family": args.game.family,
+        "latent_dim": None if isinstance(gan, SRGAN) else args.game.latent_dim,  # SRGAN has no noise
         "num_classes": int(getattr(gan, "num_classes", 0)),
         "data_kind": schema["kind"],
         "data_shape": list(schema["shape"]),
@@ -329,13 +248,13 @@ def write_model(gan, probe, schema: dict, output_dir: str, params: dict, seconds
         "normalization": schema.get("normalization") if schema["kind"] == "vector" else None,
         "steps": monitoring.current_step(gan),
         "final_metrics": final_metrics,
-        "loss": params["loss"],
-        "d_steps": params["d_steps"],
-        "precision": params["precision"],
-        "seed": params["seed"],
-        "ema": params["ema_decay"] is not None,
+        "loss": args.game.loss,
+        "d_steps": args.game.d_steps,
+        "precision": args.runtime.precision,
+        "seed": args.game.seed,
+        "ema": args.game.ema_decay is not None,
         "training_seconds": round(seconds, 1),
-        "sample_grid": grid,
+        "sample_grid": SAMPLES_FILE,  # relative to the artifact: right wherever it is published
         "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)

@@ -9,7 +9,8 @@ Usable alone, like a Keras library::
     gan.fit(images_in_minus1_1.batch(64))
 """
 from ganpipe.ganmodels import losses
-from ganpipe.ganmodels.gan import GAN, METRIC_NAMES, default_optimizer, inner_optimizer
+from ganpipe.ganmodels.gan import GAN, METRIC_NAMES
+from ganpipe.ganmodels.updates import default_optimizer, inner_optimizer
 from ganpipe.ganmodels.networks import FAMILIES, build_networks, register_family
 from ganpipe.ganmodels.families import build_gan  # registers cgan, lapgan, srgan and their layers
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from ganpipe.ganmodels.conditional import ConditionalGAN
 from ganpipe.ganmodels.gan import GAN
 from ganpipe.ganmodels.lapgan import LAPGAN
-from ganpipe.ganmodels.networks import build_networks
+from ganpipe.ganmodels.networks import build_networks, build_packed_discriminator
 from ganpipe.ganmodels import maxout  # noqa: F401  registers the maxout_mlp family
-from ganpipe.ganmodels.packing import build_packed_discriminator
 from ganpipe.ganmodels.srgan import SRGAN
 
 # Keyword arguments of the GAN model (the rest go to the family's network builder).

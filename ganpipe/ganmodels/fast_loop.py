@@ -34,6 +34,8 @@ import math
 import keras
 import tensorflow as tf
 
+from ganpipe.ganmodels.network_walk import has_convolutions
+
 MAX_STEPS_PER_EXECUTION = 100
 AUTO = "auto"
 # Callbacks whose batch hooks do nothing that depends on the number of calls.
@@ -53,20 +55,6 @@ def auto_steps_per_execution(*cadences: int | None, replicas: int = 1, cap: int 
     if not common:
         return cap
     return max(k for k in range(1, min(cap, common) + 1) if common % k == 0)
-
-
-def has_convolutions(*models) -> bool:
-    return any(isinstance(layer, keras.layers.Conv2D) or "Conv" in type(layer).__name__
-               for model in models for layer in _all_layers(model))
-
-
-def _all_layers(model):
-    for layer in getattr(model, "layers", ()):
-        yield layer
-        yield from _all_layers(layer)
-        inner = getattr(layer, "layer", None)  # wrappers such as SpectralNormalization
-        if inner is not None:
-            yield inner
 
 
 class ChunkedTraining:
@@ -114,6 +102,7 @@ class ChunkedTraining:
             return self.train_function
         keras_function, steps = self.train_function, self.steps_per_execution
         run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=True)
+        self.chunk_function = run_chunk  # the compiled loop of one execution (its traces show it ran)
         fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=True)
 
         def function(iterator):

@@ -7,7 +7,11 @@ One ``train_step`` = ``d_steps`` discriminator updates, then one generator updat
     G step (fresh noise): G learns to make D say "real"; D is frozen (nothing of D changes)
 
 With ``reuse_fakes`` the last D step and the G step become one simultaneous update on the same
-fakes (``joint_step``).
+fakes (``simultaneous.joint_step``). How D's gradient is computed and applied are hooks
+(``discriminator_gradients``, ``apply_discriminator_gradients``); families override the others
+(``unpack``, ``generate``, ``discriminate``, ``discriminator_input``, ``generator_loss``). The
+EMA generator is in ``ema``, the optimizers and loss shares in ``updates``, what a network is made
+of in ``network_walk``.
 
 Losses are averaged over the *global* batch (per-replica mean / replicas), because the optimizers
 sum gradients across replicas under ``tf.distribute``. Under a ``mixed_float16`` policy both
@@ -20,7 +24,6 @@ with exactly the noise an uninterrupted run would have drawn, and adding a strea
 """
 from __future__ import annotations
 
-import contextlib
 import zlib
 
 import keras
@@ -29,27 +32,19 @@ from keras import ops
 
 from ganpipe.ganmodels import diffaugment as diff_augmentation
 from ganpipe.ganmodels import losses as gan_losses
-from ganpipe.ganmodels import penalties
+from ganpipe.ganmodels import penalties, updates
+from ganpipe.ganmodels.ema import GeneratorAverage
 from ganpipe.ganmodels.fast_loop import AUTO, ChunkedTraining
+from ganpipe.ganmodels.network_walk import frozen_state, has_spectral_norm
 from ganpipe.ganmodels.packing import packing_of
+from ganpipe.ganmodels.simultaneous import SimultaneousUpdate
+
 
 # The metrics of the default loss (``GAN.metric_names`` has each model's own).
 METRIC_NAMES = gan_losses.get("non_saturating").metric_names
-# EMA warm-up: the decay used at step t is min(ema_decay, (1 + t) / (10 + t)).
-EMA_WARMUP = 10.0
 
 
-def default_optimizer(learning_rate=2e-4, beta_1=0.5, beta_2=0.999):
-    """Adam with the DCGAN paper's settings."""
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
-
-
-def inner_optimizer(optimizer):
-    """The optimizer that really steps (LossScaleOptimizer does not advance its own iterations)."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-class GAN(ChunkedTraining, keras.Model):
+class GAN(ChunkedTraining, SimultaneousUpdate, GeneratorAverage, keras.Model):
     """Generator + discriminator trained by alternating updates in a custom ``train_step``.
 
     Args:
@@ -73,7 +68,10 @@ class GAN(ChunkedTraining, keras.Model):
       reuse_fakes: speed option, a simultaneous-gradient update (as TF-GAN's): the last D step's
         fakes and D's forward pass on them also give G's update, instead of fresh noise through
         the updated D. Saves a G forward and a D forward pass per step, and D's second backward
-        pass where that is exact (see ``joint_step``).
+        pass where that is exact (see ``joint_step``). It changes the schedule (both networks
+        differentiated at the same weights); with BatchNorm in D it also changes G's objective:
+        G's fakes are then normalised with statistics over D's real and fake batch together,
+        not over fakes alone as in the alternating G step.
       r1, r2: weights gamma of the zero-centred gradient penalties gamma/2 E||grad D||^2 on real
         samples (R1) and on fakes (R2) (Mescheder et al. 2018), in float32; see ``penalties``.
       r1_interval: lazy regularisation (Karras et al. 2020): R1/R2 every this many D updates,
@@ -123,11 +121,7 @@ class GAN(ChunkedTraining, keras.Model):
         # Generator updates so far: the global step for logs and noise, saved in checkpoints.
         self.step = keras.Variable(0, dtype="int64", trainable=False, name="step",
                                    aggregation="only_first_replica")
-        # Copies of the values: keras.Variable(a_variable) would alias it.
-        self.ema_weights = [
-            keras.Variable(w.numpy(), trainable=False, name=f"ema_{i}", aggregation="only_first_replica")
-            for i, w in enumerate(generator.trainable_weights)
-        ] if ema_decay is not None else []
+        self.ema_weights = self.make_ema_weights()
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
         self.built = True  # both networks are built; stops fit() from tracing call() on real data
 
@@ -139,7 +133,7 @@ class GAN(ChunkedTraining, keras.Model):
                 if getattr(self, name):
                     raise ValueError(f"{name}={getattr(self, name)} has no effect with loss={loss!r} (it has no "
                                      "real targets); use it with non_saturating, minimax or least_squares")
-        if self.gan_loss.needs_lipschitz and not self.gradient_penalty and not _has_spectral_norm(self.discriminator):
+        if self.gan_loss.needs_lipschitz and not self.gradient_penalty and not has_spectral_norm(self.discriminator):
             raise ValueError(f"loss={loss!r} needs a Lipschitz critic: set gradient_penalty > 0 (default 10) "
                              "or use spectral normalisation in the discriminator, not gradient_penalty=0")
 
@@ -149,11 +143,11 @@ class GAN(ChunkedTraining, keras.Model):
         """Sets both optimizers (default Adam(2e-4, 0.5, 0.999)); float16 wraps them in loss scaling.
         ``"auto"`` steps per execution and XLA: see ``fast_loop``."""
         super().compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution, **kwargs)
-        d_optimizer = d_optimizer or default_optimizer()
-        g_optimizer = g_optimizer or default_optimizer()
+        d_optimizer = d_optimizer or updates.default_optimizer()
+        g_optimizer = g_optimizer or updates.default_optimizer()
         if self.uses_float16():
-            d_optimizer = _loss_scaled(d_optimizer)
-            g_optimizer = _loss_scaled(g_optimizer)
+            d_optimizer = updates.loss_scaled(d_optimizer)
+            g_optimizer = updates.loss_scaled(g_optimizer)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
     def networks_for_auto_jit(self):
@@ -219,13 +213,16 @@ class GAN(ChunkedTraining, keras.Model):
     # -------------------------------------------------------------- the game
 
     def train_step(self, data):
+        """D on real and fake (``d_steps`` times, each on its slice of the batch), then G through
+        the updated, frozen D; with ``reuse_fakes`` the last D step also gives G's update. The
+        logged D metrics are their means over the D steps."""
         real, condition = self.unpack(data)
         slices = self.discriminator_slices(real, condition)
+        d_stats = []
         for k, (real_k, condition_k) in enumerate(slices):
-            if self.reuse_fakes and k == self.d_steps - 1:
-                stats = self.joint_step(real_k, condition_k, k)
-            else:
-                stats = self.discriminator_step(real_k, condition_k, k)
+            step = self.joint_step if self.reuse_fakes and k == self.d_steps - 1 else self.discriminator_step
+            d_stats.append(step(real_k, condition_k, k))
+        stats = _mean_over_steps(d_stats)
         if not self.reuse_fakes:
             stats["g_loss"] = self.generator_step(*slices[0])
         self.update_ema()
@@ -235,12 +232,24 @@ class GAN(ChunkedTraining, keras.Model):
     def discriminator_step(self, real, condition, index):
         """One D update: ``real`` (target 1) vs fresh fakes (target 0); only D's variables change."""
         fake = self.generate(self.sample_latent(ops.shape(real)[0], "d_latent", index), condition, training=True)
+        grads, (real_logits, fake_logits, d_loss) = self.discriminator_gradients(real, fake, condition, index)
+        self.apply_discriminator_gradients(grads)
+        return {"d_loss": d_loss, **self.gan_loss.training_metrics(real_logits, fake_logits)}
+
+    def discriminator_gradients(self, real, fake, condition, index):
+        """How D's gradient is computed (override to change it, e.g. clip per example and add
+        noise): the gradient of ``discriminator_objective`` on this real batch and these fakes,
+        one tensor per ``discriminator.trainable_variables``, returned with (real logits, fake
+        logits, D's loss) for the metrics. ``joint_step`` (``reuse_fakes``) takes D's gradient
+        from its own shared tape instead, so an override must refuse ``reuse_fakes``."""
         with tf.GradientTape() as tape:
             real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, index)
             d_total = self.discriminator_objective(d_loss, real, fake, condition, index)
-        _apply(self.d_optimizer, tape.gradient(d_total, self.discriminator.trainable_variables),
-               self.discriminator.trainable_variables)
-        return {"d_loss": d_loss, **self.gan_loss.training_metrics(real_logits, fake_logits)}
+        return tape.gradient(d_total, self.discriminator.trainable_variables), (real_logits, fake_logits, d_loss)
+
+    def apply_discriminator_gradients(self, grads):
+        """One optimizer step of D (loss-scaled gradients are unscaled here)."""
+        updates.apply(self.d_optimizer, grads, self.discriminator.trainable_variables)
 
     def generator_step(self, real, condition):
         """One G update through the just-updated D, which stays exactly as it is (``frozen_state``)."""
@@ -250,57 +259,9 @@ class GAN(ChunkedTraining, keras.Model):
             fake_logits = self.discriminate(*self.discriminator_input(fake, condition, "g_fake"), training=True)
             g_loss = self.generator_loss(real, fake, fake_logits, condition)
             g_total = self.generator_objective(g_loss)
-        _apply(self.g_optimizer, tape.gradient(g_total, self.generator.trainable_variables),
-               self.generator.trainable_variables)
+        updates.apply(self.g_optimizer, tape.gradient(g_total, self.generator.trainable_variables),
+                      self.generator.trainable_variables)
         return g_loss
-
-    def joint_step(self, real, condition, index):
-        """``reuse_fakes``: one G forward and one D forward pass feed both updates (simultaneous
-        gradients, D and G both differentiated at the current weights).
-
-        G's gradient is J^T b, J = d(fake logits)/d(fakes), b_i = dG_loss/dl_i. D's backward pass
-        already gives its gradient at the fakes, J^T a with a_i = dD_loss/dl_i, so where each
-        logit depends only on its own sample (``single_backward_is_exact``: no BatchNorm or
-        other cross-sample layer in D, no penalty on the fakes, float32) and a_i is non-zero
-        wherever b_i is (the loss's ``d_slope_never_zero``), J^T b = (J^T a) b / a: one backward
-        pass through D instead of two. Within that, a step where some a_i is too small relative
-        to b_i for float32 (a BCE fake logit below about -57) takes the second pass too.
-        """
-        z = self.sample_latent(ops.shape(real)[0], "d_latent", index)
-        with tf.GradientTape() as g_tape:
-            fake = self.generate(z, condition, training=True)
-            with tf.GradientTape(persistent=True) as d_tape:
-                d_tape.watch(fake)
-                real_logits, fake_logits, d_loss = self.discriminator_loss(real, fake, condition, index)
-                d_total = self.discriminator_objective(d_loss, real, fake, condition, index)
-            # G's loss on the same logits, cut from D's graph: b = dG_loss/dl from a small tape
-            logits_for_g = tf.stop_gradient(fake_logits)
-            with tf.GradientTape() as b_tape:
-                b_tape.watch(logits_for_g)
-                g_loss = self.generator_loss(real, fake, logits_for_g, condition)
-                g_total = self.generator_objective(g_loss)
-        b = b_tape.gradient(g_total, logits_for_g)
-        d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
-        if self.single_backward_is_exact():
-            *d_grads, d_at_fakes = d_tape.gradient(d_total, d_vars + [fake])
-            a = d_tape.gradient(d_total, fake_logits)
-            g_at_fakes = tf.cond(_ratio_is_safe(a, b), lambda: d_at_fakes * _per_sample(b / a, fake),
-                                 lambda: d_tape.gradient(fake_logits, fake, output_gradients=b))
-        else:
-            d_grads = d_tape.gradient(d_total, d_vars)
-            g_at_fakes = d_tape.gradient(fake_logits, fake, output_gradients=b)
-        del d_tape
-        # g_total's own path to G's weights (content loss, weight penalties) plus D's part J^T b
-        g_grads = g_tape.gradient([fake, g_total], g_vars, output_gradients=[g_at_fakes, ops.ones_like(g_total)])
-        _apply(self.d_optimizer, d_grads, d_vars)
-        _apply(self.g_optimizer, g_grads, g_vars)
-        return {"d_loss": d_loss, "g_loss": g_loss, **self.gan_loss.training_metrics(real_logits, fake_logits)}
-
-    def single_backward_is_exact(self) -> bool:
-        """Whether ``joint_step`` may read G's gradient off D's backward pass (its docstring)."""
-        return (self.gan_loss.d_slope_never_zero and not self.penalty_reads_fakes()
-                and not _couples_samples(self.discriminator)
-                and self.discriminator.dtype_policy.compute_dtype == "float32")
 
     def discriminator_slices(self, real, condition):
         """The k (real, condition) slices of the batch, B // k rows each. A batch of fewer than k
@@ -318,12 +279,12 @@ class GAN(ChunkedTraining, keras.Model):
     def discriminator_objective(self, d_loss, real, fake, condition, index):
         """What D's tape differentiates: loss + penalties + D's weight penalties, as this replica's
         loss-scaled share of the global batch."""
-        total = d_loss + self.discriminator_penalty(real, fake, condition, index) + _regularization(self.discriminator)
-        return self.d_optimizer.scale_loss(_global_share(total))
+        total = d_loss + self.discriminator_penalty(real, fake, condition, index) + updates.regularization(self.discriminator)
+        return self.d_optimizer.scale_loss(updates.global_share(total))
 
     def generator_objective(self, g_loss):
         """What G's tape differentiates: ``g_loss`` + G's weight penalties, scaled like D's."""
-        return self.g_optimizer.scale_loss(_global_share(g_loss + _regularization(self.generator)))
+        return self.g_optimizer.scale_loss(updates.global_share(g_loss + updates.regularization(self.generator)))
 
     def discriminator_loss(self, real, fake, condition, index):
         real_logits, fake_logits = self.discriminate_pair(real, fake, condition, index)
@@ -339,7 +300,22 @@ class GAN(ChunkedTraining, keras.Model):
         both_condition = None if condition is None else ops.concatenate([real_condition, fake_condition], axis=0)
         logits = ops.cast(self.discriminate(both, both_condition, training=True), "float32")
         n = ops.shape(real)[0]
+        self.check_whole_packs(n)
         return logits[:n], logits[n:]
+
+    def check_whole_packs(self, rows):
+        """With packing m the reals of a D step must form whole packs: else a pack holds real and
+        fake samples, D judges the mixture and G's update through it is wrong."""
+        if self.packing == 1:
+            return
+        fix = (f"packing={self.packing}: a D step got {{}} real samples, not a multiple of {self.packing}, so a pack "
+               f"would mix real and fake; make the batch per D step (train.batch_size) a multiple of {self.packing} "
+               "and give whole batches (drop_remainder=True)")
+        if isinstance(rows, int):
+            if rows % self.packing:
+                raise ValueError(fix.format(rows))
+        else:
+            tf.debugging.assert_equal(rows % self.packing, 0, message=fix.format("a batch of"))
 
     def real_targets(self, n, index):
         """1 - label_smoothing for real samples; 0 with probability label_flip."""
@@ -376,41 +352,7 @@ class GAN(ChunkedTraining, keras.Model):
     def sample_latent(self, n, stream, index=0):
         return tf.random.stateless_normal((n, self.latent_dim), seed=self.noise_seed(stream, index))
 
-    # -------------------------------------------------------------- EMA, metrics
-
-    def ema_decay_now(self):
-        """The EMA decay of this step: ``ema_decay``, lower early on (warm-up), so the average
-        forgets the random initialisation within the first few hundred steps."""
-        t = ops.cast(self.step, "float32")
-        return ops.minimum(float(self.ema_decay), (1.0 + t) / (EMA_WARMUP + t))
-
-    def update_ema(self):
-        if not self.ema_weights:
-            return
-        decay = self.ema_decay_now()
-        for ema, weight in zip(self.ema_weights, self.generator.trainable_weights):
-            ema.assign(decay * ema.value + (1.0 - decay) * weight.value)
-
-    def ema_generator(self, calibration_inputs=None):
-        """A copy of the generator carrying the EMA weights. Its BatchNorm statistics are
-        recomputed from one training-mode pass of the copy itself over ``calibration_inputs``
-        (default: ``generator_inputs(1024)``), the statistics its inference mode then uses."""
-        if not self.ema_weights:
-            raise ValueError("this GAN was built without ema_decay")
-        clone = keras.models.clone_model(self.generator)
-        clone.set_weights(self.generator.get_weights())
-        for variable, ema in zip(clone.trainable_weights, self.ema_weights):
-            variable.assign(ema.value)
-        layers = _all_layers(clone)
-        for layer in layers:  # e.g. an adapted Normalization derives its mean from its weights here
-            if hasattr(layer, "finalize_state"):
-                layer.finalize_state()
-        norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
-        if norms:
-            if calibration_inputs is None:
-                calibration_inputs = self.generator_inputs(1024)
-            recompute_batch_statistics(clone, norms, calibration_inputs)
-        return clone
+    # ------------------------------------------------------------ metrics, state
 
     def generator_inputs(self, n, seed=0):
         """Inputs for ``n`` generated samples (here z ~ N(0, I)); families override."""
@@ -422,73 +364,13 @@ class GAN(ChunkedTraining, keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        """Both networks, both optimizers' state, the EMA weights and the step counter."""
+        """Both networks, both optimizers' state, the EMA weights, the step counter and the
+        metric trackers' running totals (a resumed run's running means continue exactly)."""
         return tf.train.Checkpoint(gan=self, d_optimizer=self.d_optimizer, g_optimizer=self.g_optimizer,
-                                   ema_weights=list(self.ema_weights))
+                                   ema_weights=list(self.ema_weights), trackers=self.tracker_variables())
 
-
-@contextlib.contextmanager
-def frozen_state(network):
-    """Keeps every variable of ``network`` as it is across the block, though the block runs it
-    in training mode: BatchNorm keeps its moving statistics, Keras' SpectralNormalization its
-    power-iteration vector u and its kernel (which it rewrites as W / sigma(W) on every
-    training-mode call). Inside, BatchNorm normalises with the batch's statistics and spectral
-    norm takes one power-iteration step, as in D's own step."""
-    written = _variables_written_by_forward(network)
-    saved = [ops.copy(variable.value) for variable in written]
-    yield
-    for variable, value in zip(written, saved):
-        variable.assign(value)
-
-
-def recompute_batch_statistics(model, norms, inputs):
-    """Sets each BatchNorm's moving mean and variance to its batch statistics over ``inputs``
-    in one training-mode pass (momentum 0 for that pass)."""
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    try:
-        model(inputs, training=True)
-    finally:
-        for layer, momentum in zip(norms, momenta):
-            layer.momentum = momentum
-
-
-def _variables_written_by_forward(network):
-    written = []
-    for layer in _all_layers(network):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            written += [layer.moving_mean, layer.moving_variance]
-        elif isinstance(layer, keras.layers.SpectralNormalization):
-            written += [layer.vector_u, layer.kernel]
-    return written
-
-
-def _all_layers(model):
-    """Every layer of ``model``, nested models and wrapped layers included."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def _couples_samples(network) -> bool:
-    """Whether one sample's output can depend on other samples of the batch: BatchNorm, or a
-    layer that declares ``couples_samples = True`` (e.g. minibatch statistics)."""
-    return any(isinstance(layer, keras.layers.BatchNormalization) or getattr(layer, "couples_samples", False)
-               for layer in _all_layers(network))
-
-
-def _has_spectral_norm(network) -> bool:
-    return any(isinstance(layer, keras.layers.SpectralNormalization) for layer in _all_layers(network))
-
-
-def _ratio_is_safe(a, b):
-    """a_i * J cannot underflow where it matters: |a_i| > 1e-25 |b_i| for every sample (strictly,
-    so a_i = b_i = 0, e.g. SRGAN pretraining against a D certain beyond float32, never gives 0/0)."""
-    return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))
-
-
-def _per_sample(values, like):
-    """[N] values shaped to broadcast over ``like``'s non-batch axes."""
-    return ops.reshape(values, (-1,) + (1,) * (len(like.shape) - 1))
+    def tracker_variables(self) -> list:
+        return [variable for tracker in self.trackers.values() for variable in tracker.variables]
 
 
 def _stream_id(name: str) -> int:
@@ -496,18 +378,12 @@ def _stream_id(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def _regularization(network):
-    return ops.sum(ops.stack([ops.cast(loss, "float32") for loss in network.losses])) if network.losses else 0.0
-
-
-def _global_share(loss):
-    """This replica's share of a global-batch mean: the optimizers sum gradients over replicas."""
-    return loss / tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _apply(optimizer, grads, variables):
-    """LossScaleOptimizer unscales here, and skips the step (halving the scale) if not finite."""
-    optimizer.apply_gradients(zip(grads, variables))
+def _mean_over_steps(per_step: list[dict]) -> dict:
+    """Each metric's mean over the D steps that report it (one step: its values as they are)."""
+    if len(per_step) == 1:
+        return dict(per_step[0])
+    return {name: ops.mean(ops.stack([ops.cast(stats[name], "float32") for stats in per_step if name in stats]))
+            for name in per_step[-1]}
 
 
 def _rows(tensor, start, size):
@@ -516,12 +392,6 @@ def _rows(tensor, start, size):
 
 def _take(tensor, rows):
     return None if tensor is None else ops.take(tensor, rows, axis=0)
-
-
-def _loss_scaled(optimizer):
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer
-    return keras.optimizers.LossScaleOptimizer(optimizer)
 
 
 def _check_range(name, value, low, high):

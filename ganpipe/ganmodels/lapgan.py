@@ -218,10 +218,11 @@ class LAPGAN(GAN):
         return self.generator(keras.random.normal((n, self.latent_dim), seed=seed), training=False)
 
     def checkpoint(self):
-        """Every level's networks, optimizers and step counter, plus the chain's EMA weights."""
-        levels = [tf.train.Checkpoint(gan=level, d_optimizer=level.d_optimizer, g_optimizer=level.g_optimizer)
-                  for level in self.level_gans]
-        return tf.train.Checkpoint(step=self.step, levels=levels, ema_weights=list(self.ema_weights))
+        """Every level's checkpoint (networks, optimizers, step counter, trackers), plus the chain's EMA
+        weights and trackers."""
+        levels = [level.checkpoint() for level in self.level_gans]
+        return tf.train.Checkpoint(step=self.step, levels=levels, ema_weights=list(self.ema_weights),
+                                   trackers=self.tracker_variables())
 
 
 def _count_levels(generator):

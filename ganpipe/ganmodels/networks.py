@@ -15,7 +15,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from ganpipe.ganmodels.packing import MinibatchStdDev
+from ganpipe.ganmodels.packing import MinibatchStdDev, check_packing, packed_discriminator, packed_shape
 
 FAMILIES: dict[str, Callable] = {}
 
@@ -151,3 +151,19 @@ def build_dcgan(data_shape, latent_dim, num_classes=0, width=64, dropout=0.0, l1
     features = dcgan_discriminator_body(x, width, dropout, reg, spectral_norm, minibatch_std)
     logit = layers.Dense(1, kernel_regularizer=reg, dtype="float32", name="logit")(features)
     return generator, keras.Model(x, logit, name="discriminator")
+
+
+PACKABLE_FAMILIES = ("mlp", "dcgan", "maxout_mlp")
+
+
+def build_packed_discriminator(family: str, data_shape, latent_dim: int, packing: int, **sizes) -> keras.Model:
+    """The family's discriminator built for packs of ``packing`` samples, wrapped by
+    ``packed_discriminator``. Conditional and multi-scale families score one sample with its label
+    or pyramid level, so they are not packed."""
+    check_packing(packing)
+    if family not in PACKABLE_FAMILIES:
+        raise ValueError(f"packing={packing}: model family {family!r} cannot be packed; "
+                         f"use one of {', '.join(PACKABLE_FAMILIES)}")
+    _, inner = build_networks(family, packed_shape(data_shape, packing), latent_dim, **sizes)
+    inner.name = "packed_inner"
+    return packed_discriminator(inner, data_shape, packing)

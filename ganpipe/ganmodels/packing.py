@@ -144,21 +144,3 @@ class MinibatchStdDev(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "group_size": self.group_size, "epsilon": self.epsilon}
-
-
-PACKABLE_FAMILIES = ("mlp", "dcgan", "maxout_mlp")
-
-
-def build_packed_discriminator(family: str, data_shape, latent_dim: int, packing: int, **sizes) -> keras.Model:
-    """The family's discriminator built for packs of ``packing`` samples, wrapped by
-    ``packed_discriminator``. Conditional and multi-scale families score one sample with its label
-    or pyramid level, so they are not packed."""
-    from ganpipe.ganmodels.networks import build_networks
-
-    check_packing(packing)
-    if family not in PACKABLE_FAMILIES:
-        raise ValueError(f"packing={packing}: model family {family!r} cannot be packed; "
-                         f"use one of {', '.join(PACKABLE_FAMILIES)}")
-    _, inner = build_networks(family, packed_shape(data_shape, packing), latent_dim, **sizes)
-    inner.name = "packed_inner"
-    return packed_discriminator(inner, data_shape, packing)

@@ -30,6 +30,7 @@ import sys
 from typing import Any
 
 from ganpipe.components.base import Artifact, Component
+from ganpipe.infra.references import split_reference
 
 PACKAGE = "ganpipe"
 
@@ -81,7 +82,7 @@ def code_closure(component: Component, parameters: dict[str, Any] | None = None)
     for name in filter(None, (module, *extra)):
         packages.setdefault(name.split(".")[0], _package_dir(name.split(".")[0]))
     closure: dict[str, str] = {}
-    pending = [(module, path), *((name, _module_file(name, packages)) for name in extra)]
+    pending = [(module, path), *((name, _module_file(name, packages)) for root in extra for name in _with_parents(root))]
     while pending:
         name, source = pending.pop()
         if name in closure or not source:
@@ -95,7 +96,7 @@ def code_closure(component: Component, parameters: dict[str, Any] | None = None)
 
 def _executor_module(executor) -> tuple[str, str | None]:
     if isinstance(executor, str):
-        name = executor.partition(":")[0]
+        name = split_reference(executor)[0]
         top = name.split(".")[0]
         return name, _module_file(name, {top: _package_dir(top)})
     name = getattr(executor, "__module__", None) or ""

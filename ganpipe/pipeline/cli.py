@@ -7,8 +7,10 @@ TensorFlow except ``sample`` and the components ``run`` loads. Output goes throu
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
 import sys
 
 import click
@@ -180,7 +182,7 @@ def _main_output(outputs) -> str:
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="Resolve this config file (default: the built-in run's config).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="As for run (repeatable).")
-@click.option("--defaults", is_flag=True, help="Print the built-in run's config, ignoring --config and --set.")
+@click.option("--defaults", is_flag=True, help="Print the built-in run (configs/digits.yaml) resolved, ignoring --config and --set.")
 def config_command(section, config_file, overrides, defaults) -> None:
     """Print the resolved config (or one SECTION) as YAML, each parameter's help as a comment.
 
@@ -293,15 +295,20 @@ def _key_metrics(properties: dict) -> str:
 @click.option("--format", "fmt", type=click.Choice(["png", "grid", "tfrecord", "csv"]), default=None,
               help="[default: png for images, csv for vectors]")
 @click.option("--seed", type=int, default=None, help="Seed of the latent noise (and so of the samples).")
-def sample(model_dir, count, out, fmt, seed) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's and Keras' messages (quiet by default).")
+def sample(model_dir, count, out, fmt, seed, verbose) -> None:
     """Write N samples from a trained generator. MODEL_DIR is a Train Model artifact (generator.keras
     + model.json) or an exported SavedModel directory."""
+    console.quiet_libraries(verbose)  # before TensorFlow loads, as in run
     from ganpipe.pipeline.sampling import SampleError, sample as write_samples
 
-    try:
-        fmt, kind = write_samples(model_dir, count, out, fmt, seed)
-    except SampleError as error:
-        raise UsageFailure(str(error)) from error
+    # TensorFlow's C++ code prints some lines whatever the log level; run sends them to the step's
+    # log file, sample (which has none) drops them unless --verbose.
+    with contextlib.nullcontext() if verbose else console.native_stderr_to(os.devnull):
+        try:
+            fmt, kind = write_samples(model_dir, count, out, fmt, seed)
+        except SampleError as error:  # printed by click once stderr is back
+            raise UsageFailure(str(error)) from error
     echo(f"Wrote {count} {kind} samples as {fmt} to {out}")
 
 

@@ -23,11 +23,8 @@ from ganpipe.pipeline.metadata import STORE_FILE
 DEFAULT_ROOT = "./ganpipe_runs"
 ROOT_ENV = "GANPIPE_ROOT"  # the default pipeline root when neither config nor --root gives one
 PIPELINE_DEFAULTS = {"name": "digits_cgan", "root": None, "metadata": None, "dag": dag.DEFAULT_DAG}
-# ``ganpipe run`` without a config file: the built-in digits data set (every parameter's default)
-# and the configuration measured best on it (README, "Digits": FCD against a real-vs-real baseline
-# on 1,000 samples). Only this run is conditional: parameter defaults stay unconditional, so a
-# config file for unlabelled data does not need labels.
-BUILT_IN_RUN = {"train": {"family": "cgan", "ema_decay": 0.999, "batch_size": 128}}
+# ``ganpipe run`` without a config file (and with the built-in DAG) runs this shipped file.
+BUILT_IN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "digits.yaml")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What the root holds beside the pipelines' directories: the store with SQLite's side files and
 # Export's default serving directory. A pipeline of one of these names would write over them.
@@ -60,18 +57,19 @@ def default_root() -> str:
 
 def load_config(path: str | None = None, overrides: Iterable[str] = (),
                 nodes: tuple[dag.Node, ...] | None = None) -> PipelineConfig:
-    """Reads ``path`` (None with the built-in DAG: ``BUILT_IN_RUN``), applies overrides and
+    """Reads ``path`` (None with the built-in DAG: ``BUILT_IN_CONFIG``), applies overrides and
     validates everything.
 
     ``nodes`` replaces the DAG named by ``pipeline.dag`` (tests run toy pipelines this way).
     """
+    if path is None and nodes is None and _dag_named(overrides) == dag.DEFAULT_DAG:
+        path = BUILT_IN_CONFIG
     raw = _read_yaml(path) if path else {}
     for override in overrides:
         _apply_override(raw, override)
     where = path or "config"
     pipeline = _pipeline_section(raw.get("pipeline", {}))
     beam_args = _beam_args(raw.get("beam", {}))
-    built_in_run = not path and nodes is None and pipeline["dag"] == dag.DEFAULT_DAG
     try:
         nodes = nodes if nodes is not None else dag.load_nodes(pipeline["dag"])
     except dag.PipelineError as error:
@@ -86,8 +84,6 @@ def load_config(path: str | None = None, overrides: Iterable[str] = (),
     for section, node in sections.items():
         given = raw.get(section) or {}
         _require_mapping(given, section)
-        if built_in_run:  # BUILT_IN_RUN's keys are flat, so a shallow merge keeps every override
-            given = {**BUILT_IN_RUN.get(section, {}), **given}
         try:
             parameters[section] = node.component.resolve_parameters(given, section)
         except ValueError as error:
@@ -151,6 +147,14 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 def _require_mapping(value: Any, section: str) -> None:
     if not isinstance(value, dict):
         raise ConfigError(f"{section}: must be a mapping of keys to values, got {value!r}")
+
+
+def _dag_named(overrides: Iterable[str]) -> str:
+    """The DAG the overrides name (``pipeline.dag``), else the built-in one."""
+    raw: dict[str, Any] = {}
+    for override in overrides:
+        _apply_override(raw, override)
+    return (raw.get("pipeline") or {}).get("dag") or dag.DEFAULT_DAG
 
 
 def _pipeline_section(given: Any) -> dict[str, Any]:

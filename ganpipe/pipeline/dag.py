@@ -11,10 +11,10 @@ model measured the same way. It is then an input like any other: in the key and 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Mapping, Sequence
 
 from ganpipe.components.base import Component
+from ganpipe.infra.references import load_reference, split_reference
 
 DEFAULT_DAG = "ganpipe.pipeline.dag:DEFAULT_NODES"
 
@@ -48,9 +48,8 @@ class Node:
     def component(self) -> Component:
         if isinstance(self.source, Component):
             return self.source
-        module, _, attribute = self.source.partition(":")
         try:
-            component = getattr(importlib.import_module(module), attribute or "COMPONENT")
+            component = load_reference(self.source, default_attribute="COMPONENT")
         except (ImportError, AttributeError) as error:
             raise PipelineError(f"{self.name}: cannot load {self.source}: {error}") from error
         if component.name != self.name:
@@ -88,8 +87,7 @@ def resolve_inputs(node: Node, store, pipeline: str, upstream: Mapping[str, Any]
     """The node's resolved inputs that its resolvers found (absent ones are left out)."""
     found = {}
     for name, spec in node.resolved.items():
-        module, _, function = spec.partition(":")
-        artifact = getattr(importlib.import_module(module), function)(store, pipeline, dict(upstream), dict(parameters))
+        artifact = load_reference(spec)(store, pipeline, dict(upstream), dict(parameters))
         if artifact is not None:
             found[name] = artifact
     return found
@@ -97,11 +95,10 @@ def resolve_inputs(node: Node, store, pipeline: str, upstream: Mapping[str, Any]
 
 def load_nodes(spec: str) -> tuple[Node, ...]:
     """Imports ``"package.module:ATTRIBUTE"``, a sequence of nodes (lets users run their own DAG)."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
+    if not all(split_reference(spec)):
         raise PipelineError(f"pipeline.dag: {spec!r} is not of the form 'package.module:ATTRIBUTE'")
     try:
-        nodes = getattr(importlib.import_module(module_name), attribute)
+        nodes = load_reference(spec)
     except (ImportError, AttributeError) as error:
         raise PipelineError(f"pipeline.dag: cannot load {spec!r}: {error}") from error
     if not all(isinstance(node, Node) for node in nodes):

@@ -22,7 +22,6 @@ resumes), 2 usage error (unknown component, bad parameters, missing input).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import shutil
@@ -37,8 +36,10 @@ from typing import Any, Callable
 
 from ganpipe import __version__
 from ganpipe.infra import fingerprints, storage
+from ganpipe.infra.references import load_reference
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, dag
+from ganpipe.pipeline.layout import STAGING
 
 RECORD_SUFFIX = ".execution.json"
 COMPLETE, FAILED, FAILED_RESUMABLE = "COMPLETE", "FAILED", "FAILED_RESUMABLE"
@@ -155,9 +156,8 @@ def find_component(reference: str) -> Component:
             return dag.find_node(dag.DEFAULT_NODES, reference).component
         except dag.PipelineError as error:
             raise UsageError(f"--component: {error}, or module:ATTRIBUTE") from error
-    module, _, attribute = reference.partition(":")
     try:
-        found = getattr(importlib.import_module(module), attribute)
+        found = load_reference(reference)
     except (ImportError, AttributeError) as error:
         raise UsageError(f"--component: cannot load {reference}: {error}") from error
     if not isinstance(found, Component):
@@ -338,8 +338,6 @@ def durable_staging_dir(component: Component, params: dict[str, Any], inputs: di
     (None for others): the same inputs and parameters give the same directory on every attempt."""
     if not component.resumable:
         return None
-    from ganpipe.pipeline.layout import STAGING
-
     for artifact in inputs.values():
         artifact.fingerprint = fingerprints.artifact_fingerprint(artifact.uri)
     key = cache.cache_key(component, params, inputs)

@@ -22,13 +22,12 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
     """``(component, CACHED | WILL_RUN, why)`` for each step the run would take, in order."""
     ordered, forced = runner.plan(until, force)
     store_path = os.path.join(runner.metadata, STORE_FILE)
-    if not os.path.isfile(store_path):
+    if not os.path.isfile(store_path) or not _has_executions(runner.metadata):
         check_store_has_root_history(False, store_path, runner.root, runner.pipeline)
         return [(node.name, WILL_RUN, f"no runs yet under {runner.metadata}") for node in ordered]
     known: dict[str, object] = {}  # "Producer.output" -> Artifact, for steps that would be cache hits
     steps = []
     with MetadataStore(runner.metadata, read_only=True) as store:
-        check_store_has_root_history(store.has_executions(), store_path, runner.root, runner.pipeline)
         for node in ordered:
             component = node.component
             parameters = runner.parameters.get(node.section) or component.resolve_parameters({}, node.section)
@@ -52,6 +51,11 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
                                                                  cache.code_fingerprint(component, parameters))
             steps.append((node.name, WILL_RUN, why))
     return steps
+
+
+def _has_executions(metadata: str) -> bool:
+    with MetadataStore(metadata, read_only=True) as store:
+        return store.has_executions()
 
 
 def _why(store: MetadataStore, pipeline: str, component: str, parameters: dict, code: str) -> str:

@@ -21,6 +21,7 @@ deleted or truncated by hand makes the step run again, with the reason shown.
 """
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 from typing import Any, Callable
@@ -34,7 +35,7 @@ Manifest = dict[str, int]  # relative path of each content file -> its size in b
 SHOWN_PROBLEMS = 3  # files named in one artifact's problem before "..."
 
 
-class Publisher:
+class Publisher(abc.ABC):
     """Where a component's executor writes and how its outputs are published under ``root``."""
 
     def __init__(self, root: str, metadata: str, pipeline: str, echo: Callable[[str], None]):
@@ -43,19 +44,19 @@ class Publisher:
     def component_dir(self, component: str) -> str:
         return layout.component_dir(self.root, self.pipeline, component)
 
+    @abc.abstractmethod
     def key_lock(self, component: str, key: str) -> layout.FileLock:
         """The lock a run holds while it computes ``component`` with cache key ``key``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def prepare(self, store: MetadataStore, component: Component, key: str, execution_id: int,
                 forced: bool) -> dict[str, Artifact]:
         """One empty (or, for a resumable component, continued) output per declared output."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def publish(self, outputs: dict[str, Artifact], component: str, execution_id: int) -> dict[str, Manifest]:
         """Fingerprints the outputs and makes them durable at their published place; returns
         their manifests. The caller then records them (the commit point)."""
-        raise NotImplementedError
 
     def finish(self, component: str, key: str) -> None:
         """After the commit: what the attempt left that nothing needs any more."""

@@ -21,6 +21,9 @@ import numpy as np
 from ganpipe.infra import storage
 
 FORMATS = ("png", "grid", "tfrecord", "csv")
+# A grid is one picture held in memory: 10,000 tiles of 32 x 32 RGB are 30 MB; more samples go to
+# png or tfrecord, which write batch by batch.
+MAX_GRID_SAMPLES = 10_000
 _IMAGE_FORMATS = ("png", "grid", "tfrecord")
 _VECTOR_FORMATS = ("csv", "tfrecord")
 
@@ -131,6 +134,9 @@ def sample(model_dir: str, count: int, out: str, fmt: str | None = None, seed: i
     """Writes ``count`` samples to ``out``; returns (format used, data kind)."""
     if count < 1:
         raise SampleError(f"-n {count}: the number of samples must be at least 1")
+    if fmt == "grid" and count > MAX_GRID_SAMPLES:
+        raise SampleError(f"-n {count}: a grid holds at most {MAX_GRID_SAMPLES:,} samples (one picture in "
+                          "memory); write more with --format png or tfrecord")
     model = load_sample_model(model_dir)
     rng = np.random.default_rng(seed)
     writer = None
