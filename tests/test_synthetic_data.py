@@ -6,9 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import write_image_examples
 from keras import layers
 from sklearn.datasets import load_digits
+from tensorboard.backend.event_processing import event_accumulator
 
 from ganpipe.components import classifier, evaluate
 from ganpipe.components.reader import make_dataset
@@ -106,6 +108,11 @@ def test_copying_gate_flags_a_memorising_generator_and_passes_a_trained_gan(digi
     pixels = np.asarray(grid, "float32")
     cell = 4 * 9  # 8 pixels and a 1-pixel gap, drawn 4x
     assert np.abs(pixels[4:4 + 32, 4:4 + 32] - pixels[4 + cell:4 + cell + 32, 4:4 + 32]).max() < 8
+    events = event_accumulator.EventAccumulator(str(tmp_path / "m" / "evaluation" / "logs" / "eval"),
+                                                size_guidance={event_accumulator.TENSORS: 0}).Reload()
+    assert events.SummaryMetadata("quality/closest_pairs").plugin_data.plugin_name == "images"
+    width, height = tf.make_ndarray(events.Tensors("quality/closest_pairs")[0].tensor_proto)[:2].astype(int)
+    assert (height, width) == (2 * 9 + 1, 8 * 9 + 1)  # two rows of 8 images, as drawn (unscaled) in TensorBoard
     # the membership audit finds the memoriser's members by distance, not the trained GAN's
     assert copied["metrics"]["membership_auc_distance"]["value"] > 0.9
     assert abs(fresh["metrics"]["membership_auc_distance"]["value"] - 0.5) < \

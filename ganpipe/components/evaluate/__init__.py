@@ -27,6 +27,8 @@ Outputs::
                               better}}, feature space, sample counts, model}; a non-finite value
                               (e.g. class_kl_real = inf) is written as null
     evaluation/samples.png    the sample grid (one row per class for conditional models)
+    evaluation/closest_pairs.png  the fakes closest to a train example above that example (copying;
+                              ``synthetic.py``, which also adds CAS and the membership audit)
     evaluation/logs/eval/     TensorBoard: scalars quality/<name> and real_vs_real/<name>, the
                               markdown table (text quality/report), the grid (image
                               quality/samples); the run's HParams trial is written by the
