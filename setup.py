@@ -25,6 +25,8 @@ setup(
         "scipy>=1.11",  # matrix square root for Fréchet distances, KS statistics
         "pyyaml>=6",  # pipeline configs
         "rich>=13",  # live progress bars on a terminal (Keras brings it; ganpipe imports it itself)
+        # privacy accountants (RDP, PLD) for train.privacy; pure Python, pins attrs<24 (pip check clean)
+        "dp-accounting>=0.6",
     ],
     extras_require={
         # gs:// pipeline roots through Beam's GCS filesystem

@@ -7,6 +7,7 @@ named ``"module:function"`` and imported only when the component really runs.
 import sys
 
 from ganpipe.components import sources
+from ganpipe.components.privacy import check_privacy
 from ganpipe.infra import fingerprints
 from ganpipe.components.base import (Component, ComponentError, Parameter, absolute_path, check_keys, check_plain_name,
                                      did_you_mean)
@@ -250,6 +251,13 @@ def check_network(params: dict, section: str) -> dict:
     network = {name: p.default for name, p in schema.items()}
     network.update({key: schema[key].validate(value, f"{section}.network.{key}") for key, value in given.items()})
     return {**params, "network": network}
+
+
+def check_train(params: dict, section: str) -> dict:
+    """Train's cross-parameter checks: the family's network options, then train.privacy's refusals."""
+    return check_privacy(check_network(params, section), section)
+
+
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")  # ganmodels.diffaugment.POLICIES (a test ties them)
 
 
@@ -331,6 +339,9 @@ TRAIN_PARAMETERS = (
     Parameter("deterministic", bool, False, "TF op determinism: bit-identical resume on GPUs too (slower there)"),
     Parameter("sync_batch_norm", bool, None, "BatchNorm statistics over the global batch across replicas; "
               "empty = on with more than one replica", nullable=True),
+    Parameter("privacy", dict, None, "differentially private D (DP-SGD): {noise_multiplier and/or target_epsilon, "
+              "l2_norm_clip, delta, accountant: rdp|pld, class_prior_noise}; empty = off (docs/privacy.md)",
+              nullable=True),
 )
 
 TRAIN = Component(
@@ -342,9 +353,9 @@ TRAIN = Component(
     optional_inputs=("statistics", "classifier"),
     description="Trains a GAN with TensorBoard monitoring, a quality curve, checkpoints and exact resume.",
     resumable=True,
-    check=check_network,
+    check=check_train,
     tensorboard_logs={"train": "model/logs/train"},
-    dependencies=("tensorflow", "keras", "numpy"),
+    dependencies=("tensorflow", "keras", "numpy", "dp-accounting"),  # dp-accounting: train.privacy's epsilon
     external_inputs=lambda params: {"vgg_weights": fingerprints.file_content(params["network"].get("vgg_weights"))},
     code_modules=family_module,
 )

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import monitoring, preemption, quality, specs
+from ganpipe.components import monitoring, preemption, privacy, quality, specs
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.train_args import TrainArgs
 from ganpipe.components.trainer import Session, Trainer, is_conditional
@@ -52,7 +52,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
                        progress=ctx.progress, classifier_dir=classifier, **params)
     if info:  # empty on multi-worker non-chief workers, which write no artifact
         model.properties.update(family=info["family"], steps=info["steps"], sample_grid=info["sample_grid"],
-                                final_metrics=info["final_metrics"])
+                                final_metrics=info["final_metrics"], **privacy.properties(info))
 
 
 COMPONENT = specs.TRAIN
@@ -90,16 +90,18 @@ def train_model(examples_uri: str, schema: dict, output_dir: str, *, statistics:
             if preemption.spans_workers(strategy):
                 give_logs_a_batch_axis(gan)
             args = args.with_game(d_steps=gan.d_steps, gradient_penalty=gan.gradient_penalty)  # defaults resolved
+            private = privacy.private_run(gan, examples_uri, schema, args, resolve_steps(args, schema), log)
             manager = tf.train.CheckpointManager(gan.checkpoint(), storage.join(work_dir, "checkpoints"),
                                                  max_to_keep=args.checkpointing.keep_checkpoints)
             restore_latest(gan, storage.join(output_dir, "checkpoints"), log)
             session = Session(strategy, manager, work_dir, examples_uri, schema, statistics, classifier_dir, log,
-                              progress or functools.partial(Progress, log))
+                              progress or functools.partial(Progress, log), private)
             probe = sample_probe(gan, examples_uri, schema)
-            seconds, final_metrics = Trainer(gan, args, session).train(resolve_steps(args, schema), probe)
+            total_steps = private.steps if private else resolve_steps(args, schema)
+            seconds, final_metrics = Trainer(gan, args, session).train(total_steps, probe)
             if not writes_here:
                 return {}
-            return write_model(gan, probe, schema, output_dir, args, seconds, final_metrics, log)
+            return write_model(gan, probe, schema, output_dir, args, seconds, final_metrics, log, private)
     finally:
         if not writes_here:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -229,7 +231,7 @@ def sample_probe(gan, examples_uri: str, schema: dict):
 
 
 def write_model(gan, probe, schema: dict, output_dir: str, args: TrainArgs, seconds: float, final_metrics: dict,
-                log) -> dict:
+                log, private=None) -> dict:
     """Final networks, the sample grid and model.json."""
     storage.makedirs(output_dir)  # Keras writes a .keras file into an existing directory
     gan.generator.save(storage.join(output_dir, "generator.keras"))
@@ -256,7 +258,9 @@ def write_model(gan, probe, schema: dict, output_dir: str, args: TrainArgs, seco
         "training_seconds": round(seconds, 1),
         "sample_grid": SAMPLES_FILE,  # relative to the artifact: right wherever it is published
         "best": quality.read_best(output_dir),  # keep_best: step, metric and value of generator_best.keras
+        "privacy": private.describe(gan) if private else None,  # (epsilon, delta), what they cover
     }
     Artifact(type="Model", uri=output_dir).write_json("model.json", info)
-    log(f"trained {info['steps']} steps")  # the run's summary names the published samples.png
+    log(f"trained {info['steps']} steps" + (f", (epsilon {info['privacy']['epsilon']:.3g}, delta "
+                                              f"{info['privacy']['delta']:.3g})" if private else ""))  # the run's summary names the published samples.png
     return info

@@ -39,10 +39,11 @@ class Game:
     r1_interval: int
     diffaugment: str | None
     seed: int
+    privacy: dict | None  # DP-SGD on D (components.privacy), installed after the GAN is built
 
     def gan_options(self) -> dict[str, Any]:
         """The keyword arguments of ``ganmodels.build_gan`` besides the family, shapes and network."""
-        skip = {"family", "latent_dim", "network"}
+        skip = {"family", "latent_dim", "network", "privacy"}
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name not in skip}
 
 

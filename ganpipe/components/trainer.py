@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -35,6 +35,7 @@ class Session:
     classifier_dir: str | None
     log: Callable
     progress: Callable
+    private: Any = None  # a privacy.PrivateRun: Poisson-sampled batches, epsilon in TensorBoard
 
 
 class Trainer:
@@ -63,6 +64,8 @@ class Trainer:
             curve = quality.quality_curve(writer, session.classifier_dir, session.examples_uri, session.schema,
                                           args, gan, session.work_dir, session.log)
             callbacks += [curve] if curve else []
+            if session.private:
+                callbacks.append(session.private.epsilon_logger(writer, args.monitoring.log_every, total_steps))
             if done < total_steps:
                 session.log(f"training {self.name()} for steps {done + 1}..{total_steps}, "
                             f"{args.images_per_step} images a step")
@@ -99,6 +102,8 @@ class Trainer:
         from ganpipe.components.reader import make_dataset
 
         session, gan = self.session, self.gan
+        if session.private:
+            return session.private.dataset(self.args.game.seed, start_step=skip_batches)
         dataset = make_dataset(session.examples_uri, session.schema, split="train",
                                batch_size=self.args.images_per_step, shuffle=True, seed=self.args.game.seed,
                                repeat=True, with_labels=is_conditional(gan), with_lowres=isinstance(gan, SRGAN))

@@ -130,7 +130,8 @@ def _print_summary(result: RunResult, root: str, pipeline: str, parameters: dict
 
 def _step_result(outputs: dict) -> str:
     """The answer a step gives: Evaluate's main metric beside its real-vs-real baseline and the
-    blessing, Export's served version; else where its main output went."""
+    blessing, Export's served version; else where its main output went (with a private model's
+    (epsilon, delta))."""
     if not outputs:
         return "-"
     by_type = {artifact.type: artifact for artifact in outputs.values()}
@@ -174,7 +175,11 @@ def _number(value) -> str:
 
 
 def _main_output(outputs) -> str:
-    return next(iter(outputs.values())).uri
+    """The first output's uri; a differentially private model's (epsilon, delta) beside it."""
+    main = next(iter(outputs.values()))
+    if "epsilon" in main.properties:
+        return f"{main.uri} (epsilon {main.properties['epsilon']:.3g}, delta {main.properties['delta']:.3g})"
+    return main.uri
 
 
 @main.command("config")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ganpipe
 from ganpipe.components.export.signatures import lowres_shape
+from ganpipe.components.privacy import privacy_statement
 
 
 def model_card(model_name, version, info, schema, blessing, result, generator_file, lineage,
@@ -19,6 +20,7 @@ def model_card(model_name, version, info, schema, blessing, result, generator_fi
         "## Training\n\n" + _bullets({key: info[key] for key in ("family", "latent_dim", "num_classes", "steps",
                                                                    "precision", "seed", "ema", "final_metrics")
                                  if key in info}),
+        "## Privacy\n\n" + privacy_statement(info.get("privacy")),
         "## Evaluation\n\n" + _metrics_section(blessing),
         "## Lineage\n\n" + _bullets(_lineage_facts(lineage, model_name)),
     ]
