@@ -29,6 +29,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 import scipy.stats  # noqa: E402
@@ -130,6 +131,7 @@ def feature_space(root: str, examples: str, schema: dict, name: str, **params):
 def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, other_images, chosen=None
                       ) -> list[tuple]:
     params = specs.EVALUATE.resolve_parameters({}, "evaluate")
+    keras.utils.set_random_seed(params["seed"])  # tf.data's seeded shuffle also reads the global seed, as in Evaluate
     n = samples.sample_count(schema, params["num_samples"])
     reference = samples.read_split(examples, schema, "train", n, params, False).x
     held_out = samples.read_split(examples, schema, "eval", n, params, False).x
@@ -153,8 +155,6 @@ def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, oth
 
 def checkpoint_ranking(model_dir: str, examples: str, schema: dict, feature_dir: str) -> None:
     """Each checkpoint's EMA generator: Evaluate's main metric beside the large-sample reference."""
-    import keras
-
     from ganpipe.components import evaluate, train
     from ganpipe.components.train_args import TrainArgs
     from ganpipe.pipeline.config import load_config
