@@ -3,7 +3,7 @@
 1. Disturbances as in the FID paper (Heusel et al. 2017, Fig. 3): Gaussian noise, blur,
    salt-and-pepper, rectangles and mixing in another data set's images, each at 4 levels above
    0, applied to the real eval images, which Evaluate's own measuring code
-   (``evaluate.measure.feature_metrics``, the path a generator's samples take) receives as the
+   (``evaluate.measure.feature_metrics`` on a ``Fold``, the path a generator's samples take) receives as the
    fakes against the real train reference. Every distance must grow with the level: Spearman's
    rho of level vs value, signed so that 1.0 means the metric worsens with the level (precision,
    recall and coverage must fall). Data: labelled digits in the trained classifier's features; the
@@ -65,9 +65,10 @@ def salt_and_pepper(x, level, rng):
 
 
 def rectangles(x, level, rng):
-    """A white square of side ``level`` x the image side, one per image, at a random place. White,
-    not the FID paper's black: the digits' background is black, where a black square is invisible."""
-    side = int(round(level * x.shape[1]))
+    """A white square covering ``level`` of the image's area, one per image, at a random place (by
+    area, so that the smallest level is more than one pixel of an 8x8 digit). White, not the FID
+    paper's black: the digits' background is black, where a black square is invisible."""
+    side = int(round(np.sqrt(level) * x.shape[1]))
     corners = rng.integers(0, x.shape[1] - side + 1, size=(len(x), 2))
     out = x.copy()
     for image, (top, left) in zip(out, corners):
@@ -132,14 +133,19 @@ def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, oth
                       ) -> list[tuple]:
     params = specs.EVALUATE.resolve_parameters({}, "evaluate")
     keras.utils.set_random_seed(params["seed"])  # tf.data's seeded shuffle also reads the global seed, as in Evaluate
-    n = samples.sample_count(schema, params["num_samples"])
-    reference = samples.read_split(examples, schema, "train", n, params, False).x
-    held_out = samples.read_split(examples, schema, "eval", n, params, False).x
+    reference_count, n, _ = samples.sample_sizes(schema, params["num_samples"], params["num_fakes"])
+    reference = samples.read_split(examples, schema, "train", reference_count, params, False)
+    held_out = samples.read_split(examples, schema, "eval", n, params, False)
     rows = []
     for space, (model, info) in spaces.items():
-        for name, disturb in disturbances(to_shape(other_images, held_out.shape[1:]), chosen).items():
-            values = [measure.feature_metrics(model, info, schema, reference, disturbed(held_out, disturb, level),
-                                              held_out, params)[0] for level in LEVELS]
+        extract = lambda x, model=model: samples.batched_call(model, [x], params["batch_size"])  # noqa: E731
+        setup = measure.make_setup(params, schema, info["feature_space"], extract, reference, n)
+        for name, disturb in disturbances(to_shape(other_images, held_out.x.shape[1:]), chosen).items():
+            values = []
+            for level in LEVELS:
+                fakes = disturbed(held_out.x, disturb, level)
+                values.append(measure.feature_metrics(setup, measure.Fold(fakes, held_out,
+                                                                          measure.features_of(setup, fakes))))
             for key in REPORTED:
                 series = [value[key] for value in values]
                 sign = -1 if metrics.DIRECTIONS[key] == "higher" else 1
@@ -193,9 +199,10 @@ def checkpoint_ranking(model_dir: str, examples: str, schema: dict, feature_dir:
 
 def checkpoint_line(report: dict, seconds: float, reference_fcd: float) -> str:
     entries = report["metrics"]
-    shown = lambda key: f"{entries[key]['value']:.3f} ± {entries[key + '_std']['value']:.3f}"  # noqa: E731
+    shown = lambda key: f"{entries[key]['value']:.3f} ± {entries[key]['std']:.3f}"  # noqa: E731
     main = report["main_metric"]
-    return (f"{main} {entries[main]['value']:.3f} ({report['num_samples']} samples, {seconds:.0f} s) | "
+    return (f"{main} {entries[main]['value']:.4g} ± {entries[main]['std']:.2g} ({report['samples']['fakes']} fakes, "
+            f"{seconds:.0f} s) | "
             f"{reference_fcd:.3f} | {shown('cas')} (real-trained {entries['cas']['baseline']:.3f}) | "
             f"{shown('copying_share')} | D {shown('membership_auc_d')}, distance {shown('membership_auc_distance')}")
 

@@ -15,6 +15,7 @@ from ganpipe.pipeline import cache
 PACKAGE_FILES = {
     "__init__.py": "",
     "plain.py": "X = 1\n",
+    "star.py": "V = 7\n",
     "named.py": "Y = 2\n",
     "unused.py": "Z = 3\n",
     "toplevel_helper.py": "W = 4\n",
@@ -27,7 +28,7 @@ PACKAGE_FILES = {
         "from {pkg} import named\n"
         "from .helpers import thing\n"
         "from .. import toplevel_helper\n"
-        "from {pkg}.plain import *\n\n\n"
+        "from {pkg}.star import *\n\n\n"
         "def run(inputs, outputs, params, ctx):\n"
         "    from {pkg} import named as again  # imports inside functions count too\n"
     ),
@@ -55,7 +56,8 @@ def test_closure_follows_every_import_form_and_nothing_else(user_package):
     name, _ = user_package
     closure = cache.code_closure(step(f"{name}.steps.executor:run"))
     assert set(closure) == {f"{name}{suffix}" for suffix in (
-        "", ".plain", ".named", ".toplevel_helper", ".steps", ".steps.sibling", ".steps.helpers", ".steps.executor")}
+        "", ".plain", ".star", ".named", ".toplevel_helper", ".steps", ".steps.sibling", ".steps.helpers",
+        ".steps.executor")}
     assert closure[name].endswith(os.path.join(name, "__init__.py"))
     assert closure[f"{name}.steps.executor"].endswith(os.path.join("steps", "executor.py"))
 
@@ -221,6 +223,16 @@ def test_identity_changes_when_a_file_is_replaced_with_the_same_size_and_mtime(t
     fields = listing.list_files(f"{tmp_path}/*").files[0].identity.split(":")
     stat = os.stat(file)
     assert fields == [str(stat.st_size), str(stat.st_mtime_ns), str(stat.st_ino), str(stat.st_ctime_ns)]
+
+
+def test_an_object_is_identified_by_size_update_time_and_any_generation_its_metadata_has():
+    from apache_beam.io.filesystem import FileMetadata
+
+    plain = FileMetadata("gs://b/a.png", 10, 1700000000.5)
+    assert listing.object_identity(plain) == "10:1700000000.5"
+    versioned = FileMetadata("gs://b/a.png", 10, 1700000000.5)
+    versioned.generation, versioned.etag = 1234, "CJ2"  # what a newer filesystem's metadata may carry
+    assert listing.object_identity(versioned) == "10:1700000000.5:generation=1234:etag=CJ2"
 
 
 def test_without_filters_every_part_of_a_listing():

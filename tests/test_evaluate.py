@@ -1,7 +1,9 @@
 """Classifier and Evaluate components: the feature spaces, metrics that move the right way as a
 GAN trains, metrics.json, the TensorBoard report read back from the event files, blessing logic."""
 import json
+import math
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -11,14 +13,15 @@ from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator
 
 from ganpipe import ganmodels
-from ganpipe.components import classifier, evaluate
+from ganpipe.components import classifier, evaluate, export
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
+from ganpipe.components.evaluate import measure, samples
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels.conditional import ConditionalGAN
 from ganpipe.ganmodels.families import build_gan
 
 N_EVAL = 300
-EVAL_PARAMS = {"num_samples": 300}
+EVAL_PARAMS = {"num_samples": 300, "num_fakes": 1500}  # 5 folds
 
 
 def _feature(kind, value):
@@ -117,27 +120,37 @@ def mlp_models(digits, tmp_path_factory):
     return untrained, trained
 
 
-def run_evaluate(model, digits, feature_space, tmp_path_factory, earlier=(), **params):
+def run_evaluate(model, digits, feature_space, tmp_path_factory, served=None, **params):
     root, _ = digits
     outputs = {"evaluation": Artifact("Evaluation", str(tmp_path_factory.mktemp("evaluation"))),
                "blessing": Artifact("Blessing", str(tmp_path_factory.mktemp("blessing")))}
     inputs = {"model": model, "examples": Artifact("Examples", root), "schema": Artifact("Schema", root),
-              "classifier": feature_space, **({"baseline": earlier[0]} if earlier else {})}
+              "classifier": feature_space, **({"served": served} if served else {})}
     context = ExecutionContext("p", "Evaluate", 2, log=print)
     evaluate.COMPONENT.execute(inputs, outputs, evaluate.COMPONENT.resolve_parameters({**EVAL_PARAMS, **params}),
                                 context)
     return outputs["evaluation"], outputs["blessing"]
 
 
+def push(model, digits, tmp_path_factory):
+    """``model`` exported (forced) as version 1 of its own serving directory: its PushedModel."""
+    _, schema = digits
+    pushed = Artifact("PushedModel", str(tmp_path_factory.mktemp("pushed")))
+    export.export_model(model.uri, schema, None, pushed.uri, export_base=str(tmp_path_factory.mktemp("serving")),
+                        force=True, model_fingerprint=f"f-{os.path.basename(model.uri)}", log=lambda line: None)
+    return pushed
+
+
 @pytest.fixture(scope="module")
 def evaluations(mlp_models, digits, feature_space, tmp_path_factory):
-    """Trained first (no earlier blessing: blessed), then untrained compared with it."""
+    """Trained first (nothing served: blessed), then served; untrained measured beside it."""
     untrained, trained = mlp_models
     trained_eval, trained_blessing = run_evaluate(trained, digits, feature_space, tmp_path_factory)
-    trained_blessing.id, trained_blessing.fingerprint = 41, "f41" * 8
+    served = push(trained, digits, tmp_path_factory)
     untrained_eval, untrained_blessing = run_evaluate(untrained, digits, feature_space, tmp_path_factory,
-                                                      earlier=[trained_blessing])
-    return {"trained": (trained_eval, trained_blessing), "untrained": (untrained_eval, untrained_blessing)}
+                                                      served=served)
+    return {"trained": (trained_eval, trained_blessing), "untrained": (untrained_eval, untrained_blessing),
+            "served": served}
 
 
 def values(evaluation):
@@ -219,44 +232,77 @@ def test_metrics_json_content(evaluations, mlp_models):
     with open(evaluation.path("metrics.json")) as f:  # strict JSON: no NaN/Infinity literals
         report = json.loads(f.read(), parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
     assert report["feature_space"] == "classifier" and report["num_samples"] == 300
-    assert report["main_metric"] == "fcd" and 0.7 < report["classifier_eval_accuracy"] <= 1
+    assert report["samples"] == {"reference": 1497, "held_out": 300, "fold": 300, "folds": 5, "fakes": 1500}
+    assert report["main_metric"] == "kid" and 0.7 < report["classifier_eval_accuracy"] <= 1
     assert report["model"]["generator"] == "generator.keras" and report["model"]["steps"] == 800
-    assert report["model"]["dir"] == os.path.abspath(mlp_models[1].uri)
-    expected = {"fcd", "kid", "kid_std", "precision", "recall", "density", "coverage", "classifier_score",
-                "classifier_score_std", "classes_present", "class_entropy", "class_entropy_normalized",
-                "class_kl_uniform", "class_kl_real", "d_accuracy", "d_accuracy_real", "d_accuracy_fake",
-                "copying_share", "copying_share_std", "copying_ct", "copying_ct_std", "membership_auc_d",
-                "membership_auc_d_std", "membership_auc_distance", "membership_auc_distance_std"}
+    assert report["model"]["dir"] == os.path.abspath(mlp_models[1].uri) and report["served"] is None
+    expected = {"fcd", "kid", "precision", "recall", "density", "coverage", "classifier_score", "classes_present",
+                "class_entropy", "class_entropy_normalized", "class_kl_uniform", "class_kl_real", "d_accuracy",
+                "d_accuracy_real", "d_accuracy_fake", "copying_share", "copying_ct", "membership_auc_d",
+                "membership_auc_distance"}
     assert set(report["metrics"]) == expected
     for name, entry in report["metrics"].items():
-        assert set(entry) == {"value", "baseline", "baseline_kind", "better"}
+        assert set(entry) == {"value", "std", "baseline", "baseline_std", "baseline_kind", "better"}
         assert entry["better"] in ("lower", "higher", "neither")
     assert report["metrics"]["fcd"]["better"] == "lower" and report["metrics"]["coverage"]["better"] == "higher"
     assert evaluation.properties["fcd"] == report["metrics"]["fcd"]["value"]
-    assert evaluation.properties["main_metric"] == "fcd" and os.path.getsize(evaluation.path("samples.png")) > 0
+    assert evaluation.properties["main_metric"] == "kid" and os.path.getsize(evaluation.path("samples.png")) > 0
+
+
+def test_every_metric_has_its_sampling_std(evaluations):
+    """A std for every value and every real-vs-real baseline; the spread over folds is real noise
+    (not zero), and small beside the gap between a trained and an untrained model."""
+    trained, untrained = (evaluations[name][0].read_json("metrics.json")["metrics"] for name in ("trained", "untrained"))
+    for name, entry in trained.items():
+        assert entry["std"] is not None and entry["std"] >= 0, name
+        assert (entry["baseline_std"] is not None) == (entry["baseline"] is not None), name
+    for name in ("fcd", "kid", "precision", "recall", "coverage", "d_accuracy"):
+        assert trained[name]["std"] > 0, name
+    for name in ("fcd", "kid", "precision", "coverage"):
+        assert trained[name]["baseline_std"] > 0, name
+        gap = abs(untrained[name]["value"] - trained[name]["value"])
+        assert gap > 5 * max(trained[name]["std"], untrained[name]["std"]), name
+
+
+def test_the_std_predicts_how_far_another_draw_of_fakes_moves(evaluations, mlp_models, digits, feature_space,
+                                                             tmp_path_factory):
+    """Other latent draws (another seed): each metric moves, by no more than its stated noise allows."""
+    _, trained = mlp_models
+    other, _ = run_evaluate(trained, digits, feature_space, tmp_path_factory, seed=1)
+    first = evaluations["trained"][0].read_json("metrics.json")["metrics"]
+    second = other.read_json("metrics.json")["metrics"]
+    for name in ("fcd", "kid", "precision", "coverage"):
+        moved = abs(first[name]["value"] - second[name]["value"])
+        real_side = abs(first[name]["baseline"] - second[name]["baseline"])  # the seed also redraws the reals
+        assert 0 < moved < 4 * math.hypot(first[name]["std"], second[name]["std"]) + real_side, name
 
 
 def test_tensorboard_eval_report(evaluations):
-    evaluation, _ = evaluations["trained"]
+    evaluation, _ = evaluations["untrained"]
     events = event_accumulator.EventAccumulator(evaluation.path("logs", "eval"),
                                                 size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
     tags = set(events.Tags()["tensors"])
     report = evaluation.read_json("metrics.json")
+    scalar = lambda tag: float(tf.make_ndarray(events.Tensors(tag)[0].tensor_proto))  # noqa: E731
     for name, entry in report["metrics"].items():
-        assert f"quality/{name}" in tags
-        value = tf.make_ndarray(events.Tensors(f"quality/{name}")[0].tensor_proto)
-        assert value == pytest.approx(entry["value"], rel=1e-5)
+        assert scalar(f"quality/{name}") == pytest.approx(entry["value"], rel=1e-5)
+        assert scalar(f"quality/{name}_std") == pytest.approx(entry["std"], rel=1e-5)
         assert (f"real_vs_real/{name}" in tags) == (entry["baseline"] is not None)
-    assert [event.step for event in events.Tensors("quality/fcd")] == [800]
+        assert (f"served/{name}" in tags) == ("served" in entry)
+    assert scalar("served/fcd") == pytest.approx(report["metrics"]["fcd"]["served"]["value"], rel=1e-5)
+    assert [event.step for event in events.Tensors("quality/fcd")] == [0]
     plugin = lambda tag: events.SummaryMetadata(tag).plugin_data.plugin_name  # noqa: E731
     assert plugin("quality/fcd") == "scalars" and plugin("quality/report") == "text"
     assert plugin("quality/samples") == "images"
     assert "_hparams_/session_start_info" not in tags  # one trial per pipeline run, written by the pipeline
     table = tf.make_ndarray(events.Tensors("quality/report")[0].tensor_proto).item().decode()
-    assert "| metric | model | baseline | better |" in table
-    fcd = report["metrics"]["fcd"]
-    assert f"| fcd **(main)** | {fcd['value']:.4g} | {fcd['baseline']:.4g} | lower |" in table
+    assert "| metric | model | baseline | served | difference | better |" in table
+    kid = report["metrics"]["kid"]
+    assert (f"| kid **(main)** | {kid['value']:.4g} ± {kid['std']:.2g} | {kid['baseline']:.4g} ± "
+            f"{kid['baseline_std']:.2g} | {kid['served']['value']:.4g} ± {kid['served']['std']:.2g} | "
+            f"{kid['served']['difference']:+.4g} ± {kid['served']['difference_std']:.2g} | lower |") in table
+    assert "Served: version 1 (" in table and "5 folds of 300 fakes against 1497 train examples" in table
     grid = tf.make_ndarray(events.Tensors("quality/samples")[0].tensor_proto)
     assert tf.io.decode_png(grid[2]).shape == (8 * 9 + 1, 8 * 9 + 1, 1)  # 8 x 8 samples of 8 x 8
 
@@ -265,35 +311,92 @@ def test_blessing_through_the_component(evaluations):
     _, trained = evaluations["trained"]
     blessing = trained.read_json("blessing.json")
     assert blessing["blessed"] is True and trained.properties["blessed"] is True
-    assert blessing["reasons"] == ["no earlier blessed model of this pipeline measured the same way"]
-    assert trained.properties["main_metric"] == "fcd" and trained.properties["num_samples"] == 300
-    assert trained.properties["main_metric_value"] == blessing["metrics"]["fcd"]["value"]
+    assert blessing["reasons"] == ["no model is served under this model name: nothing to compare with"]
+    assert trained.properties["main_metric"] == "kid" and trained.properties["num_samples"] == 300
+    assert trained.properties["main_metric_value"] == blessing["metrics"]["kid"]["value"]
     _, untrained = evaluations["untrained"]
     blessing = untrained.read_json("blessing.json")
     assert blessing["blessed"] is False and untrained.properties["blessed"] is False
-    assert len(blessing["reasons"]) == 1 and blessing["reasons"][0].startswith("fcd ")
-    assert " is worse than " in blessing["reasons"][0] and "Blessing f41f41f41f41)" in blessing["reasons"][0]
-    assert blessing["compared_with"]["fingerprint"] == "f41" * 8
+    assert len(blessing["reasons"]) == 1 and blessing["reasons"][0].startswith("kid ")
+    assert "of served version 1: difference +" in blessing["reasons"][0]
+    assert "worse by more than 1.64 std (one-sided test at level 0.05, paired over 5 folds)" in blessing["reasons"][0]
+    assert blessing["served"]["version"] == 1 and blessing["served"]["model_fingerprint"].startswith("f-")
+
+
+def test_the_served_model_is_measured_alike(evaluations, mlp_models, digits, feature_space, tmp_path_factory):
+    """The served SavedModel of the same generator, on the same folds: the same values and no
+    difference, so nothing about the measurement differs between the two sides."""
+    _, trained = mlp_models
+    evaluation, blessing = run_evaluate(trained, digits, feature_space, tmp_path_factory, served=evaluations["served"])
+    metrics = evaluation.read_json("metrics.json")["metrics"]
+    for name in ("fcd", "kid", "precision", "recall", "coverage", "classifier_score"):
+        assert metrics[name]["served"]["value"] == pytest.approx(metrics[name]["value"], rel=1e-3, abs=1e-5), name
+        assert abs(metrics[name]["served"]["difference"]) <= 1e-3 * abs(metrics[name]["value"]) + 1e-5, name
+    assert "served" not in metrics["d_accuracy"]  # a SavedModel has no D
+    assert blessing.read_json("blessing.json")["blessed"] is True
+
+
+def test_a_model_within_noise_of_the_served_one_is_blessed(evaluations, mlp_models, digits, feature_space,
+                                                          tmp_path_factory):
+    """The trained generator with every weight nudged: measurably different, not worse by more
+    than the noise, so blessed; the untrained one beside the same served model is refused."""
+    _, trained = mlp_models
+    generator = keras.saving.load_model(os.path.join(trained.uri, "generator.keras"), compile=False)
+    rng = np.random.default_rng(5)
+    for weight in generator.weights:
+        weight.assign(weight.numpy() * (1 + 0.02 * rng.standard_normal(weight.shape)).astype("float32"))
+    nudged = str(tmp_path_factory.mktemp("nudged"))
+    for name in ("discriminator.keras", "model.json"):
+        shutil.copy(os.path.join(trained.uri, name), nudged)
+    generator.save(os.path.join(nudged, "generator.keras"))
+    evaluation, blessing = run_evaluate(Artifact("Model", nudged), digits, feature_space, tmp_path_factory,
+                                        served=evaluations["served"])
+    kid = evaluation.read_json("metrics.json")["metrics"]["kid"]
+    assert kid["served"]["difference"] != 0.0
+    assert blessing.read_json("blessing.json")["blessed"] is True, blessing.read_json("blessing.json")["reasons"]
+    assert evaluations["untrained"][1].read_json("blessing.json")["blessed"] is False
+
+
+def test_discriminator_accuracy_scores_reals_and_fakes_apart():
+    """D = mean pixel + 0.5: digits (mostly -1 background) score below 0, fakes of value 0.1 and
+    0.9 above; each side is counted on its own samples."""
+    x = keras.Input((4, 4, 1))
+    d = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(1 / 16),
+                           bias_initializer=keras.initializers.Constant(0.5))(keras.layers.Flatten()(x))
+    discriminator = keras.Model(x, d)
+    reals = np.concatenate([np.full((6, 4, 4, 1), -1.0), np.full((2, 4, 4, 1), 0.0)]).astype("float32")
+    fakes = np.concatenate([np.full((3, 4, 4, 1), 0.9), np.full((1, 4, 4, 1), -0.8)]).astype("float32")
+    fold = measure.Fold(fakes, samples.Split(reals), {}, discriminator, threshold=0.0)
+    setup = measure.Setup({"batch_size": 3}, {}, "pixels", [], {}, None, {})
+    result = measure.discriminator_accuracy(setup, fold)
+    assert result == {"d_accuracy_real": 2 / 8, "d_accuracy_fake": 1 / 4, "d_accuracy": (2 / 8 + 1 / 4) / 2}
 
 
 # -------------------------------------------------------------------------- blessing logic
 
 
-def report(fcd=10.0, precision=0.6, d_accuracy=0.7, space="space-a", n=500, main="fcd"):
-    entry = lambda value, better: {"value": value, "baseline": None, "baseline_kind": None, "better": better}  # noqa
-    return {"feature_space": "classifier", "feature_space_id": space, "num_samples": n, "main_metric": main,
-            "model": {}, "metrics": {"fcd": entry(fcd, "lower"), "precision": entry(precision, "higher"),
-                                     "d_accuracy": entry(d_accuracy, "neither")}}
+def entry(value, better, std=0.1, baseline=None, served=None):
+    return {"value": value, "std": std, "baseline": baseline, "baseline_std": None,
+            "baseline_kind": None if baseline is None else "real_vs_real", "better": better,
+            **({"served": served} if served else {})}
 
 
-def blessing_artifact(blessed=True, value=10.0, space="space-a", n=500, id_=1):
-    properties = {"blessed": blessed, "main_metric": "fcd", "main_metric_value": value,
-                  "feature_space_id": space, "num_samples": n}
-    return Artifact("Blessing", f"/b/{id_}", properties, id=id_, fingerprint=f"fp{id_:010d}")
+def report(fcd=10.0, precision=0.6, d_accuracy=0.7, main="fcd", served=None, fcd_baseline=None):
+    """A report as Evaluate writes it; ``served`` = (served value, difference, difference std) of
+    the main metric measured beside it."""
+    compared = None if served is None else {"value": served[0], "std": 0.1, "difference": served[1],
+                                            "difference_std": served[2]}
+    metrics = {"fcd": entry(fcd, "lower", baseline=fcd_baseline), "precision": entry(precision, "higher"),
+               "d_accuracy": entry(d_accuracy, "neither")}
+    metrics[main] = {**metrics[main], **({"served": compared} if compared else {})}
+    return {"feature_space": "classifier", "feature_space_id": "space-a", "num_samples": 500, "main_metric": main,
+            "samples": {"reference": 1000, "held_out": 500, "fold": 500, "folds": 20, "fakes": 10000},
+            "model": {}, "metrics": metrics,
+            "served": None if served is None else {"version": 3, "destination": "/s/m/3", "model_fingerprint": "f"}}
 
 
-def decide(rep, earlier=(), **params):
-    return evaluate.decide_blessing(rep, params, list(earlier))
+def decide(rep, **params):
+    return evaluate.decide_blessing(rep, params)
 
 
 def test_thresholds():
@@ -308,34 +411,51 @@ def test_thresholds():
     result = decide(report(), recall_above=0.1)
     assert result["blessed"] is False and result["reasons"] == ["recall was not computed for this model "
                                                                 "(recall_above=0.1)"]
-    result = decide(report(fcd=None), no_worse_than_last=False)
+    result = decide(report(fcd=None), no_worse_than_served=False)
     assert result["blessed"] is False and result["reasons"] == ["fcd is not finite"]
     checks = decide(report(), fcd_below=11.0)["checks"]
     assert checks[0] == {"check": "fcd_below", "metric": "fcd", "value": 10.0, "limit": 11.0, "passed": True,
                          "reason": "fcd 10 is below 11.0 (fcd_below)"}
 
 
-def test_no_worse_than_the_last_blessed_model():
-    newest_first = [blessing_artifact(blessed=False, value=1.0, id_=9), blessing_artifact(value=8.0, id_=7),
-                    blessing_artifact(value=2.0, id_=3)]
-    result = decide(report(fcd=9.0), newest_first)  # within 10% of 8.0 (limit 8.8)? no: 9.0 > 8.8
-    assert result["blessed"] is False and result["compared_with"] == {"fingerprint": "fp0000000007",
-                                                                      "main_metric_value": 8.0}
-    assert result["reasons"] == ["fcd 9 is worse than 8 of the last blessed model (limit 8.8 with 10% tolerance; "
-                                 "Blessing fp0000000007)"]
-    assert decide(report(fcd=8.7), newest_first)["blessed"] is True
-    assert decide(report(fcd=8.7), newest_first, regression_tolerance=0.0)["blessed"] is False
-    assert decide(report(fcd=50.0), newest_first, no_worse_than_last=False)["blessed"] is True
-    # measured differently (other feature space or sample count): not comparable, so no comparison
-    other = [blessing_artifact(value=1.0, space="space-b"), blessing_artifact(value=1.0, n=100)]
-    result = decide(report(fcd=50.0), other)
-    assert result["blessed"] is True and result["compared_with"] is None
-    # higher-is-better main metric
-    psnr = report(main="precision", precision=0.5)
-    last = Artifact("Blessing", "/b", {**blessing_artifact().properties, "main_metric": "precision",
-                                       "main_metric_value": 0.6}, id=5)
-    assert decide(psnr, [last])["blessed"] is False
-    assert decide(report(main="precision", precision=0.56), [last])["blessed"] is True
+def test_fcd_threshold_relative_to_the_real_vs_real_baseline():
+    assert decide(report(fcd=14.0, fcd_baseline=10.0), fcd_below_ratio=1.5)["blessed"] is True
+    result = decide(report(fcd=16.0, fcd_baseline=10.0), fcd_below_ratio=1.5)
+    assert result["blessed"] is False and result["reasons"] == ["fcd / real-vs-real 1.6 is not below 1.5 "
+                                                                "(fcd_below_ratio)"]
+    assert decide(report(fcd=16.0), fcd_below_ratio=1.5)["reasons"] == [
+        "fcd / real-vs-real is not finite (fcd_below_ratio=1.5)"]  # no baseline: no ratio, refused
+
+
+def test_the_gate_refuses_only_a_model_worse_by_more_than_the_noise():
+    """One-sided test at level 0.05: refused when the paired difference exceeds 1.645 std."""
+    nothing = decide(report(fcd=50.0))
+    assert nothing["blessed"] is True and nothing["reasons"] == [
+        "no model is served under this model name: nothing to compare with"]
+    assert decide(report(fcd=10.3, served=(10.0, 0.3, 0.2)))["blessed"] is True  # 1.5 std worse: within noise
+    worse = decide(report(fcd=10.4, served=(10.0, 0.4, 0.2)))  # 2 std worse
+    assert worse["blessed"] is False
+    assert worse["reasons"] == ["fcd 10.4 vs 10 of served version 3: difference +0.4 ± 0.2, worse by more than "
+                                "1.64 std (one-sided test at level 0.05, paired over 20 folds)"]
+    assert decide(report(fcd=10.4, served=(10.0, 0.4, 0.2)), no_worse_level=0.01)["blessed"] is True  # z = 2.33
+    assert decide(report(fcd=10.4, served=(10.0, 0.4, 0.2)), no_worse_than_served=False)["blessed"] is True
+    assert decide(report(fcd=5.0, served=(10.0, -5.0, 0.2)))["blessed"] is True  # better
+    # higher is better: a lower value is the worse one
+    assert decide(report(main="precision", precision=0.5, served=(0.6, -0.1, 0.02)))["blessed"] is False
+    assert decide(report(main="precision", precision=0.7, served=(0.6, 0.1, 0.02)))["blessed"] is True
+    # the served model's value or the difference's std not finite: no comparison can pass
+    for served in ((None, None, None), (10.0, 0.3, None)):
+        result = decide(report(fcd=10.0, served=served))
+        assert result["blessed"] is False and result["reasons"] == [
+            "fcd of the served version 3 or the difference is not finite (one-sided test at level 0.05, paired "
+            "over 20 folds)"]
+
+
+def test_the_gate_records_what_export_decides_with():
+    check = decide(report(fcd=10.4, served=(10.0, 0.4, 0.2)))["checks"][-1]
+    assert check["check"] == evaluate.GATE and check["served"]["version"] == 3
+    assert (check["difference"], check["difference_std"], check["level"], check["better"]) == (0.4, 0.2, 0.05, "lower")
+    assert evaluate.gate_passes(check) is False and evaluate.gate_passes({**check, "difference": 0.3}) is True
 
 
 # ---------------------------------------------------------------- other model kinds

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from ganpipe import ganmodels
-from ganpipe.components import export
+from ganpipe.components import evaluate, export
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.ganmodels.families import build_gan
 
@@ -25,7 +25,7 @@ BLESSING = {"blessed": True, "reasons": ["fcd 3.2 is below 10.0 (fcd_below)"], "
                         "class_kl_real": {"value": None, "baseline": 0.01, "baseline_kind": "real_vs_real",
                                           "better": "lower"}}}
 FRESH_PROCESS = textwrap.dedent("""
-    import json, sys
+    import json, resource, sys
     import numpy as np
     import tensorflow as tf
 
@@ -51,6 +51,13 @@ FRESH_PROCESS = textwrap.dedent("""
                 report[name + "-over-limit"] = "accepted"
             except tf.errors.InvalidArgumentError as error:
                 report[name + "-over-limit"] = error.message
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            try:  # refused before anything the size of the request is allocated
+                model.signatures["generate"](num_samples=tf.constant(2**29), seed=tf.constant(1, tf.int64))
+                report[name + "-huge"] = ["accepted", 0]
+            except tf.errors.InvalidArgumentError as error:
+                grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+                report[name + "-huge"] = [error.message, grown * 1024]
             for tag, seed in (("a", 1), ("b", 1), ("c", 2)):
                 outputs = model.signatures["generate"](num_samples=tf.constant(5), seed=tf.constant(seed, tf.int64))
                 for key, value in outputs.items():
@@ -242,6 +249,15 @@ def test_generate_rejects_more_samples_than_the_recorded_bound(fresh, exported, 
     assert info["max_generate_samples"] == GENERATE_LIMIT
 
 
+def test_a_huge_generate_request_is_refused_before_allocating(fresh):
+    """2**29 samples: for a cgan, labels alone would be 4 GiB of int64 if built before the bound."""
+    report, _, _ = fresh
+    for name in ("dcgan", "cgan", "vector"):
+        message, grown = report[f"{name}-huge"]
+        assert f"num_samples must be at most {GENERATE_LIMIT}" in message, message
+        assert grown < 64 * 2**20, f"{name}: peak RSS grew by {grown / 2**20:.0f} MiB"
+
+
 def load_generator(model_dir, name):
     return keras.saving.load_model(os.path.join(model_dir, name), compile=False)
 
@@ -264,7 +280,7 @@ def test_pushed_artifact_and_model_card(exported, serving):
     assert card.startswith("# dcgan, version 1") and "generator_ema.keras" in card
     for section in ("## Serving", "## Data", "## Training", "## Evaluation", "## Lineage"):
         assert section in card
-    assert "| fcd | 3.2 | 0.9 | lower |" in card and "| class_kl_real | inf / nan | 0.01 | lower |" in card
+    assert "| fcd **(main)** | 3.2 | 0.9 | lower |" in card and "| class_kl_real | inf / nan | 0.01 | lower |" in card
     assert "model artifact fingerprint: f-model" in card and "`generate` | `num_samples` int32, `seed` int64" in card
     labels = json.load(open(os.path.join(serving, "cgan", "1", "assets.extra", "model.json")))["label_names"]
     assert labels == ["a", "b", "c"]
@@ -309,37 +325,54 @@ def test_unblessed_model_is_not_pushed_unless_forced(models, tmp_path, tmp_path_
     assert forced.properties["pushed_destination"] == os.path.join(str(tmp_path), "digits", "1")
 
 
-def measured(fcd, **changes):
-    """A blessing as Evaluate writes it with no_worse_than_last on (10% tolerance), FCD ``fcd``."""
-    return {**BLESSING, "main_metric_value": fcd, "feature_space_id": "space-1", "regression_tolerance": 0.1,
-            "metrics": {**BLESSING["metrics"], "fcd": {**BLESSING["metrics"]["fcd"], "value": fcd}}, **changes}
+def gated(served=None, difference=None, std=0.2, **changes):
+    """A blessing whose gate measured the model beside ``served`` = (version directory, model
+    fingerprint) with this paired difference of FCD; the recorded ``passed`` is not trusted."""
+    check = {"check": evaluate.GATE, "metric": "fcd", "value": 5.0, "level": 0.05, "better": "lower",
+             "served": None if served is None else {"version": int(os.path.basename(served[0])),
+                                                     "destination": served[0], "model_fingerprint": served[1]},
+             "difference": difference, "difference_std": std, "passed": True,
+             "reason": f"fcd difference {difference} ± {std} (one-sided test at level 0.05)"}
+    return {**BLESSING, "checks": [check], **changes}
 
 
-def test_a_model_worse_than_the_served_one_is_not_pushed(models, tmp_path, tmp_path_factory):
-    """Evaluate blessed it without a baseline (under Kubeflow there is no metadata store to resolve
-    one from): Export itself compares with the newest served version measured the same way."""
+def test_export_checks_the_served_version_with_evaluates_rule(models, tmp_path, tmp_path_factory):
+    """Export pushes only what Evaluate measured beside the version served now, and decides with
+    the gate's own rule on the recorded numbers."""
     model_dir, _, schema = models["vector"]
+    version = lambda n: str(tmp_path / "digits" / str(n))  # noqa: E731
 
     def push(fingerprint, blessing, **params):
         return run_export(model_dir, schema, tmp_path_factory, blessing=blessing, model_fingerprint=fingerprint,
                           export_base=str(tmp_path), **params).properties
 
-    assert push("f-good", measured(5.0))["version"] == 1
-    worse = push("f-worse", measured(5.6))
+    assert push("f-first", gated())["version"] == 1  # nothing served
+    worse = push("f-worse", gated((version(1), "f-first"), difference=0.5))  # 2.5 std worse: refused
     assert worse["pushed"] is False and worse["version"] is None
-    assert worse["reason"].startswith("not pushed: fcd 5.6 is worse than 5 of served version 1 (limit 5.5 ")
+    assert worse["reason"] == "not pushed: fcd difference 0.5 ± 0.2 (one-sided test at level 0.05)"
     assert sorted(os.listdir(tmp_path / "digits")) == ["1"]
-    assert push("f-within", measured(5.4))["version"] == 2  # within the 10% tolerance of version 1
-    # compared with the newest comparable version only: 5.9 is within 10% of 5.4, not of 5.0
-    assert push("f-drift", measured(5.9))["version"] == 3
-    # measured another way (other feature space or sample count), or with the rule off: not compared
-    assert push("f-space", measured(50.0, feature_space_id="space-2"))["version"] == 4
-    assert push("f-samples", measured(50.0, num_samples=500))["version"] == 5
-    assert push("f-off", measured(50.0, regression_tolerance=None))["version"] == 6
-    # a version forced without a blessing is no baseline: 60 is compared with version 6's 50
-    assert push("f-forced", measured(99.0, blessed=False), force=True)["version"] == 7
-    assert push("f-60", measured(60.0))["reason"].startswith("not pushed: fcd 60 is worse than 50 of served version 6")
-    assert push("f-60", measured(60.0), force=True)["version"] == 8  # force pushes a worse model
+    assert push("f-within", gated((version(1), "f-first"), difference=0.3))["version"] == 2  # 1.5 std: noise
+    # measured beside version 1, but version 2 is served now: never compared, refused
+    stale = push("f-stale", gated((version(1), "f-first"), difference=-1.0))
+    assert stale["pushed"] is False and stale["reason"].startswith(
+        f"not pushed: version 2 is served under {tmp_path / 'digits'}, but Evaluate measured this model beside version 1")
+    # measured beside nothing (Evaluate ran where the served model was not resolved): refused too
+    assert "beside no served model" in push("f-blind", gated())["reason"]
+    # the same directory holding another model than the one measured: refused
+    assert "beside version 2" in push("f-other", gated((version(2), "f-someone-else"), difference=-1.0))["reason"]
+    assert push("f-better", gated((version(2), "f-within"), difference=-1.0))["version"] == 3
+    assert push("f-off", BLESSING)["version"] == 4  # the gate is off: no check
+    assert push("f-forced", gated((version(1), "f-first"), difference=9.0), force=True)["version"] == 5
+
+
+def test_model_card_escapes_label_and_feature_names(models, tmp_path, tmp_path_factory):
+    model_dir, _, schema = models["vector"]
+    hostile = {**schema, "label_names": ["*bold*", "[link](http://x)", "a|b", "<img src=x>", "# head\nline"],
+               "feature_names": ["_f_", "g`h`"]}
+    card = open(run_export(model_dir, hostile, tmp_path_factory, export_base=str(tmp_path)).path("README.md")).read()
+    assert ("- label names: \\*bold\\*, \\[link\\]\\(http://x\\), a\\|b, &lt;img src=x&gt;, \\# head line"
+            in card.splitlines())
+    assert "- features: \\_f\\_, g\\`h\\`" in card.splitlines()
 
 
 def test_bad_model_name_is_an_error(models, tmp_path):
@@ -378,3 +411,64 @@ def test_on_an_object_store_saved_model_pb_arrives_last(monkeypatch):
     assert sorted(sum(moved, [])) == sorted(storage.join(target, name) for name in names)
     assert storage.read_bytes(storage.join(target, "variables/variables.index")) == b"variables/variables.index"
     assert not storage.exists(source)
+
+
+# ------------------------------------------------- the served model as the gate, through the CLI
+
+GATE_RUN = ["ingest.source=digits", "preprocess.image_size=8", "classifier.epochs=5", "classifier.width=8",
+            "classifier.feature_dim=32", "train.family=mlp", "train.network={hidden: [32]}", "train.latent_dim=8",
+            "train.batch_size=32", "train.log_every=50", "train.sample_every=1000", "train.eval_every=1000",
+            "train.checkpoint_every=1000", "evaluate.num_samples=40", "evaluate.num_fakes=400",
+            "pipeline.name=digits"]
+
+
+def ganpipe(*args):
+    """The real CLI in a fresh process; (exit code, stdout + stderr)."""
+    done = subprocess.run([sys.executable, "-c", "from ganpipe.pipeline.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_pipeline(root, *changes):
+    code, out = ganpipe("run", "--root", root, *[f"--set={item}" for item in GATE_RUN + list(changes)])
+    assert code == 0, out[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def served_good(tmp_path_factory):
+    """A 300-step model blessed (nothing served yet) and served as version 1 of ``digits``."""
+    root = str(tmp_path_factory.mktemp("gate"))
+    out = run_pipeline(root, "train.steps=300")
+    assert "served version 1 of digits" in out and "nothing served to compare with" in out, out[-3000:]
+    return root
+
+
+def assert_refused_beside_version_1(root, out):
+    assert "not exported: not blessed: kid " in out and " of served version 1: difference +" in out, out[-3000:]
+    assert sorted(os.listdir(os.path.join(root, "serving", "digits"))) == ["1"]
+
+
+@pytest.mark.slow
+def test_a_changed_measurement_still_compares_with_the_served_model(served_good):
+    """A 2-step model with evaluate.num_samples changed: measured beside version 1, refused."""
+    assert_refused_beside_version_1(served_good, run_pipeline(served_good, "train.steps=2", "evaluate.num_samples=39"))
+
+
+@pytest.mark.slow
+def test_another_pipeline_under_the_same_model_name_is_compared_with_it(served_good):
+    """Another pipeline (its own classifier, another seed) exporting as ``digits``: refused too."""
+    out = run_pipeline(served_good, "train.steps=2", "pipeline.name=other", "export.model_name=digits",
+                       "classifier.seed=1")
+    assert_refused_beside_version_1(served_good, out)
+
+
+@pytest.mark.slow
+def test_gc_between_two_measurements_keeps_the_gate(served_good):
+    code, out = ganpipe("gc", "--keep-last", "1", "--root", served_good)
+    assert code == 0, out
+    out = run_pipeline(served_good, "train.steps=2", "evaluate.num_samples=38")
+    assert_refused_beside_version_1(served_good, out)
+    run = out.split("Run ", 1)[1].split(" ", 1)[0]
+    code, shown = ganpipe("show", run, "--root", served_good)
+    assert code == 0 and "; served version 1 " in shown and ", difference +" in shown, shown

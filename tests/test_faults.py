@@ -140,3 +140,33 @@ def test_sigkill_anywhere_then_rerun_ends_as_an_uninterrupted_run(setup):
         assert got == expected, (operation, sorted(set(got["live"]) ^ set(expected["live"])))
     leftovers = [name for name in os.listdir(os.path.join(setup["root"], "serving", PIPELINE)) if not name.isdigit()]
     assert leftovers == []  # gc removed the killed exports' .incoming-* directories
+
+
+def test_a_train_artifact_missing_its_ema_weights_is_trained_again_never_served_without_them(setup, tmp_path):
+    root = str(tmp_path / "root")
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def run(*extra):
+        done = subprocess.run([sys.executable, "-m", "ganpipe.pipeline.cli", "run", setup["config"], "--root", root,
+                               "--set", "train.ema_decay=0.9", *extra], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run()
+    with MetadataStore(root, read_only=True) as store:
+        trained = next(r for r in store.artifacts(state=LIVE) if r.component == "Train")
+    os.remove(os.path.join(trained.artifact.uri, "generator_ema.keras"))
+    # another serving bound: Export pushes a new version from whatever Model it is handed
+    out = run("--set", "export.max_generate_samples=512")
+    train_step = out[out.index("] Train\n"):out.index("] Evaluate\n")]
+    assert (f"not reusable: outputs of execution {trained.producer_id} damaged: "
+            f"{trained.artifact.uri}: generator_ema.keras missing") in train_step
+    assert "running: execution" in train_step
+    served = os.path.join(root, "serving", PIPELINE)
+    versions = sorted(name for name in os.listdir(served) if name.isdigit())
+    assert len(versions) == 2
+    for version in versions:
+        with open(os.path.join(served, version, "assets.extra", "model.json")) as f:
+            described = json.load(f)
+        assert described["generator_file"] == "generator_ema.keras", (version, described)

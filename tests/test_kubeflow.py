@@ -60,7 +60,7 @@ CONFIG = {
     "classifier": {"epochs": 1, "width": 8, "feature_dim": 16},
     "train": {"network": {"width": 8}, "latent_dim": 8, "batch_size": 32, "steps": 20, "log_every": 10,
               "sample_every": 20, "checkpoint_every": 10},
-    "evaluate": {"num_samples": 64, "no_worse_than_last": False},
+    "evaluate": {"num_samples": 64, "no_worse_than_served": False},
     "export": {"force": True},
 }
 INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['(.+?)']}}")  # driver/util.go fullInputParameterRe

@@ -8,7 +8,7 @@ import scipy.stats
 from scipy.spatial.distance import cdist
 
 from ganpipe.ganmodels import metrics
-from ganpipe.ganmodels.metrics import FeatureStats
+from ganpipe.ganmodels.metrics import FeatureStats, sampling_noise
 
 
 def gaussian(rng, n, mean, cov):
@@ -417,3 +417,81 @@ def test_registry_errors_name_the_problem(samples):
         metrics.compute(["precision_recall"], samples["train"], {"features": bad})
     with pytest.raises(ValueError, match="real features has 5 features per item but fake features has 3"):
         metrics.compute_kernel_distance(samples["train"]["features"], samples["fake"]["vectors"])
+
+
+# --- sampling noise ----------------------------------------------------------------------------
+
+def test_fold_standard_error_matches_the_spread_of_the_mean():
+    """Over many repetitions, the standard error from K folds matches the real spread of the
+    mean of K folds (not the spread of one fold, which is sqrt(K) times larger)."""
+    rng = np.random.default_rng(0)
+    means, errors = [], []
+    for _ in range(2000):
+        folds = [{"x": value} for value in rng.normal(3.0, 2.0, size=8)]
+        mean, error = sampling_noise.fold_summary(folds)["x"]
+        means.append(mean)
+        errors.append(error)
+    assert np.std(means) == pytest.approx(2.0 / np.sqrt(8), rel=0.05)
+    assert np.sqrt(np.mean(np.square(errors))) == pytest.approx(2.0 / np.sqrt(8), rel=0.05)  # ddof=1: unbiased
+    assert np.mean(means) == pytest.approx(3.0, abs=0.05)
+
+
+def test_fold_summary_keeps_non_finite_folds_visible_and_needs_two():
+    mean, _ = sampling_noise.fold_summary([{"x": 1.0}, {"x": np.inf}])["x"]
+    assert mean == np.inf
+    with pytest.raises(ValueError, match="at least 2 folds, got 1"):
+        sampling_noise.fold_summary([{"x": 1.0}])
+
+
+def test_paired_difference_cancels_shared_noise():
+    """Two models measured on the same folds share each fold's noise: the difference's error is
+    that of the difference, far below either side's."""
+    rng = np.random.default_rng(1)
+    shared = rng.normal(0, 1.0, size=10)
+    first = [{"x": 5.0 + noise + 0.01 * k} for k, noise in enumerate(shared)]
+    second = [{"x": 4.0 + noise} for noise in shared]
+    difference, error = sampling_noise.paired_difference(first, second, "x")
+    assert difference == pytest.approx(1.0 + 0.01 * 4.5) and error < 0.01
+    assert sampling_noise.fold_summary(first)["x"][1] > 0.2
+    with pytest.raises(ValueError, match="as many on both sides"):
+        sampling_noise.paired_difference(first, second[:3], "x")
+
+
+def test_half_sample_std_estimates_the_whole_sets_sampling_std():
+    """The delete-half jackknife: the spread of a mean over random halves of n items equals the
+    sampling std of the mean of all n."""
+    rng = np.random.default_rng(2)
+    whole_means, estimates = [], []
+    for _ in range(300):
+        data = rng.normal(0, 1.0, size=200)
+        whole_means.append(data.mean())
+        halves = [data[rng.choice(200, 100, replace=False)].mean() for _ in range(40)]
+        estimates.append(sampling_noise.half_sample_std(halves))
+    assert np.mean(estimates) == pytest.approx(np.std(whole_means), rel=0.15)
+    assert np.mean(estimates) == pytest.approx(1.0 / np.sqrt(200), rel=0.1)
+
+
+def test_kernel_distance_with_sets_of_different_sizes():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(25, 4)), rng.normal(0.3, 1.0, size=(12, 4))
+    result = metrics.compute_kernel_distance(x, y, num_subsets=1, subset_size=100)
+    assert result["kernel_distance"] == pytest.approx(reference_mmd2_unbiased(x, y), rel=1e-10)
+
+
+def test_reference_side_computed_once_gives_the_same_values():
+    """Evaluate passes the reference's statistics, radii and kernel mean once for many fake sets."""
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(60, 5)), rng.normal(0.2, 1.0, size=(25, 5))
+    known = {"frechet": {"real_stats": FeatureStats.from_features(real)},
+             "kernel": {"subset_size": 100, "num_subsets": 1,
+                        "real_within": metrics.kernel.within(real)},
+             "precision_recall": {"k": 3, "real_radii": metrics.feature_stats.kth_neighbour_distances(real, 3, "r")},
+             "density_coverage": {"k": 5, "real_radii": metrics.feature_stats.kth_neighbour_distances(real, 5, "r")}}
+    names = list(known)
+    fresh = {name: {key: value for key, value in options.items() if key not in ("real_stats", "real_within",
+                                                                                "real_radii")}
+             for name, options in known.items()}
+    assert metrics.compute(names, real, fake, **known) == pytest.approx(metrics.compute(names, real, fake, **fresh),
+                                                                         rel=1e-12)
+    with pytest.raises(ValueError, match=r"real_radii: expected one radius per real item \(60\)"):
+        metrics.compute_precision_recall(real, fake, real_radii=np.ones(3))

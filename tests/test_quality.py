@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ganpipe.components import classifier, quality, train
 from ganpipe.ganmodels import metrics
-from test_train import TINY_DCGAN, write_processed_examples
+from conftest import TINY_DCGAN, write_processed_examples
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Trustworthy pipeline state, each scenario with the real runner, store and gc:
-cache keys that see every input and nothing else, the blessing baseline as a resolved input,
+cache keys that see every input and nothing else, the served model as a resolved input,
 gc that keeps what matters, semantic fingerprints, the store's schema version, read-only use,
 fsync before the commit and ``ganpipe verify``."""
 import json
@@ -45,30 +45,39 @@ def train(inputs, outputs, params, ctx):
 
 
 def evaluate_toy(inputs, outputs, params, ctx):
-    """The real ``decide_blessing`` on a report whose FCD the toy model states."""
+    """The real ``decide_blessing`` on a report whose FCD the toy model states, beside the served
+    model's FCD (each side measured with a standard error of 0.5)."""
     fcd = inputs["model"].read_json("model.json")["fcd"]
+    served = inputs.get("served")
+    entry = {"value": fcd, "std": 0.5, "baseline": None, "baseline_std": None, "baseline_kind": None,
+             "better": "lower"}
+    if served:
+        entry["served"] = {"value": served.properties["fcd"], "std": 0.5,
+                           "difference": fcd - served.properties["fcd"], "difference_std": 0.7}
     report = {"feature_space": "classifier", "feature_space_id": "toy", "num_samples": 10, "main_metric": "fcd",
-              "model": {}, "metrics": {"fcd": {"value": fcd, "baseline": None, "baseline_kind": None,
-                                               "better": "lower"}}}
-    blessing = evaluate.decide_blessing(report, params, [inputs["baseline"]] if "baseline" in inputs else [])
+              "samples": {"folds": 10}, "model": {}, "metrics": {"fcd": entry},
+              "served": served and {"version": served.properties["version"],
+                                    "destination": served.properties["pushed_destination"], "model_fingerprint": None}}
+    blessing = evaluate.decide_blessing(report, params)
     outputs["blessing"].write_json("blessing.json", blessing)
     outputs["blessing"].properties.update({key: blessing[key] for key in evaluate.BLESSING_PROPERTIES})
 
 
 def push(inputs, outputs, params, ctx):
-    """Pushes blessed models to <root>/serving/<n> (n counting up), as Export does."""
+    """Pushes blessed models to <root>/serving/<pipeline>/<n> (n counting up), as Export does."""
     blessed = inputs["blessing"].read_json("blessing.json")["blessed"]
     outputs["pushed_model"].properties.update(pushed=blessed, fcd=inputs["model"].read_json("model.json")["fcd"])
     if blessed:
-        serving = os.path.join(ctx.pipeline_root, "serving")
+        serving = os.path.join(ctx.pipeline_root, "serving", PIPELINE)
         os.makedirs(serving, exist_ok=True)
-        destination = os.path.join(serving, str(len(os.listdir(serving)) + 1))
+        version = len(os.listdir(serving)) + 1
+        destination = os.path.join(serving, str(version))
         os.makedirs(destination)
-        outputs["pushed_model"].properties["pushed_destination"] = destination
+        outputs["pushed_model"].properties.update(pushed_destination=destination, version=version)
 
 
 EVAL_PARAMETERS = tuple(p for p in specs.EVALUATE_PARAMETERS if p.name in (
-    "num_samples", "main_metric", "no_worse_than_last", "regression_tolerance", *dict.fromkeys(
+    "num_samples", "main_metric", "no_worse_than_served", "no_worse_level", *dict.fromkeys(
         name for name, _, _ in evaluate.THRESHOLDS)))
 MODEL_NODES = [
     Node.of(Component("Data", {}, {"examples": "Examples"}, (), data)),
@@ -77,10 +86,10 @@ MODEL_NODES = [
     Node.of(Component("Train", {"examples": "Examples"}, {"model": "Model"}, (Parameter("fcd", float, 10.0),), train),
             {"examples": "Data.examples"}),
     Node("Evaluate", Component("Evaluate", {"model": "Model", "examples": "Examples", "classifier": "FeatureModel",
-                                            "baseline": "Blessing"}, {"blessing": "Blessing"}, EVAL_PARAMETERS,
-                               evaluate_toy, optional_inputs=("baseline",)),
+                                            "served": "PushedModel"}, {"blessing": "Blessing"}, EVAL_PARAMETERS,
+                               evaluate_toy, optional_inputs=("served",)),
          {"model": "Train.model", "examples": "Data.examples", "classifier": "Features.classifier"},
-         resolved={"baseline": "ganpipe.pipeline.resolvers:latest_blessed"}),
+         resolved={"served": "ganpipe.pipeline.resolvers:served_model"}),
     Node.of(Component("Push", {"model": "Model", "blessing": "Blessing"}, {"pushed_model": "PushedModel"}, (), push),
             {"model": "Train.model", "blessing": "Evaluate.blessing"}),
 ]
@@ -94,41 +103,41 @@ def run_model(root, fcd):
 
 
 def served(root):
-    serving = os.path.join(root, "serving")
+    serving = os.path.join(root, "serving", PIPELINE)
     return sorted(int(name) for name in os.listdir(serving)) if os.path.isdir(serving) else []
 
 
 def test_a_b_a_the_stale_blessing_is_not_exported(tmp_path):
     """A (FCD 30) blessed, B (FCD 10) blessed and pushed, then A again: Evaluate is no cache hit
-    (the baseline changed) and refuses A, so nothing is pushed as a new version."""
+    (the served model changed) and refuses A beside B, so nothing is pushed as a new version."""
     a = run_model(tmp_path, 30)
     assert a["Evaluate"].outputs["blessing"].properties["blessed"] is True
     b = run_model(tmp_path, 10)
     assert b["Evaluate"].outputs["blessing"].properties["blessed"] is True
     assert served(tmp_path) == [1, 2]
-    assert {s.status for s in run_model(tmp_path, 10).values()} == {"cached"}  # B's own blessing is no baseline
+    assert {s.status for s in run_model(tmp_path, 10).values()} == {"cached"}  # B beside itself: no new input
     again = run_model(tmp_path, 30)
     assert again["Train"].status == "cached" and again["Evaluate"].status == "ran"
     blessing = again["Evaluate"].outputs["blessing"].read_json("blessing.json")
-    assert blessing["blessed"] is False and "worse than 10 of the last blessed model" in blessing["reasons"][0]
-    assert blessing["compared_with"]["fingerprint"] == b["Evaluate"].outputs["blessing"].fingerprint
+    assert blessing["blessed"] is False and "vs 10 of served version 2" in blessing["reasons"][0]
+    assert blessing["served"]["version"] == 2
     assert again["Push"].outputs["pushed_model"].properties["pushed"] is False
     assert served(tmp_path) == [1, 2]
     assert {s.status for s in run_model(tmp_path, 30).values()} == {"cached"}
-    with MetadataStore(str(tmp_path)) as store:  # the baseline is in Evaluate's recorded inputs
+    with MetadataStore(str(tmp_path)) as store:  # the served model is in Evaluate's recorded inputs
         inputs = store.execution_artifacts(again["Evaluate"].execution_id, "input")
-        assert inputs["baseline"].id == b["Evaluate"].outputs["blessing"].id
+        assert inputs["served"].id == b["Push"].outputs["pushed_model"].id
 
 
-def test_gc_keeps_the_newest_blessed_blessing_as_the_baseline(tmp_path):
+def test_gc_keeps_what_the_next_comparison_measures(tmp_path):
     good = run_model(tmp_path, 10)
-    run_model(tmp_path, 50)  # refused: the newest Blessing is unblessed
+    run_model(tmp_path, 50)  # refused beside the served model
     gc.collect_garbage(str(tmp_path))
-    baseline = good["Evaluate"].outputs["blessing"]
+    pushed = good["Push"].outputs["pushed_model"]
     with MetadataStore(str(tmp_path)) as store:
-        assert store.artifact(baseline.id).state == LIVE
-    assert os.path.isdir(baseline.uri)
-    worse = run_model(tmp_path, 40)  # 4x worse than the last blessed: still refused after gc
+        assert store.artifact(pushed.id).state == LIVE
+    assert os.path.isdir(pushed.uri)
+    worse = run_model(tmp_path, 40)  # 4x worse than the served model: still refused after gc
     assert worse["Evaluate"].outputs["blessing"].properties["blessed"] is False
 
 
@@ -140,9 +149,11 @@ def test_gc_keeps_the_lineage_of_every_served_version(tmp_path):
         for step in ("Train", "Evaluate", "Push"):
             for artifact in first[step].outputs.values():
                 assert store.artifact(artifact.id).state == LIVE and os.path.isdir(artifact.uri), step
-    shutil.rmtree(os.path.join(tmp_path, "serving", "1"))  # withdrawn: now it may go
+    shutil.rmtree(os.path.join(tmp_path, "serving", PIPELINE, "1"))  # withdrawn: now it may go
     deleted = {item.artifact_id for item in gc.collect_garbage(str(tmp_path))}
-    assert first["Train"].outputs["model"].id in deleted and first["Push"].outputs["pushed_model"].id in deleted
+    assert first["Train"].outputs["model"].id in deleted
+    # its PushedModel stays, without its lineage: version 2's Evaluate was measured beside it
+    assert first["Push"].outputs["pushed_model"].id not in deleted
 
 
 def test_keep_last_and_older_than(tmp_path):
@@ -163,7 +174,7 @@ def test_keep_last_and_older_than(tmp_path):
 
 def test_gc_removes_stale_incoming_exports_and_unheld_locks(tmp_path):
     run_model(tmp_path, 10)
-    stale = tmp_path / "serving" / ".incoming-99-abc"
+    stale = tmp_path / "serving" / PIPELINE / ".incoming-99-abc"
     stale.mkdir()
     lock = tmp_path / ".locks" / "run-dead.lock"
     lock.write_text("")
@@ -369,7 +380,7 @@ def test_verify_reports_changed_and_missing_artifacts(tmp_path):
     with open(model.path("model.json"), "w") as f:
         f.write(text.replace("10.0", "11.0"))  # same size: only the fingerprint tells
     shutil.rmtree(steps["Data"].outputs["examples"].uri)
-    shutil.rmtree(os.path.join(tmp_path, "serving", "1"))
+    shutil.rmtree(os.path.join(tmp_path, "serving", PIPELINE, "1"))
     result = CliRunner().invoke(main, ["verify", "--root", str(tmp_path)])
     assert result.exit_code == 1
     assert f"fingerprint mismatch: artifact {model.id} {model.uri}" in result.output
@@ -380,7 +391,7 @@ def test_verify_reports_changed_and_missing_artifacts(tmp_path):
 def test_a_missing_served_version_makes_the_push_a_cache_miss(tmp_path):
     run_model(tmp_path, 10)
     assert run_model(tmp_path, 10)["Push"].status == "cached"
-    shutil.rmtree(os.path.join(tmp_path, "serving", "1"))
+    shutil.rmtree(os.path.join(tmp_path, "serving", PIPELINE, "1"))
     assert run_model(tmp_path, 10)["Push"].status == "ran"
 
 

@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 
 from ganpipe import ganmodels
@@ -23,48 +22,9 @@ from ganpipe.components.train_args import TrainArgs
 from ganpipe.infra import fingerprints
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels.srgan import bicubic_upscale
+from conftest import TINY_DCGAN, TINY_MLP, checkpoint_values, write_processed_examples  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_DCGAN = {"family": "dcgan", "network": {"width": 8}, "latent_dim": 8, "batch_size": 16}
-TINY_MLP = {"family": "mlp", "network": {"hidden": [16, 16]}, "latent_dim": 8, "batch_size": 16}
-
-
-def write_processed_examples(root, size=16, n_eval=64, lowres_factor=None):
-    """sklearn digits upscaled to size x size in Preprocess's processed format, two train shards;
-    with ``lowres_factor``, plus ``image_lowres`` (area-downscaled) for super-resolution."""
-    digits = load_digits()
-    images = as_uint8(tf.image.resize(digits.images[..., None] / 16.0, (size, size)))
-    lowres = as_uint8(tf.image.resize(images / 255.0, (size // lowres_factor,) * 2, "area")) if lowres_factor else None
-    splits = {"eval": [range(n_eval)], "train": [range(n_eval, 900), range(900, len(images))]}
-    for split, shards in splits.items():
-        os.makedirs(os.path.join(root, split))
-        for number, indices in enumerate(shards):
-            with tf.io.TFRecordWriter(os.path.join(root, split, f"part-{number:05d}.tfrecord")) as writer:
-                for i in indices:
-                    features = {"image": bytes_feature(images[i]),
-                                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(digits.target[i])]))}
-                    if lowres is not None:
-                        features["image_lowres"] = bytes_feature(lowres[i])
-                    writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
-    schema = {"kind": "image", "shape": [size, size, 1], "dtype": "uint8", "channels": 1, "num_classes": 10,
-              "label_names": [str(i) for i in range(10)],
-              "lowres_shape": list(lowres.shape[1:]) if lowres is not None else None,
-              "counts": {"train": len(images) - n_eval, "eval": n_eval}}
-    with open(os.path.join(root, "schema.json"), "w") as f:
-        json.dump(schema, f)
-    with open(os.path.join(root, "statistics.json"), "w") as f:
-        json.dump({"train": {"count": schema["counts"]["train"], "pixel_mean": 0.21}}, f)
-    return schema
-
-
-def as_uint8(images):
-    return (np.asarray(images) * 255).round().clip(0, 255).astype("uint8")
-
-
-def bytes_feature(array):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[array.tobytes()]))
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("processed"))
@@ -83,14 +43,6 @@ def steps_of(accumulator, tag):
 
 def plugin_of(accumulator, tag):
     return accumulator.SummaryMetadata(tag).plugin_data.plugin_name
-
-
-def checkpoint_values(checkpoint_dir):
-    """Every saved tensor (networks, both optimizers, EMA, step) of the latest checkpoint."""
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(checkpoint_dir))
-    bookkeeping = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter")
-    return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()
-            if not name.startswith(bookkeeping)}
 
 
 # --------------------------------------------------------------------- the artifact

@@ -194,7 +194,7 @@ def test_verify_finds_a_changed_artifact_on_the_uri_root(pipeline):
 def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
     root, metadata, first = pipeline["root"], pipeline["metadata"], pipeline["outputs"]
     # Another model, blessed whatever its metric (so the first Blessing is no longer the newest).
-    second = make_runner(root, metadata, "train.seed=1", "evaluate.no_worse_than_last=false").run()
+    second = make_runner(root, metadata, "train.seed=1", "evaluate.no_worse_than_served=false").run()
     assert second.state == "COMPLETE", second.error
     newer = {step.component: step.outputs for step in second.steps}
     assert [s.status for s in second.steps] == ["cached"] * 3 + ["ran"] * 3

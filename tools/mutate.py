@@ -49,14 +49,20 @@ SUITES = {
     "fast_loop": (("ganpipe/ganmodels/fast_loop.py",), "tests/test_fast_loop.py -m 'not slow'"),
     "reader": (("ganpipe/components/reader.py",), "tests/test_reader.py -m 'not slow'"),
     "quality": (("ganpipe/components/quality.py",), "tests/test_quality.py -m 'not slow'"),
-    "evaluate": (tuple(f"ganpipe/components/evaluate/{name}.py" for name in ("measure", "samples", "blessing", "report")),
-                 "tests/test_evaluate.py -m 'not slow'"),
+    # Evaluate's decisions and estimators; measure/samples/report need the trained-model fixtures
+    # (minutes per mutant), so their tests run in CI, not here.
+    "evaluate": (("ganpipe/components/evaluate/blessing.py", "ganpipe/ganmodels/metrics/sampling_noise.py",
+                  "ganpipe/ganmodels/metrics/kernel.py"),
+                 "tests/test_evaluate.py tests/test_metrics.py -m 'not slow' "
+                 "-k 'threshold or gate or fold or paired or half_sample or kernel'"),
     "cache": (("ganpipe/pipeline/cache.py",), "tests/test_cache_keys.py tests/test_state.py -m 'not slow'"),
     "fingerprints": (("ganpipe/infra/fingerprints.py", "ganpipe/infra/listing.py"),
-                     "tests/test_cache_keys.py tests/test_state.py -m 'not slow'"),
+                     "tests/test_cache_keys.py tests/test_state.py -k 'key or fingerprint or verify or ingest' "
+                     "-m 'not slow'"),
     "storage": (("ganpipe/infra/storage.py",), "tests/test_storage.py -m 'not slow'"),
     "metadata": (("ganpipe/pipeline/metadata.py", "ganpipe/pipeline/records.py"),
-                 "tests/test_store.py tests/test_runner.py -m 'not slow'"),
+                 "tests/test_store.py tests/test_runner.py "
+                 "tests/test_state.py::test_read_only_commands_work_on_a_read_only_root -m 'not slow'"),
 }
 SWAPS = [
     (r" \+ ", " - "), (r" - ", " + "), (r" \* ", " / "), (r" / ", " * "), (r" // ", " * "),

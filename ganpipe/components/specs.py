@@ -368,15 +368,19 @@ MAIN_METRICS = ("auto", "fcd", "fid", "fd", "kid", "precision", "recall", "cover
                 "inception_score", "classes_present", "class_entropy", "class_entropy_normalized",
                 "class_kl_uniform", "class_kl_real", "ks_mean", "ks_max", "correlation_distance", "psnr", "ssim")
 EVALUATE_PARAMETERS = (
-    Parameter("num_samples", int, 2000, "samples per set; capped at the eval split size so the "
-              "real-vs-real baseline uses as many", min=MIN_SAMPLES),
+    Parameter("num_samples", int, 2000, "fakes per fold, and real eval examples in the real-vs-real baseline: "
+              "capped at the eval split size", min=MIN_SAMPLES),
+    Parameter("num_fakes", int, 10000, "generated samples in all: num_fakes // fold size folds (at least 2), "
+              "whose spread gives each metric's std", min=MIN_SAMPLES),
     Parameter("batch_size", int, 256, "examples per generator / classifier call", min=1),
     Parameter("seed", int, 0, "seeds the noise and the choice of real examples"),
     Parameter("use_ema", bool, True, "evaluate generator_ema.keras when the model has one"),
-    Parameter("main_metric", str, "auto", "the metric compared with the last blessed model; auto: the "
-              "Fréchet distance (fcd, fid or fd), psnr for srgan", choices=MAIN_METRICS),
+    Parameter("main_metric", str, "auto", "the metric compared with the served model; auto: kid (unbiased "
+              "at any sample size), psnr for srgan", choices=MAIN_METRICS),
     Parameter("fcd_below", float, None, "bless only if the Fréchet distance (fcd/fid/fd) is below this",
               nullable=True),
+    Parameter("fcd_below_ratio", float, None, "bless only if the Fréchet distance is below this many times "
+              "its real-vs-real baseline (the same meaning on any data)", min=0.0, nullable=True),
     Parameter("kid_below", float, None, "bless only if the kernel distance is below this", nullable=True),
     Parameter("precision_above", float, None, "bless only if precision is above this", nullable=True),
     Parameter("recall_above", float, None, "bless only if recall is above this", nullable=True),
@@ -387,24 +391,26 @@ EVALUATE_PARAMETERS = (
     Parameter("max_copying", float, None, "bless only if the share of fakes closer to a train example than 95% "
               "of held-out examples are (copying_share, about 0.05 without copying) is below this",
               min=0.0, max=1.0, nullable=True),
-    Parameter("no_worse_than_last", bool, True, "bless only if the main metric is no worse than the last "
-              "blessed model's of this pipeline (measured in the same feature space with as many samples)"),
-    Parameter("regression_tolerance", float, 0.1, "no_worse_than_last: allowed relative regression "
-              "(0.1 = 10% of the last value), for sampling noise", min=0.0),
+    Parameter("no_worse_than_served", bool, True, "bless only if the main metric is no worse than that of the "
+              "model served under export.model_name, measured in the same run on the same samples"),
+    Parameter("no_worse_level", float, 0.05, "no_worse_than_served: level of the one-sided test; refused when "
+              "worse by more than z(1 - level) standard errors of the paired difference", min=1e-6, max=0.5),
 )
 
 EVALUATE = Component(
     name="Evaluate",
-    # baseline: the last blessed model's Blessing measured the same way, resolved by the pipeline
-    # before the cache key (absent when there is none), so a new baseline re-runs the blessing.
+    # served: the PushedModel of the version served under export.model_name, resolved by the
+    # pipeline before the cache key (absent when nothing is served), so a new served version
+    # re-runs the comparison.
     inputs={"model": "Model", "examples": "Examples", "schema": "Schema", "classifier": "FeatureModel",
-            "baseline": "Blessing"},
+            "served": "PushedModel"},
     outputs={"evaluation": "Evaluation", "blessing": "Blessing"},
     parameters=EVALUATE_PARAMETERS,
     executor="ganpipe.components.evaluate:run",
-    optional_inputs=("baseline",),
+    optional_inputs=("served",),
     dependencies=("tensorflow", "keras", "numpy", "scipy"),
-    description="GAN metrics with real-vs-real baselines, a TensorBoard report, and the blessing.",
+    description="GAN metrics with their noise and real-vs-real baselines, the served model measured alike, "
+                "a TensorBoard report, and the blessing.",
     tensorboard_logs={"eval": "evaluation/logs/eval"},
     code_modules=every_family_module,
 )
@@ -421,6 +427,10 @@ EXPORT_PARAMETERS = (
               "bigger request fails with InvalidArgument instead of exhausting the server's memory); "
               "recorded in the model card", min=1),
 )
+
+# In a served version directory: TF Serving's place for files the graph does not use (the model
+# card, model.json, export.json, blessing.json); Evaluate reads a served version's from here.
+SERVED_EXTRA = "assets.extra"
 
 EXPORT = Component(
     name="Export",

@@ -279,7 +279,8 @@ class GAN(ChunkedTraining, SimultaneousUpdate, GeneratorAverage, keras.Model):
     def discriminator_objective(self, d_loss, real, fake, condition, index):
         """What D's tape differentiates: loss + penalties + D's weight penalties, as this replica's
         loss-scaled share of the global batch."""
-        total = d_loss + self.discriminator_penalty(real, fake, condition, index) + updates.regularization(self.discriminator)
+        penalty = self.discriminator_penalty(real, fake, condition, index)
+        total = d_loss + penalty + updates.regularization(self.discriminator)
         return self.d_optimizer.scale_loss(updates.global_share(total))
 
     def generator_objective(self, g_loss):

@@ -105,13 +105,9 @@ def _walk(directory: str, walking: frozenset):
     try:
         with os.scandir(directory) as scanned:
             names = sorted(entry.name for entry in scanned)
-    except OSError as error:
-        yield Entry(directory, problem=f"{directory}: cannot list the directory ({error.strerror})"), False
-        return
-    try:
         walking = walking | {_directory_id(os.stat(directory))}
     except OSError as error:
-        yield Entry(directory, problem=f"{directory}: vanished while listed ({error.strerror})"), False
+        yield Entry(directory, problem=f"{directory}: cannot list the directory ({error.strerror})"), False
         return
     for name in names:
         path = os.path.join(directory, name)
@@ -141,7 +137,7 @@ def _stat_entry(path: str) -> Entry:
     except OSError as error:
         if os.path.islink(path):
             return Entry(path, problem=f"{path}: dangling link to {os.readlink(path)}")
-        return Entry(path, problem=f"{path}: vanished or cannot be read ({error.strerror})")
+        return Entry(path, problem=f"{path}: unreadable, vanished? ({error.strerror})")
     if not stat.S_ISREG(status.st_mode):
         return Entry(path, problem=f"{path}: not a regular file")
     return Entry(path, identity=f"{status.st_size}:{status.st_mtime_ns}:{status.st_ino}:{status.st_ctime_ns}")
@@ -149,10 +145,13 @@ def _stat_entry(path: str) -> Entry:
 
 def _list_objects(pattern: str) -> Listing:
     """The filesystem's own match on an object store (no links, no directories there)."""
-    files = []
-    for meta in sorted(storage.match(pattern), key=lambda meta: meta.path):
-        versions = [f"{field}={getattr(meta, field)}" for field in _OBJECT_VERSION_FIELDS
-                    if getattr(meta, field, None) is not None]
-        files.append(Entry(meta.path, ":".join([str(meta.size_in_bytes), repr(meta.last_updated_in_seconds),
-                                                 *versions])))
-    return Listing(files, [], [])
+    return Listing([Entry(meta.path, object_identity(meta))
+                    for meta in sorted(storage.match(pattern), key=lambda meta: meta.path)], [], [])
+
+
+def object_identity(meta) -> str:
+    """Size, update time and, where the filesystem's ``FileMetadata`` carries one, the object's
+    generation, etag or version id."""
+    versions = [f"{field}={getattr(meta, field)}" for field in _OBJECT_VERSION_FIELDS
+                if getattr(meta, field, None) is not None]
+    return ":".join([str(meta.size_in_bytes), repr(meta.last_updated_in_seconds), *versions])

@@ -149,29 +149,43 @@ def _evaluation_result(evaluation, blessing) -> str:
     summary = evaluation_summary(evaluation, blessing)
     if summary is None:
         return evaluation.uri
-    baseline = summary["baseline"]
-    text = f"{summary['metric']} {_number(summary['value'])}"
-    if baseline is not None:
-        text += f" (real-vs-real {_number(baseline)}, {summary['better']} is better)"
+    text = f"{summary['metric']} {_plus_minus(summary['value'], summary['std'])}"
+    if summary["baseline"] is not None:
+        text += f" (real-vs-real {_plus_minus(summary['baseline'], summary['baseline_std'])}, {summary['better']} is better)"
+    served = summary["served"]
+    if served is None:
+        text += "; nothing served to compare with"
+    elif served.get("difference") is not None:
+        text += (f"; served version {summary['served_version']} {_plus_minus(served['value'], served['std'])}, "
+                 f"difference {served['difference']:+.4g} ± {served['difference_std']:.2g}")
     if summary["blessed"] is not None:
         text += "; BLESSED" if summary["blessed"] else "; NOT BLESSED"
     return text
 
 
 def evaluation_summary(evaluation, blessing) -> dict | None:
-    """Main metric, its value and baseline (from metrics.json) and the blessing verdict."""
+    """Main metric, its value and baseline with their stds, the served model's value and the
+    difference (from metrics.json), and the blessing verdict."""
     try:
         report = evaluation.read_json("metrics.json")
     except (OSError, ValueError):
         return None
     main = report.get("main_metric")
     entry = report.get("metrics", {}).get(main, {})
-    return {"metric": main, "value": entry.get("value"), "baseline": entry.get("baseline"),
-            "better": entry.get("better"), "blessed": blessing.properties.get("blessed") if blessing else None}
+    served = report.get("served")
+    return {"metric": main, "value": entry.get("value"), "std": entry.get("std"), "baseline": entry.get("baseline"),
+            "baseline_std": entry.get("baseline_std"), "better": entry.get("better"),
+            "served": None if served is None else entry.get("served") or {},
+            "served_version": None if served is None else served.get("version"),
+            "blessed": blessing.properties.get("blessed") if blessing else None}
 
 
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _plus_minus(value, std) -> str:
+    return _number(value) + ("" if value is None or std is None else f" ± {std:.2g}")
 
 
 def _main_output(outputs) -> str:

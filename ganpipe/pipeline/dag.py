@@ -5,8 +5,8 @@ component modules pull in TensorFlow and Beam, which ``ganpipe --help``, ``ganpi
 config errors must not pay for.
 
 An input can also be *resolved*: picked from the metadata store by a resolver function before the
-step's cache key is computed (TFX's Resolver node), e.g. Evaluate's ``baseline``, the last blessed
-model measured the same way. It is then an input like any other: in the key and in the lineage.
+step's cache key is computed (TFX's Resolver node), e.g. Evaluate's ``served``, the model served
+under the export's model name. It is then an input like any other: in the key and in the lineage.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ class Node:
     name: str
     source: str | Component
     wiring: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # {input_name: "module:function"}: function(store, pipeline, upstream_inputs, parameters)
-    # returns an Artifact from the store or None (the input is then absent; it must be optional).
+    # {input_name: "module:function"}: function(store, pipeline, upstream_inputs, parameters, *, root,
+    # sections) returns an Artifact from the store or None (the input is then absent; it must be
+    # optional); ``sections`` holds every component's parameters by config section.
     resolved: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -76,18 +77,18 @@ DEFAULT_NODES: tuple[Node, ...] = (
     Node("Evaluate", _component_module("Evaluate"),
          {"model": "Train.model", "examples": "Preprocess.examples", "schema": "Preprocess.schema",
           "classifier": "Classifier.classifier"},
-         resolved={"baseline": "ganpipe.pipeline.resolvers:latest_blessed"}),
+         resolved={"served": "ganpipe.pipeline.resolvers:served_model"}),
     Node("Export", _component_module("Export"),
          {"model": "Train.model", "blessing": "Evaluate.blessing", "schema": "Preprocess.schema"}),
 )
 
 
-def resolve_inputs(node: Node, store, pipeline: str, upstream: Mapping[str, Any],
-                   parameters: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_inputs(node: Node, store, pipeline: str, upstream: Mapping[str, Any], parameters: Mapping[str, Any],
+                   root: str, sections: Mapping[str, dict]) -> dict[str, Any]:
     """The node's resolved inputs that its resolvers found (absent ones are left out)."""
     found = {}
     for name, spec in node.resolved.items():
-        artifact = load_reference(spec)(store, pipeline, dict(upstream), dict(parameters))
+        artifact = load_reference(spec)(store, pipeline, dict(upstream), dict(parameters), root=root, sections=sections)
         if artifact is not None:
             found[name] = artifact
     return found

@@ -44,10 +44,10 @@ from ganpipe.pipeline.layout import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TE
 TRASH = ".trash"
 INCOMING_PREFIX = ".incoming-"  # Export's hidden directories: .incoming-<execution id>-<random>
 SERVING = "serving"
-# Inputs a resolver picked as a point of comparison (Evaluate's baseline Blessing): kept with the
-# artifact that used them, but their own lineage is not, or every blessed model would keep the
-# previous one alive, back to the first.
-REFERENCE_INPUTS = ("baseline",)
+# Inputs a resolver picked as a point of comparison (the served PushedModel Evaluate measures):
+# kept with the artifact that used them, but their own lineage is not, or every model would keep
+# the previous one alive, back to the first. (What is served keeps its whole lineage anyway.)
+REFERENCE_INPUTS = ("served",)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -126,9 +126,10 @@ def _protected(store: MetadataStore) -> set[int]:
 def _unneeded_artifacts(store: MetadataStore, policy: Policy, cutoff: float | None) -> list[Garbage]:
     live = store.artifacts(state=LIVE)  # newest first
     keep: set[int] = set()
+    references: set[int] = set()  # kept apart: a reference may also be a root whose upstream must be walked
     for record in _roots_to_keep(live, policy.keep_last):
-        _keep_with_upstream(store, record.artifact.id, keep)
-    keep |= store.artifacts_of_running_runs()
+        _keep_with_upstream(store, record.artifact.id, keep, references)
+    keep |= references | store.artifacts_of_running_runs()
     created = {r.artifact.id: _created(store, r) for r in live}
     return [Garbage(r.artifact.uri, f"superseded {r.component}.{r.output}", storage.size(r.artifact.uri),
                     r.artifact.id)
@@ -153,7 +154,7 @@ def _roots_to_keep(live: list[ArtifactRecord], keep_last: int) -> list[ArtifactR
     return roots
 
 
-def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int]) -> None:
+def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int], references: set[int]) -> None:
     pending = [artifact_id]
     while pending:
         current = pending.pop()
@@ -163,7 +164,7 @@ def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int]) 
         producer = store.artifact(current).producer_id
         for name, artifact in store.execution_artifacts(producer, "input").items():
             if name in REFERENCE_INPUTS:
-                keep.add(artifact.id)
+                references.add(artifact.id)
             else:
                 pending.append(artifact.id)
 

@@ -39,7 +39,8 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
                 steps.append((node.name, WILL_RUN, f"if the new output of {', '.join(missing)} differs"))
                 continue
             upstream = {name: known[ref] for name, ref in node.wiring.items()}
-            inputs = {**upstream, **dag.resolve_inputs(node, store, runner.pipeline, upstream, parameters)}
+            inputs = {**upstream, **dag.resolve_inputs(node, store, runner.pipeline, upstream, parameters, runner.root,
+                                                       runner.parameters)}
             lookup = store.find_cached(runner.pipeline, cache.cache_key(component, parameters, inputs),
                                        artifact_problem)
             if lookup.source:

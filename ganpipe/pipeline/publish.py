@@ -38,8 +38,8 @@ SHOWN_PROBLEMS = 3  # files named in one artifact's problem before "..."
 class Publisher(abc.ABC):
     """Where a component's executor writes and how its outputs are published under ``root``."""
 
-    def __init__(self, root: str, metadata: str, pipeline: str, echo: Callable[[str], None]):
-        self.root, self.metadata, self.pipeline, self.echo = root, metadata, pipeline, echo
+    def __init__(self, root: str, metadata: str, pipeline: str):
+        self.root, self.metadata, self.pipeline = root, metadata, pipeline
 
     def component_dir(self, component: str) -> str:
         return layout.component_dir(self.root, self.pipeline, component)
@@ -50,8 +50,9 @@ class Publisher(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self, store: MetadataStore, component: Component, key: str, execution_id: int,
-                forced: bool) -> dict[str, Artifact]:
-        """One empty (or, for a resumable component, continued) output per declared output."""
+                forced: bool, echo: Callable[[str], None]) -> dict[str, Artifact]:
+        """One empty (or, for a resumable component, continued) output per declared output;
+        ``echo`` says where a continued attempt's files came from."""
 
     @abc.abstractmethod
     def publish(self, outputs: dict[str, Artifact], component: str, execution_id: int) -> dict[str, Manifest]:
@@ -70,7 +71,7 @@ class LocalPublisher(Publisher):
         return layout.FileLock(self._staging(component, key) + ".lock")
 
     def prepare(self, store: MetadataStore, component: Component, key: str, execution_id: int,
-                forced: bool) -> dict[str, Artifact]:
+                forced: bool, echo: Callable[[str], None]) -> dict[str, Artifact]:
         staging = self._staging(component.name, key)
         if forced or not component.resumable:
             shutil.rmtree(staging, ignore_errors=True)
@@ -107,17 +108,18 @@ class ObjectStorePublisher(Publisher):
         return layout.FileLock(os.path.join(self.metadata, layout.LOCKS, f"{self.pipeline}-{component}-{key}.lock"))
 
     def prepare(self, store: MetadataStore, component: Component, key: str, execution_id: int,
-                forced: bool) -> dict[str, Artifact]:
+                forced: bool, echo: Callable[[str], None]) -> dict[str, Artifact]:
         component_dir = self.component_dir(component.name)
         outputs = {name: Artifact(type=artifact_type, uri=layout.published_dir(component_dir, name, execution_id))
                    for name, artifact_type in component.outputs.items()}
         for artifact in outputs.values():
             storage.makedirs(artifact.uri)  # where a filesystem has directories, TF writes into them
         if component.resumable and not forced:
-            self._continue_attempt(store, component.name, key, outputs)
+            self._continue_attempt(store, component.name, key, outputs, echo)
         return outputs
 
-    def _continue_attempt(self, store: MetadataStore, component: str, key: str, outputs: dict[str, Artifact]) -> None:
+    def _continue_attempt(self, store: MetadataStore, component: str, key: str, outputs: dict[str, Artifact],
+                          echo: Callable[[str], None]) -> None:
         """Copies the newest failed or killed attempt's files into ``outputs``, as a local root
         keeps them in staging, so a resumable component resumes from them."""
         attempts = [e for state in (FAILED, ABANDONED) for e in store.executions(state=state)
@@ -127,7 +129,7 @@ class ObjectStorePublisher(Publisher):
             if all(storage.directory_exists(source) for source in sources.values()):
                 for name, source in sources.items():
                     storage.copy_tree(source, outputs[name].uri)
-                self.echo(f"      continuing from the files of execution {attempt.id}")
+                echo(f"      continuing from the files of execution {attempt.id}")
                 return
 
     def publish(self, outputs: dict[str, Artifact], component: str, execution_id: int) -> dict[str, Manifest]:
@@ -136,9 +138,9 @@ class ObjectStorePublisher(Publisher):
         return {name: content_manifest(artifact.uri) for name, artifact in outputs.items()}
 
 
-def publisher_for(root: str, metadata: str, pipeline: str, echo: Callable[[str], None]) -> Publisher:
+def publisher_for(root: str, metadata: str, pipeline: str) -> Publisher:
     publisher = LocalPublisher if storage.is_local(root) else ObjectStorePublisher
-    return publisher(root, metadata, pipeline, echo)
+    return publisher(root, metadata, pipeline)
 
 
 def _relocate(value: Any, old: str, new: str) -> Any:

@@ -1,37 +1,49 @@
 """Resolvers: inputs picked from the metadata store before a step's cache key is computed.
 
-``latest_blessed`` gives Evaluate its baseline, the Blessing that "no worse than the last blessed
-model" compares with. Because it is resolved first and passed as an input, its fingerprint is in
-Evaluate's cache key: when a better model is blessed, re-evaluating an older model is no cache
-hit with a stale ``blessed: true``; it is compared with the new baseline (and refused if worse).
+``served_model`` gives Evaluate the model it must be no worse than: the version served under
+``export.model_name`` (the newest version directory, what TF Serving serves), as the PushedModel
+artifact that pushed it, whichever pipeline of this store that was. Resolved first and passed as
+an input, it is in Evaluate's cache key: a newly served version makes Evaluate measure the
+candidate beside it again, so no change of data, classifier or settings skips the comparison.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+from ganpipe.components import specs
 from ganpipe.components.base import Artifact
-from ganpipe.pipeline.metadata import LIVE, MetadataStore
+from ganpipe.infra import storage
+from ganpipe.pipeline.metadata import LIVE, ArtifactRecord, MetadataStore
 
 
-def latest_blessed(store: MetadataStore, pipeline: str, inputs: dict[str, Artifact],
-                   parameters: dict[str, Any]) -> Artifact | None:
-    """The newest live blessed Blessing of another model of ``pipeline`` measured the same way as
-    this Evaluate will measure: produced from the same feature model and evaluation data (equal
-    fingerprints) with the same ``num_samples`` and ``main_metric`` settings. The model's own
-    earlier blessing is no baseline: comparing it with itself would only make every re-run of an
-    unchanged pipeline evaluate again."""
-    for record in store.artifacts(pipeline, "Blessing", LIVE):
-        if record.artifact.properties.get("blessed") is not True:
-            continue
-        producer = store.execution(record.producer_id)
-        used = store.execution_artifacts(record.producer_id, "input")
-        if _same(used.get("model"), inputs.get("model")):
-            continue
-        if all(_same(used.get(name), inputs.get(name)) for name in ("classifier", "examples")) and all(
-                producer.parameters.get(key) == parameters.get(key) for key in ("num_samples", "main_metric")):
-            return record.artifact
+def served_model(store: MetadataStore, pipeline: str, inputs: dict[str, Artifact], parameters: dict[str, Any], *,
+                 root: str, sections: Mapping[str, dict]) -> Artifact | None:
+    """The PushedModel of the newest version under this pipeline's export model directory, or
+    None when nothing is served or no run of this store pushed it.
+
+    The candidate's own served version is skipped for the one served before it, the comparison
+    that let it be pushed: re-running an unchanged pipeline after its push is a cache hit, not a
+    measurement of the model beside itself. Of several PushedModels naming a version, the one
+    that pushed it (not a later run that found it already served), so the input stays the same
+    while the served version does.
+    """
+    from ganpipe.components.export import export_base, versions, versions_directory  # TensorFlow: when run
+
+    export = sections.get("export") or specs.EXPORT.resolve_parameters({}, "export")
+    directory = versions_directory(export_base(root, export["export_base"]), export["model_name"] or pipeline)
+    pushes = [record for record in reversed(store.artifacts(type="PushedModel", state=LIVE))
+              if record.artifact.properties.get("pushed")]
+    candidate = inputs.get("model")
+    for version in sorted(versions(directory), reverse=True):
+        destination = storage.normalize(storage.join(directory, str(version)))
+        named = [record for record in pushes
+                 if storage.normalize(record.artifact.properties.get("pushed_destination") or "") == destination]
+        pusher = next((r for r in named if not r.artifact.properties.get("already_served")), named[0] if named else None)
+        if pusher is None or candidate is None or _pushed_model(store, pusher) != candidate.fingerprint:
+            return None if pusher is None else pusher.artifact
     return None
 
 
-def _same(used: Artifact | None, current: Artifact | None) -> bool:
-    return used is not None and current is not None and used.fingerprint == current.fingerprint
+def _pushed_model(store: MetadataStore, pusher: ArtifactRecord) -> str | None:
+    model = store.execution_artifacts(pusher.producer_id, "input").get("model")
+    return None if model is None else model.fingerprint

@@ -1,7 +1,7 @@
 """LocalRunner: runs a DAG of components in one process, with caching and atomic publishing.
 
 For each node in topological order the runner resolves its inputs (upstream outputs, plus inputs
-a resolver picks from the store, such as Evaluate's blessed baseline), computes the cache key
+a resolver picks from the store, such as the model Evaluate compares with), computes the cache key
 (``cache.py``: semantic parameters, input fingerprints, external files, dependency versions, code
 closure) and, in one store transaction, looks for a COMPLETE execution with that key whose
 artifacts are LIVE and whole (``publish.artifact_problem``) and records the cache hit. Otherwise
@@ -73,7 +73,7 @@ class LocalRunner:
         self.echo = echo
         self.config = config or {}
         self.display = display or console.PlainDisplay()
-        self.publisher: Publisher = publisher_for(self.root, self.metadata, pipeline, echo)
+        self.publisher: Publisher = publisher_for(self.root, self.metadata, pipeline)
 
     def plan(self, until: str | None = None, force: Iterable[str] = ()) -> tuple[list[dag.Node], set[str]]:
         """The nodes to run in order and the names to force; raises PipelineError on bad names."""
@@ -131,7 +131,8 @@ class LocalRunner:
         component = node.component
         parameters = self.parameters.get(node.section) or component.resolve_parameters({}, node.section)
         upstream = {name: produced[reference] for name, reference in node.wiring.items()}
-        inputs = {**upstream, **dag.resolve_inputs(node, store, self.pipeline, upstream, parameters)}
+        inputs = {**upstream, **dag.resolve_inputs(node, store, self.pipeline, upstream, parameters, self.root,
+                                                   self.parameters)}
         key = cache.cache_key(component, parameters, inputs)
         started = time.time()
         key_lock = self.publisher.key_lock(component.name, key)
@@ -164,7 +165,7 @@ class LocalRunner:
                  started: float, view: str | None = None) -> StepResult:
         """Runs the executor where the publisher says, publishes, commits; a failure is recorded,
         not raised."""
-        outputs = self.publisher.prepare(store, component, key, execution_id, forced)
+        outputs = self.publisher.prepare(store, component, key, execution_id, forced, self.echo)
         log = console.component_logger(component.name).info
         context = ExecutionContext(
             pipeline_name=self.pipeline, component=component.name, execution_id=execution_id,

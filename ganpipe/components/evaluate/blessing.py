@@ -1,13 +1,25 @@
-"""Evaluate's blessing policy: configured thresholds and the comparison with a baseline."""
+"""Evaluate's blessing policy: configured thresholds, and "no worse than served" decided with the noise.
+
+The gate (``no_worse_than_served``): the candidate and the served model are measured on the same
+folds (``measure``), so their main metric's paired difference d (candidate - served, signed so
+that positive is worse) has a standard error s over the folds. The candidate is refused when
+d > z * s, z the (1 - no_worse_level) quantile of the standard normal: a one-sided test at level
+``no_worse_level`` (0.05: z = 1.645) of "the candidate is worse". Export applies the same rule
+(``gate_passes``) to the numbers recorded in the blessing.
+"""
 from __future__ import annotations
 
+from statistics import NormalDist
+
 from ganpipe.components import specs
-from ganpipe.components.base import Artifact
 from ganpipe.components.quality import FRECHET_NAMES
 
-
+GATE = "no_worse_than_served"
+# (parameter, metric, kind): kind "below"/"above" compares with the limit, "within" |value - 0.5|,
+# "below_ratio" compares with the limit times the metric's real-vs-real baseline.
 THRESHOLDS = (
     ("fcd_below", "frechet", "below"),
+    ("fcd_below_ratio", "frechet", "below_ratio"),
     ("kid_below", "kid", "below"),
     ("precision_above", "precision", "above"),
     ("recall_above", "recall", "above"),
@@ -18,18 +30,16 @@ THRESHOLDS = (
 )
 
 
-def decide_blessing(report: dict, params: dict, earlier_blessings: list[Artifact] = ()) -> dict:
-    """Checks the thresholds in ``params`` and, with no_worse_than_last, compares the main metric
-    with the newest blessed Blessing among ``earlier_blessings`` (newest first) measured in the
-    same feature space with as many samples. Returns blessing.json's content."""
+def decide_blessing(report: dict, params: dict) -> dict:
+    """Checks the thresholds in ``params`` and, with no_worse_than_served, the main metric
+    against the served model measured in the same run (``report["served"]``). Returns
+    blessing.json's content."""
     params = specs.EVALUATE.resolve_parameters(params, "evaluate")
-    checks = [check for check in map(lambda t: _threshold_check(report, params, *t), THRESHOLDS) if check]
+    checks = [check for check in (_threshold_check(report, params, *t) for t in THRESHOLDS) if check]
     main = report["main_metric"]
     main_value = report["metrics"][main]["value"]
-    compared_with = None
-    if params["no_worse_than_last"]:
-        check, compared_with = _regression_check(report, params, earlier_blessings)
-        checks.append(check)
+    if params[GATE]:
+        checks.append(served_check(report, params["no_worse_level"]))
     if main_value is None:
         checks.append({"check": "finite", "metric": main, "value": None, "limit": None, "passed": False,
                        "reason": f"{main} is not finite"})
@@ -38,13 +48,47 @@ def decide_blessing(report: dict, params: dict, earlier_blessings: list[Artifact
         [check["reason"] for check in checks] or ["no thresholds configured"]
     return {
         "blessed": blessed, "reasons": reasons, "checks": checks, "main_metric": main, "main_metric_value": main_value,
-        "feature_space": report["feature_space"], "feature_space_id": report["feature_space_id"],
-        "num_samples": report["num_samples"], "compared_with": compared_with, "model": report["model"],
+        "main_metric_std": report["metrics"][main]["std"], "feature_space": report["feature_space"],
+        "feature_space_id": report["feature_space_id"], "num_samples": report["num_samples"],
+        "samples": report["samples"], "served": report.get("served"), "model": report["model"],
         "metrics": report["metrics"],
-        # Export compares with the served model under the same rule (it may not have gone through this
-        # Evaluate's baseline: under Kubeflow there is no metadata store to resolve one from).
-        "regression_tolerance": params["regression_tolerance"] if params["no_worse_than_last"] else None,
     }
+
+
+def served_check(report: dict, level: float) -> dict:
+    """The gate's check: passed when nothing is served, else by ``gate_passes``."""
+    main = report["main_metric"]
+    entry, served = report["metrics"][main], report.get("served")
+    check = {"check": GATE, "metric": main, "value": entry["value"], "level": level, "better": entry["better"],
+             "served": served}
+    if not served:
+        return {**check, "passed": True, "reason": "no model is served under this model name: nothing to compare with"}
+    compared = entry.get("served") or {}
+    check.update(served_value=compared.get("value"), difference=compared.get("difference"),
+                 difference_std=compared.get("difference_std"))
+    passed = gate_passes(check)
+    if check["difference"] is None or check["difference_std"] is None:
+        shown = f"{main} of the served version {served['version']} or the difference is not finite"
+    else:
+        shown = (f"{main} {_number(entry['value'])} vs {_number(compared['value'])} of served version "
+                 f"{served['version']}: difference {check['difference']:+.4g} ± {check['difference_std']:.2g}, "
+                 f"{'not ' if passed else ''}worse by more than {z_value(level):.3g} std")
+    rule = f"one-sided test at level {level:g}, paired over {report['samples']['folds']} folds"
+    return {**check, "passed": passed, "reason": f"{shown} ({rule})"}
+
+
+def gate_passes(check: dict) -> bool:
+    """The rule, from a gate check's recorded numbers (Evaluate and Export both decide with it):
+    refused when the difference is worse than z(level) standard errors, or not finite."""
+    difference, std = check.get("difference"), check.get("difference_std")
+    if difference is None or std is None:
+        return False
+    worse_by = difference if check["better"] == "lower" else -difference
+    return worse_by <= z_value(check["level"]) * std
+
+
+def z_value(level: float) -> float:
+    return NormalDist().inv_cdf(1.0 - level)
 
 
 def _threshold_check(report: dict, params: dict, parameter: str, metric: str, kind: str) -> dict | None:
@@ -55,6 +99,10 @@ def _threshold_check(report: dict, params: dict, parameter: str, metric: str, ki
         metric = FRECHET_NAMES[report["feature_space"]]
     entry = report["metrics"].get(metric)
     value = None if entry is None else entry["value"]
+    if kind == "below_ratio":
+        baseline = None if entry is None else entry["baseline"]
+        value = None if value is None or not baseline else value / baseline
+        metric = f"{metric} / real-vs-real"
     if value is None:
         missing = "was not computed for this model" if entry is None else "is not finite"
         return {"check": parameter, "metric": metric, "value": None, "limit": limit, "passed": False,
@@ -62,46 +110,11 @@ def _threshold_check(report: dict, params: dict, parameter: str, metric: str, ki
     if kind == "within":
         passed, shown = abs(value - 0.5) <= limit, f"|{metric} - 0.5| = {abs(value - 0.5):.4g}"
     else:
-        passed, shown = (value < limit if kind == "below" else value > limit), f"{metric} {value:.4g}"
+        passed, shown = (value > limit if kind == "above" else value < limit), f"{metric} {value:.4g}"
+    wanted = "above" if kind == "above" else "within" if kind == "within" else "below"
     return {"check": parameter, "metric": metric, "value": value, "limit": limit, "passed": bool(passed),
-            "reason": f"{shown} is {'' if passed else 'not '}{kind} {limit} ({parameter})"}
+            "reason": f"{shown} is {'' if passed else 'not '}{wanted} {limit} ({parameter})"}
 
 
-def _regression_check(report: dict, params: dict, earlier_blessings) -> tuple[dict, dict | None]:
-    last = next((artifact for artifact in earlier_blessings if comparable(artifact.properties, report)), None)
-    if last is None:
-        main = report["main_metric"]
-        return {"check": "no_worse_than_last", "metric": main, "value": report["metrics"][main]["value"],
-                "limit": None, "passed": True,
-                "reason": "no earlier blessed model of this pipeline measured the same way"}, None
-    # Named by fingerprint, not by id or path: blessing.json stays a function of its inputs.
-    check = no_worse_check(report, params["regression_tolerance"], last.properties,
-                           "the last blessed model", f"Blessing {last.fingerprint[:12] or last.uri}")
-    return check, {"fingerprint": last.fingerprint, "main_metric_value": last.properties["main_metric_value"]}
-
-
-def no_worse_check(report: dict, tolerance: float, baseline: dict, baseline_name: str, source: str) -> dict:
-    """The ``no_worse_than_last`` check of ``report``'s (or a blessing's) main metric against
-    ``baseline``'s ``main_metric_value``, allowing a relative ``tolerance``. Evaluate runs it against
-    its baseline input, Export against the newest served version."""
-    main = report["main_metric"]
-    value, previous = report["metrics"][main]["value"], baseline["main_metric_value"]
-    lower = report["metrics"][main]["better"] == "lower"
-    slack = tolerance * abs(previous)
-    limit = previous + slack if lower else previous - slack
-    passed = value is not None and (value <= limit if lower else value >= limit)
-    shown = "nan/inf" if value is None else f"{value:.4g}"
-    reason = (f"{main} {shown} is {'no worse' if passed else 'worse'} than {previous:.4g} of {baseline_name} "
-              f"(limit {limit:.4g} with {tolerance:.0%} tolerance; {source})")
-    return {"check": "no_worse_than_last", "metric": main, "value": value, "limit": limit, "passed": bool(passed),
-            "reason": reason}
-
-
-def comparable(properties: dict, report: dict) -> bool:
-    """Whether a blessing (its properties or blessing.json) is a baseline for ``report``: blessed,
-    and measured the same way (main metric, feature space, sample count)."""
-    return (properties.get("blessed") is True and properties.get("main_metric") == report["main_metric"]
-            and properties.get("main_metric_value") is not None
-            and properties.get("feature_space_id") == report["feature_space_id"]
-            and properties.get("num_samples") == report["num_samples"])
-
+def _number(value: float | None) -> str:
+    return "nan/inf" if value is None else f"{value:.4g}"

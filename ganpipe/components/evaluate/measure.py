@@ -1,9 +1,29 @@
-"""Evaluate's measurement: the metrics of one model's samples beside their real-vs-real baselines."""
+"""Evaluate's measurement: each metric with its sampling noise, beside its real-vs-real baseline,
+and the served model measured alike.
+
+Sizes (``samples.sample_sizes``): the reference is every train example (up to REFERENCE_CAP);
+a fold is n = min(num_samples, eval count) fakes; there are K = num_fakes // n folds.
+
+- model: each metric on each fold (reference vs the fold's fakes); the value is the mean over the
+  K folds, its std the standard error of that mean (``metrics.sampling_noise``);
+- baseline: the same metrics with the n real eval examples in place of the fakes (what a perfect
+  generator scores at this size), its std by half-sampling the eval split; SRGAN's PSNR/SSIM
+  baseline is bicubic upscaling, in the same folds as the model;
+- served: the served version through its serving signature on the same folds (same latents,
+  labels, reals, feature space, estimators), and per metric the paired difference
+  candidate - served with its standard error, which the blessing's gate reads.
+
+A section is a function (setup, fold) -> {metric: value}: ``SECTIONS`` lists them, so a new
+metric module adds a section, and its values get folds, stds, baselines and the served
+comparison like every other.
+"""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
+from typing import Callable
 
 import keras
 import numpy as np
@@ -13,22 +33,88 @@ from ganpipe.components import specs
 from ganpipe.components.base import ComponentError, Progress, absolute_path
 from ganpipe.components.evaluate.report import sample_grid, write_report
 from ganpipe.components.evaluate.synthetic import measure_synthetic_data
-from ganpipe.components.evaluate.samples import (MODEL_PASSES, SampleCounter, Split, batched_call, check_finite,
-                                                 existing, generate, load_generator, read_model_info, read_split,
-                                                 sample_count)
+from ganpipe.components.evaluate.samples import (KerasSampler, SampleCounter, ServedSampler, Split, batched_call,
+                                                 check_finite, chunks, existing, fake_folds, load_generator, read_model_info,
+                                                 read_split, sample_sizes)
 from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.ganmodels import losses, metrics
+from ganpipe.ganmodels.metrics import kernel
+from ganpipe.ganmodels.metrics.feature_stats import kth_neighbour_distances
+from ganpipe.ganmodels.metrics.sampling_noise import fold_summary, half_sample_std, paired_difference
 from ganpipe.ganmodels.srgan import bicubic_upscale
 from ganpipe.infra import storage
 
+HALVES = 16  # random halves of the eval split for the baseline's std
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every section reads besides the fold: the reference and how to measure."""
+
+    params: dict
+    schema: dict
+    feature_space: str
+    names: list[str]  # ganmodels.metrics names computed in the feature space
+    options: dict
+    extract: Callable[[np.ndarray], dict]
+    reference_features: dict
+
+
+@dataclasses.dataclass
+class Fold:
+    """One set of samples measured against the reference, with the held-out examples beside it."""
+
+    samples: np.ndarray
+    held: Split
+    features: dict
+    discriminator: keras.Model | None = None
+    threshold: float | None = None
+
+
+def feature_metrics(setup: Setup, fold: Fold) -> dict[str, float]:
+    """Fréchet, kernel, precision/recall, density/coverage (+ classifier score, class coverage,
+    tabular) between the reference and the fold. A metric's own ``_std`` over its subsets is left
+    out: the folds give the std."""
+    values = metrics.compute(setup.names, setup.reference_features, fold.features, **setup.options)
+    return {key: value for key, value in values.items() if not key.endswith("_std")}
+
+
+def discriminator_accuracy(setup: Setup, fold: Fold) -> dict[str, float]:
+    """D on the held-out reals (never trained on) and on the fold's fakes, with labels for a
+    conditional D, at the GAN loss's decision threshold; only for a model that has a D."""
+    if fold.discriminator is None or fold.threshold is None or fold.held.lowres is not None:
+        return {}
+    conditional = len(fold.discriminator.inputs) == 2
+    labels = [fold.held.labels.astype("int32")] if conditional else []
+    batch = setup.params["batch_size"]
+    return metrics.compute_discriminator_accuracy(batched_call(fold.discriminator, [fold.held.x, *labels], batch),
+                                                  batched_call(fold.discriminator, [fold.samples, *labels], batch),
+                                                  threshold=fold.threshold)
+
+
+def upscaling_quality(setup: Setup, fold: Fold) -> dict[str, float]:
+    """SRGAN: PSNR/SSIM of the fold's upscaled images against the real high-res ones."""
+    if fold.held.lowres is None:
+        return {}
+    unit = lambda images: np.clip((images + 1.0) / 2.0, 0.0, 1.0)  # noqa: E731
+    window = min(11, fold.samples.shape[1], fold.samples.shape[2])
+    return metrics.compute_image_quality(unit(fold.held.x), unit(fold.samples), window_size=window)
+
+
+SECTIONS: tuple[Callable[[Setup, Fold], dict[str, float]], ...] = (
+    feature_metrics, discriminator_accuracy, upscaling_quality)
+
+
+def measure_folds(setup: Setup, folds: list[Fold]) -> list[dict[str, float]]:
+    return [{key: value for section in SECTIONS for key, value in section(setup, fold).items()} for fold in folds]
+
 
 def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_dir: str, output_dir: str, *,
-                   log=print, progress=None, **params) -> dict:
-    """Measures the model in ``model_dir`` and writes the report into ``output_dir``; returns it.
-
-    ``params`` are this component's parameters (missing ones take their defaults). Pass the
-    returned report to ``decide_blessing``.
-    """
+                   served: dict | None = None, log=print, progress=None, **params) -> dict:
+    """Measures the model in ``model_dir`` (and the served version ``served["destination"]``, if
+    given, alike) and writes the report into ``output_dir``; returns it. ``params`` are this
+    component's parameters (missing ones take their defaults); pass the report to
+    ``decide_blessing``."""
     params = specs.EVALUATE.resolve_parameters(params, "evaluate")
     # tf.data's seeded shuffle also depends on the process-wide seed, which an earlier step in
     # this process (Train) may have set: fix it, so the examples measured depend only on params.
@@ -38,106 +124,159 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
     discriminator = keras.saving.load_model(existing(model_dir, "discriminator.keras"), compile=False)
     feature_model, feature_info = feature_models.load_feature_model(classifier_dir)
     superres = info.get("family") == "srgan"
-
-    n = sample_count(schema, params["num_samples"])
-    reference = read_split(examples_uri, schema, "train", n, params, superres)
+    reference_count, n, folds = sample_sizes(schema, params["num_samples"], params["num_fakes"])
+    reference = read_split(examples_uri, schema, "train", reference_count, params, superres)
     held_out = read_split(examples_uri, schema, "eval", n, params, superres)
-    log(f"evaluating {generator_file} on {n} samples in the {feature_info['feature_space']} feature space")
-    # Samples through a model: generated, then three sets embedded, then two through D.
-    with (progress or functools.partial(Progress, log))("samples through G, the feature model and D", MODEL_PASSES * n, "samples") as bar:
+    models = 2 if served else 1
+    log(f"evaluating {generator_file}{' and the served version ' + str(served['version']) if served else ''}: "
+        f"{folds} folds of {n} fakes against {reference_count} train examples, {feature_info['feature_space']} features")
+    total = reference_count + n + models * 2 * folds * n + folds * n + n
+    with (progress or functools.partial(Progress, log))("samples through G, the feature model and D", total,
+                                                         "samples") as bar:
         counted = SampleCounter(bar)
-        fakes = generate(generator, held_out, n, params, counted)
-        check_finite(fakes, storage.join(model_dir, generator_file))
-        values, baselines, held_out_features = feature_metrics(
-            feature_model, feature_info, schema, reference.x, fakes, held_out.x, params, counted)
+        extract = lambda x: batched_call(feature_model, [x], params["batch_size"], counted)  # noqa: E731
+        setup = make_setup(params, schema, feature_info["feature_space"], extract, reference, n)
         threshold = losses.get(info.get("loss") or "non_saturating").threshold
-        if threshold is not None:  # a Wasserstein critic's scores have no decision threshold
-            values.update(held_out_discriminator_accuracy(discriminator, held_out, fakes, params["batch_size"],
-                                                          counted, threshold))
-    if superres:
-        quality, bicubic = upscaling_quality(held_out, fakes, info)
-        values.update(quality)
-        baselines.update(bicubic)
-        synthetic = None
-    else:  # copying, CAS and the membership audit (upscaled eval images are not synthetic data)
-        synthetic = measure_synthetic_data(generator, discriminator, feature_model, feature_info, schema, examples_uri,
-                                           held_out, held_out_features, int(info.get("num_classes") or 0), params)
-        values.update(synthetic.values)
-        baselines.update(synthetic.baselines)
+        candidate, first_fakes = model_folds(setup, KerasSampler(generator, params["batch_size"]), held_out, folds, counted,
+                                storage.join(model_dir, generator_file), discriminator, threshold)
+        served_folds = model_folds(setup, ServedSampler(served["destination"], params["batch_size"]), held_out,
+                                   folds, counted, served["destination"])[0] if served else None
+        held_out_features = features_of(setup, held_out.x)
+        baseline, baseline_std = real_vs_real(setup, held_out, held_out_features)
+    # copying, CAS and the membership audit (upscaled eval images are not synthetic data)
+    synthetic = None if superres else measure_synthetic_data(
+        generator, discriminator, feature_model, feature_info, schema, examples_uri, held_out, held_out_features,
+        int(info.get("num_classes") or 0), params)
+    if superres:  # bicubic upscaling is SRGAN's baseline for PSNR/SSIM, in the model's folds
+        bicubic = fold_summary([upscaling_quality(setup, Fold(_bicubic(chunk), chunk, {}))
+                                for chunk in chunks(held_out, len(candidate))])
+        baseline.update({key: mean for key, (mean, _) in bicubic.items()})
+        baseline_std.update({key: std for key, (_, std) in bicubic.items()})
     space = feature_info["feature_space"]
     report = {
         "feature_space": space,
         "feature_space_id": feature_space_id(feature_model, space),
         "classifier_eval_accuracy": feature_info.get("eval_accuracy"),
         "num_samples": n,
+        "samples": {"reference": reference_count, "held_out": n, "fold": n, "folds": len(candidate),
+                    "fakes": len(candidate) * n},
         "model": {"dir": absolute_path(model_dir), "generator": generator_file,
                   **{key: info.get(key) for key in ("family", "steps", "latent_dim", "num_classes", "data_kind")}},
-        "metrics": {rename(key, space): _entry(key, value, baselines.get(key))
-                    for key, value in values.items()},
+        "served": served,
+        "metrics": {**metric_entries(space, candidate, baseline, baseline_std, served_folds),
+                    **(synthetic_entries(synthetic) if synthetic else {})},
     }
     if synthetic and synthetic.per_class:
         report["cas_per_class"] = {str(label): entry for label, entry in synthetic.per_class.items()}
     report["main_metric"] = main_metric(report, params["main_metric"], superres)
-    write_report(report, output_dir, sample_grid(generator, held_out, info, fakes, params["seed"]), info,
+    write_report(report, output_dir, sample_grid(generator, held_out, info, first_fakes, params["seed"]), info,
                  closest_pairs=synthetic.closest_pairs if synthetic else None)
     return report
 
 
+def make_setup(params: dict, schema: dict, feature_space: str, extract, reference: Split, n: int) -> Setup:
+    reference_features = extract(reference.x)
+    names = ["frechet", "kernel", "precision_recall", "density_coverage"]
+    if "probabilities" in reference_features:
+        names.append("classifier_score")
+        if feature_space == "classifier":
+            names.append("mode_coverage")
+    if schema["kind"] == "vector":
+        names.append("tabular")
+        reference_features["vectors"] = reference.x.reshape(len(reference.x), -1)
+    # The reference side of each metric, computed once for the 2K folds and the baseline's halves.
+    reals = reference_features["features"].astype("float64")
+    half = max(2, n // 2)  # k-NN radii must exist on the baseline's half samples too
+    k_pr, k_dc = min(3, half - 1), min(5, half - 1)
+    options = {"frechet": {"real_stats": metrics.FeatureStats.from_features(reals)},
+               "kernel": {"subset_size": max(n, len(reals)), "num_subsets": 1, "real_within": kernel.within(reals)},
+               "precision_recall": {"k": k_pr, "real_radii": kth_neighbour_distances(reals, k_pr, "reference")},
+               "density_coverage": {"k": k_dc, "real_radii": kth_neighbour_distances(reals, k_dc, "reference")}}
+    if "classifier_score" in names:
+        options["classifier_score"] = {"num_splits": 1}
+    return Setup(params, schema, feature_space, names, options, extract, reference_features)
+
+
+def features_of(setup: Setup, samples: np.ndarray, features: dict | None = None) -> dict:
+    features = dict(setup.extract(samples) if features is None else features)
+    if setup.schema["kind"] == "vector":
+        features["vectors"] = samples.reshape(len(samples), -1)
+    return features
+
+
+def model_folds(setup: Setup, sampler, held_out: Split, folds: int, counted, where: str,
+                discriminator=None, threshold=None) -> tuple[list[dict[str, float]], np.ndarray]:
+    """The metrics of one model per fold, and the first fold's fakes (for the sample grid)."""
+    measured, first = [], None
+    for fakes, held in fake_folds(sampler, held_out, folds, setup.params["seed"], counted):
+        check_finite(fakes, where)
+        fold = Fold(fakes, held, features_of(setup, fakes), discriminator, threshold)
+        measured.append(measure_folds(setup, [fold])[0])
+        first = fakes if first is None else first
+    return measured, first
+
+
+def real_vs_real(setup: Setup, held_out: Split, features: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """The metrics with the eval examples (``features``: theirs) in place of fakes, and their
+    half-sample stds."""
+    whole = measure_folds(setup, [Fold(held_out.x, held_out, features)])[0]
+    rng = np.random.default_rng(setup.params["seed"])
+    halves = []
+    for _ in range(HALVES):
+        rows = np.sort(rng.choice(len(held_out.x), max(2, len(held_out.x) // 2), replace=False))
+        part = {key: array[rows] for key, array in features.items()}
+        halves.append(measure_folds(setup, [Fold(held_out.x[rows], held_out.take(rows), part)])[0])
+    keys = [key for key in whole if key not in ("psnr", "ssim")]  # identical images: no baseline
+    return ({key: whole[key] for key in keys},
+            {key: half_sample_std([half[key] for half in halves]) for key in keys})
+
+
+def _bicubic(held: Split) -> np.ndarray:
+    scale = held.x.shape[1] // held.lowres.shape[1]
+    return keras.ops.convert_to_numpy(bicubic_upscale(held.lowres, scale))
+
+
+def metric_entries(space: str, candidate, baseline: dict, baseline_std: dict, served_folds=None) -> dict:
+    """Per metric (under its user-facing name): value ± std, baseline ± std, and the served
+    model's value ± std with the paired difference candidate - served ± its std."""
+    entries = {}
+    for key, (value, std) in fold_summary(candidate).items():
+        kind = None if key not in baseline else "bicubic" if key in ("psnr", "ssim") else "real_vs_real"
+        entry = {"value": _finite_or_none(value), "std": _finite_or_none(std),
+                 "baseline": _finite_or_none(baseline.get(key)), "baseline_std": _finite_or_none(baseline_std.get(key)),
+                 "baseline_kind": kind, "better": metrics.DIRECTIONS[key]}
+        if served_folds and key in served_folds[0]:
+            served_value, served_std = fold_summary(served_folds)[key]
+            difference, difference_std = paired_difference(candidate, served_folds, key)
+            entry["served"] = {"value": _finite_or_none(served_value), "std": _finite_or_none(served_std),
+                               "difference": _finite_or_none(difference),
+                               "difference_std": _finite_or_none(difference_std)}
+        entries[rename(key, space)] = entry
+    return entries
+
+
+def synthetic_entries(synthetic) -> dict:
+    """Copying, CAS and the audit, each with the std its own estimator gives (bootstrap, binomial,
+    DeLong): they are measured once on their own fakes, not over the folds."""
+    entries = {}
+    for key, value in synthetic.values.items():
+        if key.endswith("_std"):
+            continue
+        baseline = synthetic.baselines.get(key)
+        entries[key] = {"value": _finite_or_none(value), "std": _finite_or_none(synthetic.values.get(key + "_std")),
+                        "baseline": _finite_or_none(baseline), "baseline_std": None,
+                        "baseline_kind": None if baseline is None else "real_trained",
+                        "better": metrics.DIRECTIONS[key]}
+    return entries
+
+
 def feature_space_id(feature_model: keras.Model, feature_space: str) -> str:
-    """Names the feature space by its weights: metrics are comparable across runs exactly when
-    this matches (a retrained classifier with identical weights, e.g. after a code change that
-    re-ran the Classifier step, still matches; its artifact fingerprint would not)."""
+    """Names the feature space by its weights (a retrained classifier with identical weights
+    still matches; its artifact fingerprint would not)."""
     digest = hashlib.sha256(feature_space.encode())
     for weight in feature_model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value)).tobytes())
     return f"{feature_space}:{digest.hexdigest()[:16]}"
-
-
-def feature_metrics(feature_model, feature_info, schema, reference, fakes, held_out, params, counted=None):
-    """The feature-space (and, for vectors, tabular) metrics, their real-vs-real baselines, and the
-    held-out examples' features."""
-    extract = lambda x: batched_call(feature_model, [x], params["batch_size"], counted)  # noqa: E731
-    real, fake, other = extract(reference), extract(fakes), extract(held_out)
-    names = ["frechet", "kernel", "precision_recall", "density_coverage"]
-    if "probabilities" in real:
-        names.append("classifier_score")
-        if feature_info["feature_space"] == "classifier":
-            names.append("mode_coverage")
-    if schema["kind"] == "vector":
-        names.append("tabular")
-        for side, vectors in ((real, reference), (fake, fakes), (other, held_out)):
-            side["vectors"] = vectors.reshape(len(vectors), -1)
-    n = len(reference)
-    # Subsets of half the items: with all n, every KID subset would be the same and its std 0.
-    options = {"kernel": {"subset_size": min(1000, max(2, n // 2)), "num_subsets": 50, "seed": params["seed"]},
-               "precision_recall": {"k": min(3, n - 1)}, "density_coverage": {"k": min(5, n - 1)}}
-    if "classifier_score" in names:
-        options["classifier_score"] = {"num_splits": min(10, n)}
-    return (metrics.compute(names, real, fake, **options), metrics.real_vs_real(names, real, other, **options),
-            other)
-
-
-def held_out_discriminator_accuracy(discriminator, held_out: Split, fakes, batch_size: int,
-                                    counted=None, threshold: float = 0.0) -> dict[str, float]:
-    """D on real eval samples (never trained on) vs the fakes, with labels for conditional D,
-    at the GAN loss's decision threshold."""
-    conditional = len(discriminator.inputs) == 2
-    real_inputs = [held_out.x] + ([held_out.labels.astype("int32")] if conditional else [])
-    fake_inputs = [fakes] + ([held_out.labels.astype("int32")] if conditional else [])
-    return metrics.compute_discriminator_accuracy(batched_call(discriminator, real_inputs, batch_size, counted),
-                                                  batched_call(discriminator, fake_inputs, batch_size, counted),
-                                                  threshold=threshold)
-
-
-def upscaling_quality(held_out: Split, fakes: np.ndarray, info: dict) -> tuple[dict, dict]:
-    """PSNR/SSIM of the generator's upscaling and of bicubic upscaling vs the real high-res."""
-    scale = fakes.shape[1] // held_out.lowres.shape[1]
-    bicubic = keras.ops.convert_to_numpy(bicubic_upscale(held_out.lowres, scale))
-    unit = lambda images: np.clip((images + 1.0) / 2.0, 0.0, 1.0)  # noqa: E731
-    window = min(11, fakes.shape[1], fakes.shape[2])
-    real = unit(held_out.x)
-    return (metrics.compute_image_quality(real, unit(fakes), window_size=window),
-            metrics.compute_image_quality(real, unit(bicubic), window_size=window))
 
 
 def rename(key: str, feature_space: str) -> str:
@@ -151,18 +290,10 @@ def rename(key: str, feature_space: str) -> str:
     return key
 
 
-BASELINE_KINDS = {"psnr": "bicubic", "ssim": "bicubic", "cas": "real_trained"}  # else real_vs_real
-
-
-def _entry(key: str, value: float, baseline: float | None) -> dict:
-    kind = None if baseline is None else BASELINE_KINDS.get(key, "real_vs_real")
-    return {"value": _finite_or_none(value), "baseline": _finite_or_none(baseline), "baseline_kind": kind,
-            "better": metrics.DIRECTIONS[key]}
-
-
 def main_metric(report: dict, requested: str, superres: bool) -> str:
+    """``auto``: KID (unbiased at any sample size, see docs/evaluation.md), PSNR for SRGAN."""
     if requested == "auto":
-        return "psnr" if superres else FRECHET_NAMES[report["feature_space"]]
+        return "psnr" if superres else "kid"
     if requested not in report["metrics"]:
         raise ComponentError(f"evaluate.main_metric: {requested!r} was not computed for this model; "
                              f"choose one of {', '.join(sorted(report['metrics']))}")
@@ -173,4 +304,3 @@ def main_metric(report: dict, requested: str, superres: bool) -> str:
 
 def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
-

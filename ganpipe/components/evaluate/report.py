@@ -11,6 +11,8 @@ from ganpipe.components.evaluate.samples import SAMPLE_NOISE_SEED, Split, batche
 from ganpipe.ganmodels.srgan import bicubic_upscale
 
 GRID_COLUMNS, GRID_MAX_CLASSES = 8, 16
+STD_SUFFIX = "_std"  # quality/<metric>_std: the standard error beside quality/<metric>
+SERVED = "served"  # served/<metric>: the served model measured in the same run
 
 
 def sample_grid(generator, held_out: Split, info: dict, fakes: np.ndarray, seed: int) -> np.ndarray:
@@ -32,6 +34,9 @@ def sample_grid(generator, held_out: Split, info: dict, fakes: np.ndarray, seed:
 
 def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict,
                  closest_pairs: np.ndarray | None = None) -> None:
+    """metrics.json, samples.png (and closest_pairs.png) and the eval logs: per metric the value,
+    its std, the baseline and the served model's value as scalars; the table as text; the grids as
+    images."""
     evaluation = Artifact(type="Evaluation", uri=output_dir)
     evaluation.write_json("metrics.json", report)
     monitoring.write_png(grid, evaluation.path("samples.png"))
@@ -40,10 +45,12 @@ def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict,
     writer = tf.summary.create_file_writer(evaluation.path("logs", "eval"))
     with writer.as_default(step=int(info.get("steps") or 0)):
         for name, entry in report["metrics"].items():
-            if entry["value"] is not None:
-                tf.summary.scalar(f"{monitoring.QUALITY}/{name}", entry["value"])
-            if entry["baseline"] is not None:
-                tf.summary.scalar(f"{monitoring.BASELINE}/{name}", entry["baseline"])
+            for tag, value in ((f"{monitoring.QUALITY}/{name}", entry["value"]),
+                               (f"{monitoring.QUALITY}/{name}{STD_SUFFIX}", entry["std"]),
+                               (f"{monitoring.BASELINE}/{name}", entry["baseline"]),
+                               (f"{SERVED}/{name}", (entry.get("served") or {}).get("value"))):
+                if value is not None:
+                    tf.summary.scalar(tag, value)
         tf.summary.text(f"{monitoring.QUALITY}/report", markdown_table(report))
         tf.summary.image(f"{monitoring.QUALITY}/samples", grid[np.newaxis])
         if closest_pairs is not None:
@@ -53,29 +60,53 @@ def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict,
 
 def markdown_table(report: dict) -> str:
     accuracy = report["classifier_eval_accuracy"]
+    sizes = report["samples"]
     lines = [
-        f"**{report['model']['generator']}** ({report['model'].get('family')}, {report['model'].get('steps')} steps), "
-        f"{report['num_samples']} samples per set, {report['feature_space']} features"
+        f"**{report['model']['generator']}** ({report['model'].get('family')}, {report['model'].get('steps')} steps): "
+        f"{sizes['folds']} folds of {sizes['fold']} fakes against {sizes['reference']} train examples, "
+        f"{report['feature_space']} features"
         + (f" (classifier eval accuracy {accuracy:.3f})" if accuracy is not None else "") + ".",
         "",
-        "Baseline: real train vs real eval examples (what a perfect generator would score), or bicubic "
-        "upscaling for PSNR/SSIM.",
+        "± is the standard error over the folds (the baseline's: over halves of the eval split). Baseline: "
+        f"{sizes['held_out']} real eval examples in place of the fakes (what a perfect generator would score), "
+        "or bicubic upscaling for PSNR/SSIM. " + served_sentence(report.get("served")),
         "",
-        "| metric | model | baseline | better |",
-        "|---|---|---|---|",
+        metrics_table(report["metrics"], report["main_metric"]),
     ]
-    for name, entry in report["metrics"].items():
-        baseline = _format(entry["baseline"]) + (f" ({entry['baseline_kind'].replace('_', ' ')})"
-                                                 if entry["baseline_kind"] not in (None, "real_vs_real") else "")
-        marker = " **(main)**" if name == report["main_metric"] else ""
-        lines.append(f"| {name}{marker} | {_format(entry['value'])} | {baseline if entry['baseline_kind'] else '-'} "
-                     f"| {entry['better']} |")
     if report.get("cas_per_class"):
         lines += ["", "CAS per class (trained on generated / on real examples): " + ", ".join(
             f"{label}: {entry['cas']:.2f} / {entry['real']:.2f}" for label, entry in report["cas_per_class"].items())]
     return "\n".join(lines)
 
 
-def _format(value: float | None) -> str:
-    return "inf / nan" if value is None else f"{value:.4g}"
+def served_sentence(served: dict | None) -> str:
+    if not served:
+        return "Served: no model is served under this model name, so there is no comparison."
+    return (f"Served: version {served['version']} ({served['destination']}), measured on the same folds; "
+            "difference = model - served.")
 
+
+def metrics_table(entries: dict, main: str) -> str:
+    """The Markdown table of report (or blessing) metrics; Export's model card shows the same."""
+    served = any(entry.get("served") for entry in entries.values())
+    lines = ["| metric | model | baseline | " + ("served | difference | " if served else "") + "better |",
+             "|---|---|---|" + ("---|---|" if served else "") + "---|"]
+    for name, entry in entries.items():
+        baseline = "-" if not entry.get("baseline_kind") else \
+            plus_minus(entry["baseline"], entry.get("baseline_std")) + \
+            ("" if entry["baseline_kind"] == "real_vs_real" else f" ({entry['baseline_kind'].replace('_', '-')})")
+        compared = entry.get("served") or {}
+        served_cells = (f"{plus_minus(compared['value'], compared['std'])} | "
+                        f"{plus_minus(compared['difference'], compared['difference_std'], signed=True)} | "
+                        if compared else "- | - | ") if served else ""
+        marker = " **(main)**" if name == main else ""
+        lines.append(f"| {name}{marker} | {plus_minus(entry['value'], entry.get('std'))} | {baseline} | "
+                     f"{served_cells}{entry['better']} |")
+    return "\n".join(lines)
+
+
+def plus_minus(value: float | None, std: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "inf / nan"
+    shown = f"{value:+.4g}" if signed else f"{value:.4g}"
+    return shown if std is None else f"{shown} ± {std:.2g}"

@@ -8,9 +8,8 @@ versions counting up from 1 (the next after the largest present). ``export_base`
 properties ``pushed``, ``pushed_destination``, ``version``, ``model_name``, ``reason``,
 ``already_served``. Without a blessing (and without ``force``) nothing is written to
 ``export_base`` and the artifact records ``pushed: false`` and why; so it does for a blessed
-model whose main metric is worse than that of the newest served version blessed and measured
-the same way (``worse_than_served``: Evaluate's ``no_worse_than_last`` rule, checked again where
-the model would be served, whichever orchestrator ran Evaluate).
+model that Evaluate did not measure beside the version served now, or that is worse than it by
+the gate's rule (``worse_than_served``; docs/serving.md).
 
 Transactional and idempotent: everything (SavedModel, model card, ``assets.extra/``) is written
 into a hidden ``.incoming-<execution id>-*`` directory next to the versions, fsynced, and renamed
@@ -34,7 +33,8 @@ Signatures (the EMA generator when the model has one and ``use_ema``):
   so no ``generate``.
 
 ``generate`` refuses ``num_samples`` above ``max_generate_samples`` (or below 0) with
-InvalidArgument, so one request cannot exhaust a model server's memory; the bound is in the card.
+InvalidArgument before anything is allocated, for every family, so one request cannot exhaust a
+model server's memory; the bound is in the card.
 
 Extra files, in ``assets.extra/`` (TF Serving's place for files the graph does not use):
 ``README.md`` (the model card: serving, data, training settings, metrics, blessing, lineage by
@@ -50,7 +50,8 @@ import uuid
 
 from ganpipe.components import specs
 from ganpipe.components.base import Artifact, ExecutionContext, absolute_path
-from ganpipe.components.evaluate import comparable, load_generator, no_worse_check, read_model_info
+from ganpipe.components.evaluate.blessing import GATE, gate_passes
+from ganpipe.components.evaluate.samples import load_generator, read_model_info
 from ganpipe.components.export.model_card import model_card
 from ganpipe.components.export.publish import (EXTRA, INCOMING_PREFIX, SAVED_MODEL_FILE, check_model_name,
                                                publish_version, read_card, read_extra, versions)
@@ -59,7 +60,7 @@ from ganpipe.infra import faults, storage
 from ganpipe.infra.fingerprints import artifact_fingerprint
 
 __all__ = ["COMPONENT", "EXTRA", "GENERATE_SEED_WORD", "INCOMING_PREFIX", "SAVED_MODEL_FILE", "export_base",
-           "export_model", "run"]
+           "export_model", "run", "versions", "versions_directory"]
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -84,6 +85,11 @@ def export_base(pipeline_root: str, configured: str | None) -> str:
     return storage.resolve(pipeline_root, configured or "serving")
 
 
+def versions_directory(base: str, model_name: str) -> str:
+    """Where the versions of ``model_name`` live: ``<export_base>/<model_name>``."""
+    return storage.join(absolute_path(base), model_name)
+
+
 def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",
                  export_base: str = "serving", force: bool = False, use_ema: bool = True,
                  max_generate_samples: int = 1024, lineage: dict | None = None, model_fingerprint: str = "",
@@ -104,7 +110,7 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
         artifact.write_json("pushed.json", result)
         return result
 
-    model_root = storage.join(absolute_path(export_base), model_name)
+    model_root = versions_directory(export_base, model_name)
     identity = {"model_fingerprint": model_fingerprint or artifact_fingerprint(model_dir), "use_ema": use_ema,
                 "max_generate_samples": max_generate_samples}
     served = served_version(model_root, identity)
@@ -175,19 +181,23 @@ def served_version(model_root: str, identity: dict) -> int | None:
 
 
 def worse_than_served(blessing: dict, model_root: str) -> str | None:
-    """Why the blessed model must not replace what is served, or None: its main metric against
-    the newest version under ``model_root`` that was blessed and measured the same way, by the
-    blessing's own ``no_worse_than_last`` rule. Evaluate already compares with the last blessed
-    model where a metadata store gives it one; this check holds wherever Evaluate ran (Kubeflow,
-    an Evaluate cached by the orchestrator, another pipeline exporting under the same name)."""
-    tolerance = blessing.get("regression_tolerance")
-    if tolerance is None:  # no_worse_than_last is off
-        return None
-    for version in sorted(versions(model_root), reverse=True):
-        version_dir = storage.join(model_root, str(version))
-        baseline = read_extra(version_dir, "blessing.json")
-        if comparable(baseline, blessing):
-            check = no_worse_check(blessing, tolerance, baseline, f"served version {version}", version_dir)
-            return None if check["passed"] else check["reason"]
-    return None
+    """Why the blessed model must not replace the served version, or None.
 
+    The served version is the newest under ``model_root`` (what TF Serving serves). If Evaluate
+    measured the candidate beside that very version, the recorded comparison decides, by the
+    gate's own rule (``gate_passes``). If another version is served now (pushed meanwhile, or
+    Evaluate ran where nothing resolved the served model, as under Kubeflow), the two were never
+    measured alike: refused until Evaluate runs again."""
+    gate = next((check for check in blessing.get("checks") or [] if check.get("check") == GATE), None)
+    newest = max(versions(model_root), default=None)
+    if gate is None or newest is None:  # the gate is off, or nothing is served
+        return None
+    newest_dir = storage.join(model_root, str(newest))
+    measured = gate.get("served") or {}
+    fingerprint = read_extra(newest_dir, "export.json").get("model_fingerprint")
+    if storage.normalize(measured.get("destination") or "") != storage.normalize(newest_dir) \
+            or measured.get("model_fingerprint") != fingerprint:
+        beside = f"version {measured['version']}" if measured else "no served model"
+        return (f"version {newest} is served under {model_root}, but Evaluate measured this model beside {beside}; "
+                "run the pipeline again so Evaluate measures the two alike")
+    return None if gate_passes(gate) else gate["reason"]

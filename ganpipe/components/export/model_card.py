@@ -1,9 +1,14 @@
 """The model card: README.md in a version's assets.extra/ (serving, data, training, evaluation, lineage)."""
 from __future__ import annotations
 
+import re
+
 import ganpipe
+from ganpipe.components.evaluate.report import metrics_table, served_sentence
 from ganpipe.components.export.signatures import lowres_shape
 from ganpipe.components.privacy import privacy_statement
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
 def model_card(model_name, version, info, schema, blessing, result, generator_file, lineage,
@@ -12,7 +17,7 @@ def model_card(model_name, version, info, schema, blessing, result, generator_fi
              f"\n\n`generate` accepts `num_samples` from 0 to {max_generate_samples} (`export.max_generate_samples`); "
              "a larger request fails with InvalidArgument.")
     sections = [
-        f"# {model_name}, version {version}",
+        f"# {markdown_text(model_name)}, version {version}",
         f"A {info.get('family', '?')} GAN generator ({generator_file}) exported by ganpipe {ganpipe.__version__}; "
         f"{result['reason']}.",
         "## Serving\n\n" + _signature_table(info) + limit + "\n\n" + _serving_howto(info, model_name, version, min(16, max_generate_samples)),
@@ -80,27 +85,25 @@ def _data_facts(schema: dict) -> dict:
     facts = {"kind": schema.get("kind"), "shape": schema.get("shape"), "classes": schema.get("num_classes"),
              "counts": schema.get("counts")}
     if schema.get("label_names"):
-        facts["label names"] = ", ".join(map(str, schema["label_names"]))
+        facts["label names"] = ", ".join(map(markdown_text, schema["label_names"]))
     if schema.get("lowres_shape"):
         facts["low-resolution shape"] = schema["lowres_shape"]
     if schema.get("feature_names"):
-        facts["features"] = ", ".join(schema["feature_names"])
+        facts["features"] = ", ".join(map(markdown_text, schema["feature_names"]))
     return facts
 
 
 def _metrics_section(blessing: dict | None) -> str:
     if not blessing:
         return "No evaluation."
-    lines = [f"Blessed: **{'yes' if blessing.get('blessed') else 'no'}** — " + "; ".join(blessing.get("reasons", [])),
-             "", f"Feature space: {blessing.get('feature_space')}, {blessing.get('num_samples')} samples per set; "
-             f"main metric: {blessing.get('main_metric')}.", "",
-             "| metric | model | baseline | better |", "|---|---|---|---|"]
-    for name, entry in (blessing.get("metrics") or {}).items():
-        baseline = entry.get("baseline")
-        lines.append(f"| {name} | {_number(entry.get('value'))} | "
-                     f"{_number(baseline) if entry.get('baseline_kind') else '-'}"
-                     f"{' (bicubic)' if entry.get('baseline_kind') == 'bicubic' else ''} | {entry.get('better')} |")
-    return "\n".join(lines)
+    sizes = blessing.get("samples") or {}
+    return "\n".join([
+        f"Blessed: **{'yes' if blessing.get('blessed') else 'no'}** — " + "; ".join(blessing.get("reasons", [])), "",
+        f"Feature space: {blessing.get('feature_space')}; {sizes.get('folds')} folds of {sizes.get('fold')} fakes "
+        f"against {sizes.get('reference')} train examples; main metric: {blessing.get('main_metric')}. ± is the "
+        "standard error over the folds (the baseline's: over halves of the eval split). "
+        + served_sentence(blessing.get("served")), "",
+        metrics_table(blessing.get("metrics") or {}, blessing.get("main_metric"))])
 
 
 def _lineage_facts(lineage: dict, model_name: str) -> dict:
@@ -115,6 +118,10 @@ def _bullets(facts: dict) -> str:
     return "\n".join(f"- {key}: {value}" for key, value in facts.items() if value is not None) or "-"
 
 
-def _number(value) -> str:
-    return "inf / nan" if value is None else f"{value:.4g}"
+def markdown_text(value) -> str:
+    """``value`` as literal Markdown text on one line: user-supplied names (labels, features)
+    must not turn into links, emphasis, table cells, headings or HTML in the card."""
+    text = " ".join(str(value).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 
+from ganpipe.components import specs
 from ganpipe.components.base import ComponentError
 from ganpipe.infra import faults, storage
 
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
-EXTRA = "assets.extra"
+EXTRA = specs.SERVED_EXTRA
 SAVED_MODEL_FILE = "saved_model.pb"
 INCOMING_PREFIX = ".incoming-"  # + "<execution id>-": gc removes those of executions not running
 

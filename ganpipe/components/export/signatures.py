@@ -32,9 +32,8 @@ def build_archive(generator: keras.Model, info: dict,
     latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="latent")
     generate_spec = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([], tf.int64, name="seed")]
 
-    def noise(num_samples, seed):
-        num_samples = bounded(num_samples, max_generate_samples)
-        return tf.random.stateless_normal(tf.stack([num_samples, latent_dim]),
+    def noise(count, seed):
+        return tf.random.stateless_normal(tf.stack([count, latent_dim]),
                                           seed=tf.stack([seed, tf.constant(GENERATE_SEED_WORD, tf.int64)]))
 
     if len(generator.inputs) == 2:
@@ -45,9 +44,9 @@ def build_archive(generator: keras.Model, info: dict,
         def serve(latent, label):
             return outputs(generator([latent, tf.cast(label, tf.int32)], training=False))
 
-        def generate(num_samples, seed):
-            labels = tf.range(tf.cast(num_samples, tf.int64)) % num_classes
-            return {**_without_float(serve(noise(num_samples, seed), labels)), "labels": labels}
+        def draw(count, seed):
+            labels = tf.range(tf.cast(count, tf.int64)) % num_classes
+            return {**_without_float(serve(noise(count, seed), labels)), "labels": labels}
 
         archive.add_endpoint("serving_default", serve,
                              input_signature=[latent_spec, tf.TensorSpec([None], tf.int64, name="label")])
@@ -55,10 +54,15 @@ def build_archive(generator: keras.Model, info: dict,
         def serve(latent):
             return outputs(generator(latent, training=False))
 
-        def generate(num_samples, seed):
-            return _without_float(serve(noise(num_samples, seed)))
+        def draw(count, seed):
+            return _without_float(serve(noise(count, seed)))
 
         archive.add_endpoint("serving_default", serve, input_signature=[latent_spec])
+
+    def generate(num_samples, seed):
+        # Bounded once, here, for every family: each op that allocates takes the checked count.
+        return draw(bounded(num_samples, max_generate_samples), seed)
+
     archive.add_endpoint("generate", generate, input_signature=generate_spec)
     return archive, ["serving_default", "generate"]
 

@@ -19,11 +19,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ganpipe.components.base import ComponentError, Parameter, absolute_path, did_you_mean
+from ganpipe.infra import listing  # light: Beam is imported only to match a glob
 
 if TYPE_CHECKING:  # Never run. Names the kind modules, imported by name below, for Ingest's cache
     # key: pipeline/cache.py finds a step's code by reading import statements, not strings.
     from ganpipe.components.sources import csv, digits, images, npz, photos, tfds, tfrecord  # noqa: F401
-    from ganpipe.infra import listing  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +52,10 @@ class SourceKind:
     def plan(self, argument: str, params: dict):
         return importlib.import_module(self.module).plan(argument, params)
 
-    def listing(self, argument: str) -> "listing.Listing":
+    def listing(self, argument: str) -> listing.Listing:
         """The files behind a file source (``infra.listing``): what its reader reads."""
-        from ganpipe.infra import listing  # light, but only file kinds need it
-
-        found = listing.list_files(self.pattern.format(argument.rstrip("/") if "**" in self.pattern else argument))
+        pattern = argument if self.pattern == "{}" else self.pattern.format(argument.rstrip("/"))
+        found = listing.list_files(pattern)
         return found.without(lambda path: is_hidden(path, argument)) if self.skip_hidden else found
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .feature_stats import as_matrix, check_same_width, distance_chunks, kth_neighbour_distances
+from .feature_stats import as_matrix, check_same_width, distance_chunks, known_radii
 
 
-def compute_density_coverage(real, fake, k: int = 5) -> dict[str, float]:
-    """``{"density": float >= 0, "coverage": float in [0, 1]}``."""
+def compute_density_coverage(real, fake, k: int = 5, real_radii=None) -> dict[str, float]:
+    """``{"density": float >= 0, "coverage": float in [0, 1]}``; ``real_radii`` as in precision/recall."""
     real, fake = as_matrix(real, "real features", min_rows=2), as_matrix(fake, "fake features")
     check_same_width(real, fake, "real features", "fake features")
-    radii = kth_neighbour_distances(real, k, "real features")
+    radii = known_radii(real, k, real_radii)
     balls_containing_fake = np.zeros(len(fake))
     covered = np.zeros(len(real), dtype=bool)
     for start, block in distance_chunks(real, fake):  # block[i, j] = |real_i - fake_j|

@@ -121,3 +121,14 @@ def kth_neighbour_distances(x: np.ndarray, k: int, name: str) -> np.ndarray:
         block[rows, start + rows] = 0.0  # exact self-distance, free of rounding
         radii[start:start + len(block)] = np.partition(block, k, axis=1)[:, k]
     return radii
+
+
+def known_radii(real: np.ndarray, k: int, radii=None) -> np.ndarray:
+    """``radii`` (the real set's k-NN radii computed once for many fake sets), checked to fit
+    ``real``, or computed now."""
+    if radii is None:
+        return kth_neighbour_distances(real, k, "real features")
+    radii = np.asarray(radii, dtype=np.float64)
+    if radii.shape != (len(real),):
+        raise ValueError(f"real_radii: expected one radius per real item ({len(real)}), got shape {radii.shape}")
+    return radii

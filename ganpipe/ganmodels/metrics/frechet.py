@@ -29,9 +29,10 @@ def frechet_distance(mean_a, cov_a, mean_b, cov_b) -> float:
     return float(max(distance, 0.0))  # a squared distance; only rounding can make it negative
 
 
-def compute_frechet(real, fake) -> dict[str, float]:
-    """``{"frechet_distance": FD}`` between feature sets: [N, D] arrays or ``FeatureStats``."""
-    real, fake = _stats(real, "real features"), _stats(fake, "fake features")
+def compute_frechet(real, fake, real_stats: FeatureStats | None = None) -> dict[str, float]:
+    """``{"frechet_distance": FD}`` between feature sets: [N, D] arrays or ``FeatureStats``;
+    ``real_stats`` stands in for ``real`` when already computed (one reference, many fake sets)."""
+    real, fake = real_stats or _stats(real, "real features"), _stats(fake, "fake features")
     return {"frechet_distance": frechet_distance(real.mean, real.cov, fake.mean, fake.cov)}
 
 

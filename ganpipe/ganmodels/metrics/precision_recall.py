@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .feature_stats import as_matrix, check_same_width, distance_chunks, kth_neighbour_distances
+from .feature_stats import as_matrix, check_same_width, distance_chunks, known_radii, kth_neighbour_distances
 
 
-def compute_precision_recall(real, fake, k: int = 3) -> dict[str, float]:
-    """``{"precision": float in [0, 1], "recall": float in [0, 1]}``."""
+def compute_precision_recall(real, fake, k: int = 3, real_radii=None) -> dict[str, float]:
+    """``{"precision": float in [0, 1], "recall": float in [0, 1]}``. ``real_radii``: the real
+    set's k-NN radii when already known (one reference measured against many fake sets)."""
     real, fake = as_matrix(real, "real features", min_rows=2), as_matrix(fake, "fake features", min_rows=2)
     check_same_width(real, fake, "real features", "fake features")
-    real_radii = kth_neighbour_distances(real, k, "real features")
+    real_radii = known_radii(real, k, real_radii)
     fake_radii = kth_neighbour_distances(fake, k, "fake features")
     fake_in_real = np.zeros(len(fake), dtype=bool)
     real_in_fake = np.zeros(len(real), dtype=bool)
