@@ -57,6 +57,30 @@ def gcs_bucket():
         process.wait(timeout=30)
 
 
+def write_image_examples(root, images, labels=None, eval_count=0, label_names=()):
+    """uint8 images [N, H, W, C] (and integer labels) in Preprocess's processed layout, the first
+    ``eval_count`` in the eval split; returns the schema. For tests of the steps after Preprocess."""
+    import json
+
+    import tensorflow as tf
+
+    from ganpipe.infra.beamio import serialize_example
+
+    for split, rows in (("eval", range(eval_count)), ("train", range(eval_count, len(images)))):
+        os.makedirs(os.path.join(root, split))
+        with tf.io.TFRecordWriter(os.path.join(root, split, "part-00000.tfrecord")) as writer:
+            for row in rows:
+                label = None if labels is None else [int(labels[row])]
+                writer.write(serialize_example(bytes_features=[("image", [images[row].tobytes()])],
+                                               int_features=[("label", label)]))
+    schema = {"kind": "image", "shape": list(images.shape[1:]), "channels": images.shape[-1], "dtype": "uint8",
+              "lowres_shape": None, "label_names": list(label_names), "num_classes": len(label_names),
+              "counts": {"train": len(images) - eval_count, "eval": eval_count}}
+    with open(os.path.join(root, "schema.json"), "w") as f:
+        json.dump(schema, f)
+    return schema
+
+
 TINY_DCGAN = {"family": "dcgan", "network": {"width": 8}, "latent_dim": 8, "batch_size": 16}
 TINY_MLP = {"family": "mlp", "network": {"hidden": [16, 16]}, "latent_dim": 8, "batch_size": 16}
 

@@ -177,7 +177,8 @@ def test_classifier_artifact(feature_space):
 def test_unlabelled_data_uses_pixels_or_raw_vectors(tmp_path):
     counts = {"train": 100, "eval": 20}
     pixels = classifier.build_feature_model(
-        "unused", {"kind": "image", "shape": [32, 32, 3], "num_classes": 0, "counts": counts}, str(tmp_path / "p"))
+        "unused", {"kind": "image", "shape": [32, 32, 3], "num_classes": 0, "counts": counts}, str(tmp_path / "p"),
+        unlabelled_features="pixels")
     assert pixels["feature_space"] == "pixels" and pixels["feature_dim"] == 16 * 16 * 3
     assert pixels["eval_accuracy"] is None and pixels["outputs"] == ["features"]
     model, _ = classifier.load_feature_model(str(tmp_path / "p"))
@@ -237,7 +238,8 @@ def test_metrics_json_content(evaluations, mlp_models):
     assert report["model"]["dir"] == os.path.abspath(mlp_models[1].uri) and report["served"] is None
     expected = {"fcd", "kid", "precision", "recall", "density", "coverage", "classifier_score", "classes_present",
                 "class_entropy", "class_entropy_normalized", "class_kl_uniform", "class_kl_real", "d_accuracy",
-                "d_accuracy_real", "d_accuracy_fake"}
+                "d_accuracy_real", "d_accuracy_fake", "copying_share", "copying_ct", "membership_auc_d",
+                "membership_auc_distance"}
     assert set(report["metrics"]) == expected
     for name, entry in report["metrics"].items():
         assert set(entry) == {"value", "std", "baseline", "baseline_std", "baseline_kind", "better"}
@@ -482,7 +484,7 @@ def test_superresolution_model_reports_psnr_ssim_against_bicubic(tmp_path_factor
     schema = write_examples(root, records, {"kind": "image", "shape": [16, 16, 1], "channels": 1,
                                             "lowres_shape": [8, 8, 1]})
     features = Artifact("FeatureModel", str(tmp_path_factory.mktemp("pixels")))
-    classifier.build_feature_model(root, schema, features.uri)
+    classifier.build_feature_model(root, schema, features.uri, unlabelled_features="pixels")
     keras.utils.set_random_seed(2)
     gan = build_gan("srgan", (16, 16, 1), lowres_shape=(8, 8, 1), residual_blocks=1, filters=8, width=8, stages=1,
                     dense_units=16, bicubic_skip=False)

@@ -367,12 +367,14 @@ def samples():
 
 def test_compute_returns_exactly_the_declared_keys(samples):
     names = list(metrics.METRICS)
-    results = metrics.compute(names, samples["train"], samples["fake"], kernel={"num_subsets": 5})
+    options = {"kernel": {"num_subsets": 5}, "copying": {"held_out": samples["eval"]["features"], "num_bootstrap": 5},
+               "membership_distance": {"fakes": samples["eval"]["vectors"]}}
+    results = metrics.compute(names, samples["train"], samples["fake"], **options)
     assert set(results) == set(metrics.DIRECTIONS)
     assert all(isinstance(v, float) for v in results.values())
     for name, metric in metrics.METRICS.items():
-        options = {"kernel": {"num_subsets": 5}} if name == "kernel" else {}
-        assert set(metrics.compute([name], samples["train"], samples["fake"], **options)) == set(metric.directions)
+        chosen = {name: options[name]} if name in options else {}
+        assert set(metrics.compute([name], samples["train"], samples["fake"], **chosen)) == set(metric.directions)
 
 
 def test_compute_with_one_array_and_one_sample_metrics(samples):

@@ -11,15 +11,18 @@ the same, cached feature space. What it builds, by data:
 - ``inception_weights`` set (images): Keras InceptionV3 loaded from that file (with or without its
   top; never downloaded), images resized to 299x299, grey repeated to RGB; feature space
   ``inception`` (2048-d pool features; ImageNet probabilities when the file has the top);
-- unlabelled images: nothing to train; features are the pixels, average-pooled to at most
-  16x16 so k-NN and covariance stay cheap; feature space ``pixels``;
+- unlabelled images: a small self-supervised encoder (``components/contrastive.py``: SimCLR's
+  NT-Xent over DiffAugment views) with the conv net's body, trained on the train split; feature
+  space ``contrastive``. With ``unlabelled_features: pixels``, the pixels average-pooled to at most
+  16x16 instead (feature space ``pixels``: Fréchet distances rank poorly there);
 - unlabelled vectors: the standardised vectors themselves; feature space ``raw``.
 
 The artifact (``outputs["classifier"].uri``)::
 
     classifier.keras   inputs as the reader yields them ([-1, 1] images, standardised vectors);
                        dict outputs {"features": [N, D]} plus {"probabilities": [N, C]} if any
-    classifier.json    feature_space, feature_layer, outputs, input_shape, num_classes,
+    classifier.json    feature_space, feature_layer, outputs, input_shape, num_classes, recipe (the
+                       training parameters, which CAS reuses),
                        label_names, train/eval accuracy (null when nothing was trained)
 """
 from __future__ import annotations
@@ -29,9 +32,10 @@ import math
 import os
 
 import keras
+import tensorflow as tf
 from keras import layers
 
-from ganpipe.components import specs
+from ganpipe.components import contrastive, specs
 from ganpipe.infra import storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.reader import make_dataset
@@ -40,6 +44,7 @@ MODEL_FILE, INFO_FILE = "classifier.keras", "classifier.json"
 FEATURE_LAYER, PROBABILITIES_LAYER = "features", "probabilities"
 INCEPTION_SIZE = 299
 MAX_PIXEL_SIDE = 16  # pixel feature space: pool larger images down to this side
+RECIPE = ("epochs", "batch_size", "learning_rate", "width", "feature_dim", "dropout", "seed")
 
 
 
@@ -74,10 +79,17 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
                                              progress or functools.partial(Progress, log))
         info.update(feature_space="classifier", num_classes=num_classes,
                     label_names=list(schema.get("label_names") or []), **accuracies)
+    elif schema["kind"] == "image" and params["unlabelled_features"] == "contrastive":
+        model, _ = contrastive.train_contrastive_encoder(examples_uri, schema, params, conv_body, FEATURE_LAYER,
+                                                         progress or functools.partial(Progress, log))
+        info["feature_space"] = "contrastive"
+        log("no labels: metrics use a self-supervised encoder's features (no classifier score or mode coverage)")
     else:
         model = pixel_model(shape) if schema["kind"] == "image" else raw_model(shape)
         info["feature_space"] = "pixels" if schema["kind"] == "image" else "raw"
         log(f"no labels: metrics use {info['feature_space']} features (no classifier score or mode coverage)")
+    # CAS trains this recipe again on generated samples (components/evaluate/synthetic.py)
+    info["recipe"] = {name: params[name] for name in RECIPE}
     info["outputs"] = sorted(model.output)
     info["feature_dim"] = int(model.output[FEATURE_LAYER].shape[-1])
     artifact = Artifact(type="FeatureModel", uri=output_dir)
@@ -101,31 +113,55 @@ def load_feature_model(classifier_dir: str) -> tuple[keras.Model, dict]:
 
 def train_classifier(examples_uri: str, schema: dict, params: dict, log, progress) -> tuple[keras.Model, dict]:
     """Fits the conv net (images) or MLP (vectors) on the train split; accuracy on both splits."""
-    shape, num_classes = tuple(schema["shape"]), int(schema["num_classes"])
-    body = conv_body if schema["kind"] == "image" else mlp_body
-    x = keras.Input(shape, name="sample")
-    features = layers.Dense(params["feature_dim"], activation="relu", name=FEATURE_LAYER)(body(x, params["width"]))
-    hidden = layers.Dropout(params["dropout"])(features)
-    probabilities = layers.Dense(num_classes, activation="softmax", name=PROBABILITIES_LAYER)(hidden)
-    classifier = keras.Model(x, probabilities, name="classifier")
-    classifier.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]),
-                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    trainable, classifier = classifier_network(tuple(schema["shape"]), schema["kind"], int(schema["num_classes"]),
+                                               params)
 
     def split(name, training=False):
         return make_dataset(examples_uri, schema, split=name, batch_size=params["batch_size"], shuffle=training,
                             seed=params["seed"], repeat=training, with_labels=True, drop_remainder=False)
 
-    steps_per_epoch = math.ceil(schema["counts"]["train"] / params["batch_size"])
+    fit(trainable, split("train", training=True), schema["counts"]["train"], params, progress)
+    accuracies = {f"{name}_accuracy": _accuracy(trainable, split(name), schema["counts"][name], params["batch_size"])
+                  for name in ("train", "eval") if schema["counts"].get(name, 0)}
+    log(f"classifier: train accuracy {accuracies['train_accuracy']:.3f}, "
+        f"eval accuracy {accuracies.get('eval_accuracy') or float('nan'):.3f} over {schema['num_classes']} classes")
+    return classifier, accuracies
+
+
+def train_on_samples(samples, labels, kind: str, num_classes: int, params: dict, progress=None) -> keras.Model:
+    """The classifier's architecture and recipe (``params``: the Classifier step's) fitted on
+    in-memory labelled samples, e.g. a generator's (Classification Accuracy Score); the model's
+    outputs are {features, probabilities}."""
+    keras.utils.set_random_seed(params["seed"])
+    trainable, classifier = classifier_network(tuple(samples.shape[1:]), kind, num_classes, params)
+    dataset = tf.data.Dataset.from_tensor_slices((samples, labels.astype("int32"))).shuffle(
+        len(samples), seed=params["seed"]).repeat().batch(params["batch_size"])
+    fit(trainable, dataset, len(samples), params, progress or functools.partial(Progress, lambda _: None))
+    return classifier
+
+
+def classifier_network(shape, kind: str, num_classes: int, params: dict) -> tuple[keras.Model, keras.Model]:
+    """The compiled model to fit (probabilities out) and the same layers with dict outputs
+    {features, probabilities} to save."""
+    body = conv_body if kind == "image" else mlp_body
+    x = keras.Input(shape, name="sample")
+    features = layers.Dense(params["feature_dim"], activation="relu", name=FEATURE_LAYER)(body(x, params["width"]))
+    hidden = layers.Dropout(params["dropout"])(features)
+    probabilities = layers.Dense(num_classes, activation="softmax", name=PROBABILITIES_LAYER)(hidden)
+    trainable = keras.Model(x, probabilities, name="classifier")
+    trainable.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return trainable, keras.Model(x, {FEATURE_LAYER: features, PROBABILITIES_LAYER: probabilities}, name="classifier")
+
+
+def fit(trainable: keras.Model, batches, count: int, params: dict, progress) -> None:
+    """``params["epochs"]`` passes of ``count`` examples over the repeating ``batches``."""
+    steps_per_epoch = math.ceil(count / params["batch_size"])
     with progress("epoch", params["epochs"], "epochs") as bar:
         report = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(
             epoch + 1, loss=float(logs["loss"]), accuracy=float(logs["accuracy"])))
-        classifier.fit(split("train", training=True), epochs=params["epochs"], steps_per_epoch=steps_per_epoch,
-                       shuffle=False, verbose=0, callbacks=[report])
-    accuracies = {f"{name}_accuracy": _accuracy(classifier, split(name), schema["counts"][name], params["batch_size"])
-                  for name in ("train", "eval") if schema["counts"].get(name, 0)}
-    log(f"classifier: train accuracy {accuracies['train_accuracy']:.3f}, "
-        f"eval accuracy {accuracies.get('eval_accuracy') or float('nan'):.3f} over {num_classes} classes")
-    return keras.Model(x, {FEATURE_LAYER: features, PROBABILITIES_LAYER: probabilities}, name="classifier"), accuracies
+        trainable.fit(batches, epochs=params["epochs"], steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
+                      callbacks=[report])
 
 
 def _accuracy(model: keras.Model, dataset, count: int, batch_size: int) -> float:

@@ -26,7 +26,7 @@ from ganpipe.ganmodels import metrics
 
 BEST_GENERATOR, BEST_INFO = "generator_best.keras", "best.json"
 QUALITY_NOISE_SEED = 0x5A3D_0002  # apart from training draws and the sample grid's noise
-FRECHET_NAMES = {"classifier": "fcd", "inception": "fid", "pixels": "fd", "raw": "fd"}
+FRECHET_NAMES = {"classifier": "fcd", "inception": "fid", "contrastive": "fd", "pixels": "fd", "raw": "fd"}
 BATCH = 256
 
 

@@ -128,6 +128,10 @@ CLASSIFIER_PARAMETERS = (
     Parameter("feature_dim", int, 128, "size of the penultimate layer: the feature space", min=2),
     Parameter("dropout", float, 0.3, "dropout after the feature layer, in training only", min=0.0, max=0.9),
     Parameter("seed", int, 0, "seeds weights and data order"),
+    Parameter("unlabelled_features", str, "contrastive", "feature space of unlabelled images: contrastive (a "
+              "self-supervised SimCLR encoder trained on the train split) or pixels (average-pooled)",
+              choices=("contrastive", "pixels")),
+    Parameter("contrastive_epochs", int, 40, "passes over the train split of the self-supervised encoder", min=1),
     Parameter("inception_weights", str, None,
               "path to Keras InceptionV3 weights (.h5, with or without top): use Inception features (FID) "
               "instead of a trained classifier; never downloaded", nullable=True, normalize=absolute_path),
@@ -384,6 +388,9 @@ EVALUATE_PARAMETERS = (
     Parameter("psnr_above", float, None, "srgan: bless only if PSNR (dB) is above this", nullable=True),
     Parameter("d_accuracy_within", float, None, "bless only if |held-out D accuracy - 0.5| is at most this",
               min=0.0, max=0.5, nullable=True),
+    Parameter("max_copying", float, None, "bless only if the share of fakes closer to a train example than 95% "
+              "of held-out examples are (copying_share, about 0.05 without copying) is below this",
+              min=0.0, max=1.0, nullable=True),
     Parameter("no_worse_than_served", bool, True, "bless only if the main metric is no worse than that of the "
               "model served under export.model_name, measured in the same run on the same samples"),
     Parameter("no_worse_level", float, 0.05, "no_worse_than_served: level of the one-sided test; refused when "

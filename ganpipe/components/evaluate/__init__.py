@@ -16,6 +16,8 @@ Outputs::
                               difference_std}}}, feature space, sample sizes, served, model}; a
                               non-finite value is written as null
     evaluation/samples.png    the sample grid (one row per class for conditional models)
+    evaluation/closest_pairs.png  the fakes closest to a train example above that example (copying;
+                              ``synthetic.py``, which also adds CAS and the membership audit)
     evaluation/logs/eval/     TensorBoard: scalars quality/<name>, quality/<name>_std,
                               real_vs_real/<name>, served/<name>; the table (text quality/report),
                               the grid (image quality/samples)

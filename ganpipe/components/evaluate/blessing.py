@@ -26,6 +26,7 @@ THRESHOLDS = (
     ("coverage_above", "coverage", "above"),
     ("psnr_above", "psnr", "above"),
     ("d_accuracy_within", "d_accuracy", "within"),
+    ("max_copying", "copying_share", "below"),
 )
 
 

@@ -32,6 +32,7 @@ from ganpipe.components import classifier as feature_models
 from ganpipe.components import specs
 from ganpipe.components.base import ComponentError, Progress, absolute_path
 from ganpipe.components.evaluate.report import sample_grid, write_report
+from ganpipe.components.evaluate.synthetic import measure_synthetic_data
 from ganpipe.components.evaluate.samples import (KerasSampler, SampleCounter, ServedSampler, Split, batched_call,
                                                  check_finite, chunks, existing, fake_folds, load_generator, read_model_info,
                                                  read_split, sample_sizes)
@@ -140,7 +141,12 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
                                 storage.join(model_dir, generator_file), discriminator, threshold)
         served_folds = model_folds(setup, ServedSampler(served["destination"], params["batch_size"]), held_out,
                                    folds, counted, served["destination"])[0] if served else None
-        baseline, baseline_std = real_vs_real(setup, held_out)
+        held_out_features = features_of(setup, held_out.x)
+        baseline, baseline_std = real_vs_real(setup, held_out, held_out_features)
+    # copying, CAS and the membership audit (upscaled eval images are not synthetic data)
+    synthetic = None if superres else measure_synthetic_data(
+        generator, discriminator, feature_model, feature_info, schema, examples_uri, held_out, held_out_features,
+        int(info.get("num_classes") or 0), params)
     if superres:  # bicubic upscaling is SRGAN's baseline for PSNR/SSIM, in the model's folds
         bicubic = fold_summary([upscaling_quality(setup, Fold(_bicubic(chunk), chunk, {}))
                                 for chunk in chunks(held_out, len(candidate))])
@@ -157,10 +163,14 @@ def evaluate_model(model_dir: str, examples_uri: str, schema: dict, classifier_d
         "model": {"dir": absolute_path(model_dir), "generator": generator_file,
                   **{key: info.get(key) for key in ("family", "steps", "latent_dim", "num_classes", "data_kind")}},
         "served": served,
-        "metrics": metric_entries(space, candidate, baseline, baseline_std, served_folds),
+        "metrics": {**metric_entries(space, candidate, baseline, baseline_std, served_folds),
+                    **(synthetic_entries(synthetic) if synthetic else {})},
     }
+    if synthetic and synthetic.per_class:
+        report["cas_per_class"] = {str(label): entry for label, entry in synthetic.per_class.items()}
     report["main_metric"] = main_metric(report, params["main_metric"], superres)
-    write_report(report, output_dir, sample_grid(generator, held_out, info, first_fakes, params["seed"]), info)
+    write_report(report, output_dir, sample_grid(generator, held_out, info, first_fakes, params["seed"]), info,
+                 closest_pairs=synthetic.closest_pairs if synthetic else None)
     return report
 
 
@@ -206,9 +216,9 @@ def model_folds(setup: Setup, sampler, held_out: Split, folds: int, counted, whe
     return measured, first
 
 
-def real_vs_real(setup: Setup, held_out: Split) -> tuple[dict[str, float], dict[str, float]]:
-    """The metrics with the eval examples in place of fakes, and their half-sample stds."""
-    features = features_of(setup, held_out.x)
+def real_vs_real(setup: Setup, held_out: Split, features: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """The metrics with the eval examples (``features``: theirs) in place of fakes, and their
+    half-sample stds."""
     whole = measure_folds(setup, [Fold(held_out.x, held_out, features)])[0]
     rng = np.random.default_rng(setup.params["seed"])
     halves = []
@@ -242,6 +252,21 @@ def metric_entries(space: str, candidate, baseline: dict, baseline_std: dict, se
                                "difference": _finite_or_none(difference),
                                "difference_std": _finite_or_none(difference_std)}
         entries[rename(key, space)] = entry
+    return entries
+
+
+def synthetic_entries(synthetic) -> dict:
+    """Copying, CAS and the audit, each with the std its own estimator gives (bootstrap, binomial,
+    DeLong): they are measured once on their own fakes, not over the folds."""
+    entries = {}
+    for key, value in synthetic.values.items():
+        if key.endswith("_std"):
+            continue
+        baseline = synthetic.baselines.get(key)
+        entries[key] = {"value": _finite_or_none(value), "std": _finite_or_none(synthetic.values.get(key + "_std")),
+                        "baseline": _finite_or_none(baseline), "baseline_std": None,
+                        "baseline_kind": None if baseline is None else "real_trained",
+                        "better": metrics.DIRECTIONS[key]}
     return entries
 
 

@@ -32,12 +32,16 @@ def sample_grid(generator, held_out: Split, info: dict, fakes: np.ndarray, seed:
     return monitoring.sample_grid(batched_call(generator, [latent, labels], 256), GRID_COLUMNS)
 
 
-def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) -> None:
-    """metrics.json, samples.png and the eval logs: per metric the value, its std, the baseline
-    and the served model's value as scalars; the table as text; the grid as an image."""
+def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict,
+                 closest_pairs: np.ndarray | None = None) -> None:
+    """metrics.json, samples.png (and closest_pairs.png) and the eval logs: per metric the value,
+    its std, the baseline and the served model's value as scalars; the table as text; the grids as
+    images."""
     evaluation = Artifact(type="Evaluation", uri=output_dir)
     evaluation.write_json("metrics.json", report)
     monitoring.write_png(grid, evaluation.path("samples.png"))
+    if closest_pairs is not None:
+        monitoring.write_png(closest_pairs, evaluation.path("closest_pairs.png"))
     writer = tf.summary.create_file_writer(evaluation.path("logs", "eval"))
     with writer.as_default(step=int(info.get("steps") or 0)):
         for name, entry in report["metrics"].items():
@@ -49,6 +53,8 @@ def write_report(report: dict, output_dir: str, grid: np.ndarray, info: dict) ->
                     tf.summary.scalar(tag, value)
         tf.summary.text(f"{monitoring.QUALITY}/report", markdown_table(report))
         tf.summary.image(f"{monitoring.QUALITY}/samples", grid[np.newaxis])
+        if closest_pairs is not None:
+            tf.summary.image(f"{monitoring.QUALITY}/closest_pairs", closest_pairs[np.newaxis])
     writer.close()
 
 
@@ -67,6 +73,9 @@ def markdown_table(report: dict) -> str:
         "",
         metrics_table(report["metrics"], report["main_metric"]),
     ]
+    if report.get("cas_per_class"):
+        lines += ["", "CAS per class (trained on generated / on real examples): " + ", ".join(
+            f"{label}: {entry['cas']:.2f} / {entry['real']:.2f}" for label, entry in report["cas_per_class"].items())]
     return "\n".join(lines)
 
 
@@ -84,7 +93,8 @@ def metrics_table(entries: dict, main: str) -> str:
              "|---|---|---|" + ("---|---|" if served else "") + "---|"]
     for name, entry in entries.items():
         baseline = "-" if not entry.get("baseline_kind") else \
-            plus_minus(entry["baseline"], entry.get("baseline_std")) + (" (bicubic)" if entry["baseline_kind"] == "bicubic" else "")
+            plus_minus(entry["baseline"], entry.get("baseline_std")) + \
+            ("" if entry["baseline_kind"] == "real_vs_real" else f" ({entry['baseline_kind'].replace('_', '-')})")
         compared = entry.get("served") or {}
         served_cells = (f"{plus_minus(compared['value'], compared['std'])} | "
                         f"{plus_minus(compared['difference'], compared['difference_std'], signed=True)} | "

@@ -19,15 +19,18 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .classifier_score import compute_classifier_score
+from .copying import closest_pairs, compute_copying
 from .density_coverage import compute_density_coverage
 from .discriminator_accuracy import compute_discriminator_accuracy
 from .feature_stats import FeatureStats
 from .frechet import compute_frechet, frechet_distance
 from .image_quality import compute_image_quality, psnr, ssim
 from .kernel import compute_kernel_distance
+from .membership import compute_discriminator_membership, compute_distance_membership
 from .mode_coverage import compute_mode_coverage
 from .precision_recall import compute_precision_recall
 from .tabular import compute_tabular, correlation_distance, ks_statistics
+from .utility import compute_classification_accuracy, per_class_accuracy
 
 # What each input kind holds, per sample.
 INPUT_KINDS = {
@@ -73,6 +76,18 @@ METRICS: dict[str, Metric] = {
         # 0.5 is the equilibrium; distance from it, not the value, says how well G fools D
         Metric("discriminator_accuracy", compute_discriminator_accuracy, "d_outputs", True, False,
                {"d_accuracy": "neither", "d_accuracy_real": "neither", "d_accuracy_fake": "neither"}),
+        # (train, fakes) with options {"held_out": eval features}; copying_ct: << 0 copies, >> 0 underfits
+        Metric("copying", compute_copying, "features", True, False,
+               {"copying_share": "lower", "copying_share_std": "neither", "copying_ct": "neither",
+                "copying_ct_std": "neither"}),
+        # (labels of the real eval examples, probabilities of a classifier trained on fakes)
+        Metric("utility", compute_classification_accuracy, "probabilities", True, False,
+               {"cas": "higher", "cas_std": "neither", "cas_worst_class": "higher"}),
+        # membership audits: (members = train, non-members = eval); 0.5 = nothing leaks, so no direction
+        Metric("membership_discriminator", compute_discriminator_membership, "d_outputs", True, False,
+               {"membership_auc_d": "neither", "membership_auc_d_std": "neither"}),
+        Metric("membership_distance", compute_distance_membership, "vectors", True, False,
+               {"membership_auc_distance": "neither", "membership_auc_distance_std": "neither"}),
     )
 }
 
@@ -166,8 +181,10 @@ def _subsample(data, num_items: int | None, rng: np.random.Generator, name: str)
 
 
 __all__ = [
-    "DIRECTIONS", "INPUT_KINDS", "METRICS", "FeatureStats", "Metric", "compute", "compute_classifier_score",
-    "compute_density_coverage", "compute_discriminator_accuracy", "compute_frechet", "compute_image_quality",
-    "compute_kernel_distance", "compute_mode_coverage", "compute_precision_recall", "compute_tabular",
-    "correlation_distance", "frechet_distance", "get", "ks_statistics", "psnr", "real_vs_real", "ssim",
+    "DIRECTIONS", "INPUT_KINDS", "METRICS", "FeatureStats", "Metric", "closest_pairs", "compute",
+    "compute_classification_accuracy", "compute_classifier_score", "compute_copying", "compute_density_coverage",
+    "compute_discriminator_accuracy", "compute_discriminator_membership", "compute_distance_membership",
+    "compute_frechet", "compute_image_quality", "compute_kernel_distance", "compute_mode_coverage",
+    "compute_precision_recall", "compute_tabular", "correlation_distance", "frechet_distance", "get",
+    "ks_statistics", "per_class_accuracy", "psnr", "real_vs_real", "ssim",
 ]
