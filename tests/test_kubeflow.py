@@ -401,3 +401,63 @@ def test_a_train_preempted_on_the_backend_resumes_from_its_checkpoint_on_the_ret
     assert actual.keys() == expected.keys()
     for name, value in expected.items():
         np.testing.assert_array_equal(actual[name], value, err_msg=name)
+
+
+def test_compiled_evaluate_measures_the_served_version_and_export_pushes_only_a_model_no_worse(
+        tmp_path, tmp_path_factory):
+    """No metadata store resolves Evaluate's `served` under Kubeflow: its step finds the version
+    under <root>/serving/<model_name> itself (`--served-from`, set by the compiler), so a second
+    model no worse than the first is pushed as version 2 and a clearly worse third is refused."""
+    from test_export import BLESSING, LATENT, NORMALIZATION, run_export, write_model
+    from ganpipe.components import evaluate
+    from ganpipe.components.base import Artifact
+    from ganpipe.ganmodels import build_networks
+
+    root = tmp_path / "root"
+    code, output, commands = compile_commands(tmp_path, "--root", str(root))
+    assert code == 0, output
+    served_from = commands["evaluate"][commands["evaluate"].index("--served-from") + 1]
+    assert served_from == str(root / "serving" / "digits_cgan")
+    assert [step for step, command in commands.items() if "--served-from" in command] == ["evaluate"]
+
+    generator, _ = build_networks("mlp", (3,), latent_dim=LATENT, hidden=(4,))
+    candidates = [write_model(str(tmp_path / name), generator, {"family": "mlp", "data_kind": "vector",
+                                                                 "data_shape": [3], "normalization": NORMALIZATION,
+                                                                 "steps": steps})
+                  for steps, name in enumerate(("first", "second", "third"))]  # three models (fingerprints)
+    schema = {"kind": "vector", "shape": [3], "num_classes": 0, "normalization": NORMALIZATION}
+
+    def measured_beside(model_dir):
+        """What Evaluate's step run as `ganpipe execute --served-from` measures the model beside."""
+        inputs = {"model": Artifact("Model", model_dir)}
+        with execute.served_input(served_from, inputs, print):
+            return evaluate.what_is_served(inputs.get("served"))
+
+    def push(model_dir, difference):
+        """Export of a model Evaluate measured with this paired FCD difference (± 0.2) to the served."""
+        gate = {"check": evaluate.GATE, "metric": "fcd", "value": 5.0, "level": 0.05, "better": "lower",
+                "served": measured_beside(model_dir), "difference": difference, "difference_std": 0.2,
+                "passed": True, "reason": f"fcd difference {difference} ± 0.2"}
+        return run_export(model_dir, schema, tmp_path_factory, blessing={**BLESSING, "checks": [gate]},
+                          model_fingerprint="", model_name="digits_cgan", export_base=str(root / "serving")).properties
+
+    first, second, third = candidates
+    assert measured_beside(first) is None and push(first, None)["version"] == 1
+    assert measured_beside(second) == {"version": 1, "destination": os.path.join(served_from, "1"),
+                                       "model_fingerprint": artifact_fingerprint(first)}
+    assert push(second, 0.0)["version"] == 2
+    assert measured_beside(second)["version"] == 1  # its own version skipped, as the resolver does
+    assert measured_beside(third)["version"] == 2
+    refused = push(third, 1.0)
+    assert refused["pushed"] is False and refused["reason"] == "not pushed: fcd difference 1.0 ± 0.2"
+    assert sorted(os.listdir(root / "serving" / "digits_cgan")) == ["1", "2"]
+
+
+def test_served_from_on_a_step_that_measures_no_served_model_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+    from ganpipe.pipeline import cli
+
+    result = CliRunner().invoke(cli.main, ["execute", "--component", "Export", "--served-from", str(tmp_path),
+                                           "--output", f"pushed_model={tmp_path / 'out'}"])
+    assert result.exit_code == 2 and "--served-from: Export measures no model beside the served one" in result.output
+    assert not (tmp_path / "out").exists()

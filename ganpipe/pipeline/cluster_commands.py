@@ -34,8 +34,11 @@ from ganpipe.pipeline.cli_common import UsageFailure
               help="A resumable component (Train) runs in <pipeline-root>/<pipeline>/<Component>/.staging/<cache key>/ "
                    "and its outputs are copied to --output when it succeeds, so a re-run after a lost pod resumes "
                    "from its checkpoints (for orchestrators that keep outputs only on exit 0).")
+@click.option("--served-from", default=None, metavar="URI",
+              help="Evaluate's served input when none is given: the newest version under URI "
+                   "(<root>/serving/<model_name>), as the local runner's resolver picks it.")
 def execute_command(component, inputs, outputs, params, record, pipeline_name, pipeline_root, beam_args,
-                    durable_staging) -> None:
+                    durable_staging, served_from) -> None:
     """Run one component by itself: no metadata store, no cache, inputs and outputs given as URIs.
 
     What an orchestrator's step runs (see `ganpipe compile`). Under TF_CONFIG, every worker of a
@@ -50,7 +53,7 @@ def execute_command(component, inputs, outputs, params, record, pipeline_name, p
             component, execute.parse_bindings(inputs, "--input"), execute.parse_bindings(outputs, "--output"),
             execute.parse_params(params), record_path=record, pipeline_name=pipeline_name,
             pipeline_root=absolute_path(pipeline_root) or "", beam_args=list(beam_args),
-            durable_staging=durable_staging, log=click.echo)
+            durable_staging=durable_staging, served_from=served_from, log=click.echo)
     except execute.UsageError as error:
         raise UsageFailure(str(error)) from error
     sys.exit(code)

@@ -291,11 +291,14 @@ def tf_config_task() -> tuple[dict, dict]:
 def execute(component_reference: str, input_uris: dict[str, str], output_uris: dict[str, str],
             params: dict[str, Any], *, record_path: str | None = None, pipeline_name: str = "ganpipe",
             pipeline_root: str = "", beam_args: list[str] | None = None, durable_staging: bool = False,
-            log: Callable[[str], None] = print) -> int:
-    """Runs one step and writes its record; returns the exit code. Raises UsageError before running."""
+            served_from: str | None = None, log: Callable[[str], None] = print) -> int:
+    """Runs one step and writes its record; returns the exit code. Raises UsageError before running.
+    ``served_from``: see ``served_input``."""
     component = find_component(component_reference)
     if durable_staging and not pipeline_root:
         raise UsageError("--durable-staging: needs --pipeline-root, storage every attempt of the step reaches")
+    if served_from and not {"served", "model"} <= set(component.inputs):
+        raise UsageError(f"--served-from: {component.name} measures no model beside the served one")
     try:
         resolved = component.resolve_parameters(params, component.name.lower())
     except ValueError as error:
@@ -310,7 +313,7 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
     state, error = COMPLETE, None
     staging = durable_staging_dir(component, resolved, inputs, ctx) if durable_staging else None
     try:
-        with worker_scratch(ctx.pipeline_root, pipeline_name):
+        with worker_scratch(ctx.pipeline_root, pipeline_name), served_input(served_from, inputs, log):
             if staging:
                 run_in_staging(component, inputs, outputs, resolved, ctx, staging)
             else:
@@ -330,6 +333,32 @@ def execute(component_reference: str, input_uris: dict[str, str], output_uris: d
     if error:
         log(f"{component.name} failed: {error}")
     return 0 if state == COMPLETE else 1
+
+
+@contextlib.contextmanager
+def served_input(directory: str | None, inputs: dict[str, Artifact], log: Callable[[str], None]):
+    """Evaluate's ``served`` input where no metadata store resolves it (compiled steps): the version
+    ``resolvers.served_version`` finds under ``directory`` (``<root>/serving/<model_name>``), as a
+    PushedModel naming it (what Export writes), for the step's duration. Nothing when ``served`` is
+    given, or nothing else is served."""
+    if not directory or "served" in inputs:
+        yield
+        return
+    from ganpipe.pipeline.resolvers import served_version
+
+    found = served_version(directory, fingerprints.artifact_fingerprint(inputs["model"].uri))
+    if found is None:
+        yield
+        return
+    version, destination = found
+    log(f"served: version {version} under {directory}")
+    with tempfile.TemporaryDirectory(prefix="served-") as scratch:
+        inputs["served"] = Artifact("PushedModel", scratch)
+        inputs["served"].write_json("pushed.json", {"pushed": True, "destination": destination, "version": version})
+        try:
+            yield
+        finally:  # gone with the scratch; Evaluate's report names the version it measured
+            del inputs["served"]
 
 
 def durable_staging_dir(component: Component, params: dict[str, Any], inputs: dict[str, Artifact],

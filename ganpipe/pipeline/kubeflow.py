@@ -15,9 +15,11 @@ backend/src/v2/component/launcher_v2.go ``getPlaceholders``); a ``Concat`` would
 literal JSON there.
 
 ``root`` is ganpipe's own root on storage every step reaches: Export serves under
-``<root>/serving`` and Train keeps its checkpoints in ``<root>/<pipeline>/Train/.staging/<cache
-key>/`` while it runs (``ganpipe execute --durable-staging``), because the launcher uploads a
-step's outputs only when it exits 0 and a preempted pod's disk is lost.
+``<root>/serving``, where Evaluate finds the served version itself (``ganpipe execute
+--served-from``: no metadata store resolves it), and Train keeps its checkpoints in
+``<root>/<pipeline>/Train/.staging/<cache key>/`` while it runs (``ganpipe execute
+--durable-staging``), because the launcher uploads a step's outputs only when it exits 0 and a
+preempted pod's disk is lost.
 
 Needs the ``kubeflow`` extra (the ``kfp`` SDK); imported only by ``ganpipe compile``.
 """
@@ -29,7 +31,7 @@ import re
 import yaml
 from kfp import compiler, components, dsl
 
-from ganpipe.pipeline import dag
+from ganpipe.pipeline import dag, resolvers
 from ganpipe.pipeline.config import PipelineConfig
 
 PARAMS_INPUT = "params"
@@ -58,9 +60,11 @@ def input_parameter(name: str) -> str:
     return f"{{{{$.inputs.parameters['{name}']}}}}"
 
 
-def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[str], root: str) -> dict:
+def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[str], root: str,
+              served_from: str) -> dict:
     """The container component of one node, in the SDK's component YAML format: one input per
-    wired artifact, one output per artifact the component writes, plus ``params``."""
+    wired artifact, one output per artifact the component writes, plus ``params``. A node whose
+    ``served`` input the local runner resolves finds it under ``served_from`` instead."""
     component = node.component
     command = ["ganpipe", "execute", "--component", node.name, "--pipeline-name", pipeline_name,
                "--params", input_parameter(PARAMS_INPUT), "--pipeline-root", root]
@@ -71,6 +75,8 @@ def step_spec(node: dag.Node, image: str, pipeline_name: str, beam_args: list[st
     command += ["--record", output_path(RECORD_OUTPUT)]
     if component.resumable:
         command.append("--durable-staging")
+    if "served" in node.resolved:
+        command += ["--served-from", served_from]
     command += [f"--beam-arg={arg}" for arg in beam_args]
     return {
         "name": node.name,
@@ -88,8 +94,9 @@ def build_pipeline(config: PipelineConfig, image: str, *, root: str, pipeline_ro
     """The KFP pipeline function of ``config``'s DAG (steps in ganpipe's topological order)."""
     ordered = dag.topological_order(config.nodes)
     dag.check_wiring(ordered)
+    served_from = resolvers.served_directory(root, config.parameters, config.name)
     steps = {node.name: components.load_component_from_text(yaml.safe_dump(
-        step_spec(node, image, config.name, config.beam_args, root))) for node in ordered}
+        step_spec(node, image, config.name, config.beam_args, root, served_from))) for node in ordered}
 
     @dsl.pipeline(name=kfp_name(config.name), description=f"ganpipe pipeline {config.name}",
                   pipeline_root=pipeline_root)

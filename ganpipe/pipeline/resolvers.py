@@ -27,20 +27,41 @@ def served_model(store: MetadataStore, pipeline: str, inputs: dict[str, Artifact
     that pushed it (not a later run that found it already served), so the input stays the same
     while the served version does.
     """
-    from ganpipe.components.export import export_base, versions, versions_directory  # TensorFlow: when run
+    from ganpipe.components.export import newest_first  # TensorFlow: when run
 
-    export = sections.get("export") or specs.EXPORT.resolve_parameters({}, "export")
-    directory = versions_directory(export_base(root, export["export_base"]), export["model_name"] or pipeline)
+    directory = served_directory(root, sections, pipeline)
     pushes = [record for record in reversed(store.artifacts(type="PushedModel", state=LIVE))
               if record.artifact.properties.get("pushed")]
     candidate = inputs.get("model")
-    for version in sorted(versions(directory), reverse=True):
+    for version in newest_first(directory):
         destination = storage.normalize(storage.join(directory, str(version)))
         named = [record for record in pushes
                  if storage.normalize(record.artifact.properties.get("pushed_destination") or "") == destination]
         pusher = next((r for r in named if not r.artifact.properties.get("already_served")), named[0] if named else None)
         if pusher is None or candidate is None or _pushed_model(store, pusher) != candidate.fingerprint:
             return None if pusher is None else pusher.artifact
+    return None
+
+
+def served_directory(root: str, sections: Mapping[str, dict], pipeline: str) -> str:
+    """Where the versions served under the pipeline's ``export.model_name`` live."""
+    from ganpipe.components.export import export_base, versions_directory  # TensorFlow: when run
+
+    export = sections.get("export") or specs.EXPORT.resolve_parameters({}, "export")
+    return versions_directory(export_base(root, export["export_base"]), export["model_name"] or pipeline)
+
+
+def served_version(directory: str, candidate_fingerprint: str) -> tuple[int, str] | None:
+    """Without a metadata store (a compiled step): ``served_model``'s version, read from the
+    versions themselves: the newest under ``directory``, the candidate's own skipped for the one
+    served before it (each version's ``export.json`` names the model it serves); (version, its
+    directory), or None when nothing else is served."""
+    from ganpipe.components.export import newest_first, read_extra  # TensorFlow: when run
+
+    for version in newest_first(directory):
+        destination = storage.join(directory, str(version))
+        if read_extra(destination, "export.json").get("model_fingerprint") != candidate_fingerprint:
+            return version, destination
     return None
 
 

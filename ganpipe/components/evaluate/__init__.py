@@ -7,7 +7,8 @@ gate). docs/evaluation.md states the estimators and the rule.
 
 Inputs: the Model, the examples and schema, the Classifier's feature space, and ``served``: the
 PushedModel of the version served under ``export.model_name``, which the pipeline resolves before
-the cache key (``ganpipe/pipeline/resolvers.py``); absent when nothing is served.
+the cache key (``ganpipe/pipeline/resolvers.py``; a compiled step finds it with ``ganpipe execute
+--served-from``); absent when nothing is served.
 
 Outputs::
 

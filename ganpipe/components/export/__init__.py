@@ -54,13 +54,13 @@ from ganpipe.components.evaluate.blessing import GATE, gate_passes
 from ganpipe.components.evaluate.samples import load_generator, read_model_info
 from ganpipe.components.export.model_card import model_card
 from ganpipe.components.export.publish import (EXTRA, INCOMING_PREFIX, SAVED_MODEL_FILE, check_model_name,
-                                               publish_version, read_card, read_extra, versions)
+                                               newest_first, publish_version, read_card, read_extra, versions)
 from ganpipe.components.export.signatures import GENERATE_SEED_WORD, build_archive
 from ganpipe.infra import faults, storage
 from ganpipe.infra.fingerprints import artifact_fingerprint
 
 __all__ = ["COMPONENT", "EXTRA", "GENERATE_SEED_WORD", "INCOMING_PREFIX", "SAVED_MODEL_FILE", "export_base",
-           "export_model", "run", "versions", "versions_directory"]
+           "export_model", "newest_first", "read_extra", "run", "versions", "versions_directory"]
 
 
 def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict, ctx: ExecutionContext) -> None:
@@ -189,7 +189,7 @@ def worse_than_served(blessing: dict, model_root: str) -> str | None:
     Evaluate ran where nothing resolved the served model, as under Kubeflow), the two were never
     measured alike: refused until Evaluate runs again."""
     gate = next((check for check in blessing.get("checks") or [] if check.get("check") == GATE), None)
-    newest = max(versions(model_root), default=None)
+    newest = next(iter(newest_first(model_root)), None)
     if gate is None or newest is None:  # the gate is off, or nothing is served
         return None
     newest_dir = storage.join(model_root, str(newest))

@@ -58,6 +58,11 @@ def versions(model_root: str) -> list[int]:
     return [int(name) for name in storage.listdir(model_root) if name.isdigit()]
 
 
+def newest_first(model_root: str) -> list[int]:
+    """The versions under ``model_root``, the served one first: TF Serving serves the newest."""
+    return sorted(versions(model_root), reverse=True)
+
+
 def next_version(model_root: str) -> int:
     return max(versions(model_root), default=0) + 1
 
