@@ -94,7 +94,8 @@ URI_NODES = [
 NODES = [
     Node.of(Component("Make", {}, {"numbers": "Numbers"}, (Parameter("n", int, 3, min=1),), make)),
     Node.of(Component("Fit", {"numbers": "Numbers"}, {"model": "Model"}, (Parameter("scale", int, 1),), fit,
-                      resumable=True, tensorboard_logs={"train": "model/logs/train"}), {"numbers": "Make.numbers"}),
+                      resumable=True, tensorboard_logs={"train": "model/logs/train"}, dependencies=("click",)),
+            {"numbers": "Make.numbers"}),
     Node.of(Component("Publish", {"model": "Model"}, {"pushed_model": "PushedModel"}, (), publish),
             {"model": "Fit.model"}),
 ]
@@ -549,6 +550,23 @@ def test_dry_run_says_cached_or_will_run_and_why(env):
     assert plan("--force", "Make")["Make"] == ["will run", "forced (--force)"]
     with MetadataStore(env.root) as store:
         assert len(store.runs()) == 1  # dry runs record nothing
+
+
+def test_dry_run_names_the_dependency_whose_upgrade_reruns_a_step(env, monkeypatch):
+    """As after ``pip install -U click``: Fit declares click, so its key changes, and the plan says
+    which version moved (the key's material of execution 2 is kept beside its log)."""
+    from importlib.metadata import version
+
+    from ganpipe.pipeline import cache
+
+    cli("run", env.path, "--root", env.root)
+    real = cache.dependency_versions
+    monkeypatch.setattr(cache, "dependency_versions",
+                        lambda names: {**real(names), **({"click": "99.0"} if "click" in names else {})})
+    lines = cli("run", env.path, "--root", env.root, "--dry-run").stdout.splitlines()
+    fit = next(line for line in lines if " Fit " in line)
+    assert "will run" in fit and f"dependency versions changed: click {version('click')} -> 99.0 since execution 2" in fit
+    assert "cached" in next(line for line in lines if " Make " in line)
 
 
 def test_config_prints_yaml_with_help_that_loads_back(tmp_path):

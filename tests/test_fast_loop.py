@@ -100,3 +100,12 @@ def test_alternating_epoch_lengths_reuse_their_traced_functions():
     four = gan.train_function
     gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0)
     assert gan.train_function is six and four is not six and int(gan.step.numpy()) == 16
+
+
+def test_a_fixed_steps_per_execution_holds_whatever_callbacks_fit_gets():
+    gan = small_gan(jit_compile=False)
+    gan.set_steps_per_execution(3)
+    assert gan.steps_per_execution == 3
+    batch_ends = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)
+    gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0, callbacks=[batch_ends])
+    assert gan.steps_per_execution == 3 and int(gan.step.numpy()) == 6

@@ -95,6 +95,9 @@ EQUIVALENT = {
      "return ops.sum(ops.stack([ops.cast(loss, \"float32\") for loss in network.losses])) "
      "if network.losses else 1.0"):
         "a constant added to an objective that is only differentiated (the logged losses exclude it)",
+    ("fast_loop.py", "if getattr(self, \"auto_steps_per_execution\", False):",
+     "if getattr(self, \"auto_steps_per_execution\", True):"):
+        "compile() always sets the attribute and Keras' fit needs a compiled model, so the default is never read",
     ("simultaneous.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
         "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
     ("storage.py", "for directory, _, files in os.walk(path, topdown=False):",

@@ -36,8 +36,32 @@ PACKAGE = "ganpipe"
 
 
 def cache_key(component: Component, parameters: dict[str, Any], inputs: dict[str, Artifact]) -> str:
-    return hashlib.sha256(json.dumps(key_material(component, parameters, inputs), sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    return key_of(key_material(component, parameters, inputs))
+
+
+def key_of(material: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(material).encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def what_changed(before: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """In words, which part of a key's material changed between an execution and now (dependency
+    versions, inputs, external files), for ``--dry-run``; None when none of them did."""
+    old_versions, versions = before.get("versions") or {}, now.get("versions") or {}
+    bumped = sorted(name for name in set(old_versions) | set(versions) if old_versions.get(name) != versions.get(name))
+    if bumped:
+        return "dependency versions changed: " + ", ".join(
+            f"{name} {old_versions.get(name)} -> {versions.get(name)}" for name in bumped)
+    old_inputs, inputs = before.get("inputs") or {}, now.get("inputs") or {}
+    changed = sorted(name for name in set(old_inputs) | set(inputs) if old_inputs.get(name) != inputs.get(name))
+    if changed:
+        return f"input{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed"
+    if _canonical(before.get("external")) != _canonical(now.get("external")):
+        return "files read from outside the pipeline changed (e.g. the source's listing)"
+    return None
 
 
 def key_material(component: Component, parameters: dict[str, Any], inputs: dict[str, Artifact]) -> dict[str, Any]:

@@ -51,6 +51,12 @@ def execution_log_path(metadata: str, pipeline: str, component: str, execution_i
     return os.path.join(metadata, pipeline, component, EXECUTION_LOGS, f"{execution_id}.log")
 
 
+def key_material_path(metadata: str, pipeline: str, component: str, execution_id: int) -> str:
+    """What an execution's cache key was computed from (``cache.key_material``), beside its log, so
+    ``--dry-run`` can say which part changed since."""
+    return os.path.join(metadata, pipeline, component, EXECUTION_LOGS, f"{execution_id}.key.json")
+
+
 def tensorboard_view_path(root: str, pipeline: str, run_id: int) -> str:
     return os.path.join(root, pipeline, TENSORBOARD_VIEWS, f"run-{run_id}")
 

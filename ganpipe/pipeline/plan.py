@@ -7,10 +7,12 @@ pipeline (parameters, code, upstream outputs).
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable
 
 from ganpipe.pipeline import cache, dag
+from ganpipe.pipeline.layout import key_material_path
 from ganpipe.pipeline.metadata import COMPLETE, MetadataStore, STORE_FILE
 from ganpipe.pipeline.publish import artifact_problem
 from ganpipe.pipeline.runner import LocalRunner, check_store_has_root_history
@@ -41,15 +43,14 @@ def dry_run(runner: LocalRunner, until: str | None = None, force: Iterable[str] 
             upstream = {name: known[ref] for name, ref in node.wiring.items()}
             inputs = {**upstream, **dag.resolve_inputs(node, store, runner.pipeline, upstream, parameters, runner.root,
                                                        runner.parameters)}
-            lookup = store.find_cached(runner.pipeline, cache.cache_key(component, parameters, inputs),
-                                       artifact_problem)
+            material = cache.key_material(component, parameters, inputs)
+            lookup = store.find_cached(runner.pipeline, cache.key_of(material), artifact_problem)
             if lookup.source:
                 known.update({f"{node.name}.{name}": artifact for name, artifact in lookup.outputs.items()})
                 steps.append((node.name, CACHED, f"same parameters, inputs and code as execution "
                                                  f"{lookup.source.id} (run {lookup.source.run_id})"))
                 continue
-            why = lookup.damaged[0] if lookup.damaged else _why(store, runner.pipeline, component.name, parameters,
-                                                                 cache.code_fingerprint(component, parameters))
+            why = lookup.damaged[0] if lookup.damaged else _why(store, runner, component.name, parameters, material)
             steps.append((node.name, WILL_RUN, why))
     return steps
 
@@ -59,9 +60,9 @@ def _has_executions(metadata: str) -> bool:
         return store.has_executions()
 
 
-def _why(store: MetadataStore, pipeline: str, component: str, parameters: dict, code: str) -> str:
+def _why(store: MetadataStore, runner: LocalRunner, component: str, parameters: dict, material: dict) -> str:
     last = next((e for e in reversed(store.executions(state=COMPLETE))
-                 if e.pipeline == pipeline and e.component == component), None)
+                 if e.pipeline == runner.pipeline and e.component == component), None)
     if last is None:
         return "never ran in this pipeline"
     changed = sorted(key for key in set(parameters) | set(last.parameters)
@@ -69,6 +70,12 @@ def _why(store: MetadataStore, pipeline: str, component: str, parameters: dict, 
     if changed:
         shown = ", ".join(f"{key} {last.parameters.get(key)!r} -> {parameters.get(key)!r}" for key in changed[:3])
         return f"parameters changed since execution {last.id}: {shown}" + (" ..." if len(changed) > 3 else "")
-    if last.code_fingerprint != code:
+    if last.code_fingerprint != material["code"]:
         return f"code changed since execution {last.id}"
+    recorded = key_material_path(runner.metadata, runner.pipeline, component, last.id)
+    if os.path.exists(recorded):
+        with open(recorded) as handle:
+            changed = cache.what_changed(json.load(handle), material)
+        if changed:
+            return f"{changed} since execution {last.id}"
     return f"inputs changed since execution {last.id} (or its outputs were deleted)"

@@ -15,6 +15,7 @@ once: the second waits, then finds a cache hit (``layout.py``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import traceback
@@ -24,8 +25,8 @@ from typing import Any, Callable, Iterable, Sequence
 from ganpipe.infra import faults, storage
 from ganpipe.components.base import Artifact, Component, ExecutionContext
 from ganpipe.pipeline import cache, console, dag, execute
-from ganpipe.pipeline.layout import (EVENT_FILE_PREFIX, LOCKS, FileLock, execution_log_path, run_is_alive,
-                                     tensorboard_view_path)
+from ganpipe.pipeline.layout import (EVENT_FILE_PREFIX, LOCKS, FileLock, execution_log_path, key_material_path,
+                                     run_is_alive, tensorboard_view_path)
 from ganpipe.pipeline.metadata import COMPLETE, FAILED, MetadataStore, StoreError
 from ganpipe.pipeline.publish import Publisher, artifact_problem, publisher_for
 
@@ -133,7 +134,8 @@ class LocalRunner:
         upstream = {name: produced[reference] for name, reference in node.wiring.items()}
         inputs = {**upstream, **dag.resolve_inputs(node, store, self.pipeline, upstream, parameters, self.root,
                                                    self.parameters)}
-        key = cache.cache_key(component, parameters, inputs)
+        material = cache.key_material(component, parameters, inputs)
+        key = cache.key_of(material)
         started = time.time()
         key_lock = self.publisher.key_lock(component.name, key)
         if not key_lock.acquire(blocking=False):
@@ -156,6 +158,7 @@ class LocalRunner:
             execution_id = store.start_execution(run_id, component.name, parameters, key,
                                                  cache.code_fingerprint(component, parameters), inputs)
             self.echo(f"      running: execution {execution_id}, cache key {key[:12]}")
+            write_key_material(key_material_path(self.metadata, self.pipeline, component.name, execution_id), material)
             return self._execute(store, component, inputs, parameters, key, execution_id, forced, started, view)
         finally:
             key_lock.release()
@@ -234,6 +237,13 @@ def _remove_if_empty(view: str | None) -> None:
     """A run none of whose steps has TensorBoard logs leaves no view behind."""
     if view and os.path.isdir(view) and not os.listdir(view):
         os.rmdir(view)
+
+
+def write_key_material(path: str, material: dict) -> None:
+    """The local metadata directory's record of what a key hashed (never an artifact)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(material, handle, sort_keys=True, default=str)
 
 
 def link_tensorboard_logs(view: str | None, component: Component, outputs: dict[str, Artifact],
