@@ -25,6 +25,8 @@ from ganpipe.components import monitoring
 from ganpipe.components.evaluate.samples import SAMPLE_NOISE_SEED, Split, batched_call, read_split
 from ganpipe.ganmodels import metrics
 
+# Measured once on their own fakes, not per fold nor for the served model: never a main metric.
+SYNTHETIC_METRICS = ("copying", "utility", "membership_discriminator", "membership_distance")
 MAX_MEMBERS = 20_000  # train examples read for copying and the audit (memory: ~N x fakes distances in chunks)
 AUDIT_FAKES = 5_000  # fakes for copying and the audit: GAN-Leaks' attack needs many, so a copy is found
 CLOSEST_PAIRS = 8  # columns of the closest-pairs grid: fakes above, their nearest train examples below
