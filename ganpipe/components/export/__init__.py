@@ -114,7 +114,8 @@ def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir
     identity = {"model_fingerprint": model_fingerprint or artifact_fingerprint(model_dir), "use_ema": use_ema,
                 "max_generate_samples": max_generate_samples}
     served = served_version(model_root, identity)
-    worse = None if force or served is not None else worse_than_served(blessing, model_root)
+    worse = None if force or served is not None else worse_than_served(blessing, model_root,
+                                                                          identity["model_fingerprint"])
     if worse:
         result["reason"] = f"not pushed: {worse}"
         log(result["reason"])
@@ -180,8 +181,11 @@ def served_version(model_root: str, identity: dict) -> int | None:
     return None
 
 
-def worse_than_served(blessing: dict, model_root: str) -> str | None:
+def worse_than_served(blessing: dict, model_root: str, model_fingerprint: str | None = None) -> str | None:
     """Why the blessed model must not replace the served version, or None.
+
+    The same trained model (``model_fingerprint``) served with other settings (a new generate
+    bound) is no replacement: nothing to compare.
 
     The served version is the newest under ``model_root`` (what TF Serving serves). If Evaluate
     measured the candidate beside that very version, the recorded comparison decides, by the
@@ -195,6 +199,8 @@ def worse_than_served(blessing: dict, model_root: str) -> str | None:
     newest_dir = storage.join(model_root, str(newest))
     measured = gate.get("served") or {}
     fingerprint = read_extra(newest_dir, "export.json").get("model_fingerprint")
+    if model_fingerprint and fingerprint == model_fingerprint:
+        return None
     if storage.normalize(measured.get("destination") or "") != storage.normalize(newest_dir) \
             or measured.get("model_fingerprint") != fingerprint:
         beside = f"version {measured['version']}" if measured else "no served model"
