@@ -106,21 +106,27 @@ def sample_accuracy(model_dir: str, classifier_dir: str, per_class: int = 100) -
     return accuracy, float(np.sqrt(accuracy * (1 - accuracy) / len(labels)))
 
 
-def quality(root: str, steps: int, grid: str) -> list[dict]:
+REPORTED = ("fcd", "kid", "cas", "copying_share", "membership_auc_d", "membership_auc_distance")
+
+
+def quality(root: str, steps: int, grid: str, epsilons=EPSILONS) -> list[dict]:
     rows = []
-    for epsilon in (None, *EPSILONS):
+    for epsilon in (None, *epsilons):
         uris = pipeline_run(root, steps, epsilon)
         with open(os.path.join(uris["model"], "model.json")) as f:
             info = json.load(f)
         with open(os.path.join(uris["evaluation"], "metrics.json")) as f:
             report = json.load(f)
-        fcd = report["metrics"][report["main_metric"]]
+        fcd = report["metrics"]["fcd"]
+        measured = {key: [report["metrics"][key]["value"], report["metrics"][key]["std"]]
+                    for key in REPORTED if key in report["metrics"]}
         accuracy, error = sample_accuracy(uris["model"], uris["classifier"])
         guarantee = info.get("privacy") or {}
         rows.append({"target_epsilon": epsilon, "epsilon": guarantee.get("epsilon"), "delta": guarantee.get("delta"),
                      "noise_multiplier": guarantee.get("noise_multiplier"), "steps": info["steps"],
                      "fcd": fcd["value"], "fcd_baseline": fcd.get("baseline"), "accuracy": accuracy,
-                     "accuracy_se": error, "training_seconds": info["training_seconds"]})
+                     "accuracy_se": error, "training_seconds": info["training_seconds"],
+                     "evaluate": measured})
         print(json.dumps(rows[-1]), flush=True)
         if epsilon == 10.0:
             shutil.copyfile(os.path.join(uris["model"], "samples.png"), grid)
@@ -135,10 +141,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--grid", default=os.path.join(REPO, "docs", "privacy_samples_eps10.png"))
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--epsilons", default=",".join(f"{e:g}" for e in EPSILONS),
+                        help="target epsilons of the quality runs, beside a non-private one")
     args = parser.parse_args()
-    print(json.dumps({"step_cost": step_cost(args.timing_steps, args.rounds)}), flush=True)
+    if not args.skip_timing:
+        print(json.dumps({"step_cost": step_cost(args.timing_steps, args.rounds)}), flush=True)
     if not args.skip_quality:
-        print(json.dumps({"quality": quality(args.root, args.steps, args.grid)}), flush=True)
+        print(json.dumps({"quality": quality(args.root, args.steps, args.grid,
+                                                   tuple(float(e) for e in args.epsilons.split(",")))}), flush=True)
 
 
 if __name__ == "__main__":
