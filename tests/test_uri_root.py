@@ -208,20 +208,23 @@ def test_gc_on_the_uri_root_deletes_what_it_should_and_keeps_the_rest(pipeline):
 
     removed = gc.collect_garbage(metadata)
 
-    # the first run's whole line, its Blessing and its PushedModel too: the second Evaluate measured
-    # version 1, but that version is withdrawn, so it is no point of comparison any more
+    # the first run's line, its Blessing too (no blessing is a baseline any more); its PushedModel
+    # stays: the second Evaluate measured it as the served model (verify says its version is gone)
     superseded = {outputs_uri(pipeline, c, o) for c, o in [("Train", "model"), ("Evaluate", "evaluation"),
-                                                          ("Evaluate", "blessing"), ("Export", "pushed_model")]}
+                                                          ("Evaluate", "blessing")]}
     assert sorted(item.path for item in removed) == sorted(superseded | {stray, incoming})
     assert not any(storage.directory_exists(path) for path in superseded | {stray, incoming})
     with MetadataStore(metadata) as store:
         states = {record.artifact.uri: record.state for record in store.artifacts()}
     assert {uri for uri, state in states.items() if state == DELETED} == superseded
     kept = [a.uri for artifacts in newer.values() for a in artifacts.values()]
+    kept.append(outputs_uri(pipeline, "Export", "pushed_model"))
     for uri in kept:
         assert states[uri] == LIVE and storage.directory_exists(uri), uri
     assert storage.exists(unrelated) and storage.directory_exists(f"{root}/serving/digits_cgan/2")
-    assert verify(metadata)[1] == [] and gc.collect_garbage(metadata) == []
+    withdrawn = first["Export"]["pushed_model"].properties["pushed_destination"]
+    assert [(p.path, p.problem) for p in verify(metadata)[1]] == [(withdrawn, "served version missing")]
+    assert gc.collect_garbage(metadata) == []
     assert stray_entries(pipeline["cwd"]) == []
 
 

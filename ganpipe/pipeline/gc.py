@@ -136,11 +136,6 @@ def _unneeded_artifacts(store: MetadataStore, policy: Policy, cutoff: float | No
             for r in live if r.artifact.id not in keep and (cutoff is None or created[r.artifact.id] < cutoff)]
 
 
-def _still_served(artifact) -> bool:
-    destination = artifact.properties.get("pushed_destination")
-    return bool(artifact.properties.get("pushed") and destination and storage.directory_exists(destination))
-
-
 def _roots_to_keep(live: list[ArtifactRecord], keep_last: int) -> list[ArtifactRecord]:
     roots, per_slot, blessed_seen = [], {}, set()
     for record in live:
@@ -153,7 +148,8 @@ def _roots_to_keep(live: list[ArtifactRecord], keep_last: int) -> list[ArtifactR
                 and record.pipeline not in blessed_seen:
             blessed_seen.add(record.pipeline)
             roots.append(record)
-        if _still_served(record.artifact):
+        destination = properties.get("pushed_destination")
+        if properties.get("pushed") and destination and storage.directory_exists(destination):
             roots.append(record)  # a served version: its whole lineage stays
     return roots
 
@@ -168,8 +164,7 @@ def _keep_with_upstream(store: MetadataStore, artifact_id: int, keep: set[int], 
         producer = store.artifact(current).producer_id
         for name, artifact in store.execution_artifacts(producer, "input").items():
             if name in REFERENCE_INPUTS:
-                if _still_served(artifact):  # a withdrawn version is no point of comparison any more
-                    references.add(artifact.id)
+                references.add(artifact.id)
             else:
                 pending.append(artifact.id)
 
