@@ -128,26 +128,10 @@ def test_local_runner_is_named_explicitly():
 
 
 # -------------------------------------------------------------------------- filesystems
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    pytest.importorskip("apache_beam.io.gcp.gcsio")
-    port = free_port()
-    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1", f"--port={port}",
-               "--in-memory", "--default-bucket=ganpipe-test", "-q"]
-    with server(command, port):
-        previous = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-        try:
-            yield "gs://ganpipe-test"
-        finally:
-            os.environ.pop("STORAGE_EMULATOR_HOST")
-            if previous:
-                os.environ["STORAGE_EMULATOR_HOST"] = previous
-
-
+# gs:// roots on conftest's gcs_bucket (a GCS emulator for the session)
 @pytest.mark.slow
-def test_gs_root_holds_the_same_records(baseline, gcs_emulator, tmp_path):
-    run = run_both(f"{gcs_emulator}/data")
+def test_gs_root_holds_the_same_records(baseline, gcs_bucket, tmp_path):
+    run = run_both(f"{gcs_bucket}/data")
     assert_same_records(run, baseline)
     processed = run["processed"]
     assert storage.read_json(f"{processed}/schema.json") == baseline["result"]["schema"]
@@ -245,12 +229,12 @@ def test_statistics_and_schema_protos_read_without_ganpipe(baseline):
 
 
 @pytest.mark.slow
-def test_pipeline_run_with_a_gs_root_publishes_there(gcs_emulator, tmp_path):
+def test_pipeline_run_with_a_gs_root_publishes_there(gcs_bucket, tmp_path):
     """The local runner with pipeline.root on gs://: outputs written under their execution id,
     recorded in the local store, a second run all cache hits."""
     from ganpipe.pipeline.runner import LocalRunner
 
-    config = load_config(None, [f"pipeline.root={gcs_emulator}/runs", f"pipeline.metadata={tmp_path}/meta",
+    config = load_config(None, [f"pipeline.root={gcs_bucket}/runs", f"pipeline.metadata={tmp_path}/meta",
                                 f"preprocess.image_size={IMAGE_SIZE}"])
     runner = LocalRunner(config.root, config.name, config.nodes, config.parameters, echo=lambda line: None,
                          metadata=config.metadata)
@@ -258,7 +242,7 @@ def test_pipeline_run_with_a_gs_root_publishes_there(gcs_emulator, tmp_path):
     assert first.state == "COMPLETE", first.error
     for step in first.steps:
         for output, artifact in step.outputs.items():
-            expected = f"{gcs_emulator}/runs/{config.name}/{step.component}/{output}/{step.execution_id}"
+            expected = f"{gcs_bucket}/runs/{config.name}/{step.component}/{output}/{step.execution_id}"
             assert artifact.uri == expected and storage.glob(storage.join(artifact.uri, "**"))
     schema_uri = first.steps[1].outputs["schema"].uri
     assert storage.read_json(f"{schema_uri}/schema.json")["shape"] == [IMAGE_SIZE, IMAGE_SIZE, 1]
@@ -270,7 +254,7 @@ def test_pipeline_run_with_a_gs_root_publishes_there(gcs_emulator, tmp_path):
 
 
 @pytest.mark.slow
-def test_gc_and_verify_on_a_gs_root(gcs_emulator, tmp_path):
+def test_gc_and_verify_on_a_gs_root(gcs_bucket, tmp_path):
     """On an object store (no directories, no rename): gc deletes the superseded Preprocess outputs
     and an unrecorded execution directory object by object and keeps the rest; verify recomputes
     fingerprints there and names a changed artifact."""
@@ -278,7 +262,7 @@ def test_gc_and_verify_on_a_gs_root(gcs_emulator, tmp_path):
     from ganpipe.pipeline.runner import LocalRunner
     from ganpipe.pipeline.verify import verify
 
-    root, metadata = f"{gcs_emulator}/gc", str(tmp_path / "meta")
+    root, metadata = f"{gcs_bucket}/gc", str(tmp_path / "meta")
 
     def run(image_size: int):
         config = load_config(None, [f"pipeline.root={root}", f"pipeline.metadata={metadata}",
