@@ -125,6 +125,11 @@ EQUIVALENT = {
     ("metadata.py", "if version >= SCHEMA_VERSION:  # another process got here first",
      "if version > SCHEMA_VERSION:"):
         "equal only when another process migrated meanwhile; re-running the migration is idempotent",
+    ("quality.py", "super().__init__()", "pass"):
+        "keras' Callback.__init__ only presets params and model, which fit sets before any hook runs",
+    ("quality.py", "seed=args.game.seed, drop_remainder=False, cache=False)))",
+     "seed=args.game.seed, drop_remainder=True, cache=False)))"):
+        "the one batch taken has count <= the train split's size examples, so it is full either way",
     ("metadata.py", "db.close()", "pass"):
         "the connection that failed its probe is rebound next iteration and closed when CPython frees it",
 }
