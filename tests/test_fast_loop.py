@@ -109,3 +109,9 @@ def test_a_fixed_steps_per_execution_holds_whatever_callbacks_fit_gets():
     batch_ends = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)
     gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0, callbacks=[batch_ends])
     assert gan.steps_per_execution == 3 and int(gan.step.numpy()) == 6
+
+
+def test_run_eagerly_keeps_keras_eager_loop_whatever_the_steps_per_execution():
+    gan = small_gan(steps_per_execution=3, jit_compile=False, run_eagerly=True)
+    gan.fit(data(), epochs=1, verbose=0)
+    assert int(gan.step.numpy()) == 6 and not hasattr(gan, "chunk_function")

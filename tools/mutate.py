@@ -111,6 +111,9 @@ EQUIVALENT = {
     ("fast_loop.py", "if getattr(self, \"auto_steps_per_execution\", False):",
      "if getattr(self, \"auto_steps_per_execution\", True):"):
         "compile() always sets the attribute and Keras' fit needs a compiled model, so the default is never read",
+    ("fast_loop.py", "run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=True)",
+     "run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=False)"):
+        "reduce_retracing only decides how many traces new chunk lengths cost, not what a step computes",
     ("simultaneous.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
         "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
     ("storage.py", "for directory, _, files in os.walk(path, topdown=False):",
@@ -130,6 +133,8 @@ EQUIVALENT = {
     ("quality.py", "seed=args.game.seed, drop_remainder=False, cache=False)))",
      "seed=args.game.seed, drop_remainder=True, cache=False)))"):
         "the one batch taken has count <= the train split's size examples, so it is full either way",
+    ("quality.py", "self.writer.flush()", "pass"):
+        "leaving writer.as_default() just before flushes the writer (eager mode, where callbacks run)",
     ("metadata.py", "db.close()", "pass"):
         "the connection that failed its probe is rebound next iteration and closed when CPython frees it",
 }
