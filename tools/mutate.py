@@ -114,6 +114,9 @@ EQUIVALENT = {
     ("fast_loop.py", "run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=True)",
      "run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=False)"):
         "reduce_retracing only decides how many traces new chunk lengths cost, not what a step computes",
+    ("fast_loop.py", "fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=True)",
+     "fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=False)"):
+        "reduce_retracing only decides how many traces new iterator specs cost, not which batches come",
     ("simultaneous.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
         "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
     ("storage.py", "for directory, _, files in os.walk(path, topdown=False):",
