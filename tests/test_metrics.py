@@ -495,3 +495,9 @@ def test_reference_side_computed_once_gives_the_same_values():
                                                                          rel=1e-12)
     with pytest.raises(ValueError, match=r"real_radii: expected one radius per real item \(60\)"):
         metrics.compute_precision_recall(real, fake, real_radii=np.ones(3))
+
+
+def test_half_sample_std_of_two_halves_and_kernel_distance_of_sets_of_different_widths():
+    assert sampling_noise.half_sample_std([1.0, 3.0]) == 1.0  # two halves are enough
+    with pytest.raises(ValueError, match="real features has 2 features per item but fake features has 3"):
+        metrics.compute_kernel_distance(np.zeros((4, 2)), np.zeros((4, 3)))
