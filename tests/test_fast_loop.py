@@ -134,3 +134,13 @@ def test_a_lambda_callbacks_batch_hook_keeps_one_step_per_execution_and_epoch_ho
     gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0,
             callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: None)])
     assert gan.steps_per_execution == 6
+
+
+def test_forcing_a_new_train_function_rebuilds_keras_own_too():
+    """After switching to eager execution, a forced rebuild gives Keras' eager function, not the
+    chunked one built before."""
+    gan = small_gan(steps_per_execution=3, jit_compile=False)
+    gan.fit(data(batches=3), epochs=1, verbose=0)
+    chunked = gan.train_function
+    gan.run_eagerly = True
+    assert gan.make_train_function(force=True) is not chunked
