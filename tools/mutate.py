@@ -12,9 +12,10 @@ records with coverage.py which test executes which line of the suite's files (on
 per test, fixture setup and teardown included), cached with its durations in
 ``<results>.baseline.json``. A mutant whose statement no test executes *survives* without a run
 ("not covered"); a statement run outside any test (at import, in a class body, a module constant)
-gets the whole selection. Coverage cannot see code that autograph converts (a ``tf.function``'s
-Python loops, e.g. fast_loop's chunk loop and the train_step it calls there): ``--all-tests``
-re-runs a mutant against the whole selection. A fixture built once for many tests counts for the
+gets the whole selection. Coverage cannot see code that autograph converts (Python control flow in
+a ``tf.function`` or a ``tf.data`` map: fast_loop's chunk loop and the train_step it calls there,
+the reader's parser): the summary marks those survivors "not covered", and ``--all-tests`` re-runs
+them against the whole selection. A fixture built once for many tests counts for the
 first test that built it.
 Tests are ordered so that killers come first: by expected seconds per kill (a test's duration in
 the unmutated run over the mutants it killed so far, plus one); tests sharing a module-scoped
@@ -25,6 +26,7 @@ Results go to a JSON-lines file, one record per mutant, so the run can be done i
     python tools/mutate.py --suite cache --list        # every mutant of a suite (SUITES) with its id
     nice -n 10 python tools/mutate.py --ids 1-40       # a chunk; re-running skips killed mutants
     python tools/mutate.py --summary                   # counts over the results file so far
+    nice -n 10 python tools/mutate.py --ids 28-31 --all-tests --skip-baseline   # lines only autograph runs
 
 Add tests, then run without ``--skip-baseline`` so that the map of lines to tests includes them.
 
