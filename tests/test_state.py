@@ -327,6 +327,34 @@ def test_model_fingerprint_ignores_logs_checkpoints_save_dates_and_durations(tmp
     assert fingerprints.artifact_fingerprint(str(tmp_path / "a")) != first
 
 
+
+def test_artifact_fingerprint_sees_files_in_subdirectories_and_empty_directories(tmp_path):
+    def tree(name):
+        root = tmp_path / name
+        (root / "sub" / "deeper").mkdir(parents=True)
+        (root / "top.txt").write_text("top")
+        (root / "sub" / "deeper" / "leaf.txt").write_text("leaf")
+        return root
+
+    def fingerprint(root):
+        return fingerprints.artifact_fingerprint(str(root))
+
+    first, second = tree("a"), tree("b")
+    assert fingerprint(second) == fingerprint(first)
+    (second / "sub" / "deeper" / "leaf.txt").write_text("LEAF")
+    assert fingerprint(second) != fingerprint(first)
+    (second / "sub" / "deeper" / "leaf.txt").write_text("leaf")
+    (second / "sub" / "empty").mkdir()
+    assert fingerprint(second) != fingerprint(first)
+
+
+def test_artifact_fingerprint_counts_a_symlink_by_its_target(tmp_path):
+    for name, target in (("a", "data/one"), ("b", "data/one"), ("c", "data/two")):
+        (tmp_path / name).mkdir()
+        os.symlink(target, tmp_path / name / "link")
+    fingerprint = {name: fingerprints.artifact_fingerprint(str(tmp_path / name)) for name in "abc"}
+    assert fingerprint["a"] == fingerprint["b"] != fingerprint["c"]
+
 # -- the store: schema version, read-only, fsync, verify ------------------------------------------
 
 LEGACY_SCHEMA = """
