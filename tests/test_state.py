@@ -346,6 +346,35 @@ def test_artifact_fingerprint_sees_files_in_subdirectories_and_empty_directories
     (second / "sub" / "deeper" / "leaf.txt").write_text("leaf")
     (second / "sub" / "empty").mkdir()
     assert fingerprint(second) != fingerprint(first)
+    os.rmdir(second / "sub" / "empty")
+    os.rename(second / "sub" / "deeper", second / "sub" / "other")  # the same files under another name
+    assert fingerprint(second) != fingerprint(first)
+
+
+def test_fingerprint_reads_only_keras_and_json_files_semantically(tmp_path):
+    """A zip that is not a .keras file counts by its bytes, metadata.json member included; JSON in
+    a file not named .json keeps its durations; the old whole-tree scheme reads a .keras file's bytes."""
+    import zipfile
+
+    def write(name, member_text, notes):
+        root = tmp_path / name
+        root.mkdir()
+        for archive_name in ("data.zip", "model.keras"):
+            with zipfile.ZipFile(root / archive_name, "w") as archive:
+                archive.writestr("metadata.json", member_text)
+        (root / "notes.txt").write_text(json.dumps(notes))
+        return root
+
+    first = write("a", '{"date_saved": "1"}', {"took_seconds": 1})
+    fingerprint = fingerprints.artifact_fingerprint
+    assert fingerprint(str(write("b", '{"date_saved": "2"}', {"took_seconds": 1}))) != fingerprint(str(first))
+    assert fingerprint(str(write("c", '{"date_saved": "1"}', {"took_seconds": 2}))) != fingerprint(str(first))
+    (first / "data.zip").unlink()
+    (first / "notes.txt").unlink()
+    whole_tree = fingerprint(str(first), fingerprints.WHOLE_TREE)
+    with zipfile.ZipFile(first / "model.keras", "w") as archive:
+        archive.writestr("metadata.json", '{"date_saved": "3"}')
+    assert fingerprint(str(first), fingerprints.WHOLE_TREE) != whole_tree
 
 
 def test_artifact_fingerprint_counts_a_symlink_by_its_target(tmp_path):

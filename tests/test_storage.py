@@ -149,3 +149,11 @@ def test_syncing_a_tree_leaves_no_file_descriptor_open(tmp_path):
     before = len(os.listdir("/proc/self/fd"))
     storage.sync_tree(str(tmp_path / "out"))
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_moved_tree_leaves_no_empty_directories_behind_on_ram():
+    base = f"ram://storage-{uuid.uuid4().hex}"
+    tree(base, {"src/a": b"1", "src/sub/b": b"2"})
+    storage.move_tree(storage.join(base, "src"), storage.join(base, "moved"))
+    assert not storage.exists(storage.join(base, "src")) and storage.listdir(base) == ["moved"]
+
