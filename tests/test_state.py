@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -354,8 +355,6 @@ def test_artifact_fingerprint_sees_files_in_subdirectories_and_empty_directories
 def test_fingerprint_reads_only_keras_and_json_files_semantically(tmp_path):
     """A zip that is not a .keras file counts by its bytes, metadata.json member included; JSON in
     a file not named .json keeps its durations; the old whole-tree scheme reads a .keras file's bytes."""
-    import zipfile
-
     def write(name, member_text, notes):
         root = tmp_path / name
         root.mkdir()
@@ -383,6 +382,31 @@ def test_artifact_fingerprint_counts_a_symlink_by_its_target(tmp_path):
         os.symlink(target, tmp_path / name / "link")
     fingerprint = {name: fingerprints.artifact_fingerprint(str(tmp_path / name)) for name in "abc"}
     assert fingerprint["a"] == fingerprint["b"] != fingerprint["c"]
+
+
+def test_fingerprint_of_json_ignores_key_order_and_locations_but_not_values_or_plain_strings(tmp_path):
+    def fingerprint(name, content, config=None):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "model.json").write_text(content)
+        with zipfile.ZipFile(root / "generator.keras", "w") as archive:
+            archive.writestr("config.json", config or '{"a": 1, "b": 2}')
+        return fingerprints.artifact_fingerprint(str(root))
+
+    first = fingerprint("a", '{"name": "dcgan", "values": [1, 2, "/runs/1/x", "gs://b/o"]}')
+    assert fingerprint("b", '{"values": [1, 2, "/runs/2/x", "gs://c/o"], "name": "dcgan"}',
+                       config='{"b": 2, "a": 1}') == first
+    assert fingerprint("c", '{"name": "dcgan", "values": [1, 3, "/runs/1/x", "gs://b/o"]}') != first
+    assert fingerprint("d", '{"name": "mlp", "values": [1, 2, "/runs/1/x", "gs://b/o"]}') != first
+
+
+def test_the_fingerprint_of_a_tree_stays_what_stores_recorded(tmp_path):
+    """Stores keep the fingerprints computed when artifacts were written and verify recomputes
+    them: a change to what the scheme hashes must come with a new scheme number."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "data.bin").write_bytes(b"\x00\x01" * 3)
+    (tmp_path / "info.json").write_text('{"steps": 3, "took_seconds": 1.5}')
+    assert fingerprints.artifact_fingerprint(str(tmp_path)) == "66a26ec4f52659771891f0271e355678f64b54d2e3ac62614aa93246f553f4c3"
 
 # -- the store: schema version, read-only, fsync, verify ------------------------------------------
 
