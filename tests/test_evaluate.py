@@ -13,12 +13,14 @@ from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator
 
 from ganpipe import ganmodels
-from ganpipe.components import classifier, evaluate, export
+from ganpipe.components import classifier, evaluate, export, reference
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.evaluate import measure, samples
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels.conditional import ConditionalGAN
 from ganpipe.ganmodels.families import build_gan
+from ganpipe.ganmodels.metrics import kernel
+from ganpipe.ganmodels.metrics.feature_stats import kth_neighbour_distances
 
 N_EVAL = 300
 EVAL_PARAMS = {"num_samples": 300, "num_fakes": 1500}  # 5 folds
@@ -172,6 +174,39 @@ def test_classifier_artifact(feature_space):
     outputs = model(np.zeros((3, 8, 8, 1), "float32"), training=False)
     assert outputs["features"].shape == (3, 128)
     np.testing.assert_allclose(np.sum(outputs["probabilities"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_classifier_keeps_the_train_split_and_its_statistics_as_the_reference(feature_space, digits):
+    root, schema = digits
+    stored = reference.load(feature_space.uri)
+    model, _ = classifier.load_feature_model(feature_space.uri)
+    train = np.concatenate([batch.numpy() for batch in make_dataset(root, schema, "train", batch_size=500,
+                                                                    shuffle=False, drop_remainder=False)])
+    direct = samples.batched_call(model, [train], 500)
+    assert len(stored["features"]) == len(train) == 1497  # every train example, none of the eval split
+    np.testing.assert_allclose(stored["features"].mean(0), direct["features"].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.cov(stored["features"].T), np.cov(direct["features"].T), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(stored["probabilities"].sum(0), direct["probabilities"].sum(0), rtol=1e-4)
+    features = direct["features"].astype("float64")
+    assert float(stored["kernel_within"]) == pytest.approx(kernel.within(features), rel=1e-6)
+    for k in (3, 5):  # radii of the k the k-NN metrics use, as a set (the stored order is shuffled)
+        np.testing.assert_allclose(np.sort(stored[f"radii_{k}"]),
+                                   np.sort(kth_neighbour_distances(features, k, "direct")), rtol=1e-5)
+
+
+def test_evaluate_measures_against_the_stored_reference(mlp_models, digits, feature_space, evaluations,
+                                                        tmp_path_factory):
+    """Evaluate reads the Classifier's reference statistics instead of recomputing them."""
+    tampered = Artifact("FeatureModel", str(tmp_path_factory.mktemp("tampered") / "classifier"))
+    shutil.copytree(feature_space.uri, tampered.uri)
+    stored = reference.load(tampered.uri)
+    reference.save(tampered.uri, {**stored, "kernel_within": stored["kernel_within"] + 0.1,
+                                  "radii_3": np.zeros_like(stored["radii_3"])})
+    original = evaluations["trained"][0].read_json("metrics.json")["metrics"]
+    measured = run_evaluate(mlp_models[1], digits, tampered, tmp_path_factory)[0].read_json("metrics.json")["metrics"]
+    assert measured["kid"]["value"] == pytest.approx(original["kid"]["value"] + 0.1, abs=1e-5)
+    assert measured["precision"]["value"] == 0.0 and original["precision"]["value"] > 0.3  # zero radii hold nothing
+    assert measured["fcd"]["value"] == pytest.approx(original["fcd"]["value"], rel=1e-6)
 
 
 def test_unlabelled_data_uses_pixels_or_raw_vectors(tmp_path):
