@@ -416,6 +416,8 @@ EVALUATE = Component(
 )
 
 # -------------------------------------------------------------------------------------- export
+SERVING_DIR = "serving"  # the default export_base, under the pipeline root
+INCOMING_PREFIX = ".incoming-"  # + "<execution id>-<random>": a version being published (gc removes strays)
 EXPORT_PARAMETERS = (
     Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True,
               check=check_plain_name),
