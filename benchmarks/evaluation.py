@@ -8,8 +8,11 @@
    rho of level vs value, signed so that 1.0 means the metric worsens with the level (precision,
    recall and coverage must fall). Data: labelled digits in the trained classifier's features; the
    same digits without labels and the built-in photos (32x32 patches) in the self-supervised
-   encoder's features, beside the pooled pixels they replace. The same random draws serve every
-   level, so a level differs from the next only by its strength.
+   encoder's features, beside the pooled pixels they replace. The photos' eval split is a strip
+   on the right of each photo (no patch overlaps both splits), another distribution than the
+   train patches, so there the disturbed images are a random part of the train split and the
+   reference the rest. The same random draws serve every level, so a level differs from the next
+   only by its strength.
 2. ``--model DIR`` (a Train Model artifact of the built-in run, or its staging directory with
    ``checkpoints/``): each checkpoint's EMA generator measured by Evaluate as configured, beside a
    large-sample reference (FCD of 10,000 fakes against every train example).
@@ -130,15 +133,25 @@ def feature_space(root: str, examples: str, schema: dict, name: str, **params):
     return (*classifier.load_feature_model(out), reference.load(out))
 
 
-def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, other_images, chosen=None
-                      ) -> list[tuple]:
+def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, other_images, chosen=None,
+                      iid_holdout: bool = False) -> list[tuple]:
+    """``iid_holdout``: the disturbed images are a random part of the train split and the reference
+    the rest (for the photos, whose eval split is a strip of each photo, another distribution);
+    otherwise the eval split against the Classifier's stored reference, as in Evaluate."""
     params = specs.EVALUATE.resolve_parameters({}, "evaluate")
     keras.utils.set_random_seed(params["seed"])  # tf.data's seeded shuffle also reads the global seed, as in Evaluate
     n, _ = samples.fold_sizes(schema, params["num_samples"], params["num_fakes"])
-    held_out = samples.read_split(examples, schema, "eval", n, params, False)
+    if iid_holdout:
+        train = samples.read_split(examples, schema, "train", schema["counts"]["train"], params, False)
+        order = np.random.default_rng(params["seed"]).permutation(len(train.x))
+        held_out, reference_x = train.take(order[:n]), train.x[order[n:]]
+    else:
+        held_out = samples.read_split(examples, schema, "eval", n, params, False)
     rows = []
     for space, (model, info, stored_reference) in spaces.items():
         extract = lambda x, model=model: samples.batched_call(model, [x], params["batch_size"])  # noqa: E731
+        if iid_holdout:
+            stored_reference = reference.with_statistics(extract(reference_x))
         setup = measure.make_setup(params, schema, info["feature_space"], extract, stored_reference, n)
         for name, disturb in disturbances(to_shape(other_images, held_out.x.shape[1:]), chosen).items():
             values = []
@@ -236,7 +249,7 @@ def main() -> None:
         if label in args.data:
             spaces = {space: feature_space(args.root, examples, schema, f"{label}-{space}", unlabelled_features=space)
                       for space in ("contrastive", "pixels")}
-            disturbance_table(label, examples, schema, spaces, other, args.disturbances)
+            disturbance_table(label, examples, schema, spaces, other, args.disturbances, iid_holdout=label == "photos")
     if args.model:
         checkpoint_ranking(args.model, digits_examples, digits_schema, os.path.join(args.root, "features", "digits"))
 

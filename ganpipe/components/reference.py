@@ -40,11 +40,17 @@ def build(feature_model, examples_uri: str, schema: dict, batch_size: int, seed:
     arrays = {key: np.concatenate([output[key] for output in outputs])[:count] for key in outputs[0]}
     if schema["kind"] == "vector":
         arrays["vectors"] = np.concatenate(images)[:count].reshape(count, -1)
+    return with_statistics(arrays)
+
+
+def with_statistics(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feature model's outputs on the reference items, with the statistics above (those a
+    split too small for them has not: Evaluate refuses such data, the steps before it need not)."""
     reals = arrays["features"].astype("float64")
-    arrays["kernel_within"] = np.float64(kernel.within(reals))
-    for k in sorted(set(NEIGHBOURS.values())):
-        arrays[f"radii_{k}"] = kth_neighbour_distances(reals, k, "reference")
-    return arrays
+    statistics = {"kernel_within": np.float64(kernel.within(reals))} if len(reals) >= 2 else {}
+    statistics.update({f"radii_{k}": kth_neighbour_distances(reals, k, "reference")
+                       for k in sorted(set(NEIGHBOURS.values())) if k < len(reals)})
+    return {**arrays, **statistics}
 
 
 def save(directory: str, arrays: dict[str, np.ndarray]) -> None:
