@@ -35,8 +35,10 @@ setup(
         # pins requests==2.33.0 and urllib3==2.8.0; pip check is clean beside TF 2.21 and Beam 2.77.
         "kubeflow": ["kfp>=2.17,<3"],
         # the runner/filesystem tests: a local GCS emulator for the gs:// root;
-        # kfp: tests/test_kubeflow.py reads compiled specs back
-        "test": ["pytest>=8", "apache-beam[gcp]>=2.60", "gcp-storage-emulator>=2024.8", "kfp>=2.17,<3"],
+        # kfp: tests/test_kubeflow.py reads compiled specs back; coverage: tools/mutate.py runs each
+        # mutant only against the tests that execute its line (per-test coverage contexts)
+        "test": ["pytest>=8", "apache-beam[gcp]>=2.60", "gcp-storage-emulator>=2024.8", "kfp>=2.17,<3",
+                 "coverage>=7.4"],
     },
     entry_points={"console_scripts": ["ganpipe=ganpipe.pipeline.cli:main"]},
 )

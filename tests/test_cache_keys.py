@@ -302,3 +302,17 @@ def test_tfds_data_dir_default_and_listing(tmp_path, monkeypatch):
     assert fingerprints.tfds_data("mnist", None)["data_dir"] == str(tmp_path / "env")
     monkeypatch.delenv("TFDS_DATA_DIR")
     assert fingerprints.tfds_data("mnist", None)["data_dir"] == os.path.expanduser("~/tensorflow_datasets")
+
+
+def test_what_changed_names_dependency_versions_then_inputs_then_external_files():
+    before = {"versions": {"click": "8.1"}, "inputs": {"examples": "a"}, "external": {"listing": "x"}}
+    assert cache.what_changed(before, dict(before)) is None
+    assert cache.what_changed({}, {"versions": None, "inputs": None}) is None  # missing parts: empty
+    assert cache.what_changed(before, {**before, "versions": {"click": "8.2", "rich": "13"}}) == (
+        "dependency versions changed: click 8.1 -> 8.2, rich None -> 13")
+    assert cache.what_changed(before, {**before, "inputs": {"examples": "b"}}) == "input examples changed"
+    assert cache.what_changed(before, {**before, "inputs": {"examples": "b", "schema": "s"}}) == (
+        "inputs examples, schema changed")
+    assert cache.what_changed(before, {**before, "external": {"listing": "y"}}) == (
+        "files read from outside the pipeline changed (e.g. the source's listing)")
+    assert cache.what_changed(before, {}).startswith("dependency versions changed: click 8.1 -> None")

@@ -577,3 +577,10 @@ def test_too_few_eval_examples_is_an_error(digits, mlp_models, feature_space, tm
     with pytest.raises(ComponentError, match="main_metric: 'psnr' was not computed"):
         evaluate.evaluate_model(mlp_models[0].uri, root, schema, feature_space.uri, str(tmp_path), num_samples=20,
                                 num_fakes=40, main_metric="psnr")
+
+
+def test_a_threshold_met_exactly_passes_only_within():
+    """"below" and "above" are strict; "within" includes its limit."""
+    assert decide(report(fcd=10.0), fcd_below=10.0)["blessed"] is False
+    assert decide(report(precision=0.5), precision_above=0.5)["blessed"] is False
+    assert decide(report(d_accuracy=0.75), d_accuracy_within=0.25)["blessed"] is True

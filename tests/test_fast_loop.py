@@ -7,7 +7,7 @@ import tensorflow as tf
 from ganpipe import ganmodels
 from ganpipe.components import trainer
 from ganpipe.components.train_args import TrainArgs
-from ganpipe.ganmodels.fast_loop import auto_steps_per_execution
+from ganpipe.ganmodels.fast_loop import _stackable, auto_steps_per_execution
 from ganpipe.ganmodels.network_walk import has_convolutions
 
 
@@ -109,3 +109,38 @@ def test_a_fixed_steps_per_execution_holds_whatever_callbacks_fit_gets():
     batch_ends = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)
     gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0, callbacks=[batch_ends])
     assert gan.steps_per_execution == 3 and int(gan.step.numpy()) == 6
+
+
+def test_run_eagerly_keeps_keras_eager_loop_whatever_the_steps_per_execution():
+    gan = small_gan(steps_per_execution=3, jit_compile=False, run_eagerly=True)
+    gan.fit(data(), epochs=1, verbose=0)
+    assert int(gan.step.numpy()) == 6 and not hasattr(gan, "chunk_function")
+
+
+def test_only_plain_tf_data_iterators_of_one_static_shape_are_stacked():
+    assert _stackable(iter(data()))
+    assert not _stackable(iter(tf.data.Dataset.range(10).batch(3)))  # a last partial batch
+    assert not _stackable(iter([np.zeros((8, 3), "float32")]))  # not a tf.data iterator
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    assert not _stackable(iter(strategy.experimental_distribute_dataset(data())))
+
+
+def test_a_lambda_callbacks_batch_hook_keeps_one_step_per_execution_and_epoch_hooks_do_not():
+    gan = small_gan(jit_compile=False)
+    batch_ends = []
+    gan.fit(data().repeat(), steps_per_epoch=4, epochs=1, verbose=0,
+            callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batch_ends.append(batch))])
+    assert gan.steps_per_execution == 1 and batch_ends == [0, 1, 2, 3]
+    gan.fit(data().repeat(), steps_per_epoch=6, epochs=1, verbose=0,
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: None)])
+    assert gan.steps_per_execution == 6
+
+
+def test_forcing_a_new_train_function_rebuilds_keras_own_too():
+    """After switching to eager execution, a forced rebuild gives Keras' eager function, not the
+    chunked one built before."""
+    gan = small_gan(steps_per_execution=3, jit_compile=False)
+    gan.fit(data(batches=3), epochs=1, verbose=0)
+    chunked = gan.train_function
+    gan.run_eagerly = True
+    assert gan.make_train_function(force=True) is not chunked

@@ -8,7 +8,7 @@ import scipy.stats
 from scipy.spatial.distance import cdist
 
 from ganpipe.ganmodels import metrics
-from ganpipe.ganmodels.metrics import FeatureStats, sampling_noise
+from ganpipe.ganmodels.metrics import FeatureStats, kernel, sampling_noise
 
 
 def gaussian(rng, n, mean, cov):
@@ -495,3 +495,21 @@ def test_reference_side_computed_once_gives_the_same_values():
                                                                          rel=1e-12)
     with pytest.raises(ValueError, match=r"real_radii: expected one radius per real item \(60\)"):
         metrics.compute_precision_recall(real, fake, real_radii=np.ones(3))
+
+
+def test_half_sample_std_of_two_halves_and_kernel_distance_of_sets_of_different_widths():
+    assert sampling_noise.half_sample_std([1.0, 3.0]) == 1.0  # two halves are enough
+    with pytest.raises(ValueError, match="real features has 2 features per item but fake features has 3"):
+        metrics.compute_kernel_distance(np.zeros((4, 2)), np.zeros((4, 3)))
+
+
+def test_kernel_distance_checks_its_subsets_and_uses_real_within_only_for_whole_real_subsets():
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(50, 3)), rng.normal(0.3, 1.0, size=(40, 3))
+    for bad in ({"num_subsets": 0}, {"subset_size": 1}):
+        with pytest.raises(ValueError, match="need num_subsets >= 1 and subset_size >= 2"):
+            metrics.compute_kernel_distance(real, fake, **bad)
+    for subset_size in (20, 50):  # subsets of some reals, then of all of them
+        assert metrics.compute_kernel_distance(real, fake, num_subsets=3, subset_size=subset_size,
+                                               real_within=kernel.within(real)) == pytest.approx(
+            metrics.compute_kernel_distance(real, fake, num_subsets=3, subset_size=subset_size))

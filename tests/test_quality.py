@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from ganpipe.components import classifier, quality, train
+from ganpipe.components import classifier, quality, train, train_args
 from ganpipe.ganmodels import metrics
 from conftest import TINY_DCGAN, write_processed_examples
 
@@ -90,6 +90,98 @@ def test_a_resumed_run_keeps_comparing_against_the_best_point_before_the_kill(da
     info = train.train_model(root, schema, str(tmp_path), classifier_dir=feature_dir, log=lambda message: None,
                              **{**params, "steps": 6})
     assert info["steps"] == 6 and info["best"] == unbeatable
+    # the resumed attempt goes on measuring at the next multiple of eval_every after its start
+    assert [step for step, _ in curve(str(tmp_path / "logs" / "train"))["quality/fcd"]] == [3, 6]
     assert os.path.getmtime(tmp_path / quality.BEST_GENERATOR) == saved
     os.remove(tmp_path / quality.BEST_GENERATOR)  # a best.json without its generator is no best point
     assert quality.read_best(str(tmp_path)) is None
+
+
+class FixedSamplesGan:
+    """Stands in for the trained GAN: generates the same samples whatever the noise."""
+    latent_dim, seed = 2, 0
+
+    def __init__(self, samples):
+        self.samples = samples
+        self.generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+
+    def generate(self, latent, condition=None, training=False):
+        return self.samples[:len(latent)]
+
+
+def measuring_curve(logdir, feature_model, real, num_samples, best_dir=None):
+    return quality.QualityCurve(tf.summary.create_file_writer(logdir), feature_model, real, "fcd", every=1,
+                                num_samples=num_samples, best_dir=best_dir, log=lambda message: None)
+
+
+def test_a_point_is_on_disk_when_measured_and_scores_inference_mode_features_of_few_samples(tmp_path):
+    """Three samples: precision/recall's k is 2 (one below the count); the features come from the
+    feature model in inference mode (its batch normalisation uses the moving statistics)."""
+    rng = np.random.default_rng(0)
+    real, fakes = rng.normal(size=(3, 2)).astype("float32"), rng.normal(1.0, 2.0, size=(3, 2)).astype("float32")
+    inputs = keras.Input((2,))
+    feature_model = keras.Model(inputs, {classifier.FEATURE_LAYER: keras.layers.BatchNormalization()(inputs)})
+    curve_callback = measuring_curve(str(tmp_path), feature_model, real, num_samples=3)
+    curve_callback.set_model(FixedSamplesGan(fakes))
+    values = curve_callback.measure(step=1)
+    expected = metrics.compute(["frechet", "precision_recall"], real,
+                               np.asarray(feature_model(fakes, training=False)[classifier.FEATURE_LAYER]),
+                               precision_recall={"k": 2})
+    assert values == pytest.approx(expected)
+    # flushed at once, for a TensorBoard watching the run (the writer is still open)
+    assert curve(str(tmp_path))["quality/fcd"] == [(1, pytest.approx(values["frechet_distance"], rel=1e-6))]
+
+
+def test_a_point_that_only_ties_the_best_does_not_replace_it(tmp_path):
+    rng = np.random.default_rng(1)
+    real, fakes = rng.normal(size=(8, 2)).astype("float32"), rng.normal(size=(8, 2)).astype("float32")
+    inputs = keras.Input((2,))
+    feature_model = keras.Model(inputs, {classifier.FEATURE_LAYER: keras.layers.Identity()(inputs)})
+    curve_callback = measuring_curve(str(tmp_path / "logs"), feature_model, real, num_samples=8,
+                                     best_dir=str(tmp_path))
+    curve_callback.set_model(FixedSamplesGan(fakes))
+    first, again = curve_callback.measure(step=1), curve_callback.measure(step=2)
+    assert again["frechet_distance"] == first["frechet_distance"]
+    assert json.load(open(tmp_path / quality.BEST_INFO))["step"] == 1
+
+
+def test_a_better_smaller_generator_replaces_the_best_one_whole_on_ram(tmp_path):
+    """TensorFlow's ram:// keeps what a file held when it is opened for writing again (the new
+    bytes land after it): the best generator is deleted before the next one is saved in its place."""
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(8, 2)).astype("float32")
+    inputs = keras.Input((2,))
+    feature_model = keras.Model(inputs, {classifier.FEATURE_LAYER: keras.layers.Identity()(inputs)})
+    best_dir = f"ram://quality-best-{rng.integers(1 << 30)}"
+    curve_callback = measuring_curve(str(tmp_path), feature_model, real, num_samples=8, best_dir=best_dir)
+    gan = FixedSamplesGan(real + 3.0)
+    gan.generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(256), keras.layers.Dense(2)])
+    curve_callback.set_model(gan)
+    curve_callback.measure(step=1)
+    best = f"{best_dir}/{quality.BEST_GENERATOR}"
+    first_size = tf.io.gfile.stat(best).length
+    gan.samples, gan.generator = real, keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    curve_callback.measure(step=2)
+    assert keras.models.load_model(best).count_params() == 6
+    assert tf.io.gfile.stat(best).length < first_size
+
+
+def test_the_real_side_is_a_shuffled_train_batch_in_inference_mode_and_a_model_without_noise_gets_no_curve(
+        data, tmp_path):
+    root, schema, _ = data
+    inputs = keras.Input(tuple(schema["shape"]))
+    flat = keras.layers.Flatten()(inputs)
+    feature_model = keras.Model(inputs, {classifier.FEATURE_LAYER: keras.layers.BatchNormalization()(flat)})
+    feature_model.save(str(tmp_path / classifier.MODEL_FILE))
+    (tmp_path / classifier.INFO_FILE).write_text(json.dumps({"feature_space": "classifier"}))
+    args = train_args.TrainArgs.from_params({"eval_every": 2, "eval_samples": 16, "seed": 0})
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
+    curve_callback = quality.quality_curve(writer, str(tmp_path), root, schema, args, FixedSamplesGan(None),
+                                           str(tmp_path))
+    real = next(iter(_real_batch(root, schema, 16)))
+    np.testing.assert_allclose(curve_callback.real, feature_model(real, training=False)[classifier.FEATURE_LAYER],
+                               rtol=1e-6)
+    messages = []
+    assert quality.quality_curve(writer, str(tmp_path), root, schema, args, object(), str(tmp_path),
+                                 log=messages.append) is None
+    assert messages and messages[0].startswith("quality curve: not for a model without latent noise")

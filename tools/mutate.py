@@ -6,6 +6,17 @@ the package and the tests to a scratch directory, and for each mutant rewrites o
 runs pytest with ``-x`` (stop at the first failure) in a forked child, which imports the package
 afresh and takes nothing it traced into the next run. A mutant is *killed* when a test fails or
 errors, *survives* when all pass, and *times out* after ``--timeout`` seconds (counted apart).
+
+As mutmut does, each mutant runs only the tests that execute its line: the unmutated (baseline) run
+records with coverage.py which test executes which line of the suite's files (one coverage context
+per test, fixture setup and teardown included), cached with its durations in
+``<results>.baseline.json``. A mutant whose statement no test executes *survives* without a run
+("not covered"); a statement run outside any test (at import, in a class body, a module constant)
+gets the whole selection. Coverage cannot see code that autograph converts (Python control flow in
+a ``tf.function`` or a ``tf.data`` map: fast_loop's chunk loop and the train_step it calls there,
+the reader's parser): the summary marks those survivors "not covered", and ``--all-tests`` re-runs
+them against the whole selection. A fixture built once for many tests counts for the
+first test that built it.
 Tests are ordered so that killers come first: by expected seconds per kill (a test's duration in
 the unmutated run over the mutants it killed so far, plus one); tests sharing a module-scoped
 fixture (the trained LAPGAN, SRGAN, cGAN) stay together at the end so it is built once per mutant.
@@ -15,6 +26,9 @@ Results go to a JSON-lines file, one record per mutant, so the run can be done i
     python tools/mutate.py --suite cache --list        # every mutant of a suite (SUITES) with its id
     nice -n 10 python tools/mutate.py --ids 1-40       # a chunk; re-running skips killed mutants
     python tools/mutate.py --summary                   # counts over the results file so far
+    nice -n 10 python tools/mutate.py --ids 28-31 --all-tests --skip-baseline   # lines only autograph runs
+
+Add tests, then run without ``--skip-baseline`` so that the map of lines to tests includes them.
 
 Mutations per line (each applied to the first match only): arithmetic and comparison operators
 swapped, boolean constants and 0/1 literals changed, ``minimum``/``maximum`` and ``mean``/``sum``
@@ -24,6 +38,7 @@ Lines in docstrings, comments, imports, signatures and error messages are skippe
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import json
 import os
@@ -98,6 +113,12 @@ EQUIVALENT = {
     ("fast_loop.py", "if getattr(self, \"auto_steps_per_execution\", False):",
      "if getattr(self, \"auto_steps_per_execution\", True):"):
         "compile() always sets the attribute and Keras' fit needs a compiled model, so the default is never read",
+    ("fast_loop.py", "run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=True)",
+     "run_chunk = tf.function(self._train_on_chunk, jit_compile=bool(self.jit_compile), reduce_retracing=False)"):
+        "reduce_retracing only decides how many traces new chunk lengths cost, not what a step computes",
+    ("fast_loop.py", "fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=True)",
+     "fetch = tf.function(lambda iterator: _fetch_batches(iterator, steps), reduce_retracing=False)"):
+        "reduce_retracing only decides how many traces new iterator specs cost, not which batches come",
     ("simultaneous.py", "return ops.all(ops.abs(a) > 1e-25 * ops.abs(b))", "return ops.all(ops.abs(a) > 1e-25 / ops.abs(b))"):
         "either threshold keeps a_i J in float32's normal range for |b_i| < 1e13, where both branches are exact",
     ("storage.py", "for directory, _, files in os.walk(path, topdown=False):",
@@ -112,6 +133,13 @@ EQUIVALENT = {
     ("metadata.py", "if version >= SCHEMA_VERSION:  # another process got here first",
      "if version > SCHEMA_VERSION:"):
         "equal only when another process migrated meanwhile; re-running the migration is idempotent",
+    ("quality.py", "super().__init__()", "pass"):
+        "keras' Callback.__init__ only presets params and model, which fit sets before any hook runs",
+    ("quality.py", "seed=args.game.seed, drop_remainder=False, cache=False)))",
+     "seed=args.game.seed, drop_remainder=True, cache=False)))"):
+        "the one batch taken has count <= the train split's size examples, so it is full either way",
+    ("quality.py", "self.writer.flush()", "pass"):
+        "leaving writer.as_default() just before flushes the writer (eager mode, where callbacks run)",
     ("metadata.py", "db.close()", "pass"):
         "the connection that failed its probe is rebound next iteration and closed when CPython frees it",
 }
@@ -182,8 +210,17 @@ class TestOrder:
     def __init__(self, durations, kills):
         self.durations, self.kills = durations, kills
         self.failed, self.why, self.recording = None, None, False
+        self.wanted = None  # the node ids to run (None: every collected test)
+        self.coverage = None  # in the baseline run: a coverage.Coverage with one context per test
 
-    def pytest_collection_modifyitems(self, items):
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self.coverage:
+            self.coverage.switch_context(nodeid)
+
+    def pytest_collection_modifyitems(self, config, items):
+        if self.wanted is not None:
+            config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in self.wanted])
+            items[:] = [item for item in items if item.nodeid in self.wanted]
         def shares_a_fixture(item):
             defs = getattr(item, "_fixtureinfo", None)
             return any(d[-1].scope != "function" for d in (defs.name2fixturedefs.values() if defs else ()))
@@ -205,8 +242,9 @@ class TestOrder:
             self.failed = f"collecting {report.nodeid}"
 
 
-def run_tests(test_args: str, order: TestOrder, timeout: float):
-    """'passed', 'failed' (with ``order.failed`` set) or 'timeout', on the scratch copy.
+def run_tests(test_args: str, order: TestOrder, timeout: float, covered_files=()):
+    """'passed', 'failed' (with ``order.failed`` set) or 'timeout', on the scratch copy; with
+    ``covered_files``, ``order.contexts`` gets {file: {line: [node ids that executed it]}}.
 
     pytest runs in a forked child: the parent has imported TensorFlow but run no op (TensorFlow's
     thread pools do not survive a fork once started), so each mutant gets a fresh package import
@@ -219,11 +257,20 @@ def run_tests(test_args: str, order: TestOrder, timeout: float):
         try:
             import pytest
 
+            if covered_files:
+                import coverage
+
+                order.coverage = coverage.Coverage(data_file=None, include=[os.path.abspath(f) for f in covered_files])
+                order.coverage.start()
             with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
                 exit_code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *shlex.split(test_args)],
                                         plugins=[order])
             outcome = {"outcome": "passed" if exit_code == 0 else "failed", "failed": order.failed,
                        "why": order.why, "durations": order.durations}
+            if covered_files:
+                order.coverage.stop()
+                data = order.coverage.get_data()
+                outcome["contexts"] = {path: data.contexts_by_lineno(os.path.abspath(path)) for path in covered_files}
             code = 0
         finally:
             with open(result_path, "w") as handle:
@@ -246,7 +293,30 @@ def run_tests(test_args: str, order: TestOrder, timeout: float):
     order.failed, order.why = outcome["failed"], outcome.get("why")
     if order.recording:
         order.durations.update(outcome["durations"])
+    order.contexts = outcome.get("contexts")
     return outcome["outcome"]
+
+
+def tests_of_line(tree: ast.Module, contexts: dict, line: int):
+    """The node ids of the tests that execute the statement holding ``line`` (all of a multi-line
+    statement's lines, a compound statement's header), or None when its effect outlives the test
+    that ran it (run at import or outside any test): then every test of the selection."""
+    innermost, in_function = None, False
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) is None or not node.lineno <= line <= node.end_lineno:
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and node.lineno < line:
+            in_function = True
+        if isinstance(node, ast.stmt) and (innermost is None or node.lineno >= innermost.lineno):
+            innermost = node
+    if innermost is None or not in_function:
+        return None
+    body = getattr(innermost, "body", None)
+    last = body[0].lineno - 1 if isinstance(body, list) and body and body[0].lineno > innermost.lineno else innermost.end_lineno
+    tests = set()
+    for number in range(innermost.lineno, max(last, innermost.lineno) + 1):
+        tests.update(contexts.get(str(number), ()))
+    return None if "" in tests else tests
 
 
 def load_results(path):
@@ -273,13 +343,13 @@ def summary(mutants_now, results):
                 outcome = "equivalent"
         counts[outcome] += 1
         if outcome == "survived":
-            survivors.append(mutant)
+            survivors.append((mutant, " (not covered)" if record.get("why") else ""))
     scored = counts["killed"] + counts["survived"] + counts["timeout"]
     rate = (counts["killed"] + counts["timeout"]) / scored if scored else 0.0
     print(f"\n{len(mutants_now)} mutants: " + ", ".join(f"{n} {k}" for k, n in counts.items())
           + f"; killed (timeouts included) {rate:.1%} of the non-equivalent ones run")
-    for mutant in survivors:
-        print(f"survived #{mutant['id']} {mutant['path']}:{mutant['line']}: {mutant['original'].strip()!r} -> "
+    for mutant, uncovered in survivors:
+        print(f"survived{uncovered} #{mutant['id']} {mutant['path']}:{mutant['line']}: {mutant['original'].strip()!r} -> "
               f"{mutant['mutated'].strip()!r}")
     for mutant in wrong_claims:
         print(f"listed as equivalent but killed: #{mutant['id']} {mutant['text']}")
@@ -299,6 +369,8 @@ def main():
     parser.add_argument("--skip-baseline", action="store_true",
                         help="take the unmutated run's durations from the last run instead of running it first")
     parser.add_argument("--again", action="store_true", help="re-run killed mutants too")
+    parser.add_argument("--all-tests", action="store_true",
+                        help="run each mutant against the whole selection, not only the tests that execute its line")
     parser.add_argument("--list", action="store_true", help="print every mutant with its id and stop")
     parser.add_argument("--summary", action="store_true", help="print the counts of the results file and stop")
     args = parser.parse_args()
@@ -341,15 +413,19 @@ def main():
     order = TestOrder({}, kills)
     saved = args.results + ".baseline.json"
     if args.skip_baseline and os.path.exists(saved):
-        baseline, order.durations = json.load(open(saved))
+        baseline, order.durations, contexts = json.load(open(saved))
     else:
         start, order.recording = time.perf_counter(), True
-        if run_tests(args.tests, order, 3600.0) != "passed":
+        if run_tests(args.tests, order, 3600.0, covered_files=SUITES[args.suite][0]) != "passed":
             sys.exit(f"the selected tests fail on the unmutated code ({order.failed})")
-        baseline, order.recording = time.perf_counter() - start, False
-        json.dump([baseline, order.durations], open(saved, "w"))
+        baseline, order.recording, contexts = time.perf_counter() - start, False, order.contexts
+        json.dump([baseline, order.durations, contexts], open(saved, "w"))
+    for mutant in chosen:
+        tree = ast.parse(open(mutant["path"]).read())
+        mutant["tests"] = None if args.all_tests else tests_of_line(tree, contexts[mutant["path"]], mutant["line"])
     timeout = args.timeout or 3 * baseline + 60
-    print(f"unmutated run: {baseline:.0f} s; {len(chosen)} mutants to run, {timeout:.0f} s limit each", flush=True)
+    print(f"unmutated run (traced): {baseline:.0f} s; {len(chosen)} mutants to run, {timeout:.0f} s limit each",
+          flush=True)
     try:
         run_mutants(chosen, args.tests, order, timeout, results, kills, args.results)
     finally:
@@ -366,23 +442,26 @@ def run_mutants(chosen, tests, order, timeout, results, kills, results_path):
         lines[mutant["line"] - 1] = mutant["mutated"] + "\n"
         with open(path, "w") as handle:
             handle.writelines(lines)
-        began = time.perf_counter()
+        began, order.wanted, order.failed, order.why = time.perf_counter(), mutant["tests"], None, None
         try:
-            outcome = run_tests(tests, order, timeout)
+            outcome = run_tests(tests, order, timeout) if order.wanted != set() else "not covered"
         finally:
             with open(path, "w") as handle:
                 handle.write(text)
         outcome = {"failed": "killed", "passed": "survived"}.get(outcome, outcome)
         record = {"key": mutant["key"], "id": mutant["id"], "where": f"{path}:{mutant['line']}",
                   "mutated": mutant["mutated"].strip(), "outcome": outcome, "killer": order.failed, "why": order.why,
+                  "tests": "all" if order.wanted is None else len(order.wanted),
                   "seconds": round(time.perf_counter() - began, 1)}
+        if outcome == "not covered":
+            record["outcome"], record["why"] = "survived", "not covered: no test executes this line"
         if order.failed:
             kills[order.failed] = kills.get(order.failed, 0) + 1
         results[mutant["key"]] = record
         with open(results_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        print(f"[{i}/{len(chosen)}] #{mutant['id']} {outcome:8s} {record['seconds']:6.1f} s {record['where']} "
-              f"{mutant['what']}  {order.failed or ''}", flush=True)
+        print(f"[{i}/{len(chosen)}] #{mutant['id']} {outcome:8s} {record['seconds']:6.1f} s {record['tests']} tests "
+              f"{record['where']} {mutant['what']}  {order.failed or ''}", flush=True)
 
 
 if __name__ == "__main__":

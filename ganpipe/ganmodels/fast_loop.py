@@ -149,6 +149,7 @@ def _stackable(iterator) -> bool:
 
 
 def _has_batch_hooks(callback) -> bool:
+    """A batch hook overridden by the callback's class or set on the instance (LambdaCallback)."""
     base = keras.callbacks.Callback
-    return any(getattr(type(callback), name) is not getattr(base, name)
+    return any(getattr(type(callback), name) is not getattr(base, name) or name in vars(callback)
                for name in ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end"))
