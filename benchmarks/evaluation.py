@@ -219,7 +219,8 @@ def checkpoint_line(report: dict, seconds: tuple[float, float], reference_fcd: f
     entries = report["metrics"]
     shown = lambda key: f"{entries[key]['value']:.4g} ± {entries[key]['std']:.2g}"  # noqa: E731
     main = report["main_metric"]
-    return (f"{main} {shown(main)}, fcd {shown('fcd')} ({report['samples']['fakes']} fakes, "
+    beside = "" if main == "fcd" else f", fcd {shown('fcd')}"
+    return (f"{main} {shown(main)}{beside} ({report['samples']['fakes']} fakes, "
             f"{seconds[0]:.0f} s wall, {seconds[1]:.0f} s CPU) | "
             f"{reference_fcd:.3f} | {former_fcd:.3f} | {shown('cas')} (real-trained {entries['cas']['baseline']:.3f}) | "
             f"{shown('copying_share')} | D {shown('membership_auc_d')}, distance {shown('membership_auc_distance')}")

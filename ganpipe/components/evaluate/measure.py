@@ -39,6 +39,7 @@ from ganpipe.components.evaluate.samples import (KerasSampler, SampleCounter, Se
                                                  read_split, fold_sizes)
 from ganpipe.components.quality import FRECHET_NAMES
 from ganpipe.ganmodels import losses, metrics
+from ganpipe.ganmodels.metrics.frechet import cov_sqrt
 from ganpipe.ganmodels.metrics.sampling_noise import fold_summary, half_sample_std, paired_difference
 from ganpipe.ganmodels.srgan import bicubic_upscale
 from ganpipe.infra import storage
@@ -57,6 +58,8 @@ class Setup:
     options: dict
     extract: Callable[[np.ndarray], dict]
     reference_features: dict
+    # D's outputs on held-out reals, per (D, Split): every fold of a model stands beside the same split
+    d_on_reals: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -86,7 +89,10 @@ def discriminator_accuracy(setup: Setup, fold: Fold) -> dict[str, float]:
     conditional = len(fold.discriminator.inputs) == 2
     labels = [fold.held.labels.astype("int32")] if conditional else []
     batch = setup.params["batch_size"]
-    return metrics.compute_discriminator_accuracy(batched_call(fold.discriminator, [fold.held.x, *labels], batch),
+    key = (id(fold.discriminator), id(fold.held))
+    if key not in setup.d_on_reals or setup.d_on_reals[key][0] is not fold.held:  # ids of dead objects recur
+        setup.d_on_reals[key] = (fold.held, batched_call(fold.discriminator, [fold.held.x, *labels], batch))
+    return metrics.compute_discriminator_accuracy(setup.d_on_reals[key][1],
                                                   batched_call(fold.discriminator, [fold.samples, *labels], batch),
                                                   threshold=fold.threshold)
 
@@ -189,7 +195,8 @@ def make_setup(params: dict, schema: dict, feature_space: str, extract, stored_r
     reals = reference_features["features"].astype("float64")
     half = max(2, n // 2)  # k-NN radii must exist on the baseline's half samples too
     k = {name: min(k, half - 1) for name, k in reference.NEIGHBOURS.items()}
-    options = {"frechet": {"real_stats": metrics.FeatureStats.from_features(reals)},
+    real_stats = metrics.FeatureStats.from_features(reals)
+    options = {"frechet": {"real_stats": real_stats, "real_root": cov_sqrt(real_stats.cov)},
                "kernel": {"subset_size": max(n, len(reals)), "num_subsets": 1,
                           "real_within": float(stored_reference["kernel_within"])},
                **{name: {"k": k[name], "real_radii": reference.radii(stored_reference, k[name])}
