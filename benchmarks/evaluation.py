@@ -8,8 +8,11 @@
    rho of level vs value, signed so that 1.0 means the metric worsens with the level (precision,
    recall and coverage must fall). Data: labelled digits in the trained classifier's features; the
    same digits without labels and the built-in photos (32x32 patches) in the self-supervised
-   encoder's features, beside the pooled pixels they replace. The same random draws serve every
-   level, so a level differs from the next only by its strength.
+   encoder's features, beside the pooled pixels they replace. The photos' eval split is a strip
+   on the right of each photo (no patch overlaps both splits), another distribution than the
+   train patches, so there the disturbed images are a random part of the train split and the
+   reference the rest. The same random draws serve every level, so a level differs from the next
+   only by its strength.
 2. ``--model DIR`` (a Train Model artifact of the built-in run, or its staging directory with
    ``checkpoints/``): each checkpoint's EMA generator measured by Evaluate as configured, beside a
    large-sample reference (FCD of 10,000 fakes against every train example).
@@ -34,7 +37,7 @@ import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 import scipy.stats  # noqa: E402
 
-from ganpipe.components import classifier, specs  # noqa: E402
+from ganpipe.components import classifier, reference, specs  # noqa: E402
 from ganpipe.components.evaluate import measure, samples  # noqa: E402
 from ganpipe.ganmodels import metrics  # noqa: E402
 from ganpipe.infra import storage  # noqa: E402
@@ -123,23 +126,33 @@ def prepare(root: str, name: str, overrides: list[str]) -> tuple[str, dict]:
 
 
 def feature_space(root: str, examples: str, schema: dict, name: str, **params):
+    """The Classifier step's artifact for these data and parameters: (model, info, reference)."""
     out = os.path.join(root, "features", name)
-    if not os.path.exists(os.path.join(out, classifier.INFO_FILE)):
+    if not os.path.exists(os.path.join(out, reference.FILE)):
         classifier.build_feature_model(examples, schema, out, log=lambda *_: None, **params)
-    return classifier.load_feature_model(out)
+    return (*classifier.load_feature_model(out), reference.load(out))
 
 
-def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, other_images, chosen=None
-                      ) -> list[tuple]:
+def disturbance_table(label: str, examples: str, schema: dict, spaces: dict, other_images, chosen=None,
+                      iid_holdout: bool = False) -> list[tuple]:
+    """``iid_holdout``: the disturbed images are a random part of the train split and the reference
+    the rest (for the photos, whose eval split is a strip of each photo, another distribution);
+    otherwise the eval split against the Classifier's stored reference, as in Evaluate."""
     params = specs.EVALUATE.resolve_parameters({}, "evaluate")
     keras.utils.set_random_seed(params["seed"])  # tf.data's seeded shuffle also reads the global seed, as in Evaluate
-    reference_count, n, _ = samples.sample_sizes(schema, params["num_samples"], params["num_fakes"])
-    reference = samples.read_split(examples, schema, "train", reference_count, params, False)
-    held_out = samples.read_split(examples, schema, "eval", n, params, False)
+    n, _ = samples.fold_sizes(schema, params["num_samples"], params["num_fakes"])
+    if iid_holdout:
+        train = samples.read_split(examples, schema, "train", schema["counts"]["train"], params, False)
+        order = np.random.default_rng(params["seed"]).permutation(len(train.x))
+        held_out, reference_x = train.take(order[:n]), train.x[order[n:]]
+    else:
+        held_out = samples.read_split(examples, schema, "eval", n, params, False)
     rows = []
-    for space, (model, info) in spaces.items():
+    for space, (model, info, stored_reference) in spaces.items():
         extract = lambda x, model=model: samples.batched_call(model, [x], params["batch_size"])  # noqa: E731
-        setup = measure.make_setup(params, schema, info["feature_space"], extract, reference, n)
+        if iid_holdout:
+            stored_reference = reference.with_statistics(extract(reference_x))
+        setup = measure.make_setup(params, schema, info["feature_space"], extract, stored_reference, n)
         for name, disturb in disturbances(to_shape(other_images, held_out.x.shape[1:]), chosen).items():
             values = []
             for level in LEVELS:
@@ -170,8 +183,9 @@ def checkpoint_ranking(model_dir: str, examples: str, schema: dict, feature_dir:
     model, _ = classifier.load_feature_model(feature_dir)
     everything = samples.read_split(examples, schema, "train", schema["counts"]["train"], reference_params, False)
     real = samples.batched_call(model, [everything.x], 256)["features"]
-    print("steps | Evaluate's main metric (wall time) | reference FCD (10,000 fakes vs all train) | CAS | "
-          "copying share | membership AUCs")
+    old_n = min(schema["counts"]["eval"], schema["counts"]["train"])  # the former estimator's sample size
+    print(f"steps | Evaluate's main metric (wall time) | reference FCD (10,000 fakes vs all train) | "
+          f"former FCD ({old_n} fakes vs {old_n} train) | CAS | copying share | membership AUCs")
     for path in sorted(glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index")),
                        key=lambda p: int(p.split("-")[-1].split(".")[0])):
         gan = train.build_gan(schema, TrainArgs.from_params(params))
@@ -185,25 +199,30 @@ def checkpoint_ranking(model_dir: str, examples: str, schema: dict, feature_dir:
         storage.write_json(os.path.join(out, "model.json"),
                            {"family": params["family"], "num_classes": schema["num_classes"], "steps": steps,
                             "latent_dim": params["latent_dim"], "data_kind": "image", "loss": params["loss"]})
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         report = evaluate.evaluate_model(out, examples, schema, feature_dir, os.path.join(out, "evaluation"),
                                          log=lambda *_: None)
-        seconds = time.perf_counter() - started
+        seconds = (time.perf_counter() - started, time.process_time() - cpu_started)
         labels = np.random.default_rng(0).integers(schema["num_classes"], size=REFERENCE_FAKES).astype("int32")
         latent = np.random.default_rng(1).standard_normal((REFERENCE_FAKES, params["latent_dim"])).astype("float32")
         fakes = samples.batched_call(gan.ema_generator(), [latent, labels], 256)
-        reference = metrics.compute(["frechet"], real, samples.batched_call(model, [fakes], 256)["features"])
-        print(f"{steps} | {checkpoint_line(report, seconds, reference['frechet_distance'])}", flush=True)
+        fake = samples.batched_call(model, [fakes], 256)["features"]
+        reference = metrics.compute(["frechet"], real, fake)["frechet_distance"]
+        former = metrics.compute(["frechet"], real[:old_n], fake[:old_n])["frechet_distance"]
+        print(f"{steps} | {checkpoint_line(report, seconds, reference, former)}", flush=True)
         keras.backend.clear_session()
 
 
-def checkpoint_line(report: dict, seconds: float, reference_fcd: float) -> str:
+def checkpoint_line(report: dict, seconds: tuple[float, float], reference_fcd: float, former_fcd: float) -> str:
+    """One row: Evaluate's main metric and FCD (wall and CPU seconds of the whole Evaluate), the
+    references, and the synthetic-data figures."""
     entries = report["metrics"]
-    shown = lambda key: f"{entries[key]['value']:.3f} ± {entries[key]['std']:.3f}"  # noqa: E731
+    shown = lambda key: f"{entries[key]['value']:.4g} ± {entries[key]['std']:.2g}"  # noqa: E731
     main = report["main_metric"]
-    return (f"{main} {entries[main]['value']:.4g} ± {entries[main]['std']:.2g} ({report['samples']['fakes']} fakes, "
-            f"{seconds:.0f} s) | "
-            f"{reference_fcd:.3f} | {shown('cas')} (real-trained {entries['cas']['baseline']:.3f}) | "
+    beside = "" if main == "fcd" else f", fcd {shown('fcd')}"
+    return (f"{main} {shown(main)}{beside} ({report['samples']['fakes']} fakes, "
+            f"{seconds[0]:.0f} s wall, {seconds[1]:.0f} s CPU) | "
+            f"{reference_fcd:.3f} | {former_fcd:.3f} | {shown('cas')} (real-trained {entries['cas']['baseline']:.3f}) | "
             f"{shown('copying_share')} | D {shown('membership_auc_d')}, distance {shown('membership_auc_distance')}")
 
 
@@ -231,7 +250,7 @@ def main() -> None:
         if label in args.data:
             spaces = {space: feature_space(args.root, examples, schema, f"{label}-{space}", unlabelled_features=space)
                       for space in ("contrastive", "pixels")}
-            disturbance_table(label, examples, schema, spaces, other, args.disturbances)
+            disturbance_table(label, examples, schema, spaces, other, args.disturbances, iid_holdout=label == "photos")
     if args.model:
         checkpoint_ranking(args.model, digits_examples, digits_schema, os.path.join(args.root, "features", "digits"))
 

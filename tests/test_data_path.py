@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ganpipe.components import ingest, preprocess, reader
-from ganpipe.infra import beamio, storage, tfmd
+from ganpipe.infra import beamio, storage
 from ganpipe.components.base import ComponentError
 from ganpipe.pipeline.config import ConfigError, load_config
 

@@ -13,12 +13,15 @@ from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator
 
 from ganpipe import ganmodels
-from ganpipe.components import classifier, evaluate, export
+from ganpipe.components import classifier, evaluate, export, reference
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext
 from ganpipe.components.evaluate import measure, samples
 from ganpipe.components.reader import make_dataset
 from ganpipe.ganmodels.conditional import ConditionalGAN
 from ganpipe.ganmodels.families import build_gan
+from ganpipe.ganmodels.metrics import kernel
+from ganpipe.ganmodels.metrics.feature_stats import kth_neighbour_distances
+from conftest import write_image_examples
 
 N_EVAL = 300
 EVAL_PARAMS = {"num_samples": 300, "num_fakes": 1500}  # 5 folds
@@ -174,20 +177,62 @@ def test_classifier_artifact(feature_space):
     np.testing.assert_allclose(np.sum(outputs["probabilities"], axis=1), 1.0, rtol=1e-5)
 
 
+def test_the_classifier_keeps_the_train_split_and_its_statistics_as_the_reference(feature_space, digits):
+    root, schema = digits
+    stored = reference.load(feature_space.uri)
+    model, _ = classifier.load_feature_model(feature_space.uri)
+    train = np.concatenate([batch.numpy() for batch in make_dataset(root, schema, "train", batch_size=500,
+                                                                    shuffle=False, drop_remainder=False)])
+    direct = samples.batched_call(model, [train], 500)
+    assert len(stored["features"]) == len(train) == 1497  # every train example, none of the eval split
+    np.testing.assert_allclose(stored["features"].mean(0), direct["features"].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.cov(stored["features"].T), np.cov(direct["features"].T), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(stored["probabilities"].sum(0), direct["probabilities"].sum(0), rtol=1e-4)
+    features = direct["features"].astype("float64")
+    assert float(stored["kernel_within"]) == pytest.approx(kernel.within(features), rel=1e-6)
+    for k in (3, 5):  # radii of the k the k-NN metrics use, as a set (the stored order is shuffled)
+        np.testing.assert_allclose(np.sort(stored[f"radii_{k}"]),
+                                   np.sort(kth_neighbour_distances(features, k, "direct")), rtol=1e-5)
+
+
+def test_evaluate_measures_against_the_stored_reference(mlp_models, digits, feature_space, evaluations,
+                                                        tmp_path_factory):
+    """Evaluate reads the Classifier's reference statistics instead of recomputing them."""
+    tampered = Artifact("FeatureModel", str(tmp_path_factory.mktemp("tampered") / "classifier"))
+    shutil.copytree(feature_space.uri, tampered.uri)
+    stored = reference.load(tampered.uri)
+    reference.save(tampered.uri, {**stored, "kernel_within": stored["kernel_within"] + 0.1,
+                                  "radii_3": np.zeros_like(stored["radii_3"])})
+    original = evaluations["trained"][0].read_json("metrics.json")["metrics"]
+    measured = run_evaluate(mlp_models[1], digits, tampered, tmp_path_factory)[0].read_json("metrics.json")["metrics"]
+    assert measured["kid"]["value"] == pytest.approx(original["kid"]["value"] + 0.1, abs=1e-5)
+    assert measured["precision"]["value"] == 0.0 and original["precision"]["value"] > 0.3  # zero radii hold nothing
+    assert measured["fcd"]["value"] == pytest.approx(original["fcd"]["value"], rel=1e-6)
+
+
 def test_unlabelled_data_uses_pixels_or_raw_vectors(tmp_path):
-    counts = {"train": 100, "eval": 20}
-    pixels = classifier.build_feature_model(
-        "unused", {"kind": "image", "shape": [32, 32, 3], "num_classes": 0, "counts": counts}, str(tmp_path / "p"),
-        unlabelled_features="pixels")
+    photos = np.random.default_rng(1).integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    image_schema = write_image_examples(str(tmp_path / "images"), photos, eval_count=10)
+    pixels = classifier.build_feature_model(str(tmp_path / "images"), image_schema, str(tmp_path / "p"),
+                                            unlabelled_features="pixels")
     assert pixels["feature_space"] == "pixels" and pixels["feature_dim"] == 16 * 16 * 3
     assert pixels["eval_accuracy"] is None and pixels["outputs"] == ["features"]
     model, _ = classifier.load_feature_model(str(tmp_path / "p"))
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     pooled = images.reshape(2, 16, 2, 16, 2, 3).mean(axis=(2, 4)).reshape(2, -1)
     np.testing.assert_allclose(model(images, training=False)["features"], pooled, atol=1e-6)
-    raw = classifier.build_feature_model(
-        "unused", {"kind": "vector", "shape": [5], "num_classes": 0, "counts": counts}, str(tmp_path / "r"))
+    train = photos[10:].astype("float32") / 127.5 - 1.0
+    pooled_train = train.reshape(20, 16, 2, 16, 2, 3).mean(axis=(2, 4)).reshape(20, -1)
+    stored = reference.load(str(tmp_path / "p"))["features"]  # the reference: every train image, pooled
+    np.testing.assert_allclose(stored[np.lexsort(stored.T)], pooled_train[np.lexsort(pooled_train.T)], atol=1e-5)
+    rows = np.random.default_rng(2).normal(size=(N_EVAL + 20, 5))
+    vector_schema = write_examples(str(tmp_path / "vectors"), [{"features": _feature("float", row.tolist())}
+                                                                for row in rows],
+                                   {"kind": "vector", "shape": [5], "dtype": "float32", "channels": None,
+                                    "normalization": {"mean": [0.0] * 5, "std": [1.0] * 5}})
+    raw = classifier.build_feature_model(str(tmp_path / "vectors"), vector_schema, str(tmp_path / "r"))
     assert raw["feature_space"] == "raw" and raw["feature_dim"] == 5
+    assert reference.load(str(tmp_path / "r"))["vectors"].shape == (20, 5)
 
 
 def test_inception_weights_must_exist(tmp_path):
@@ -233,7 +278,7 @@ def test_metrics_json_content(evaluations, mlp_models):
         report = json.loads(f.read(), parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
     assert report["feature_space"] == "classifier" and report["num_samples"] == 300
     assert report["samples"] == {"reference": 1497, "held_out": 300, "fold": 300, "folds": 5, "fakes": 1500}
-    assert report["main_metric"] == "kid" and 0.7 < report["classifier_eval_accuracy"] <= 1
+    assert report["main_metric"] == "fcd" and 0.7 < report["classifier_eval_accuracy"] <= 1
     assert report["model"]["generator"] == "generator.keras" and report["model"]["steps"] == 800
     assert report["model"]["dir"] == os.path.abspath(mlp_models[1].uri) and report["served"] is None
     expected = {"fcd", "kid", "precision", "recall", "density", "coverage", "classifier_score", "classes_present",
@@ -246,7 +291,7 @@ def test_metrics_json_content(evaluations, mlp_models):
         assert entry["better"] in ("lower", "higher", "neither")
     assert report["metrics"]["fcd"]["better"] == "lower" and report["metrics"]["coverage"]["better"] == "higher"
     assert evaluation.properties["fcd"] == report["metrics"]["fcd"]["value"]
-    assert evaluation.properties["main_metric"] == "kid" and os.path.getsize(evaluation.path("samples.png")) > 0
+    assert evaluation.properties["main_metric"] == "fcd" and os.path.getsize(evaluation.path("samples.png")) > 0
 
 
 def test_every_metric_has_its_sampling_std(evaluations):
@@ -298,10 +343,10 @@ def test_tensorboard_eval_report(evaluations):
     assert "_hparams_/session_start_info" not in tags  # one trial per pipeline run, written by the pipeline
     table = tf.make_ndarray(events.Tensors("quality/report")[0].tensor_proto).item().decode()
     assert "| metric | model | baseline | served | difference | better |" in table
-    kid = report["metrics"]["kid"]
-    assert (f"| kid **(main)** | {kid['value']:.4g} ± {kid['std']:.2g} | {kid['baseline']:.4g} ± "
-            f"{kid['baseline_std']:.2g} | {kid['served']['value']:.4g} ± {kid['served']['std']:.2g} | "
-            f"{kid['served']['difference']:+.4g} ± {kid['served']['difference_std']:.2g} | lower |") in table
+    fcd = report["metrics"]["fcd"]
+    assert (f"| fcd **(main)** | {fcd['value']:.4g} ± {fcd['std']:.2g} | {fcd['baseline']:.4g} ± "
+            f"{fcd['baseline_std']:.2g} | {fcd['served']['value']:.4g} ± {fcd['served']['std']:.2g} | "
+            f"{fcd['served']['difference']:+.4g} ± {fcd['served']['difference_std']:.2g} | lower |") in table
     assert "Served: version 1 (" in table and "5 folds of 300 fakes against 1497 train examples" in table
     grid = tf.make_ndarray(events.Tensors("quality/samples")[0].tensor_proto)
     assert tf.io.decode_png(grid[2]).shape == (8 * 9 + 1, 8 * 9 + 1, 1)  # 8 x 8 samples of 8 x 8
@@ -312,12 +357,12 @@ def test_blessing_through_the_component(evaluations):
     blessing = trained.read_json("blessing.json")
     assert blessing["blessed"] is True and trained.properties["blessed"] is True
     assert blessing["reasons"] == ["no model is served under this model name: nothing to compare with"]
-    assert trained.properties["main_metric"] == "kid" and trained.properties["num_samples"] == 300
-    assert trained.properties["main_metric_value"] == blessing["metrics"]["kid"]["value"]
+    assert trained.properties["main_metric"] == "fcd" and trained.properties["num_samples"] == 300
+    assert trained.properties["main_metric_value"] == blessing["metrics"]["fcd"]["value"]
     _, untrained = evaluations["untrained"]
     blessing = untrained.read_json("blessing.json")
     assert blessing["blessed"] is False and untrained.properties["blessed"] is False
-    assert len(blessing["reasons"]) == 1 and blessing["reasons"][0].startswith("kid ")
+    assert len(blessing["reasons"]) == 1 and blessing["reasons"][0].startswith("fcd ")
     assert "of served version 1: difference +" in blessing["reasons"][0]
     assert "worse by more than 1.64 std (one-sided test at level 0.05, paired over 5 folds)" in blessing["reasons"][0]
     assert blessing["served"]["version"] == 1 and blessing["served"]["model_fingerprint"].startswith("f-")
@@ -351,8 +396,8 @@ def test_a_model_within_noise_of_the_served_one_is_blessed(evaluations, mlp_mode
     generator.save(os.path.join(nudged, "generator.keras"))
     evaluation, blessing = run_evaluate(Artifact("Model", nudged), digits, feature_space, tmp_path_factory,
                                         served=evaluations["served"])
-    kid = evaluation.read_json("metrics.json")["metrics"]["kid"]
-    assert kid["served"]["difference"] != 0.0
+    fcd = evaluation.read_json("metrics.json")["metrics"]["fcd"]
+    assert fcd["served"]["difference"] != 0.0
     assert blessing.read_json("blessing.json")["blessed"] is True, blessing.read_json("blessing.json")["reasons"]
     assert evaluations["untrained"][1].read_json("blessing.json")["blessed"] is False
 

@@ -445,7 +445,7 @@ def served_good(tmp_path_factory):
 
 
 def assert_refused_beside_version_1(root, out):
-    assert "not exported: not blessed: kid " in out and " of served version 1: difference +" in out, out[-3000:]
+    assert "not exported: not blessed: fcd " in out and " of served version 1: difference +" in out, out[-3000:]
     assert sorted(os.listdir(os.path.join(root, "serving", "digits"))) == ["1"]
 
 

@@ -24,6 +24,8 @@ The artifact (``outputs["classifier"].uri``)::
     classifier.json    feature_space, feature_layer, outputs, input_shape, num_classes, recipe (the
                        training parameters, which CAS reuses),
                        label_names, train/eval accuracy (null when nothing was trained)
+    reference.npz      the train split in this feature space and its statistics, which Evaluate
+                       measures every model against (``components/reference.py``)
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from ganpipe.components import contrastive, specs
+from ganpipe.components import contrastive, reference, specs
 from ganpipe.infra import storage
 from ganpipe.components.base import Artifact, ComponentError, ExecutionContext, Progress
 from ganpipe.components.reader import make_dataset
@@ -96,13 +98,15 @@ def build_feature_model(examples_uri: str, schema: dict, output_dir: str, *, log
     storage.makedirs(output_dir)
     model.save(artifact.path(MODEL_FILE))
     artifact.write_json(INFO_FILE, info)
+    keras.utils.set_random_seed(params["seed"])  # the reference's shuffle reads the global seed too
+    reference.save(output_dir, reference.build(model, examples_uri, schema, params["batch_size"], params["seed"]))
     return info
 
 
 def load_feature_model(classifier_dir: str) -> tuple[keras.Model, dict]:
     """The saved model (dict outputs ``features`` and maybe ``probabilities``) and its info."""
     artifact = Artifact(type="FeatureModel", uri=classifier_dir)
-    for name in (MODEL_FILE, INFO_FILE):
+    for name in (MODEL_FILE, INFO_FILE, reference.FILE):
         if not storage.exists(artifact.path(name)):
             raise ComponentError(f"{artifact.path(name)}: missing; is {classifier_dir} a Classifier artifact?")
     return keras.saving.load_model(artifact.path(MODEL_FILE), compile=False), artifact.read_json(INFO_FILE)

@@ -375,8 +375,8 @@ EVALUATE_PARAMETERS = (
     Parameter("batch_size", int, 256, "examples per generator / classifier call", min=1),
     Parameter("seed", int, 0, "seeds the noise and the choice of real examples"),
     Parameter("use_ema", bool, True, "evaluate generator_ema.keras when the model has one"),
-    Parameter("main_metric", str, "auto", "the metric compared with the served model; auto: kid (unbiased "
-              "at any sample size), psnr for srgan", choices=MAIN_METRICS),
+    Parameter("main_metric", str, "auto", "the metric compared with the served model; auto: the Fréchet "
+              "distance of the feature space (fcd, fd or fid), psnr for srgan", choices=MAIN_METRICS),
     Parameter("fcd_below", float, None, "bless only if the Fréchet distance (fcd/fid/fd) is below this",
               nullable=True),
     Parameter("fcd_below_ratio", float, None, "bless only if the Fréchet distance is below this many times "
@@ -416,6 +416,8 @@ EVALUATE = Component(
 )
 
 # -------------------------------------------------------------------------------------- export
+SERVING_DIR = "serving"  # the default export_base, under the pipeline root
+INCOMING_PREFIX = ".incoming-"  # + "<execution id>-<random>": a version being published (gc removes strays)
 EXPORT_PARAMETERS = (
     Parameter("model_name", str, None, "directory under export_base; empty = the pipeline name", nullable=True,
               check=check_plain_name),

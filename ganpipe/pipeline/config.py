@@ -15,9 +15,9 @@ from typing import Any, Iterable
 import yaml
 
 from ganpipe.infra import storage
+from ganpipe.components import specs
 from ganpipe.components.base import check_keys, did_you_mean
 from ganpipe.pipeline import dag
-from ganpipe.pipeline.gc import SERVING
 from ganpipe.pipeline.metadata import STORE_FILE
 
 DEFAULT_ROOT = "./ganpipe_runs"
@@ -28,7 +28,7 @@ BUILT_IN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What the root holds beside the pipelines' directories: the store with SQLite's side files and
 # Export's default serving directory. A pipeline of one of these names would write over them.
-RESERVED_NAMES = (*(STORE_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm")), SERVING)
+RESERVED_NAMES = (*(STORE_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm")), specs.SERVING_DIR)
 
 
 class ConfigError(ValueError):
@@ -239,7 +239,6 @@ def _block(name: str, entries, component=None, values=None) -> str:
 
 def _nested_help(component, values) -> dict[str, str]:
     """Help of Train's network options (the family's schema); empty for other mappings."""
-    from ganpipe.components import specs
 
     if component is None or values is None or "family" not in values:
         return {}

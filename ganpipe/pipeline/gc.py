@@ -35,6 +35,7 @@ import re
 import time
 import uuid
 
+from ganpipe.components import specs
 from ganpipe.infra import faults, storage
 from ganpipe.pipeline import execute
 from ganpipe.pipeline.metadata import DELETED, LIVE, RUNNING, ArtifactRecord, MetadataStore
@@ -42,8 +43,6 @@ from ganpipe.pipeline.layout import (GC_LOCK, LOCKS, RESUMABLE_MARK, STAGING, TE
                                      lock_is_held, run_is_alive)
 
 TRASH = ".trash"
-INCOMING_PREFIX = ".incoming-"  # Export's hidden directories: .incoming-<execution id>-<random>
-SERVING = "serving"
 # Inputs a resolver picked as a point of comparison (the served PushedModel Evaluate measures):
 # kept with the artifact that used them, but their own lineage is not, or every model would keep
 # the previous one alive, back to the first. (What is served keeps its whole lineage anyway.)
@@ -261,19 +260,19 @@ def _stale_incoming(store: MetadataStore, root: str, running: set[int]) -> list[
     model_roots = {storage.dirname(r.artifact.properties["pushed_destination"])
                    for r in store.artifacts(type="PushedModel") if r.artifact.properties.get("pushed_destination")}
     for base in artifact_roots(store, root):
-        serving = storage.join(base, SERVING)
+        serving = storage.join(base, specs.SERVING_DIR)
         model_roots |= {storage.join(serving, name) for name in storage.listdir(serving)}
     garbage = []
     for model_root in sorted(model_roots):
         for name in storage.listdir(model_root):
-            if name.startswith(INCOMING_PREFIX) and _incoming_execution(name) not in running:
+            if name.startswith(specs.INCOMING_PREFIX) and _incoming_execution(name) not in running:
                 path = storage.join(model_root, name)
                 garbage.append(Garbage(path, "stale incoming export", storage.size(path)))
     return garbage
 
 
 def _incoming_execution(name: str) -> int | None:
-    head = name[len(INCOMING_PREFIX):].split("-", 1)[0]
+    head = name[len(specs.INCOMING_PREFIX):].split("-", 1)[0]
     return int(head) if head.isdigit() else None
 
 

@@ -53,13 +53,13 @@ from ganpipe.components.base import Artifact, ExecutionContext, absolute_path
 from ganpipe.components.evaluate.blessing import GATE, gate_passes
 from ganpipe.components.evaluate.samples import load_generator, read_model_info
 from ganpipe.components.export.model_card import model_card
-from ganpipe.components.export.publish import (EXTRA, INCOMING_PREFIX, SAVED_MODEL_FILE, check_model_name,
+from ganpipe.components.export.publish import (EXTRA, SAVED_MODEL_FILE, check_model_name,
                                                newest_first, publish_version, read_card, read_extra, versions)
 from ganpipe.components.export.signatures import GENERATE_SEED_WORD, build_archive
 from ganpipe.infra import faults, storage
 from ganpipe.infra.fingerprints import artifact_fingerprint
 
-__all__ = ["COMPONENT", "EXTRA", "GENERATE_SEED_WORD", "INCOMING_PREFIX", "SAVED_MODEL_FILE", "export_base",
+__all__ = ["COMPONENT", "EXTRA", "GENERATE_SEED_WORD", "SAVED_MODEL_FILE", "export_base",
            "export_model", "newest_first", "read_extra", "run", "versions", "versions_directory"]
 
 
@@ -82,7 +82,7 @@ COMPONENT = specs.EXPORT
 
 def export_base(pipeline_root: str, configured: str | None) -> str:
     """``configured`` (default ``serving``) against the pipeline root unless absolute or a URI."""
-    return storage.resolve(pipeline_root, configured or "serving")
+    return storage.resolve(pipeline_root, configured or specs.SERVING_DIR)
 
 
 def versions_directory(base: str, model_name: str) -> str:
@@ -91,7 +91,7 @@ def versions_directory(base: str, model_name: str) -> str:
 
 
 def export_model(model_dir: str, schema: dict, blessing: dict | None, output_dir: str, *, model_name: str = "model",
-                 export_base: str = "serving", force: bool = False, use_ema: bool = True,
+                 export_base: str = specs.SERVING_DIR, force: bool = False, use_ema: bool = True,
                  max_generate_samples: int = 1024, lineage: dict | None = None, model_fingerprint: str = "",
                  execution_id: int = 0, log=print) -> dict:
     """Exports if ``blessing["blessed"]`` (and no worse than what is served) or ``force``, unless
@@ -142,7 +142,7 @@ def _push(model_dir, schema, blessing, result, identity, model_root, lineage, ex
     info = read_model_info(model_dir)
     generator, generator_file = load_generator(model_dir, identity["use_ema"])
     archive, signatures = build_archive(generator, info, identity["max_generate_samples"])
-    incoming = storage.join(model_root, f"{INCOMING_PREFIX}{execution_id}-{uuid.uuid4().hex[:12]}")
+    incoming = storage.join(model_root, f"{specs.INCOMING_PREFIX}{execution_id}-{uuid.uuid4().hex[:12]}")
     storage.makedirs(incoming)
     try:
         archive.write_out(incoming, verbose=False)

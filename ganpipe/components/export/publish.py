@@ -10,7 +10,6 @@ from ganpipe.infra import faults, storage
 VERSION_ATTEMPTS = 20  # concurrent exporters may take a version between our listing and rename
 EXTRA = specs.SERVED_EXTRA
 SAVED_MODEL_FILE = "saved_model.pb"
-INCOMING_PREFIX = ".incoming-"  # + "<execution id>-": gc removes those of executions not running
 
 
 
