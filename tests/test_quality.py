@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from ganpipe.components import classifier, quality, train, train_args
+from ganpipe.components import classifier, quality, reference, train, train_args
 from ganpipe.ganmodels import metrics
 from conftest import TINY_DCGAN, write_processed_examples
 
@@ -174,6 +174,7 @@ def test_the_real_side_is_a_shuffled_train_batch_in_inference_mode_and_a_model_w
     feature_model = keras.Model(inputs, {classifier.FEATURE_LAYER: keras.layers.BatchNormalization()(flat)})
     feature_model.save(str(tmp_path / classifier.MODEL_FILE))
     (tmp_path / classifier.INFO_FILE).write_text(json.dumps({"feature_space": "classifier"}))
+    reference.save(str(tmp_path), {})  # a Classifier artifact has one; the curve reads only the model and info
     args = train_args.TrainArgs.from_params({"eval_every": 2, "eval_samples": 16, "seed": 0})
     writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
     curve_callback = quality.quality_curve(writer, str(tmp_path), root, schema, args, FixedSamplesGan(None),
