@@ -260,3 +260,14 @@ def test_gc_keeps_what_a_live_run_uses_and_marks_what_it_deletes(tmp_path):
     with MetadataStore(str(tmp_path), read_only=True) as store:
         assert store.artifact(superseded.id).state == "DELETED" and store.artifact(kept.id).state == "LIVE"
 
+
+
+def test_a_cache_hit_records_what_the_cached_step_read_and_handed_on(tmp_path):
+    first, _ = run(tmp_path)
+    again, _ = run(tmp_path)
+    assert again["Use"].status == "cached"
+    with MetadataStore(str(tmp_path)) as store:
+        inputs = store.execution_artifacts(again["Use"].execution_id, "input")
+        outputs = store.execution_artifacts(again["Use"].execution_id, "output")
+    assert {name: a.uri for name, a in inputs.items()} == {"model": first["Make"].outputs["model"].uri}
+    assert {name: a.uri for name, a in outputs.items()} == {"report": first["Use"].outputs["report"].uri}
