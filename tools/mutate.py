@@ -15,7 +15,8 @@ per test, fixture setup and teardown included), cached with its durations in
 gets the whole selection. Coverage cannot see code that autograph converts (Python control flow in
 a ``tf.function`` or a ``tf.data`` map: fast_loop's chunk loop and the train_step it calls there,
 the reader's parser): the summary marks those survivors "not covered", and ``--all-tests`` re-runs
-them against the whole selection. A fixture built once for many tests counts for the
+them against the whole selection, as for code a test runs in a subprocess (the CLI under
+``unshare``), which coverage does not follow. A fixture built once for many tests counts for the
 first test that built it.
 Tests are ordered so that killers come first: by expected seconds per kill (a test's duration in
 the unmutated run over the mutants it killed so far, plus one); tests sharing a module-scoped
