@@ -442,6 +442,8 @@ def test_a_store_from_before_schema_versions_is_migrated_and_verified_the_old_wa
     with MetadataStore(str(tmp_path)) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert store.artifact(1).scheme == fingerprints.WHOLE_TREE
+    with sqlite3.connect(tmp_path / "metadata.sqlite") as db:  # the columns new records are written with
+        assert {"fingerprint_scheme", "manifest"} <= {row[1] for row in db.execute("PRAGMA table_info(artifacts)")}
     assert verify(str(tmp_path)) == (1, [])
     (artifact / "logs" / "events").write_text("y")  # the old scheme hashed logs too
     assert [p.problem for p in verify(str(tmp_path))[1]] == ["fingerprint mismatch"]
