@@ -252,6 +252,7 @@ def main() -> None:
                       for space in ("contrastive", "pixels")}
             disturbance_table(label, examples, schema, spaces, other, args.disturbances, iid_holdout=label == "photos")
     if args.model:
+        feature_space(args.root, digits_examples, digits_schema, "digits")  # the built-in run's Classifier
         checkpoint_ranking(args.model, digits_examples, digits_schema, os.path.join(args.root, "features", "digits"))
 
 
