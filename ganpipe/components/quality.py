@@ -66,7 +66,7 @@ class QualityCurve(keras.callbacks.Callback):
         self.writer.flush()
         if self.best_dir is not None and np.isfinite(frechet) and (self.best is None or frechet < self.best["value"]):
             best = storage.join(self.best_dir, BEST_GENERATOR)
-            storage.delete([best])  # TF's ram:// filesystem keeps the tail of a longer file written over
+            storage.delete([best])  # TF's ram:// filesystem appends to a file opened for writing again
             self.model.generator.save(best)
             self.best = {"step": step, "metric": self.frechet_name, "value": float(frechet)}
             storage.write_json(storage.join(self.best_dir, BEST_INFO), self.best)
