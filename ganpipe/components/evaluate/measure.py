@@ -58,8 +58,6 @@ class Setup:
     options: dict
     extract: Callable[[np.ndarray], dict]
     reference_features: dict
-    # D's outputs on held-out reals, per (D, Split): every fold of a model stands beside the same split
-    d_on_reals: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -71,6 +69,7 @@ class Fold:
     features: dict
     discriminator: keras.Model | None = None
     threshold: float | None = None
+    held_scores: np.ndarray | None = None  # D on ``held``, when computed once for many folds
 
 
 def feature_metrics(setup: Setup, fold: Fold) -> dict[str, float]:
@@ -86,15 +85,17 @@ def discriminator_accuracy(setup: Setup, fold: Fold) -> dict[str, float]:
     conditional D, at the GAN loss's decision threshold; only for a model that has a D."""
     if fold.discriminator is None or fold.threshold is None or fold.held.lowres is not None:
         return {}
-    conditional = len(fold.discriminator.inputs) == 2
-    labels = [fold.held.labels.astype("int32")] if conditional else []
     batch = setup.params["batch_size"]
-    key = (id(fold.discriminator), id(fold.held))
-    if key not in setup.d_on_reals or setup.d_on_reals[key][0] is not fold.held:  # ids of dead objects recur
-        setup.d_on_reals[key] = (fold.held, batched_call(fold.discriminator, [fold.held.x, *labels], batch))
-    return metrics.compute_discriminator_accuracy(setup.d_on_reals[key][1],
-                                                  batched_call(fold.discriminator, [fold.samples, *labels], batch),
+    reals = fold.held_scores if fold.held_scores is not None else d_scores(fold.discriminator, fold.held.x,
+                                                                            fold.held, batch)
+    return metrics.compute_discriminator_accuracy(reals, d_scores(fold.discriminator, fold.samples, fold.held, batch),
                                                   threshold=fold.threshold)
+
+
+def d_scores(discriminator: keras.Model, images: np.ndarray, held: Split, batch_size: int) -> np.ndarray:
+    """D's outputs on ``images``, with the held-out labels for a conditional D."""
+    labels = [held.labels.astype("int32")] if len(discriminator.inputs) == 2 else []
+    return batched_call(discriminator, [images, *labels], batch_size)
 
 
 def upscaling_quality(setup: Setup, fold: Fold) -> dict[str, float]:
@@ -217,9 +218,13 @@ def model_folds(setup: Setup, sampler, held_out: Split, folds: int, counted, whe
                 discriminator=None, threshold=None) -> tuple[list[dict[str, float]], np.ndarray]:
     """The metrics of one model per fold, and the first fold's fakes (for the sample grid)."""
     measured, first = [], None
+    # every fold of fakes from noise stands beside the whole held-out split: D scores its reals once
+    held_scores = None if discriminator is None or held_out.lowres is not None else d_scores(
+        discriminator, held_out.x, held_out, setup.params["batch_size"])
     for fakes, held in fake_folds(sampler, held_out, folds, setup.params["seed"], counted):
         check_finite(fakes, where)
-        fold = Fold(fakes, held, features_of(setup, fakes), discriminator, threshold)
+        fold = Fold(fakes, held, features_of(setup, fakes), discriminator, threshold,
+                    held_scores if held is held_out else None)
         measured.append(measure_folds(setup, [fold])[0])
         first = fakes if first is None else first
     return measured, first

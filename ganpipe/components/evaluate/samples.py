@@ -21,8 +21,6 @@ from ganpipe.infra import storage
 import ganpipe.ganmodels.families  # noqa: F401  registers the custom layers the .keras files name
 
 SAMPLE_NOISE_SEED = 0x5EED_0E7A  # the noise of the fakes, offset from training's draws
-# The real reference is every train example up to this many: the k-NN metrics cost
-# O(reference^2) per fold.
 MIN_FOLDS = 2  # a standard error needs two folds
 MAX_FOLDS = 50  # more folds only shrink an already small standard error, at the reference's cost each
 
@@ -47,8 +45,9 @@ def load_generator(model_dir: str, use_ema: bool) -> tuple[keras.Model, str]:
 
 
 def fold_sizes(schema: dict, num_samples: int, num_fakes: int) -> tuple[int, int]:
-    """(fold size n, folds): n = min(num_samples, eval count), so the real-vs-real baseline on the eval split has the folds'
-    size; as many folds of n fakes as ``num_fakes`` holds, from MIN_FOLDS to MAX_FOLDS."""
+    """(fold size n, folds): n = min(num_samples, eval count), so the real-vs-real baseline on the
+    eval split has the folds' size; as many folds of n fakes as ``num_fakes`` holds, from MIN_FOLDS
+    to MAX_FOLDS."""
     counts = schema.get("counts", {})
     n = min(num_samples, counts.get("eval", 0))
     if n < specs.MIN_SAMPLES or counts.get("train", 0) < specs.MIN_SAMPLES:
